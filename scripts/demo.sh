@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The local demo: starts redis-server, nats-server -js, the router and the
+# e-SAKIP worker (data under var/demo), deploys the seed SOPs with sopctl,
+# runs all three end to end with scripted actors, prints the timelines, and
+# stops everything it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${1:-build}
+BIN_ROUTER=$BUILD/services/router/sopflow-router
+BIN_SOPCTL=$BUILD/tools/sopctl/sopctl
+BIN_DEMO=$BUILD/tools/demo/sopflow-demo
+BIN_WORKER=$BUILD/examples/esakip_worker/sopflow-esakip-worker
+VAR=var/demo
+rm -rf "$VAR" && mkdir -p "$VAR/redis" "$VAR/nats" "$VAR/logs"
+
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+pick_port() {
+  local p
+  for _ in $(seq 1 200); do
+    p=$((20000 + RANDOM % 30000))
+    if port_free "$p"; then echo "$p"; return; fi
+  done
+  echo "no free port" >&2; exit 1
+}
+wait_port() {
+  for _ in $(seq 1 500); do
+    if ! port_free "$1"; then return 0; fi
+    sleep 0.02
+  done
+  echo "nothing listens on port $1; see $VAR/logs" >&2; exit 1
+}
+
+REDIS_PORT=$(pick_port); NATS_PORT=$(pick_port); ROUTER_PORT=$(pick_port)
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$VAR/redis" --save "" \
+  --appendonly yes --appendfsync everysec > "$VAR/logs/redis.log" 2>&1 &
+pids+=($!)
+nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$VAR/nats" > "$VAR/logs/nats.log" 2>&1 &
+pids+=($!)
+wait_port "$REDIS_PORT"; wait_port "$NATS_PORT"
+echo "redis-server on $REDIS_PORT, nats-server -js on $NATS_PORT (data in $VAR)"
+
+export SOPFLOW_ROUTER=127.0.0.1:$ROUTER_PORT
+"$BIN_ROUTER" --listen "$SOPFLOW_ROUTER" --redis "127.0.0.1:$REDIS_PORT" --nats "nats://127.0.0.1:$NATS_PORT" \
+  --tokens deploy/local/tokens.yaml > "$VAR/logs/router.log" 2>&1 &
+pids+=($!)
+wait_port "$ROUTER_PORT"
+echo "router on $SOPFLOW_ROUTER"
+"$BIN_WORKER" --token demo-esakip-worker > "$VAR/logs/esakip-worker.log" 2>&1 &
+pids+=($!)
+
+echo; echo "== deploying the seed SOPs (sopctl, as admin)"
+"$BIN_SOPCTL" --token demo-admin deploy definitions/*.yaml
+"$BIN_SOPCTL" --token demo-admin defs
+
+echo; echo "== running all three seed SOPs with scripted actors"
+"$BIN_DEMO" --tokens deploy/local/tokens.yaml
+status=$?
+
+echo "== the e-SAKIP worker's log"
+cat "$VAR/logs/esakip-worker.log"
+echo; echo "== runs (sopctl runs)"
+"$BIN_SOPCTL" --token demo-admin runs
+exit $status

@@ -1,0 +1,142 @@
+#include "grpc_server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/auth_metadata_processor.h>
+#include <grpcpp/security/server_credentials.h>
+
+#include <fstream>
+#include <sstream>
+
+namespace sopflow {
+namespace {
+
+// Methods callable without a token: probes and tooling.
+bool IsPublicMethod(std::string_view path) {
+  return path.rfind("/grpc.health.v1.Health/", 0) == 0 || path.rfind("/grpc.reflection.", 0) == 0;
+}
+
+class BearerTokenProcessor final : public grpc::AuthMetadataProcessor {
+ public:
+  explicit BearerTokenProcessor(std::shared_ptr<const UserDirectory> users) : users_(std::move(users)) {}
+  bool IsBlocking() const override { return false; }
+
+  grpc::Status Process(const InputMetadata& md, grpc::AuthContext*, OutputMetadata*,
+                       OutputMetadata*) override {
+    auto path = md.find(":path");
+    bool is_public = path != md.end() && IsPublicMethod(std::string_view(path->second.data(), path->second.size()));
+    auto auth = md.find("authorization");
+    if (auth == md.end()) {
+      if (is_public) return grpc::Status::OK;
+      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "missing 'authorization: Bearer <token>'");
+    }
+    std::string value(auth->second.data(), auth->second.size());
+    constexpr std::string_view kPrefix = "Bearer ";
+    if (value.rfind(kPrefix, 0) != 0)
+      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "authorization must be 'Bearer <token>'");
+    if (!users_->FindByToken(value.substr(kPrefix.size())))
+      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "unknown token");
+    // The identity is not stored in `ctx`: with these credentials the auth
+    // context belongs to the connection, which many users' calls may share
+    // (and concurrent AddProperty calls race). CallerOf reads the call's own
+    // header instead.
+    return grpc::Status::OK;
+  }
+
+ private:
+  std::shared_ptr<const UserDirectory> users_;
+};
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("cannot read " + path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::shared_ptr<grpc::ServerCredentials> MakeCredentials(const ServerOptions& o) {
+  std::shared_ptr<grpc::ServerCredentials> creds;
+  if (!o.tls_cert_file.empty() && !o.tls_key_file.empty()) {
+    grpc::SslServerCredentialsOptions ssl;
+    ssl.pem_key_cert_pairs.push_back({ReadFile(o.tls_key_file), ReadFile(o.tls_cert_file)});
+    creds = grpc::SslServerCredentials(ssl);
+  } else {
+    creds = grpc::experimental::LocalServerCredentials(LOCAL_TCP);
+  }
+  creds->SetAuthMetadataProcessor(std::make_shared<BearerTokenProcessor>(o.users));
+  return creds;
+}
+
+}  // namespace
+
+grpc::Status ToGrpcStatus(const DomainError& e) {
+  using grpc::StatusCode;
+  StatusCode code = StatusCode::INTERNAL;
+  switch (e.code()) {
+    case ErrorCode::kInvalidArgument: code = StatusCode::INVALID_ARGUMENT; break;
+    case ErrorCode::kNotFound: code = StatusCode::NOT_FOUND; break;
+    case ErrorCode::kAlreadyExists: code = StatusCode::ALREADY_EXISTS; break;
+    case ErrorCode::kFailedPrecondition: code = StatusCode::FAILED_PRECONDITION; break;
+    case ErrorCode::kPermissionDenied: code = StatusCode::PERMISSION_DENIED; break;
+    case ErrorCode::kUnauthenticated: code = StatusCode::UNAUTHENTICATED; break;
+    case ErrorCode::kUnavailable: code = StatusCode::UNAVAILABLE; break;
+    case ErrorCode::kInternal: code = StatusCode::INTERNAL; break;
+  }
+  return grpc::Status(code, e.what());
+}
+
+grpc::Status GuardedCall(const std::function<void()>& fn) {
+  try {
+    fn();
+    return grpc::Status::OK;
+  } catch (const DomainError& e) {
+    return ToGrpcStatus(e);
+  } catch (const std::exception& e) {
+    return grpc::Status(grpc::StatusCode::INTERNAL, e.what());
+  }
+}
+
+User CallerOf(const grpc::ServerContextBase& ctx, const UserDirectory& users) {
+  const auto& md = ctx.client_metadata();
+  auto auth = md.find("authorization");
+  constexpr std::string_view kPrefix = "Bearer ";
+  if (auth != md.end()) {
+    std::string_view value(auth->second.data(), auth->second.size());
+    if (value.substr(0, kPrefix.size()) == kPrefix)
+      if (auto user = users.FindByToken(std::string(value.substr(kPrefix.size())))) return *user;
+  }
+  throw DomainError(ErrorCode::kUnauthenticated, "no authenticated user");
+}
+
+ServerHost::ServerHost(ServerOptions options) : options_(std::move(options)) {
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+}
+
+ServerHost::~ServerHost() {
+  if (server_) Shutdown(std::chrono::milliseconds(0));
+}
+
+void ServerHost::AddService(grpc::Service* service) { builder_.RegisterService(service); }
+
+void ServerHost::Start() {
+  builder_.AddListeningPort(options_.listen, MakeCredentials(options_), &port_);
+  server_ = builder_.BuildAndStart();
+  if (!server_ || port_ == 0) throw std::runtime_error("cannot listen on " + options_.listen);
+  SetServing(true);
+}
+
+void ServerHost::SetServing(bool serving) {
+  if (server_ && server_->GetHealthCheckService()) server_->GetHealthCheckService()->SetServingStatus(serving);
+}
+
+void ServerHost::Shutdown(std::chrono::milliseconds grace) {
+  if (!server_) return;
+  SetServing(false);
+  server_->Shutdown(std::chrono::system_clock::now() + grace);
+  server_->Wait();
+  server_.reset();
+}
+
+}  // namespace sopflow

@@ -1,0 +1,64 @@
+// What every sopflow gRPC server shares: credentials with bearer-token
+// authentication (an AuthMetadataProcessor), grpc.health.v1, reflection,
+// and the single mapping from DomainError to gRPC status codes.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "error.h"
+#include "users.h"
+
+namespace sopflow {
+
+struct ServerOptions {
+  std::string listen = "127.0.0.1:0";  // port 0: pick a free one
+  // With both set the server speaks TLS. Without, it accepts only loopback
+  // peers (gRPC local credentials): safe by default, and what a service
+  // mesh sidecar in front of the pod connects from.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::shared_ptr<const UserDirectory> users;
+};
+
+// The one mapping from domain errors to gRPC status codes.
+grpc::Status ToGrpcStatus(const DomainError& e);
+// Runs `fn`, mapping any exception it throws to a status.
+grpc::Status GuardedCall(const std::function<void()>& fn);
+
+// The user the AuthMetadataProcessor authenticated for this call.
+User CallerOf(const grpc::ServerContextBase& ctx, const UserDirectory& users);
+
+// Runs a unary callback handler inline and finishes the call with the
+// mapped status.
+template <class Fn>
+grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* ctx, Fn&& fn) {
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(GuardedCall(std::forward<Fn>(fn)));
+  return reactor;
+}
+
+// A server with health and reflection, built from services added by the
+// caller.
+class ServerHost {
+ public:
+  explicit ServerHost(ServerOptions options);
+  ~ServerHost();
+  void AddService(grpc::Service* service);
+  void Start();  // throws std::runtime_error if it cannot listen
+  int port() const { return port_; }
+  void SetServing(bool serving);
+  // Stops accepting calls and waits up to `grace` for running ones.
+  void Shutdown(std::chrono::milliseconds grace);
+
+ private:
+  ServerOptions options_;
+  grpc::ServerBuilder builder_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+};
+
+}  // namespace sopflow

@@ -1,0 +1,177 @@
+#include "nats.h"
+
+#include <nats/nats.h>
+
+#include "error.h"
+
+namespace sopflow {
+namespace {
+[[noreturn]] void ThrowNats(const std::string& what, natsStatus s, jsErrCode jerr = static_cast<jsErrCode>(0)) {
+  std::string msg = what + ": " + natsStatus_GetText(s);
+  if (jerr) msg += " (jetstream error " + std::to_string(static_cast<int>(jerr)) + ")";
+  const char* last = nats_GetLastError(nullptr);
+  if (last && *last) msg += ": " + std::string(last);
+  ThrowUnavailable(msg);
+}
+}  // namespace
+
+NatsClient::NatsClient(const NatsOptions& options) {
+  natsOptions* opts = nullptr;
+  natsStatus s = natsOptions_Create(&opts);
+  if (s == NATS_OK) s = natsOptions_SetURL(opts, options.url.c_str());
+  if (s == NATS_OK) s = natsOptions_SetName(opts, options.name.c_str());
+  if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts, -1);  // keep trying: NATS restarts are normal
+  if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts, 250);
+  if (s == NATS_OK) s = natsOptions_SetTimeout(opts, 5000);
+  if (s == NATS_OK && options.send_asap) s = natsOptions_SetSendAsap(opts, true);
+  if (s == NATS_OK) s = natsConnection_Connect(&conn_, opts);
+  natsOptions_Destroy(opts);
+  if (s != NATS_OK) ThrowNats("nats connect " + options.url, s);
+
+  jsOptions jo;
+  jsOptions_Init(&jo);
+  jo.PublishAsync.ErrHandler = &NatsClient::OnPublishError;
+  jo.PublishAsync.ErrHandlerClosure = this;
+  jo.PublishAsync.MaxPending = 4096;
+  s = natsConnection_JetStream(&js_, conn_, &jo);
+  if (s != NATS_OK) ThrowNats("jetstream context", s);
+}
+
+NatsClient::~NatsClient() {
+  if (js_) jsCtx_Destroy(js_);
+  if (conn_) {
+    natsConnection_Close(conn_);
+    natsConnection_Destroy(conn_);
+  }
+}
+
+void NatsClient::EnsureEventStream(int64_t duplicate_window_ms, int64_t max_age_hours) {
+  jsStreamConfig cfg;
+  jsStreamConfig_Init(&cfg);
+  const char* subjects[] = {kEventSubjects};
+  cfg.Name = kEventStream;
+  cfg.Subjects = subjects;
+  cfg.SubjectsLen = 1;
+  cfg.Storage = js_FileStorage;
+  cfg.Duplicates = duplicate_window_ms * 1000000;
+  cfg.MaxAge = max_age_hours * 3600LL * 1000000000LL;
+  jsStreamInfo* si = nullptr;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  natsStatus s = js_AddStream(&si, js_, &cfg, nullptr, &jerr);
+  if (si) jsStreamInfo_Destroy(si);
+  if (s == NATS_OK || jerr == JSStreamNameExistErr) return;
+  ThrowNats("create stream " + std::string(kEventStream), s, jerr);
+}
+
+void NatsClient::OnPublishError(jsCtx*, jsPubAckErr* err, void* closure) {
+  auto* self = static_cast<NatsClient*>(closure);
+  const char* id = nullptr;
+  if (err->Msg && natsMsgHeader_Get(err->Msg, "Nats-Msg-Id", &id) == NATS_OK && id) {
+    std::lock_guard lock(self->failed_mu_);
+    self->failed_.insert(id);
+  }
+}
+
+std::vector<std::string> NatsClient::PublishAll(const std::vector<OutgoingMessage>& messages, int timeout_ms) {
+  std::lock_guard publish_lock(publish_mu_);
+  {
+    std::lock_guard lock(failed_mu_);
+    failed_.clear();
+  }
+  std::vector<std::string> not_sent;
+  for (const auto& m : messages) {
+    natsMsg* msg = nullptr;
+    natsStatus s = natsMsg_Create(&msg, m.subject.c_str(), nullptr, m.data.data(), static_cast<int>(m.data.size()));
+    if (s == NATS_OK) s = natsMsgHeader_Set(msg, "Nats-Msg-Id", m.msg_id.c_str());
+    for (const auto& [k, v] : m.headers)
+      if (s == NATS_OK) s = natsMsgHeader_Set(msg, k.c_str(), v.c_str());
+    if (s == NATS_OK) s = js_PublishMsgAsync(js_, &msg, nullptr);  // takes ownership on success
+    if (msg) natsMsg_Destroy(msg);
+    if (s != NATS_OK) not_sent.push_back(m.msg_id);
+  }
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  po.MaxWait = timeout_ms;
+  natsStatus s = js_PublishAsyncComplete(js_, &po);
+  std::lock_guard lock(failed_mu_);
+  if (s != NATS_OK) {
+    // Timed out: some acks did not arrive. Treat the whole batch as unsent;
+    // a re-publish is harmless because the stream drops duplicate msg ids.
+    natsMsgList pending{};
+    if (js_PublishAsyncGetPendingList(&pending, js_) == NATS_OK) natsMsgList_Destroy(&pending);
+    not_sent.clear();
+    for (const auto& m : messages) not_sent.push_back(m.msg_id);
+    return not_sent;
+  }
+  for (const auto& id : failed_) not_sent.push_back(id);
+  return not_sent;
+}
+
+IncomingMessage::~IncomingMessage() {
+  if (msg_) natsMsg_Destroy(msg_);
+}
+
+std::string IncomingMessage::subject() const { return natsMsg_GetSubject(msg_); }
+
+std::string IncomingMessage::data() const {
+  return std::string(natsMsg_GetData(msg_), static_cast<size_t>(natsMsg_GetDataLength(msg_)));
+}
+
+std::string IncomingMessage::header(const char* key) const {
+  const char* v = nullptr;
+  if (natsMsgHeader_Get(msg_, key, &v) == NATS_OK && v) return v;
+  return {};
+}
+
+uint64_t IncomingMessage::delivery_count() const {
+  jsMsgMetaData* meta = nullptr;
+  if (natsMsg_GetMetaData(&meta, msg_) != NATS_OK) return 0;
+  uint64_t n = meta->NumDelivered;
+  jsMsgMetaData_Destroy(meta);
+  return n;
+}
+
+void IncomingMessage::Ack() { natsMsg_Ack(msg_, nullptr); }
+void IncomingMessage::Nak(int64_t delay_ms) { natsMsg_NakWithDelay(msg_, delay_ms, nullptr); }
+void IncomingMessage::Term() { natsMsg_Term(msg_, nullptr); }
+
+PullConsumer::PullConsumer(NatsClient& client, const ConsumerOptions& options) {
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Stream = kEventStream;
+  so.Config.Durable = options.durable.c_str();
+  so.Config.AckPolicy = js_AckExplicit;
+  so.Config.AckWait = options.ack_wait_ms * 1000000;
+  so.Config.MaxDeliver = options.max_deliver;
+  so.Config.MaxAckPending = options.max_ack_pending;
+  so.Config.FilterSubject = options.filter_subject.c_str();
+  so.Config.DeliverPolicy = js_DeliverAll;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  natsStatus s = js_PullSubscribe(&sub_, client.jetstream(), options.filter_subject.c_str(),
+                                  options.durable.c_str(), nullptr, &so, &jerr);
+  if (s != NATS_OK) ThrowNats("pull subscribe " + options.durable, s, jerr);
+}
+
+PullConsumer::~PullConsumer() {
+  // Unsubscribe would delete the durable consumer that other replicas
+  // share; destroying only the local subscription keeps it.
+  if (sub_) natsSubscription_Destroy(sub_);
+}
+
+std::vector<IncomingMessage> PullConsumer::Fetch(int batch, int timeout_ms) {
+  natsMsgList list{};
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  natsStatus s = natsSubscription_Fetch(&list, sub_, batch, timeout_ms, &jerr);
+  std::vector<IncomingMessage> out;
+  if (s == NATS_TIMEOUT) return out;
+  if (s != NATS_OK) ThrowNats("fetch", s, jerr);
+  out.reserve(list.Count);
+  for (int i = 0; i < list.Count; ++i) {
+    out.emplace_back(list.Msgs[i]);
+    list.Msgs[i] = nullptr;  // ownership moved
+  }
+  natsMsgList_Destroy(&list);
+  return out;
+}
+
+}  // namespace sopflow

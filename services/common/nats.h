@@ -1,0 +1,104 @@
+// NATS and JetStream through nats.c 3.4: a connection with its JetStream
+// context, batched asynchronous publishing with per-message acks, and a
+// pull consumer that fetches in batches.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+typedef struct __natsConnection natsConnection;
+typedef struct __jsCtx jsCtx;
+typedef struct __natsSubscription natsSubscription;
+typedef struct __natsMsg natsMsg;
+struct jsPubAckErr;
+
+namespace sopflow {
+
+// The stream all sopflow events go to, and the subjects it holds.
+inline constexpr char kEventStream[] = "SOPFLOW";
+inline constexpr char kEventSubjects[] = "sopflow.v1.>";
+
+struct NatsOptions {
+  std::string url = "nats://127.0.0.1:4222";
+  std::string name = "sopflow";
+  // Flush every message at once instead of from nats.c's flusher thread;
+  // saves ~1 ms per request on consumers (see ../shared/TOOLCHAIN.md).
+  bool send_asap = false;
+};
+
+class NatsClient {
+ public:
+  explicit NatsClient(const NatsOptions& options);  // throws DomainError(kUnavailable)
+  ~NatsClient();
+  NatsClient(const NatsClient&) = delete;
+  NatsClient& operator=(const NatsClient&) = delete;
+
+  natsConnection* connection() const { return conn_; }
+  jsCtx* jetstream() const { return js_; }
+
+  // Creates the event stream (file storage) if it does not exist yet.
+  void EnsureEventStream(int64_t duplicate_window_ms = 120000, int64_t max_age_hours = 24 * 30);
+
+  struct OutgoingMessage {
+    std::string subject;
+    std::string msg_id;  // Nats-Msg-Id: duplicates are dropped by the stream
+    std::string data;
+    std::vector<std::pair<std::string, std::string>> headers;
+  };
+  // Publishes asynchronously and waits until the stream acknowledged every
+  // message. Returns the msg_ids that were NOT stored (to retry later).
+  std::vector<std::string> PublishAll(const std::vector<OutgoingMessage>& messages, int timeout_ms = 5000);
+
+ private:
+  static void OnPublishError(jsCtx* js, ::jsPubAckErr* err, void* closure);
+  natsConnection* conn_ = nullptr;
+  jsCtx* js_ = nullptr;
+  std::mutex publish_mu_;  // one batch at a time, so failures belong to it
+  std::mutex failed_mu_;
+  std::set<std::string> failed_;
+};
+
+// One fetched message; acks are explicit.
+class IncomingMessage {
+ public:
+  explicit IncomingMessage(natsMsg* msg) : msg_(msg) {}
+  ~IncomingMessage();
+  IncomingMessage(IncomingMessage&& o) noexcept : msg_(o.msg_) { o.msg_ = nullptr; }
+  IncomingMessage(const IncomingMessage&) = delete;
+
+  std::string subject() const;
+  std::string data() const;
+  std::string header(const char* key) const;
+  uint64_t delivery_count() const;
+  void Ack();                       // done: never redeliver
+  void Nak(int64_t delay_ms);       // failed: redeliver after delay_ms
+  void Term();                      // cannot ever be processed
+
+ private:
+  natsMsg* msg_;
+};
+
+struct ConsumerOptions {
+  std::string durable;          // shared by all replicas: work is split among them
+  std::string filter_subject;
+  int64_t ack_wait_ms = 30000;  // redelivered if not acked in this time
+  int64_t max_deliver = -1;     // unlimited
+  int64_t max_ack_pending = 20000;
+};
+
+class PullConsumer {
+ public:
+  PullConsumer(NatsClient& client, const ConsumerOptions& options);
+  ~PullConsumer();
+  // Up to `batch` messages; empty when none arrived within timeout_ms.
+  std::vector<IncomingMessage> Fetch(int batch, int timeout_ms);
+
+ private:
+  natsSubscription* sub_ = nullptr;
+};
+
+}  // namespace sopflow

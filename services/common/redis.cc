@@ -1,0 +1,163 @@
+#include "redis.h"
+
+#include <hiredis/hiredis.h>
+
+#include <cstring>
+
+#include "error.h"
+
+namespace sopflow {
+
+void ReplyDeleter::operator()(redisReply* r) const {
+  if (r) freeReplyObject(r);
+}
+
+std::optional<std::string> ReplyString(const redisReply* r) {
+  if (!r) return std::nullopt;
+  if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) return std::string(r->str, r->len);
+  if (r->type == REDIS_REPLY_INTEGER) return std::to_string(r->integer);
+  return std::nullopt;
+}
+
+long long ReplyInteger(const redisReply* r) {
+  if (!r) return 0;
+  if (r->type == REDIS_REPLY_INTEGER) return r->integer;
+  if (r->type == REDIS_REPLY_STRING) return std::atoll(r->str);
+  return 0;
+}
+
+bool ReplyIsError(const redisReply* r) { return r && r->type == REDIS_REPLY_ERROR; }
+
+std::string ReplyErrorText(const redisReply* r) {
+  return ReplyIsError(r) ? std::string(r->str, r->len) : std::string();
+}
+
+RedisAddress RedisAddress::Parse(const std::string& text) {
+  std::string rest = text;
+  if (rest.rfind("redis://", 0) == 0) rest = rest.substr(8);
+  RedisAddress a;
+  auto colon = rest.rfind(':');
+  if (colon == std::string::npos) {
+    if (!rest.empty()) a.host = rest;
+    return a;
+  }
+  a.host = rest.substr(0, colon);
+  a.port = std::atoi(rest.c_str() + colon + 1);
+  if (a.port <= 0 || a.port > 65535) ThrowInvalid("redis", "bad address '" + text + "'");
+  return a;
+}
+
+RedisConnection::RedisConnection(RedisAddress address, int timeout_ms)
+    : address_(std::move(address)), timeout_ms_(timeout_ms) {}
+
+RedisConnection::~RedisConnection() { Drop(); }
+
+void RedisConnection::Drop() {
+  if (ctx_) redisFree(ctx_);
+  ctx_ = nullptr;
+}
+
+void RedisConnection::EnsureConnected() {
+  if (ctx_) return;
+  timeval tv{timeout_ms_ / 1000, (timeout_ms_ % 1000) * 1000};
+  ctx_ = redisConnectWithTimeout(address_.host.c_str(), address_.port, tv);
+  if (!ctx_ || ctx_->err) {
+    std::string why = ctx_ ? ctx_->errstr : "out of memory";
+    Drop();
+    ThrowUnavailable("redis " + address_.host + ":" + std::to_string(address_.port) + ": " + why);
+  }
+  redisSetTimeout(ctx_, tv);
+}
+
+void RedisConnection::SetReadTimeout(int timeout_ms) {
+  EnsureConnected();
+  timeval tv{timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+  redisSetTimeout(ctx_, tv);
+}
+
+namespace {
+void AppendArgv(redisContext* ctx, const std::vector<std::string>& argv) {
+  std::vector<const char*> ptrs;
+  std::vector<size_t> lens;
+  ptrs.reserve(argv.size());
+  lens.reserve(argv.size());
+  for (const auto& a : argv) {
+    ptrs.push_back(a.data());
+    lens.push_back(a.size());
+  }
+  redisAppendCommandArgv(ctx, static_cast<int>(argv.size()), ptrs.data(), lens.data());
+}
+}  // namespace
+
+Reply RedisConnection::Command(const std::vector<std::string>& argv) {
+  auto replies = Pipeline({argv});
+  return std::move(replies.front());
+}
+
+std::vector<Reply> RedisConnection::Pipeline(const std::vector<std::vector<std::string>>& commands) {
+  EnsureConnected();
+  for (const auto& c : commands) AppendArgv(ctx_, c);
+  std::vector<Reply> replies;
+  replies.reserve(commands.size());
+  for (size_t i = 0; i < commands.size(); ++i) {
+    void* raw = nullptr;
+    if (redisGetReply(ctx_, &raw) != REDIS_OK || raw == nullptr) {
+      std::string why = ctx_->errstr;
+      Drop();  // the connection is gone or out of step: open a new one next time
+      ThrowUnavailable("redis: " + why);
+    }
+    replies.emplace_back(static_cast<redisReply*>(raw));
+  }
+  return replies;
+}
+
+Reply RedisConnection::EvalScript(RedisScript& script, const std::vector<std::string>& args) {
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    if (script.sha1.empty()) {
+      Reply r = Command({"SCRIPT", "LOAD", script.source});
+      if (ReplyIsError(r.get())) throw DomainError(ErrorCode::kInternal, "SCRIPT LOAD: " + ReplyErrorText(r.get()));
+      script.sha1 = *ReplyString(r.get());
+    }
+    std::vector<std::string> argv{"EVALSHA", script.sha1, "0"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    Reply r = Command(argv);
+    if (ReplyIsError(r.get()) && ReplyErrorText(r.get()).rfind("NOSCRIPT", 0) == 0) {
+      script.sha1.clear();
+      continue;
+    }
+    return r;
+  }
+  throw DomainError(ErrorCode::kInternal, "script could not be loaded");
+}
+
+RedisPool::RedisPool(RedisAddress address, size_t size) : address_(std::move(address)), size_(size) {}
+
+RedisPool::Lease RedisPool::Acquire() {
+  std::unique_lock lock(mu_);
+  while (true) {
+    if (!idle_.empty()) {
+      auto conn = std::move(idle_.back());
+      idle_.pop_back();
+      return Lease(this, std::move(conn));
+    }
+    if (created_ < size_) {
+      ++created_;
+      return Lease(this, std::make_unique<RedisConnection>(address_));
+    }
+    cv_.wait(lock);
+  }
+}
+
+void RedisPool::Release(std::unique_ptr<RedisConnection> conn) {
+  {
+    std::lock_guard lock(mu_);
+    idle_.push_back(std::move(conn));
+  }
+  cv_.notify_one();
+}
+
+RedisPool::Lease::~Lease() {
+  if (conn_) pool_->Release(std::move(conn_));
+}
+
+}  // namespace sopflow

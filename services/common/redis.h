@@ -1,0 +1,99 @@
+// A small blocking Redis client over hiredis 0.14 with reconnects, pipelining
+// and script caching, plus a connection pool for threads that share it.
+#pragma once
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+struct redisContext;
+struct redisReply;
+
+namespace sopflow {
+
+struct ReplyDeleter {
+  void operator()(redisReply* r) const;
+};
+using Reply = std::unique_ptr<redisReply, ReplyDeleter>;
+
+// Accessors that tolerate nil replies.
+std::optional<std::string> ReplyString(const redisReply* r);
+long long ReplyInteger(const redisReply* r);
+bool ReplyIsError(const redisReply* r);
+std::string ReplyErrorText(const redisReply* r);
+
+// A Lua script, loaded by its SHA-1 and re-loaded on NOSCRIPT (after a
+// Redis restart or SCRIPT FLUSH).
+struct RedisScript {
+  std::string source;
+  std::string sha1;  // filled on first use
+};
+
+struct RedisAddress {
+  std::string host = "127.0.0.1";
+  int port = 6379;
+  static RedisAddress Parse(const std::string& text);  // "host:port" or "redis://host:port"
+};
+
+class RedisConnection {
+ public:
+  explicit RedisConnection(RedisAddress address, int timeout_ms = 5000);
+  ~RedisConnection();
+  RedisConnection(const RedisConnection&) = delete;
+  RedisConnection& operator=(const RedisConnection&) = delete;
+
+  // Runs one command. Throws DomainError(kUnavailable) if Redis cannot be
+  // reached; the connection is re-opened on the next call. Error replies are
+  // returned, not thrown.
+  Reply Command(const std::vector<std::string>& argv);
+  // Sends all commands at once and reads every reply (one round trip).
+  std::vector<Reply> Pipeline(const std::vector<std::vector<std::string>>& commands);
+  // EVALSHA with zero KEYS (see services/router/store.cc for why), loading
+  // the script on NOSCRIPT.
+  Reply EvalScript(RedisScript& script, const std::vector<std::string>& args);
+  // Sets the read timeout, e.g. for blocking XREADGROUP.
+  void SetReadTimeout(int timeout_ms);
+
+ private:
+  void EnsureConnected();
+  void Drop();
+  RedisAddress address_;
+  int timeout_ms_;
+  redisContext* ctx_ = nullptr;
+};
+
+class RedisPool {
+ public:
+  RedisPool(RedisAddress address, size_t size);
+
+  class Lease {
+   public:
+    Lease(RedisPool* pool, std::unique_ptr<RedisConnection> conn) : pool_(pool), conn_(std::move(conn)) {}
+    Lease(Lease&&) = default;
+    ~Lease();
+    RedisConnection* operator->() { return conn_.get(); }
+    RedisConnection& operator*() { return *conn_; }
+
+   private:
+    RedisPool* pool_;
+    std::unique_ptr<RedisConnection> conn_;
+  };
+
+  Lease Acquire();
+  const RedisAddress& address() const { return address_; }
+
+ private:
+  friend class Lease;
+  void Release(std::unique_ptr<RedisConnection> conn);
+  RedisAddress address_;
+  size_t size_;
+  size_t created_ = 0;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::unique_ptr<RedisConnection>> idle_;
+};
+
+}  // namespace sopflow

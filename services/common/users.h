@@ -1,0 +1,52 @@
+// Users and their bearer tokens, from the token file (path from config).
+//
+//   users:
+//     - id: rita                  # user id, shown in histories
+//       name: Rita Hastarita
+//       unit: biro-organisasi     # the unit the user works in
+//       roles: [karo_organisasi]  # pelaksana ids the user may act as
+//       admin: false              # admins deploy definitions, see all
+//       email: rita@example.go.id
+//       job_types: []             # SYSTEM job types this user may work
+//       token_sha256: 5e88...     # or `token: <plain>` for local demos
+#pragma once
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace sopflow {
+
+struct User {
+  std::string id;
+  std::string name;
+  std::string unit;
+  std::vector<std::string> roles;
+  std::vector<std::string> job_types;
+  std::string email;
+  bool admin = false;
+
+  bool HasRole(const std::string& role) const;
+  bool MayWorkJob(const std::string& job_type) const;
+};
+
+class UserDirectory {
+ public:
+  // Throws std::runtime_error naming file:line for a malformed file.
+  static std::shared_ptr<const UserDirectory> LoadFile(const std::string& path);
+  static std::shared_ptr<const UserDirectory> LoadText(const std::string& text, const std::string& name);
+
+  // The user a presented bearer token belongs to.
+  std::optional<User> FindByToken(const std::string& token) const;
+  std::optional<User> FindById(const std::string& id) const;
+  const std::vector<User>& users() const { return users_; }
+
+ private:
+  std::vector<User> users_;
+  std::map<std::string, size_t> by_token_hash_;
+  std::map<std::string, size_t> by_id_;
+};
+
+}  // namespace sopflow

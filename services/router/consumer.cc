@@ -1,0 +1,72 @@
+#include "consumer.h"
+
+#include <spdlog/spdlog.h>
+
+#include "error.h"
+
+namespace sopflow {
+
+namespace {
+ConsumerOptions ToConsumerOptions(const EventConsumer::Options& o) {
+  ConsumerOptions c;
+  c.durable = o.durable;
+  c.filter_subject = events::kRouterFilter;
+  c.ack_wait_ms = o.ack_wait_ms;
+  return c;
+}
+}  // namespace
+
+EventConsumer::EventConsumer(NatsClient* nats, Engine* engine, Options options)
+    : engine_(engine), options_(options), consumer_(*nats, ToConsumerOptions(options)) {}
+
+EventConsumer::~EventConsumer() { Stop(); }
+
+void EventConsumer::Start() {
+  running_ = true;
+  thread_ = std::thread([this] { Loop(); });
+}
+
+void EventConsumer::Stop() {
+  running_ = false;
+  if (thread_.joinable()) thread_.join();
+}
+
+void EventConsumer::Loop() {
+  while (running_) {
+    try {
+      RunOnce();
+    } catch (const std::exception& e) {
+      spdlog::warn("event consumer: {}", e.what());
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+  }
+}
+
+size_t EventConsumer::RunOnce() {
+  auto messages = consumer_.Fetch(options_.batch, options_.fetch_timeout_ms);
+  for (auto& msg : messages) {
+    v1::Event event;
+    if (!event.ParseFromString(msg.data())) {
+      spdlog::error("event consumer: undecodable message on {}; terminated", msg.subject());
+      msg.Term();
+      continue;
+    }
+    try {
+      engine_->OnEvent(event);
+      msg.Ack();
+    } catch (const DomainError& e) {
+      if (e.code() == ErrorCode::kUnavailable) {
+        msg.Nak(500);  // Redis is away: try again shortly
+      } else {
+        spdlog::error("event {}: {}; terminated", event.id(), e.what());
+        msg.Term();
+      }
+    } catch (const std::exception& e) {
+      spdlog::error("event {}: {}; will retry", event.id(), e.what());
+      msg.Nak(1000);
+    }
+  }
+  return messages.size();
+}
+
+}  // namespace sopflow

@@ -1,0 +1,590 @@
+#include "engine.h"
+
+#include <google/protobuf/util/time_util.h>
+
+#include <algorithm>
+#include <set>
+
+#include "definition.h"
+#include "error.h"
+#include "flow.h"
+#include "ids.h"
+
+namespace sopflow {
+
+using google::protobuf::util::TimeUtil;
+
+namespace {
+
+constexpr int kMaxAttempts = 16;          // optimistic retries on benign conflicts
+constexpr size_t kMaxOutputBytes = 1 << 20;
+constexpr size_t kMaxDefinitionBytes = 1 << 20;
+
+google::protobuf::Timestamp Stamp(TimePoint t) { return TimeUtil::MillisecondsToTimestamp(UnixMillis(t)); }
+
+v1::HistoryEntry Entry(v1::HistoryEntry::Kind kind, TimePoint now, const v1::Task* task = nullptr,
+                       const std::string& user = "") {
+  v1::HistoryEntry e;
+  e.set_kind(kind);
+  *e.mutable_time() = Stamp(now);
+  e.set_user(user);
+  if (task) {
+    e.set_step(task->step());
+    e.set_gen(task->gen());
+    e.set_task_id(task->id());
+    e.set_pelaksana(task->pelaksana());
+    e.set_member(task->member());
+  }
+  return e;
+}
+
+void RequireId(const std::string& value, const char* field) {
+  if (value.empty()) ThrowInvalid(field, "is required");
+  if (value.size() > 200) ThrowInvalid(field, "too long");
+}
+
+void CheckOutput(const v1::TaskOutput& output) {
+  if (output.ByteSizeLong() > kMaxOutputBytes) ThrowInvalid("output", "at most 1 MiB; keep documents by reference");
+  for (int i = 0; i < output.documents_size(); ++i)
+    if (output.documents(i).name().empty() && output.documents(i).uri().empty())
+      ThrowInvalid("output.documents[" + std::to_string(i) + "]", "needs a name or a uri");
+}
+
+// Removes a task from every index it may be listed in.
+void Unlist(Batch& b, const v1::Task& t) {
+  if (t.kind() == v1::Step::SYSTEM) {
+    b.Write({"ZREM", keys::Jobs(t.job_type()), t.id()});
+    b.Write({"ZREM", keys::JobsLocked(t.job_type()), t.id()});
+  } else {
+    b.Write({"ZREM", keys::Inbox(t), t.id()});
+    if (!t.assignee().empty()) b.Write({"ZREM", keys::Claimed(t.assignee()), t.id()});
+  }
+}
+
+// Guards that the task is still exactly as read.
+void ExpectUnchanged(Batch& b, const v1::Task& t) {
+  b.ExpectField(keys::Task(t.id()), "status", v1::Task::Status_Name(t.status()));
+  b.ExpectField(keys::Task(t.id()), "assignee", t.assignee());
+}
+
+}  // namespace
+
+Engine::Engine(Store* store, const Clock* clock, std::string source)
+    : store_(store), clock_(clock), source_(std::move(source)) {}
+
+v1::Event Engine::NewEvent(const std::string& id, const std::string& type, const std::string& subject,
+                           const v1::Run& run) const {
+  v1::Event e;
+  e.set_id(id);
+  e.set_type(type);
+  e.set_source(source_);
+  *e.mutable_time() = Stamp(clock_->Now());
+  e.set_subject(subject);
+  e.set_run_id(run.id());
+  e.set_sop_id(run.sop_id());
+  e.set_sop_version(run.sop_version());
+  e.set_unit(run.unit());
+  e.set_period(run.period());
+  return e;
+}
+
+// ---------------------------------------------------------------- definitions
+
+v1::DeployDefinitionResponse Engine::Deploy(const User& user, const std::string& yaml, const std::string& file_name) {
+  if (!user.admin) ThrowDenied("only an admin deploys definitions");
+  return DeployTrusted(yaml, file_name, user.id);
+}
+
+v1::DeployDefinitionResponse Engine::DeployTrusted(const std::string& yaml, const std::string& file_name,
+                                                   const std::string& by) {
+  if (yaml.empty()) ThrowInvalid("yaml", "is empty");
+  if (yaml.size() > kMaxDefinitionBytes) ThrowInvalid("yaml", "at most 1 MiB");
+  v1::Definition def = ParseDefinitionOrThrow(yaml, file_name.empty() ? "definition.yaml" : file_name);
+  for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
+    auto latest_text = store_->HashField(keys::Definition(def.id()), "latest");
+    uint32_t latest = latest_text ? static_cast<uint32_t>(std::stoul(*latest_text)) : 0;
+    if (latest > 0) {
+      auto current = Definition(def.id(), latest);
+      if (current->source_sha256() == def.source_sha256()) {
+        v1::DeployDefinitionResponse out;
+        *out.mutable_definition() = *current;
+        out.set_created(false);
+        return out;
+      }
+    }
+    def.set_version(latest + 1);
+    *def.mutable_deployed_at() = Stamp(clock_->Now());
+    def.set_deployed_by(by);
+    Batch b;
+    b.ExpectField(keys::Definition(def.id()), "latest", latest ? std::to_string(latest) : "");
+    b.Write({"HSET", keys::Definition(def.id()), "v" + std::to_string(def.version()), def.SerializeAsString(),
+             "latest", std::to_string(def.version())});
+    b.Write({"SADD", keys::kDefinitions, def.id()});
+    if (store_->Commit(b) == 0) {
+      v1::DeployDefinitionResponse out;
+      *out.mutable_definition() = def;
+      out.set_created(true);
+      return out;
+    }
+  }
+  throw DomainError(ErrorCode::kUnavailable, "definition " + def.id() + " is being deployed concurrently; retry");
+}
+
+std::shared_ptr<const v1::Definition> Engine::Definition(const std::string& id, uint32_t version) {
+  if (version == 0) {
+    auto latest = store_->HashField(keys::Definition(id), "latest");
+    if (!latest) ThrowNotFound("no definition '" + id + "'");
+    version = static_cast<uint32_t>(std::stoul(*latest));
+  }
+  {
+    std::lock_guard lock(defs_mu_);
+    if (auto it = defs_.find({id, version}); it != defs_.end()) return it->second;
+  }
+  auto bytes = store_->HashField(keys::Definition(id), "v" + std::to_string(version));
+  if (!bytes) ThrowNotFound("no definition '" + id + "' version " + std::to_string(version));
+  auto def = std::make_shared<v1::Definition>();
+  if (!def->ParseFromString(*bytes)) throw DomainError(ErrorCode::kInternal, "corrupt definition " + id);
+  std::lock_guard lock(defs_mu_);
+  defs_[{id, version}] = def;  // versions never change once written
+  return def;
+}
+
+v1::Definition Engine::GetDefinition(const std::string& id, uint32_t version) {
+  RequireId(id, "id");
+  return *Definition(id, version);
+}
+
+std::vector<v1::Definition> Engine::ListDefinitions() {
+  auto ids = store_->SetMembers(keys::kDefinitions);
+  std::sort(ids.begin(), ids.end());
+  std::vector<v1::Definition> out;
+  for (const auto& id : ids) {
+    v1::Definition d = *Definition(id, 0);
+    d.clear_source_yaml();  // the list stays small; GetDefinition has it
+    out.push_back(std::move(d));
+  }
+  return out;
+}
+
+// ----------------------------------------------------------------------- runs
+
+v1::Run Engine::StartRun(const User& user, const v1::StartRunRequest& req) {
+  RequireId(req.sop_id(), "sop_id");
+  auto def = Definition(req.sop_id(), req.sop_version());
+  TimePoint now = clock_->Now();
+  flow::CheckStartRequest(*def, req, now);
+  if (!flow::MayStart(user, *def, req.unit()))
+    ThrowDenied("starting " + def->id() + " in unit '" + req.unit() + "' needs role '" + def->steps(0).pelaksana() +
+                "' in that unit, or admin");
+
+  v1::Run run;
+  run.set_id(NewRunId(now));
+  run.set_sop_id(def->id());
+  run.set_sop_version(def->version());
+  run.set_sop_nama(def->nama());
+  run.set_period(req.period());
+  run.set_unit(req.unit());
+  run.set_status(v1::Run::ACTIVE);
+  run.set_started_by(user.id);
+  *run.mutable_started_at() = Stamp(now);
+  *run.mutable_members() = req.members();
+  *run.mutable_deadlines() = req.deadlines();
+  *run.mutable_params() = req.params();
+  run.set_request_id(req.request_id());
+
+  Batch b;
+  if (!req.request_id().empty()) {
+    b.ExpectAbsent(keys::Request(req.request_id()));
+    b.Write({"SET", keys::Request(req.request_id()), run.id()});
+  }
+  b.PutRun(run);
+  b.Write({"HSET", keys::Run(run.id()), "rev", "0"});
+  b.Write({"ZADD", keys::kRuns, std::to_string(UnixMillis(now)), run.id()});
+  b.Write({"ZADD", keys::RunsOf(def->id()), std::to_string(UnixMillis(now)), run.id()});
+  b.AppendHistory(run.id(), Entry(v1::HistoryEntry::RUN_STARTED, now, nullptr, user.id));
+  v1::Event e = NewEvent(run.id() + "/started", events::kRunStarted, run.id(), run);
+  *e.mutable_run_started()->mutable_run() = run;
+  b.Emit(e);
+  if (store_->Commit(b) != 0) {
+    // The same request_id started a run before: return that one.
+    auto id = store_->GetString(keys::Request(req.request_id()));
+    if (!id) throw DomainError(ErrorCode::kUnavailable, "request_id race; retry");
+    auto prior = store_->GetRun(*id);
+    if (!prior) throw DomainError(ErrorCode::kUnavailable, "request_id race; retry");
+    return *prior;
+  }
+  return run;
+}
+
+v1::GetRunResponse Engine::GetRun(const User& user, const std::string& run_id) {
+  RequireId(run_id, "run_id");
+  auto run = store_->GetRun(run_id);
+  if (!run) ThrowNotFound("no run '" + run_id + "'");
+  if (!flow::MayRead(user, *run)) ThrowDenied("run " + run_id + " belongs to unit '" + run->unit() + "'");
+  v1::GetRunResponse out;
+  *out.mutable_run() = *run;
+  for (auto& t : store_->GetTasks(store_->RunTaskIds(run_id))) *out.add_tasks() = std::move(t);
+  for (auto& h : store_->GetHistory(run_id)) *out.add_history() = std::move(h);
+  return out;
+}
+
+std::vector<v1::Run> Engine::ListRuns(const User& user, const std::string& sop_id, uint32_t page_size) {
+  size_t limit = page_size == 0 ? 100 : std::min<uint32_t>(page_size, 1000);
+  auto ids = store_->ZRevRange(sop_id.empty() ? keys::kRuns : keys::RunsOf(sop_id), limit * (user.admin ? 1 : 4));
+  std::vector<v1::Run> out;
+  for (auto& run : store_->GetRuns(ids)) {
+    if (out.size() >= limit) break;
+    if (flow::MayRead(user, run)) out.push_back(std::move(run));
+  }
+  return out;
+}
+
+v1::Run Engine::CancelRun(const User& user, const std::string& run_id, const std::string& reason) {
+  RequireId(run_id, "run_id");
+  for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
+    int64_t rev = 0;
+    auto run = store_->GetRun(run_id, &rev);
+    if (!run) ThrowNotFound("no run '" + run_id + "'");
+    if (!user.admin && user.id != run->started_by()) ThrowDenied("only an admin or the user who started it cancels a run");
+    if (run->status() != v1::Run::ACTIVE)
+      ThrowPrecondition("run " + run_id + " is " + v1::Run::Status_Name(run->status()));
+    TimePoint now = clock_->Now();
+    Batch b;
+    b.ExpectField(keys::Run(run_id), "status", "ACTIVE");
+    b.ExpectField(keys::Run(run_id), "rev", std::to_string(rev));
+    for (auto t : store_->GetTasks(store_->RunTaskIds(run_id))) {
+      if (t.status() == v1::Task::DONE || t.status() == v1::Task::CANCELLED) continue;
+      ExpectUnchanged(b, t);
+      Unlist(b, t);
+      t.set_status(v1::Task::CANCELLED);
+      b.PutTask(t);
+    }
+    run->set_status(v1::Run::CANCELLED);
+    run->set_cancel_reason(reason);
+    *run->mutable_ended_at() = Stamp(now);
+    b.PutRun(*run);
+    b.Write({"HINCRBY", keys::Run(run_id), "rev", "1"});
+    auto entry = Entry(v1::HistoryEntry::RUN_CANCELLED, now, nullptr, user.id);
+    entry.set_reason(reason);
+    b.AppendHistory(run_id, entry);
+    v1::Event e = NewEvent(run_id + "/cancelled", events::kRunCancelled, run_id, *run);
+    *e.mutable_run_cancelled()->mutable_run() = *run;
+    b.Emit(e);
+    if (store_->Commit(b) == 0) return *run;
+  }
+  throw DomainError(ErrorCode::kUnavailable, "run " + run_id + " kept changing; retry");
+}
+
+// ---------------------------------------------------------------------- tasks
+
+v1::Task Engine::LoadTask(const std::string& task_id) {
+  RequireId(task_id, "task_id");
+  auto task = store_->GetTask(task_id);
+  if (!task) ThrowNotFound("no task '" + task_id + "'");
+  return *task;
+}
+
+void Engine::ReportTaskConflict(const std::string& task_id) {
+  v1::Task now = LoadTask(task_id);
+  std::string state = v1::Task::Status_Name(now.status());
+  if (!now.assignee().empty()) state += " by " + now.assignee();
+  ThrowPrecondition("task " + task_id + " is no longer open (" + state + ")");
+}
+
+std::vector<v1::Task> Engine::Inbox(const User& user, uint32_t page_size) {
+  size_t limit = page_size == 0 ? 100 : std::min<uint32_t>(page_size, 1000);
+  std::vector<std::string> zsets{keys::Claimed(user.id)};
+  for (const auto& role : user.roles) {
+    zsets.push_back(keys::InboxOfUnit(user.unit, role));
+    zsets.push_back(keys::InboxOfMember(user.id, role));
+    if (!user.unit.empty()) zsets.push_back(keys::InboxOfMember(user.unit, role));
+  }
+  auto ids = store_->ZMembers(zsets, limit);
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  std::vector<v1::Task> out;
+  for (auto& t : store_->GetTasks(ids)) {
+    bool open = t.status() == v1::Task::OPEN;
+    bool mine = t.status() == v1::Task::CLAIMED && t.assignee() == user.id;
+    if ((open || mine) && flow::MayActOn(user, t)) out.push_back(std::move(t));
+  }
+  std::sort(out.begin(), out.end(), [](const v1::Task& a, const v1::Task& b) {
+    return TimeUtil::TimestampToMilliseconds(a.created_at()) < TimeUtil::TimestampToMilliseconds(b.created_at());
+  });
+  if (out.size() > limit) out.resize(limit);
+  return out;
+}
+
+v1::Task Engine::GetTask(const User& user, const std::string& task_id) {
+  v1::Task t = LoadTask(task_id);
+  if (!user.admin && !flow::MayActOn(user, t) && t.assignee() != user.id)
+    ThrowDenied("task " + task_id + " is for role '" + t.pelaksana() + "'");
+  return t;
+}
+
+v1::Task Engine::Claim(const User& user, const std::string& task_id) {
+  v1::Task t = LoadTask(task_id);
+  if (!flow::MayActOn(user, t)) ThrowDenied("task " + task_id + " is for role '" + t.pelaksana() + "'" +
+                                            (t.member().empty() ? " in unit '" + t.unit() + "'" : " of member '" + t.member() + "'"));
+  if (t.kind() == v1::Step::SYSTEM) ThrowPrecondition("task " + task_id + " is a system job; workers use ActivateJobs");
+  if (t.status() == v1::Task::CLAIMED && t.assignee() == user.id) return t;  // claiming twice is harmless
+  if (t.status() != v1::Task::OPEN) ReportTaskConflict(task_id);
+  TimePoint now = clock_->Now();
+  Batch b;
+  ExpectUnchanged(b, t);
+  b.ExpectField(keys::Run(t.run_id()), "status", "ACTIVE");
+  Unlist(b, t);
+  t.set_status(v1::Task::CLAIMED);
+  t.set_assignee(user.id);
+  *t.mutable_claimed_at() = Stamp(now);
+  b.PutTask(t);
+  b.Write({"ZADD", keys::Claimed(user.id), std::to_string(TimeUtil::TimestampToMilliseconds(t.created_at())), t.id()});
+  b.AppendHistory(t.run_id(), Entry(v1::HistoryEntry::TASK_CLAIMED, now, &t, user.id));
+  auto run = store_->GetRun(t.run_id());
+  if (!run) ThrowNotFound("no run '" + t.run_id() + "'");
+  v1::Event e = NewEvent(t.id() + "/claimed", events::kTaskClaimed, t.id(), *run);
+  *e.mutable_task_claimed()->mutable_task() = t;
+  b.Emit(e);
+  int failed = store_->Commit(b);
+  if (failed == 3) ThrowPrecondition("run " + t.run_id() + " is no longer active");
+  if (failed != 0) ReportTaskConflict(task_id);
+  return t;
+}
+
+v1::Task Engine::Complete(const User& user, const std::string& task_id, const std::string& outcome,
+                          const v1::TaskOutput& output) {
+  v1::Task first = LoadTask(task_id);
+  auto def = Definition(first.sop_id(), first.sop_version());
+  std::string chosen = flow::CheckOutcome(flow::StepOf(*def, first.step()), outcome);
+  Finish finish{chosen, false, "", user.id};
+  return FinishTask(task_id, [&](const v1::Task& t) {
+    if (!flow::MayActOn(user, t)) ThrowDenied("task " + task_id + " is for role '" + t.pelaksana() + "'");
+    if (t.kind() == v1::Step::SYSTEM) ThrowPrecondition("task " + task_id + " is a system job; workers use CompleteJob");
+    bool mine = t.status() == v1::Task::CLAIMED && t.assignee() == user.id;
+    if (t.status() != v1::Task::OPEN && !mine) ReportTaskConflict(task_id);
+  }, finish, output);
+}
+
+v1::Task Engine::Return(const User& user, const std::string& task_id, const std::string& reason,
+                        const v1::TaskOutput& output) {
+  if (reason.empty()) ThrowInvalid("reason", "say what needs fixing");
+  v1::Task first = LoadTask(task_id);
+  if (!flow::MayActOn(user, first)) ThrowDenied("task " + task_id + " is for role '" + first.pelaksana() + "'");
+  auto def = Definition(first.sop_id(), first.sop_version());
+  Finish finish{flow::RevisionOutcome(flow::StepOf(*def, first.step())), true, reason, user.id};
+  return FinishTask(task_id, [&](const v1::Task& t) {
+    bool mine = t.status() == v1::Task::CLAIMED && t.assignee() == user.id;
+    if (t.status() != v1::Task::OPEN && !mine) ReportTaskConflict(task_id);
+  }, finish, output);
+}
+
+v1::Task Engine::FinishTask(const std::string& task_id, const std::function<void(const v1::Task&)>& check,
+                            const Finish& finish, const v1::TaskOutput& output) {
+  CheckOutput(output);
+  for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
+    v1::Task t = LoadTask(task_id);
+    check(t);
+    auto run = store_->GetRun(t.run_id());
+    if (!run) ThrowNotFound("no run '" + t.run_id() + "'");
+    if (run->status() != v1::Run::ACTIVE) ThrowPrecondition("run " + t.run_id() + " is " + v1::Run::Status_Name(run->status()));
+    TimePoint now = clock_->Now();
+
+    Batch b;
+    ExpectUnchanged(b, t);
+    b.ExpectField(keys::Run(t.run_id()), "status", "ACTIVE");
+    // A fan-out step completes with its last member task. Members finishing
+    // at once race on the counter: the loser retries with the new count.
+    bool step_done = true;
+    if (t.kind() == v1::Step::FAN_OUT) {
+      auto left_text = store_->HashField(keys::FanOut(t.run_id(), t.gen()), "left");
+      long left = left_text ? std::stol(*left_text) : 0;
+      if (left <= 0) throw DomainError(ErrorCode::kInternal, "fan-out counter missing for " + task_id);
+      b.ExpectField(keys::FanOut(t.run_id(), t.gen()), "left", std::to_string(left));
+      b.Write({"HSET", keys::FanOut(t.run_id(), t.gen()), "left", std::to_string(left - 1)});
+      step_done = left == 1;
+    }
+    Unlist(b, t);
+    t.set_status(v1::Task::DONE);
+    if (t.kind() != v1::Step::SYSTEM) t.set_assignee(finish.actor);
+    t.set_outcome(finish.outcome);
+    *t.mutable_output() = output;
+    *t.mutable_completed_at() = Stamp(now);
+    if (finish.returned) t.set_return_reason(finish.reason);
+    b.PutTask(t);
+
+    auto entry = flow::CompletionEntry(t, finish.actor, finish.outcome, finish.returned, finish.reason, now);
+    b.AppendHistory(t.run_id(), entry);
+    v1::Event done = NewEvent(t.id() + "/completed", finish.returned ? events::kTaskReturned : events::kTaskCompleted,
+                              t.id(), *run);
+    *done.mutable_task_completed()->mutable_task() = t;
+    *done.mutable_task_completed()->mutable_entry() = entry;
+    b.Emit(done);
+    if (step_done) {
+      auto step_entry = Entry(v1::HistoryEntry::STEP_COMPLETED, now, &t, finish.actor);
+      step_entry.set_outcome(finish.outcome);
+      step_entry.set_task_id("");
+      step_entry.set_member("");
+      b.AppendHistory(t.run_id(), step_entry);
+      v1::Event e = NewEvent(t.run_id() + "/" + std::to_string(t.gen()) + "/step_completed", events::kStepCompleted,
+                             t.run_id(), *run);
+      auto* sc = e.mutable_step_completed();
+      sc->set_step(t.step());
+      sc->set_gen(t.gen());
+      sc->set_outcome(finish.outcome);
+      b.Emit(e);
+    }
+    int failed = store_->Commit(b);
+    if (failed == 0) return t;
+    if (failed <= 2) ReportTaskConflict(task_id);
+    if (failed == 3) ThrowPrecondition("run " + t.run_id() + " is no longer active");
+    // failed == 4: another member task of the fan-out finished first; retry.
+  }
+  throw DomainError(ErrorCode::kUnavailable, "task " + task_id + " kept conflicting; retry");
+}
+
+// ----------------------------------------------------------------------- jobs
+
+std::vector<v1::Task> Engine::ActivateJobs(const User& user, const v1::ActivateJobsRequest& req) {
+  RequireId(req.job_type(), "job_type");
+  RequireId(req.worker(), "worker");
+  if (req.max_jobs() < 1 || req.max_jobs() > 100) ThrowInvalid("max_jobs", "must be 1 to 100");
+  if (req.lock_seconds() > 86400) ThrowInvalid("lock_seconds", "at most 86400");
+  if (!user.MayWorkJob(req.job_type())) ThrowDenied("user " + user.id + " may not work jobs of type '" + req.job_type() + "'");
+  TimePoint now = clock_->Now();
+  uint32_t lock_seconds = req.lock_seconds() ? req.lock_seconds() : 300;
+
+  // Jobs whose worker's lock ran out are open again.
+  for (const auto& id : store_->ZRangeByScore(keys::JobsLocked(req.job_type()), UnixMillis(now), 100)) {
+    auto t = store_->GetTask(id);
+    if (!t || t->status() != v1::Task::ACTIVATED) continue;
+    Batch b;
+    ExpectUnchanged(b, *t);
+    b.Write({"ZREM", keys::JobsLocked(t->job_type()), t->id()});
+    b.Write({"ZADD", keys::Jobs(t->job_type()), std::to_string(TimeUtil::TimestampToMilliseconds(t->created_at())), t->id()});
+    t->set_status(v1::Task::OPEN);
+    t->set_worker("");
+    t->clear_lock_until();
+    b.PutTask(*t);
+    store_->Commit(b);  // a conflict means someone else already did it
+  }
+
+  std::vector<v1::Task> out;
+  for (const auto& id : store_->ZMembers({keys::Jobs(req.job_type())}, req.max_jobs())) {
+    auto t = store_->GetTask(id);
+    if (!t || t->status() != v1::Task::OPEN) continue;
+    TimePoint until = now + std::chrono::seconds(lock_seconds);
+    Batch b;
+    ExpectUnchanged(b, *t);
+    b.ExpectField(keys::Run(t->run_id()), "status", "ACTIVE");
+    b.Write({"ZREM", keys::Jobs(t->job_type()), t->id()});
+    b.Write({"ZADD", keys::JobsLocked(t->job_type()), std::to_string(UnixMillis(until)), t->id()});
+    t->set_status(v1::Task::ACTIVATED);
+    t->set_worker(req.worker());
+    *t->mutable_lock_until() = Stamp(until);
+    b.PutTask(*t);
+    auto entry = Entry(v1::HistoryEntry::JOB_ACTIVATED, now, &*t, "job:" + req.worker());
+    b.AppendHistory(t->run_id(), entry);
+    if (store_->Commit(b) == 0) out.push_back(std::move(*t));
+  }
+  return out;
+}
+
+v1::Task Engine::CompleteJob(const User& user, const v1::CompleteJobRequest& req) {
+  RequireId(req.worker(), "worker");
+  v1::Task first = LoadTask(req.task_id());
+  if (first.kind() != v1::Step::SYSTEM) ThrowPrecondition("task " + req.task_id() + " is not a system job");
+  if (!user.MayWorkJob(first.job_type())) ThrowDenied("user " + user.id + " may not work jobs of type '" + first.job_type() + "'");
+  Finish finish{flow::kDefaultOutcome, false, "", "job:" + req.worker()};
+  return FinishTask(req.task_id(), [&](const v1::Task& t) {
+    if (t.status() != v1::Task::ACTIVATED || t.worker() != req.worker())
+      ThrowPrecondition("job " + req.task_id() + " is not activated by worker '" + req.worker() + "' (" +
+                        v1::Task::Status_Name(t.status()) + (t.worker().empty() ? "" : " by " + t.worker()) + ")");
+  }, finish, req.output());
+}
+
+v1::Task Engine::FailJob(const User& user, const v1::FailJobRequest& req) {
+  RequireId(req.worker(), "worker");
+  v1::Task t = LoadTask(req.task_id());
+  if (t.kind() != v1::Step::SYSTEM) ThrowPrecondition("task " + req.task_id() + " is not a system job");
+  if (!user.MayWorkJob(t.job_type())) ThrowDenied("user " + user.id + " may not work jobs of type '" + t.job_type() + "'");
+  if (t.status() != v1::Task::ACTIVATED || t.worker() != req.worker())
+    ThrowPrecondition("job " + req.task_id() + " is not activated by worker '" + req.worker() + "'");
+  TimePoint now = clock_->Now();
+  Batch b;
+  ExpectUnchanged(b, t);
+  b.ExpectField(keys::Task(t.id()), "pb", t.SerializeAsString());  // same worker, same lock
+  b.Write({"ZREM", keys::JobsLocked(t.job_type()), t.id()});
+  b.Write({"ZADD", keys::Jobs(t.job_type()), std::to_string(TimeUtil::TimestampToMilliseconds(t.created_at())), t.id()});
+  t.set_status(v1::Task::OPEN);
+  t.set_worker("");
+  t.clear_lock_until();
+  t.set_job_retries(t.job_retries() + 1);
+  b.PutTask(t);
+  auto entry = Entry(v1::HistoryEntry::JOB_FAILED, now, &t, "job:" + req.worker());
+  entry.set_reason(req.error());
+  b.AppendHistory(t.run_id(), entry);
+  if (store_->Commit(b) != 0) ReportTaskConflict(req.task_id());
+  return t;
+}
+
+// --------------------------------------------------------------------- events
+
+bool Engine::OnEvent(const v1::Event& event) {
+  if (!event.has_run_started() && !event.has_step_completed()) return false;  // not a routing event
+  auto run = store_->GetRun(event.run_id());
+  if (!run) {
+    // The outbox commits the run and its event together, so a missing run
+    // means the event is foreign or its data was removed: nothing to do.
+    return false;
+  }
+  if (run->status() != v1::Run::ACTIVE) return false;
+  auto def = Definition(run->sop_id(), run->sop_version());
+  if (event.has_run_started()) return CreateStepTasks(event, *run, def->steps(0).number(), 1);
+  const auto& sc = event.step_completed();
+  flow::Next next = flow::NextAfter(*def, sc.step(), sc.outcome());
+  if (next.ends_run) return CompleteRunFrom(event, *run);
+  return CreateStepTasks(event, *run, next.step, sc.gen() + 1);
+}
+
+bool Engine::CreateStepTasks(const v1::Event& cause, const v1::Run& run, uint32_t step, uint32_t gen) {
+  auto def = Definition(run.sop_id(), run.sop_version());
+  TimePoint now = clock_->Now();
+  auto tasks = flow::PlanTasks(*def, run, step, gen, now);
+  Batch b;
+  b.AddOnce(keys::RunApplied(run.id()), cause.id());
+  b.ExpectField(keys::Run(run.id()), "status", "ACTIVE");
+  if (flow::StepOf(*def, step).kind() == v1::Step::FAN_OUT)
+    b.Write({"HSET", keys::FanOut(run.id(), gen), "left", std::to_string(tasks.size())});
+  for (const auto& t : tasks) {
+    b.PutTask(t);
+    b.Write({"RPUSH", keys::RunTasks(run.id()), t.id()});
+    std::string score = std::to_string(UnixMillis(now));
+    if (t.kind() == v1::Step::SYSTEM) b.Write({"ZADD", keys::Jobs(t.job_type()), score, t.id()});
+    else b.Write({"ZADD", keys::Inbox(t), score, t.id()});
+    b.AppendHistory(run.id(), Entry(v1::HistoryEntry::TASK_CREATED, now, &t));
+    v1::Event e = NewEvent(t.id() + "/created", events::kTaskCreated, t.id(), run);
+    *e.mutable_task_created()->mutable_task() = t;
+    b.Emit(e);
+  }
+  b.Write({"HINCRBY", keys::Run(run.id()), "rev", "1"});
+  return store_->Commit(b) == 0;  // 1: applied before; 2: run ended meanwhile
+}
+
+bool Engine::CompleteRunFrom(const v1::Event& cause, const v1::Run& run_in) {
+  v1::Run run = run_in;
+  TimePoint now = clock_->Now();
+  run.set_status(v1::Run::COMPLETED);
+  *run.mutable_ended_at() = Stamp(now);
+  Batch b;
+  b.AddOnce(keys::RunApplied(run.id()), cause.id());
+  b.ExpectField(keys::Run(run.id()), "status", "ACTIVE");
+  b.PutRun(run);
+  b.Write({"HINCRBY", keys::Run(run.id()), "rev", "1"});
+  b.AppendHistory(run.id(), Entry(v1::HistoryEntry::RUN_COMPLETED, now));
+  v1::Event e = NewEvent(run.id() + "/completed", events::kRunCompleted, run.id(), run);
+  *e.mutable_run_completed()->mutable_run() = run;
+  b.Emit(e);
+  return store_->Commit(b) == 0;
+}
+
+}  // namespace sopflow

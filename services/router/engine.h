@@ -1,0 +1,91 @@
+// The router's operations. Each reads what it needs, decides with the rules
+// in flow.h, and commits one atomic Batch that also queues its events in
+// the outbox. Nothing here talks to NATS: the relay publishes the outbox,
+// and the consumer feeds run events back into OnEvent.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "clock.h"
+#include "sopflow/v1/event.pb.h"
+#include "sopflow/v1/router.pb.h"
+#include "store.h"
+#include "users.h"
+
+namespace sopflow {
+
+class Engine {
+ public:
+  Engine(Store* store, const Clock* clock, std::string source);
+
+  v1::DeployDefinitionResponse Deploy(const User& user, const std::string& yaml, const std::string& file_name);
+  // Deploys without a user check: definitions shipped with the service.
+  v1::DeployDefinitionResponse DeployTrusted(const std::string& yaml, const std::string& file_name,
+                                             const std::string& by);
+  v1::Definition GetDefinition(const std::string& id, uint32_t version);  // 0: latest
+  std::vector<v1::Definition> ListDefinitions();
+
+  v1::Run StartRun(const User& user, const v1::StartRunRequest& req);
+  v1::GetRunResponse GetRun(const User& user, const std::string& run_id);
+  std::vector<v1::Run> ListRuns(const User& user, const std::string& sop_id, uint32_t page_size);
+  v1::Run CancelRun(const User& user, const std::string& run_id, const std::string& reason);
+
+  std::vector<v1::Task> Inbox(const User& user, uint32_t page_size);
+  v1::Task GetTask(const User& user, const std::string& task_id);
+  v1::Task Claim(const User& user, const std::string& task_id);
+  v1::Task Complete(const User& user, const std::string& task_id, const std::string& outcome,
+                    const v1::TaskOutput& output);
+  v1::Task Return(const User& user, const std::string& task_id, const std::string& reason,
+                  const v1::TaskOutput& output);
+
+  std::vector<v1::Task> ActivateJobs(const User& user, const v1::ActivateJobsRequest& req);
+  v1::Task CompleteJob(const User& user, const v1::CompleteJobRequest& req);
+  v1::Task FailJob(const User& user, const v1::FailJobRequest& req);
+
+  // Applies a run event from the stream (run.started, run.step_completed).
+  // Idempotent: an event applied before changes nothing. Returns true if it
+  // changed state.
+  bool OnEvent(const v1::Event& event);
+
+ private:
+  struct Finish {
+    std::string outcome;
+    bool returned = false;
+    std::string reason;
+    std::string actor;  // user id, or "job:<worker>" for SYSTEM steps
+  };
+  v1::Task FinishTask(const std::string& task_id, const std::function<void(const v1::Task&)>& check,
+                      const Finish& finish, const v1::TaskOutput& output);
+  bool CreateStepTasks(const v1::Event& cause, const v1::Run& run, uint32_t step, uint32_t gen);
+  bool CompleteRunFrom(const v1::Event& cause, const v1::Run& run);
+  v1::Task LoadTask(const std::string& task_id);
+  v1::Event NewEvent(const std::string& id, const std::string& type, const std::string& subject,
+                     const v1::Run& run) const;
+  [[noreturn]] void ReportTaskConflict(const std::string& task_id);
+
+  Store* store_;
+  const Clock* clock_;
+  std::string source_;
+  std::mutex defs_mu_;
+  std::map<std::pair<std::string, uint32_t>, std::shared_ptr<const v1::Definition>> defs_;  // immutable versions
+  std::shared_ptr<const v1::Definition> Definition(const std::string& id, uint32_t version);
+};
+
+// Event types (NATS subjects), see protos/sopflow/v1/event.proto.
+namespace events {
+inline constexpr char kRunStarted[] = "sopflow.v1.run.started";
+inline constexpr char kStepCompleted[] = "sopflow.v1.run.step_completed";
+inline constexpr char kRunCompleted[] = "sopflow.v1.run.completed";
+inline constexpr char kRunCancelled[] = "sopflow.v1.run.cancelled";
+inline constexpr char kTaskCreated[] = "sopflow.v1.task.created";
+inline constexpr char kTaskClaimed[] = "sopflow.v1.task.claimed";
+inline constexpr char kTaskCompleted[] = "sopflow.v1.task.completed";
+inline constexpr char kTaskReturned[] = "sopflow.v1.task.returned";
+// What the router's own consumer reads.
+inline constexpr char kRouterFilter[] = "sopflow.v1.run.>";
+}  // namespace events
+
+}  // namespace sopflow

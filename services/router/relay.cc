@@ -1,0 +1,159 @@
+#include "relay.h"
+
+#include <hiredis/hiredis.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <google/protobuf/util/time_util.h>
+
+#include "clock.h"
+#include "error.h"
+#include "sopflow/v1/event.pb.h"
+
+namespace sopflow {
+namespace {
+
+constexpr char kGroup[] = "relay";
+
+struct Entry {
+  std::string stream_id;
+  std::string event_id;
+  std::string subject;
+  std::string data;
+};
+
+// Parses [[id, [field, value, ...]], ...].
+std::vector<Entry> ParseEntries(const redisReply* list) {
+  std::vector<Entry> out;
+  if (!list || list->type != REDIS_REPLY_ARRAY) return out;
+  for (size_t i = 0; i < list->elements; ++i) {
+    const redisReply* item = list->element[i];
+    if (item->type != REDIS_REPLY_ARRAY || item->elements != 2) continue;
+    Entry e;
+    e.stream_id = ReplyString(item->element[0]).value_or("");
+    const redisReply* fields = item->element[1];
+    if (!fields || fields->type != REDIS_REPLY_ARRAY) continue;  // deleted meanwhile
+    for (size_t f = 0; f + 1 < fields->elements; f += 2) {
+      std::string name = ReplyString(fields->element[f]).value_or("");
+      std::string value = ReplyString(fields->element[f + 1]).value_or("");
+      if (name == "i") e.event_id = std::move(value);
+      else if (name == "s") e.subject = std::move(value);
+      else if (name == "e") e.data = std::move(value);
+    }
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+// Test failpoint: die after reading events and before publishing them, as
+// a process killed at the worst moment would.
+bool CrashBeforePublish() {
+  const char* fp = std::getenv("SOPFLOW_FAILPOINT");
+  return fp && std::string(fp) == "relay_crash_before_publish";
+}
+
+NatsClient::OutgoingMessage ToMessage(const Entry& entry) {
+  NatsClient::OutgoingMessage m;
+  m.subject = entry.subject;
+  m.msg_id = entry.event_id;
+  m.data = entry.data;
+  v1::Event ev;
+  std::string time, source, subject;
+  if (ev.ParseFromString(entry.data)) {
+    time = FormatRfc3339(FromUnixMillis(google::protobuf::util::TimeUtil::TimestampToMilliseconds(ev.time())));
+    source = ev.source();
+    subject = ev.subject();
+  }
+  m.headers = {{"ce-specversion", "1.0"}, {"ce-id", entry.event_id}, {"ce-type", entry.subject},
+               {"ce-source", source},     {"ce-time", time},        {"ce-subject", subject},
+               {"content-type", "application/protobuf"}};
+  return m;
+}
+
+}  // namespace
+
+OutboxRelay::OutboxRelay(RedisAddress redis, NatsClient* nats, Options options)
+    : redis_(std::move(redis)), nats_(nats), options_(std::move(options)) {
+  // Start at "0": entries queued before any relay existed are published too.
+  Reply r = redis_.Command({"XGROUP", "CREATE", "sf:outbox", kGroup, "0", "MKSTREAM"});
+  if (ReplyIsError(r.get()) && ReplyErrorText(r.get()).rfind("BUSYGROUP", 0) != 0)
+    throw DomainError(ErrorCode::kInternal, "XGROUP CREATE: " + ReplyErrorText(r.get()));
+}
+
+OutboxRelay::~OutboxRelay() { Stop(); }
+
+void OutboxRelay::Start() {
+  running_ = true;
+  thread_ = std::thread([this] { Loop(); });
+}
+
+void OutboxRelay::Stop() {
+  running_ = false;
+  if (thread_.joinable()) thread_.join();
+}
+
+void OutboxRelay::Loop() {
+  while (running_) {
+    try {
+      RunOnce();
+    } catch (const std::exception& e) {
+      spdlog::warn("outbox relay: {}", e.what());
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+  }
+}
+
+size_t OutboxRelay::RunOnce() {
+  std::vector<Entry> entries;
+  int64_t now_ms = UnixMillis(SystemClock().Now());
+  if (now_ms - last_reclaim_ms_ >= 1000) {
+    last_reclaim_ms_ = now_ms;
+    Reply r = redis_.Command({"XAUTOCLAIM", "sf:outbox", kGroup, options_.consumer_name,
+                              std::to_string(options_.reclaim_idle_ms), "0-0", "COUNT", std::to_string(options_.batch)});
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 2) entries = ParseEntries(r->element[1]);
+  }
+  if (entries.empty()) {
+    // ">" reads new entries; "0" re-reads this consumer's unacknowledged ones.
+    std::string from = reread_own_pending_ ? "0" : ">";
+    std::vector<std::string> cmd{"XREADGROUP", "GROUP", kGroup, options_.consumer_name, "COUNT",
+                                 std::to_string(options_.batch)};
+    if (!reread_own_pending_) cmd.insert(cmd.end(), {"BLOCK", std::to_string(options_.block_ms)});
+    cmd.insert(cmd.end(), {"STREAMS", "sf:outbox", from});
+    Reply r = redis_.Command(cmd);
+    if (ReplyIsError(r.get())) throw DomainError(ErrorCode::kInternal, "XREADGROUP: " + ReplyErrorText(r.get()));
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements > 0) {
+      const redisReply* stream = r->element[0];
+      if (stream->type == REDIS_REPLY_ARRAY && stream->elements == 2) entries = ParseEntries(stream->element[1]);
+    }
+    if (reread_own_pending_ && entries.empty()) reread_own_pending_ = false;
+  }
+  if (entries.empty()) return 0;
+  if (CrashBeforePublish()) {
+    spdlog::critical("failpoint relay_crash_before_publish: exiting with {} event(s) unpublished", entries.size());
+    _exit(86);
+  }
+
+  std::vector<NatsClient::OutgoingMessage> messages;
+  messages.reserve(entries.size());
+  for (const auto& e : entries) messages.push_back(ToMessage(e));
+  auto failed_ids = nats_->PublishAll(messages);
+  std::set<std::string> failed(failed_ids.begin(), failed_ids.end());
+
+  std::vector<std::string> ack{"XACK", "sf:outbox", kGroup};
+  std::vector<std::string> del{"XDEL", "sf:outbox"};
+  for (const auto& e : entries) {
+    if (failed.count(e.event_id)) continue;
+    ack.push_back(e.stream_id);
+    del.push_back(e.stream_id);
+  }
+  if (!failed.empty()) {
+    spdlog::warn("outbox relay: {} event(s) not stored by JetStream; will retry", failed.size());
+    reread_own_pending_ = true;
+  }
+  if (ack.size() > 3) redis_.Pipeline({ack, del});
+  return ack.size() - 3;
+}
+
+}  // namespace sopflow

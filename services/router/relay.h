@@ -1,0 +1,46 @@
+// The outbox relay: publishes the events that transitions queued in the
+// Redis stream `sf:outbox` to JetStream, then deletes them. Entries are read
+// through a consumer group, so replicas share the work; an entry read by a
+// replica that died before publishing is claimed by another after
+// `reclaim_idle_ms`. A re-published event carries the same Nats-Msg-Id and
+// is dropped by the stream, so "at least once" here becomes "once" there.
+#pragma once
+
+#include <atomic>
+#include <string>
+#include <thread>
+
+#include "nats.h"
+#include "redis.h"
+
+namespace sopflow {
+
+class OutboxRelay {
+ public:
+  struct Options {
+    std::string consumer_name;      // unique per replica
+    int batch = 256;
+    int block_ms = 200;             // how long one read waits for new entries
+    int reclaim_idle_ms = 5000;     // entries pending this long are taken over
+  };
+  OutboxRelay(RedisAddress redis, NatsClient* nats, Options options);
+  ~OutboxRelay();
+
+  void Start();
+  // Finishes the batch in hand, then returns.
+  void Stop();
+  // One pass: reclaim, read, publish, delete. Returns events published.
+  size_t RunOnce();
+
+ private:
+  void Loop();
+  RedisConnection redis_;
+  NatsClient* nats_;
+  Options options_;
+  std::atomic<bool> running_{false};
+  std::thread thread_;
+  bool reread_own_pending_ = true;   // after a failed publish, and at start
+  int64_t last_reclaim_ms_ = 0;
+};
+
+}  // namespace sopflow

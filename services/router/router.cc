@@ -1,0 +1,104 @@
+#include "router.h"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "consumer.h"
+#include "engine.h"
+#include "grpc_server.h"
+#include "ids.h"
+#include "relay.h"
+#include "service.h"
+#include "store.h"
+
+namespace sopflow {
+
+struct RouterProcess::Impl {
+  RouterConfig config;
+  const Clock* clock;
+  std::shared_ptr<const UserDirectory> users;
+  std::unique_ptr<RedisPool> pool;
+  std::unique_ptr<Store> store;
+  std::unique_ptr<NatsClient> publisher;   // batches acks: no send-asap
+  std::unique_ptr<NatsClient> subscriber;  // fetches: send-asap for latency
+  std::unique_ptr<Engine> engine;
+  std::unique_ptr<OutboxRelay> relay;
+  std::unique_ptr<EventConsumer> consumer;
+  std::unique_ptr<RouterService> service;
+  std::unique_ptr<ServerHost> server;
+};
+
+namespace {
+std::string DefaultReplicaId() {
+  char host[256] = {0};
+  gethostname(host, sizeof host - 1);
+  return std::string(host) + "-" + std::to_string(getpid()) + "-" + RandomHex(3);
+}
+
+void DeployDirectory(Engine& engine, const std::string& dir) {
+  std::vector<std::filesystem::path> files;
+  for (const auto& entry : std::filesystem::directory_iterator(dir))
+    if (entry.path().extension() == ".yaml" || entry.path().extension() == ".yml") files.push_back(entry.path());
+  std::sort(files.begin(), files.end());
+  for (const auto& path : files) {
+    std::ifstream in(path);
+    std::stringstream text;
+    text << in.rdbuf();
+    auto result = engine.DeployTrusted(text.str(), path.filename().string(), "system:" + path.filename().string());
+    spdlog::info("definition {} v{} from {}{}", result.definition().id(), result.definition().version(),
+                 path.filename().string(), result.created() ? " (new)" : "");
+  }
+}
+}  // namespace
+
+RouterProcess::RouterProcess(RouterConfig config, const Clock* clock) : impl_(std::make_unique<Impl>()) {
+  impl_->config = std::move(config);
+  impl_->clock = clock;
+  if (impl_->config.replica_id.empty()) impl_->config.replica_id = DefaultReplicaId();
+}
+
+RouterProcess::~RouterProcess() { Shutdown(); }
+
+void RouterProcess::Start() {
+  auto& c = impl_->config;
+  impl_->users = UserDirectory::LoadFile(c.tokens_file);
+  impl_->pool = std::make_unique<RedisPool>(RedisAddress::Parse(c.redis), c.redis_pool);
+  impl_->store = std::make_unique<Store>(impl_->pool.get());
+  impl_->publisher = std::make_unique<NatsClient>(NatsOptions{c.nats, "sopflow-router-pub-" + c.replica_id, false});
+  impl_->publisher->EnsureEventStream();
+  impl_->subscriber = std::make_unique<NatsClient>(NatsOptions{c.nats, "sopflow-router-sub-" + c.replica_id, true});
+  impl_->engine = std::make_unique<Engine>(impl_->store.get(), impl_->clock, "sopflow/router/" + c.replica_id);
+  if (!c.definitions_dir.empty()) DeployDirectory(*impl_->engine, c.definitions_dir);
+
+  OutboxRelay::Options relay_options;
+  relay_options.consumer_name = c.replica_id;
+  relay_options.reclaim_idle_ms = c.relay_reclaim_idle_ms;
+  impl_->relay = std::make_unique<OutboxRelay>(RedisAddress::Parse(c.redis), impl_->publisher.get(), relay_options);
+  impl_->consumer = std::make_unique<EventConsumer>(impl_->subscriber.get(), impl_->engine.get(), EventConsumer::Options{});
+
+  impl_->service = std::make_unique<RouterService>(impl_->engine.get(), impl_->users);
+  impl_->server = std::make_unique<ServerHost>(ServerOptions{c.listen, c.tls_cert_file, c.tls_key_file, impl_->users});
+  impl_->server->AddService(impl_->service.get());
+  impl_->server->Start();
+  impl_->relay->Start();
+  impl_->consumer->Start();
+  spdlog::info("router {} listening on port {}", c.replica_id, impl_->server->port());
+}
+
+int RouterProcess::port() const { return impl_->server ? impl_->server->port() : 0; }
+
+void RouterProcess::Shutdown() {
+  if (!impl_ || !impl_->server) return;
+  impl_->server->SetServing(false);
+  impl_->server->Shutdown(std::chrono::milliseconds(impl_->config.drain_ms));
+  impl_->consumer->Stop();
+  impl_->relay->Stop();  // after the server: events of the last calls still go out
+  impl_->relay->RunOnce();
+  impl_->server.reset();
+}
+
+}  // namespace sopflow

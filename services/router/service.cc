@@ -1,0 +1,97 @@
+#include "service.h"
+
+#include "grpc_server.h"
+
+namespace sopflow {
+
+using grpc::CallbackServerContext;
+using grpc::ServerUnaryReactor;
+
+ServerUnaryReactor* RouterService::DeployDefinition(CallbackServerContext* ctx, const v1::DeployDefinitionRequest* req,
+                                                    v1::DeployDefinitionResponse* resp) {
+  return Unary(ctx, [&] { *resp = engine_->Deploy(CallerOf(*ctx, *users_), req->yaml(), req->file_name()); });
+}
+
+ServerUnaryReactor* RouterService::ListDefinitions(CallbackServerContext* ctx, const v1::ListDefinitionsRequest*,
+                                                   v1::ListDefinitionsResponse* resp) {
+  return Unary(ctx, [&] {
+    CallerOf(*ctx, *users_);
+    for (auto& d : engine_->ListDefinitions()) *resp->add_definitions() = std::move(d);
+  });
+}
+
+ServerUnaryReactor* RouterService::GetDefinition(CallbackServerContext* ctx, const v1::GetDefinitionRequest* req,
+                                                 v1::Definition* resp) {
+  return Unary(ctx, [&] {
+    CallerOf(*ctx, *users_);
+    *resp = engine_->GetDefinition(req->id(), req->version());
+  });
+}
+
+ServerUnaryReactor* RouterService::StartRun(CallbackServerContext* ctx, const v1::StartRunRequest* req, v1::Run* resp) {
+  return Unary(ctx, [&] { *resp = engine_->StartRun(CallerOf(*ctx, *users_), *req); });
+}
+
+ServerUnaryReactor* RouterService::GetRun(CallbackServerContext* ctx, const v1::GetRunRequest* req,
+                                          v1::GetRunResponse* resp) {
+  return Unary(ctx, [&] { *resp = engine_->GetRun(CallerOf(*ctx, *users_), req->run_id()); });
+}
+
+ServerUnaryReactor* RouterService::ListRuns(CallbackServerContext* ctx, const v1::ListRunsRequest* req,
+                                            v1::ListRunsResponse* resp) {
+  return Unary(ctx, [&] {
+    for (auto& r : engine_->ListRuns(CallerOf(*ctx, *users_), req->sop_id(), req->page_size()))
+      *resp->add_runs() = std::move(r);
+  });
+}
+
+ServerUnaryReactor* RouterService::CancelRun(CallbackServerContext* ctx, const v1::CancelRunRequest* req, v1::Run* resp) {
+  return Unary(ctx, [&] { *resp = engine_->CancelRun(CallerOf(*ctx, *users_), req->run_id(), req->reason()); });
+}
+
+ServerUnaryReactor* RouterService::ListInbox(CallbackServerContext* ctx, const v1::ListInboxRequest* req,
+                                             v1::ListInboxResponse* resp) {
+  return Unary(ctx, [&] {
+    for (auto& t : engine_->Inbox(CallerOf(*ctx, *users_), req->page_size())) *resp->add_tasks() = std::move(t);
+  });
+}
+
+ServerUnaryReactor* RouterService::GetTask(CallbackServerContext* ctx, const v1::GetTaskRequest* req, v1::Task* resp) {
+  return Unary(ctx, [&] { *resp = engine_->GetTask(CallerOf(*ctx, *users_), req->task_id()); });
+}
+
+ServerUnaryReactor* RouterService::ClaimTask(CallbackServerContext* ctx, const v1::ClaimTaskRequest* req, v1::Task* resp) {
+  return Unary(ctx, [&] { *resp = engine_->Claim(CallerOf(*ctx, *users_), req->task_id()); });
+}
+
+ServerUnaryReactor* RouterService::CompleteTask(CallbackServerContext* ctx, const v1::CompleteTaskRequest* req,
+                                                v1::Task* resp) {
+  return Unary(ctx, [&] {
+    *resp = engine_->Complete(CallerOf(*ctx, *users_), req->task_id(), req->outcome(), req->output());
+  });
+}
+
+ServerUnaryReactor* RouterService::ReturnTask(CallbackServerContext* ctx, const v1::ReturnTaskRequest* req,
+                                              v1::Task* resp) {
+  return Unary(ctx, [&] {
+    *resp = engine_->Return(CallerOf(*ctx, *users_), req->task_id(), req->reason(), req->output());
+  });
+}
+
+ServerUnaryReactor* RouterService::ActivateJobs(CallbackServerContext* ctx, const v1::ActivateJobsRequest* req,
+                                                v1::ActivateJobsResponse* resp) {
+  return Unary(ctx, [&] {
+    for (auto& j : engine_->ActivateJobs(CallerOf(*ctx, *users_), *req)) *resp->add_jobs() = std::move(j);
+  });
+}
+
+ServerUnaryReactor* RouterService::CompleteJob(CallbackServerContext* ctx, const v1::CompleteJobRequest* req,
+                                               v1::Task* resp) {
+  return Unary(ctx, [&] { *resp = engine_->CompleteJob(CallerOf(*ctx, *users_), *req); });
+}
+
+ServerUnaryReactor* RouterService::FailJob(CallbackServerContext* ctx, const v1::FailJobRequest* req, v1::Task* resp) {
+  return Unary(ctx, [&] { *resp = engine_->FailJob(CallerOf(*ctx, *users_), *req); });
+}
+
+}  // namespace sopflow

@@ -1,0 +1,91 @@
+// The router's state in Redis. Every transition is one Batch: guards
+// checked and writes applied by a single Lua script, so it happens
+// entirely or not at all, and two replicas (or two users) racing on the
+// same task cannot both win. Keys are listed in docs/architecture.md.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "redis.h"
+#include "sopflow/v1/event.pb.h"
+#include "sopflow/v1/run.pb.h"
+
+namespace sopflow {
+
+namespace keys {
+std::string Definition(const std::string& sop_id);   // hash: latest, v<N> -> Definition
+inline constexpr char kDefinitions[] = "sf:defs";     // set of SOP ids
+std::string Run(const std::string& run_id);           // hash: status, rev, pb
+std::string RunTasks(const std::string& run_id);      // list of task ids
+std::string RunHistory(const std::string& run_id);    // list of HistoryEntry
+std::string RunApplied(const std::string& run_id);    // set of event ids applied
+inline constexpr char kRuns[] = "sf:runs";            // zset run id by start ms
+std::string RunsOf(const std::string& sop_id);        // zset run id by start ms
+std::string Request(const std::string& request_id);   // run id of a StartRun request_id
+std::string Task(const std::string& task_id);         // hash: status, assignee, pb
+std::string FanOut(const std::string& run_id, uint32_t gen);  // hash: left
+std::string Inbox(const v1::Task& task);              // zset of open tasks for the task's audience
+std::string InboxOfUnit(const std::string& unit, const std::string& role);
+std::string InboxOfMember(const std::string& member, const std::string& role);
+std::string Claimed(const std::string& user_id);      // zset of tasks the user claimed
+std::string Jobs(const std::string& job_type);        // zset of open SYSTEM jobs
+std::string JobsLocked(const std::string& job_type);  // zset of activated jobs by lock deadline
+inline constexpr char kOutbox[] = "sf:outbox";        // stream of events to publish
+}  // namespace keys
+
+// Guards and writes of one atomic transition.
+class Batch {
+ public:
+  // The hash field must equal `value` ("" matches a missing field).
+  void ExpectField(const std::string& key, const std::string& field, const std::string& value);
+  void ExpectAbsent(const std::string& key);
+  // `member` must not be in the set yet; it is added on success. Used to
+  // apply each event once.
+  void AddOnce(const std::string& set_key, const std::string& member);
+  void Write(std::vector<std::string> argv);
+  // Queues `event` in the outbox stream, in the same transaction as the
+  // state it describes; the relay publishes it to JetStream.
+  void Emit(const v1::Event& event);
+  void PutTask(const v1::Task& task);
+  void PutRun(const v1::Run& run);
+  void AppendHistory(const std::string& run_id, const v1::HistoryEntry& entry);
+
+  size_t guard_count() const { return guard_count_; }
+  std::vector<std::string> Args() const;
+
+ private:
+  std::vector<std::string> guards_;
+  size_t guard_count_ = 0;
+  std::vector<std::vector<std::string>> writes_;
+};
+
+class Store {
+ public:
+  explicit Store(RedisPool* pool) : pool_(pool) {}
+  // 0 when applied; otherwise the 1-based index of the first guard that
+  // failed (nothing was written).
+  int Commit(const Batch& batch);
+
+  std::optional<v1::Task> GetTask(const std::string& task_id);
+  std::vector<v1::Task> GetTasks(const std::vector<std::string>& task_ids);  // skips missing
+  std::optional<v1::Run> GetRun(const std::string& run_id, int64_t* rev = nullptr);
+  std::vector<v1::Run> GetRuns(const std::vector<std::string>& run_ids);
+  std::vector<v1::HistoryEntry> GetHistory(const std::string& run_id);
+  std::vector<std::string> RunTaskIds(const std::string& run_id);
+  std::optional<std::string> GetString(const std::string& key);
+  std::optional<std::string> HashField(const std::string& key, const std::string& field);
+  // Members of several sorted sets, in one round trip.
+  std::vector<std::string> ZMembers(const std::vector<std::string>& zset_keys, size_t limit_each);
+  std::vector<std::string> ZRangeByScore(const std::string& key, int64_t max_score, size_t limit);
+  std::vector<std::string> ZRevRange(const std::string& key, size_t limit);
+  std::vector<std::string> SetMembers(const std::string& key);
+
+  RedisPool* pool() { return pool_; }
+
+ private:
+  RedisPool* pool_;
+};
+
+}  // namespace sopflow

@@ -1,0 +1,230 @@
+// Races, replicas, redelivery and a crash between the Redis write and the
+// publish: no step applied twice, no task lost or created twice.
+#include <nats/nats.h>
+
+#include <atomic>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "nats.h"
+#include "sopflow/v1/event.pb.h"
+#include "redis.h"
+#include "router_fixture.h"
+
+namespace sopflow::testing {
+namespace {
+
+class ConcurrencyTest : public RouterTest {};
+
+TEST_F(ConcurrencyTest, TwoClientsCompletingOneTaskExactlyOneWins) {
+  auto other = NewStub(router_->port());
+  for (int round = 0; round < 20; ++round) {
+    v1::Run run = Start003();
+    v1::Task task = WaitForOpenTask(run.id(), 1);
+    grpc::Status results[2];
+    std::atomic<int> ready{0};
+    auto racer = [&](int i, v1::Router::Stub* s) {
+      v1::CompleteTaskRequest req;
+      req.set_task_id(task.id());
+      v1::Task out;
+      ++ready;
+      while (ready < 2) std::this_thread::yield();
+      results[i] = s->CompleteTask(AuthedContext(kSekretarisBlg).get(), req, &out);
+    };
+    std::thread a(racer, 0, &stub());
+    std::thread b(racer, 1, other.get());
+    a.join();
+    b.join();
+    int wins = results[0].ok() + results[1].ok();
+    ASSERT_EQ(wins, 1) << "round " << round << ": " << results[0].error_message() << " / " << results[1].error_message();
+    const grpc::Status& loser = results[0].ok() ? results[1] : results[0];
+    EXPECT_EQ(loser.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << loser.error_message();
+    WaitForOpenTask(run.id(), 2);
+    auto state = GetRun(run.id());
+    int completions = 0, step2 = 0;
+    for (const auto& h : state.history()) completions += h.kind() == v1::HistoryEntry::TASK_COMPLETED;
+    for (const auto& t : state.tasks()) step2 += t.step() == 2;
+    EXPECT_EQ(completions, 1);
+    EXPECT_EQ(step2, 1);
+  }
+}
+
+TEST_F(ConcurrencyTest, TwoReplicasRun100RunsWithNoTaskLostOrDuplicated) {
+  RouterProcess second(backends_->RouterConfigFor(), &clock_);
+  second.Start();
+  std::vector<std::unique_ptr<v1::Router::Stub>> stubs;
+  stubs.push_back(NewStub(router_->port()));
+  stubs.push_back(NewStub(second.port()));
+
+  constexpr int kRuns = 100;
+  std::set<std::string> runs;
+  for (int i = 0; i < kRuns; ++i) {
+    v1::StartRunRequest req;
+    req.set_sop_id(kSop003);
+    req.set_period("2026-Q" + std::to_string(i % 4 + 1));
+    req.set_unit("balangan-satpolpp");
+    v1::Run run;
+    ASSERT_TRUE(stubs[i % 2]->StartRun(AuthedContext(kSekretarisBlg).get(), req, &run).ok());
+    runs.insert(run.id());
+  }
+  // The Balangan actors work every task they see, alternating replicas.
+  std::vector<demo::Actor> actors;
+  for (const auto& a : AllActors())
+    if (a.user_id.find("-blg") != std::string::npos) actors.push_back(a);
+  std::atomic<int> completed_calls{0};
+  auto worker = [&](size_t replica) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+    while (std::chrono::steady_clock::now() < deadline) {
+      bool any = false;
+      for (const auto& a : actors) {
+        v1::ListInboxRequest lreq;
+        lreq.set_page_size(1000);
+        v1::ListInboxResponse inbox;
+        if (!stubs[replica]->ListInbox(AuthedContext(a.token).get(), lreq, &inbox).ok()) continue;
+        for (const auto& t : inbox.tasks()) {
+          if (!runs.count(t.run_id())) continue;
+          any = true;
+          v1::CompleteTaskRequest req;
+          req.set_task_id(t.id());
+          v1::Task out;
+          // Both workers see the same inbox: the loser of each race gets
+          // FAILED_PRECONDITION, which is the point.
+          if (stubs[replica]->CompleteTask(AuthedContext(a.token).get(), req, &out).ok()) ++completed_calls;
+        }
+      }
+      v1::ListRunsRequest rreq;
+      rreq.set_sop_id(kSop003);
+      rreq.set_page_size(1000);
+      v1::ListRunsResponse listed;
+      if (stubs[replica]->ListRuns(AuthedContext(kAdmin).get(), rreq, &listed).ok()) {
+        int active = 0;
+        for (const auto& r : listed.runs()) active += runs.count(r.id()) && r.status() == v1::Run::ACTIVE;
+        if (active == 0) return;
+      }
+      if (!any) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  };
+  std::thread w0(worker, 0), w1(worker, 1);
+  w0.join();
+  w1.join();
+  EXPECT_EQ(completed_calls.load(), kRuns * 9);
+  for (const auto& id : runs) {
+    auto r = GetRun(id);
+    ASSERT_EQ(r.run().status(), v1::Run::COMPLETED) << id;
+    ASSERT_EQ(r.tasks_size(), 9) << id;
+    std::set<uint32_t> steps;
+    for (const auto& t : r.tasks()) {
+      EXPECT_EQ(t.status(), v1::Task::DONE);
+      steps.insert(t.step());
+    }
+    EXPECT_EQ(steps.size(), 9u) << id;
+    int created = 0, done = 0;
+    for (const auto& h : r.history()) {
+      created += h.kind() == v1::HistoryEntry::TASK_CREATED;
+      done += h.kind() == v1::HistoryEntry::TASK_COMPLETED;
+    }
+    EXPECT_EQ(created, 9) << id;
+    EXPECT_EQ(done, 9) << id;
+  }
+  second.Shutdown();
+}
+
+// How many messages the router's durable consumer still has to deliver or
+// see acknowledged.
+int64_t RouterConsumerBacklog(NatsClient& nats) {
+  jsConsumerInfo* ci = nullptr;
+  if (js_GetConsumerInfo(&ci, nats.jetstream(), kEventStream, "router", nullptr, nullptr) != NATS_OK) return -1;
+  int64_t backlog = static_cast<int64_t>(ci->NumPending) + ci->NumAckPending;
+  jsConsumerInfo_Destroy(ci);
+  return backlog;
+}
+
+TEST_F(ConcurrencyTest, RedeliveredEventsCreateNothingTwice) {
+  v1::Run run = Start003();
+  AdvanceTo(run.id(), 3);
+  auto before = GetRun(run.id());
+  ASSERT_EQ(before.tasks_size(), 3);
+
+  // Publish the run.started and the step 1 completion again, as a redelivery
+  // would, under new message ids so that the stream does not drop them.
+  NatsClient nats(NatsOptions{backends_->nats->url(), "redeliver-test", false});
+  v1::Event started;
+  started.set_id(run.id() + "/started");
+  started.set_type("sopflow.v1.run.started");
+  started.set_run_id(run.id());
+  *started.mutable_run_started()->mutable_run() = run;
+  v1::Event step1;
+  step1.set_id(run.id() + "/1/step_completed");
+  step1.set_type("sopflow.v1.run.step_completed");
+  step1.set_run_id(run.id());
+  step1.mutable_step_completed()->set_step(1);
+  step1.mutable_step_completed()->set_gen(1);
+  step1.mutable_step_completed()->set_outcome("selesai");
+  std::vector<NatsClient::OutgoingMessage> again;
+  for (int copy = 0; copy < 3; ++copy) {
+    again.push_back({started.type(), "replay-a-" + std::to_string(copy), started.SerializeAsString(), {}});
+    again.push_back({step1.type(), "replay-b-" + std::to_string(copy), step1.SerializeAsString(), {}});
+  }
+  ASSERT_TRUE(nats.PublishAll(again).empty());
+  ASSERT_TRUE(WaitUntil([&] { return RouterConsumerBacklog(nats) == 0; }));
+
+  auto after = GetRun(run.id());
+  EXPECT_EQ(after.tasks_size(), 3);
+  int created = 0;
+  for (const auto& h : after.history()) created += h.kind() == v1::HistoryEntry::TASK_CREATED;
+  EXPECT_EQ(created, 3);
+  EXPECT_EQ(after.history_size(), before.history_size());
+}
+
+TEST(RouterCrashTest, KilledBetweenRedisWriteAndPublishTheRunStillFinishes) {
+  Backends backends;
+  auto base = backends.RouterConfigFor();
+  auto args = [&](int port) {
+    return std::vector<std::string>{SOPFLOW_ROUTER_BIN, "--listen", "127.0.0.1:" + std::to_string(port), "--redis",
+                                    base.redis, "--nats", base.nats, "--tokens", base.tokens_file, "--definitions",
+                                    base.definitions_dir, "--relay-reclaim-idle-ms", "300"};
+  };
+  // Replica A dies right after its relay reads the first event from the
+  // outbox, before publishing it: the commit is in Redis, NATS has nothing.
+  int port_a = FreePort();
+  ChildProcess a;
+  a.Start(args(port_a), {{"SOPFLOW_FAILPOINT", "relay_crash_before_publish"}}, backends.dir + "/router-a.log");
+  ASSERT_TRUE(WaitForPort(port_a, 15000));
+  auto stub_a = v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(port_a)));
+  v1::StartRunRequest req;
+  req.set_sop_id(kSop003);
+  req.set_period("2026-Q3");
+  req.set_unit("balangan-satpolpp");
+  req.set_request_id("balangan-2026-Q3");
+  v1::Run first_answer;
+  // A may die before its reply leaves: the client sees OK or UNAVAILABLE.
+  auto st = stub_a->StartRun(AuthedContext(kSekretarisBlg).get(), req, &first_answer);
+  EXPECT_TRUE(st.ok() || st.error_code() == grpc::StatusCode::UNAVAILABLE) << st.error_message();
+  EXPECT_EQ(a.WaitExit(15000), 86) << "replica A should die at the failpoint";
+  {
+    RedisConnection redis(RedisAddress::Parse(base.redis));
+    Reply pending = redis.Command({"XLEN", "sf:outbox"});
+    EXPECT_GE(ReplyInteger(pending.get()), 1) << "the event must still be in the outbox";
+  }
+  // Replica B comes up, takes over A's unpublished event, and the run goes on.
+  int port_b = FreePort();
+  ChildProcess b;
+  b.Start(args(port_b), {}, backends.dir + "/router-b.log");
+  ASSERT_TRUE(WaitForPort(port_b, 15000));
+  auto stub_b = v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(port_b)));
+  // The client retries with the same request_id and gets the run A started.
+  v1::Run run;
+  ASSERT_TRUE(stub_b->StartRun(AuthedContext(kSekretarisBlg).get(), req, &run).ok());
+  if (st.ok()) EXPECT_EQ(run.id(), first_answer.id());
+  v1::ListRunsResponse listed;
+  ASSERT_TRUE(stub_b->ListRuns(AuthedContext(kAdmin).get(), {}, &listed).ok());
+  EXPECT_EQ(listed.runs_size(), 1) << "the retry must not start a second run";
+  auto result = demo::DriveRun(*stub_b, AllActors(), run.id(), kAdmin, {});
+  EXPECT_EQ(result.run().status(), v1::Run::COMPLETED);
+  EXPECT_EQ(result.tasks_size(), 9);
+  b.Stop();
+}
+
+}  // namespace
+}  // namespace sopflow::testing

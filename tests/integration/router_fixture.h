@@ -1,0 +1,81 @@
+// Integration tests of the router against a real redis-server and
+// nats-server -js, started per test process on free loopback ports.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "actors.h"
+#include "clock.h"
+#include "grpc_client.h"
+#include "router.h"
+#include "servers.h"
+#include "sopflow/v1/router.grpc.pb.h"
+
+namespace sopflow::testing {
+
+inline constexpr char kAdmin[] = "demo-admin";
+inline constexpr char kKaro[] = "demo-karo";
+inline constexpr char kKasubbagTu[] = "demo-kasubbag-tu";
+inline constexpr char kKabagTl[] = "demo-kabag-tatalaksana";
+inline constexpr char kBagianTl[] = "demo-bagian-tatalaksana";
+inline constexpr char kBagianKl[] = "demo-bagian-kelembagaan";
+inline constexpr char kSekretarisBlg[] = "demo-sekretaris-blg";
+inline constexpr char kKasubagPp[] = "demo-kasubag-pp";
+inline constexpr char kEsakipWorker[] = "demo-esakip-worker";
+inline constexpr char kOutsider[] = "demo-outsider";
+
+inline constexpr char kSop001[] = "kalbar-biro-organisasi-data-kinerja";
+inline constexpr char kSop003[] = "balangan-satpolpp-data-kinerja";
+inline constexpr char kSop004[] = "gowa-perencanaan-pelaporan-data-kinerja";
+
+std::string SourcePath(const std::string& relative);
+std::string ReadText(const std::string& path);
+// Every demo user (deploy/local/tokens.yaml) as a scripted actor.
+std::vector<demo::Actor> AllActors();
+
+// Redis + NATS in a temporary folder.
+struct Backends {
+  Backends();
+  ~Backends();
+  RouterConfig RouterConfigFor() const;  // listen on a free port, seeds deployed
+  std::string dir;
+  std::unique_ptr<RedisServer> redis;
+  std::unique_ptr<NatsServer> nats;
+};
+
+// Polls `done` every few ms until it holds or timeout_ms passes.
+bool WaitUntil(const std::function<bool()>& done, int timeout_ms = 20000);
+
+class RouterTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite();
+  static void TearDownTestSuite();
+
+  v1::Router::Stub& stub() { return *stub_; }
+  static std::unique_ptr<v1::Router::Stub> NewStub(int port);
+
+  v1::Run Start001(const std::string& request_id = "");
+  v1::Run Start003();
+  v1::Run Start004();
+  v1::GetRunResponse GetRun(const std::string& run_id);
+  // Waits for an open task of `step` in the run and returns it.
+  v1::Task WaitForOpenTask(const std::string& run_id, uint32_t step);
+  // Completes open tasks (reviews pass) until one of `step` is open.
+  v1::Task AdvanceTo(const std::string& run_id, uint32_t step);
+  // The caller's inbox, only the tasks of `run_id`.
+  std::vector<v1::Task> InboxOf(const std::string& token, const std::string& run_id);
+  grpc::Status Complete(const std::string& token, const std::string& task_id, const std::string& outcome,
+                        v1::Task* out = nullptr);
+
+  static Backends* backends_;
+  static SystemClock clock_;
+  static RouterProcess* router_;
+  static std::unique_ptr<v1::Router::Stub> stub_;
+};
+
+}  // namespace sopflow::testing

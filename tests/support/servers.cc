@@ -1,0 +1,130 @@
+#include "servers.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <stdexcept>
+#include <thread>
+
+namespace sopflow::testing {
+
+std::string MakeTempDir(const std::string& prefix) {
+  std::string tmpl = (std::filesystem::temp_directory_path() / (prefix + "-XXXXXX")).string();
+  if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
+  return tmpl;
+}
+
+void RemoveTree(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::remove_all(path, ec);
+}
+
+int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) throw std::runtime_error("bind failed");
+  socklen_t len = sizeof addr;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+bool WaitForPort(int port, int timeout_ms) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < deadline) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    bool ok = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+    close(fd);
+    if (ok) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
+ChildProcess::~ChildProcess() { Stop(); }
+
+void ChildProcess::Start(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env,
+                         const std::string& log_file) {
+  pid_t parent = getpid();
+  pid_ = fork();
+  if (pid_ < 0) throw std::runtime_error("fork failed");
+  if (pid_ == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the test
+    if (getppid() != parent) _exit(1);
+    FILE* log = fopen(log_file.c_str(), "a");
+    if (log) {
+      dup2(fileno(log), 1);
+      dup2(fileno(log), 2);
+    }
+    for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execvp(args[0], args.data());
+    _exit(127);
+  }
+}
+
+int ChildProcess::WaitExit(int timeout_ms) {
+  if (pid_ <= 0) return -1;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < deadline) {
+    int status = 0;
+    pid_t r = waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) {
+      pid_ = -1;
+      if (WIFEXITED(status)) return WEXITSTATUS(status);
+      return 128 + WTERMSIG(status);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return -1;
+}
+
+void ChildProcess::Stop(int signal_number, int timeout_ms) {
+  if (pid_ <= 0) return;
+  kill(pid_, signal_number);
+  if (WaitExit(timeout_ms) == -1 && pid_ > 0) Kill();
+}
+
+void ChildProcess::Kill() {
+  if (pid_ <= 0) return;
+  kill(pid_, SIGKILL);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+}
+
+RedisServer::RedisServer(const std::string& dir) : port_(FreePort()) {
+  process_.Start({"redis-server", "--port", std::to_string(port_), "--bind", "127.0.0.1", "--dir", dir,
+                  "--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--protected-mode", "no"},
+                 {}, dir + "/redis.log");
+  if (!WaitForPort(port_, 10000)) throw std::runtime_error("redis-server did not start; see " + dir + "/redis.log");
+}
+
+RedisServer::~RedisServer() { process_.Stop(); }
+
+NatsServer::NatsServer(const std::string& dir) : port_(FreePort()) {
+  process_.Start({"nats-server", "-js", "-a", "127.0.0.1", "-p", std::to_string(port_), "-sd", dir + "/jetstream"},
+                 {}, dir + "/nats.log");
+  if (!WaitForPort(port_, 10000)) throw std::runtime_error("nats-server did not start; see " + dir + "/nats.log");
+}
+
+NatsServer::~NatsServer() { process_.Stop(); }
+
+}  // namespace sopflow::testing

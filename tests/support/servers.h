@@ -1,0 +1,61 @@
+// Real redis-server and nats-server for integration tests: free loopback
+// ports, data in a temporary folder, stopped (and killed with the test
+// process, via PR_SET_PDEATHSIG) afterwards.
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace sopflow::testing {
+
+std::string MakeTempDir(const std::string& prefix);
+void RemoveTree(const std::string& path);
+int FreePort();
+// Waits until a TCP connect to 127.0.0.1:port succeeds (at most timeout_ms).
+bool WaitForPort(int port, int timeout_ms);
+
+class ChildProcess {
+ public:
+  ChildProcess() = default;
+  ~ChildProcess();
+  ChildProcess(const ChildProcess&) = delete;
+  void Start(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env,
+             const std::string& log_file);
+  void Stop(int signal_number = 15, int timeout_ms = 10000);  // SIGTERM, then SIGKILL
+  void Kill();                                                // SIGKILL
+  // Waits for the process to exit by itself; its exit code, or -1 on timeout.
+  int WaitExit(int timeout_ms);
+  bool running() const { return pid_ > 0; }
+  pid_t pid() const { return pid_; }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+class RedisServer {
+ public:
+  explicit RedisServer(const std::string& dir);
+  ~RedisServer();
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  int port() const { return port_; }
+
+ private:
+  int port_;
+  ChildProcess process_;
+};
+
+class NatsServer {
+ public:
+  explicit NatsServer(const std::string& dir);
+  ~NatsServer();
+  std::string url() const { return "nats://127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  int port_;
+  ChildProcess process_;
+};
+
+}  // namespace sopflow::testing

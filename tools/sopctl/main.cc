@@ -1,0 +1,301 @@
+// sopctl: drives sopflow from the command line — deploy, start, inbox,
+// claim, complete, return, run timelines, cancel.
+//
+//   export SOPFLOW_ROUTER=127.0.0.1:7301 SOPFLOW_TOKEN=demo-karo
+//   sopctl start kalbar-biro-organisasi-data-kinerja --period 2026-Q3
+//       --unit kalbar-biro-organisasi --member bagian=bagian-tatalaksana,bagian-kelembagaan
+//       --deadline 2=2026-10-10T16:00:00+07:00
+#include <CLI/CLI.hpp>
+#include <google/protobuf/util/json_util.h>
+#include <google/protobuf/util/time_util.h>
+
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "actors.h"
+#include "clock.h"
+#include "grpc_client.h"
+#include "sopflow/v1/router.grpc.pb.h"
+
+namespace {
+
+using namespace sopflow;
+using google::protobuf::util::TimeUtil;
+
+struct Globals {
+  std::string router = "127.0.0.1:7301";
+  std::string token;
+  std::string ca_file;
+  bool json = false;
+};
+
+class Failed : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+void Check(const grpc::Status& s) {
+  if (!s.ok()) {
+    static const char* kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+                                   "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+                                   "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+                                   "UNAUTHENTICATED"};
+    int code = s.error_code();
+    throw Failed(std::string(code >= 0 && code <= 16 ? kNames[code] : "ERROR") + ": " + s.error_message());
+  }
+}
+
+void PrintJson(const google::protobuf::Message& m) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions o;
+  o.add_whitespace = true;
+  o.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(m, &out, o);
+  std::cout << out;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw Failed("cannot read " + path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::pair<std::string, std::string> SplitPair(const std::string& text, const char* what) {
+  auto eq = text.find('=');
+  if (eq == std::string::npos || eq == 0) throw Failed(std::string(what) + " must be KEY=VALUE, got '" + text + "'");
+  return {text.substr(0, eq), text.substr(eq + 1)};
+}
+
+// "2026-10-10T16:00:00+07:00", or "+3d", "+4h", "+30m" from now.
+google::protobuf::Timestamp ParseWhen(const std::string& text) {
+  TimePoint t;
+  if (!text.empty() && text[0] == '+') {
+    char unit = text.back();
+    long n = std::strtol(text.c_str() + 1, nullptr, 10);
+    std::chrono::seconds d = unit == 'd' ? std::chrono::hours(24 * n) : unit == 'h' ? std::chrono::hours(n)
+                                                                                    : std::chrono::minutes(n);
+    t = SystemClock().Now() + d;
+  } else if (!ParseRfc3339(text, &t)) {
+    throw Failed("cannot read time '" + text + "' (RFC 3339, or +3d / +4h / +30m)");
+  }
+  return TimeUtil::MillisecondsToTimestamp(UnixMillis(t));
+}
+
+std::string When(const google::protobuf::Timestamp& t) {
+  if (t.seconds() == 0) return "-";
+  return FormatRfc3339(FromUnixMillis(TimeUtil::TimestampToMilliseconds(t))).substr(0, 16) + "Z";
+}
+
+void PrintTasks(const google::protobuf::RepeatedPtrField<v1::Task>& tasks) {
+  std::printf("%-26s %-4s %-20s %-8s %-17s %s\n", "TASK", "STEP", "PELAKSANA", "STATUS", "DUE (UTC)", "AKTIVITAS");
+  for (const auto& t : tasks) {
+    std::string who = t.pelaksana() + (t.member().empty() ? "" : "[" + t.member() + "]");
+    std::string act = t.aktivitas().size() > 60 ? t.aktivitas().substr(0, 57) + "..." : t.aktivitas();
+    std::printf("%-26s %-4u %-20.20s %-8.8s %-17s %s\n", t.id().c_str(), t.step(), who.c_str(),
+                v1::Task::Status_Name(t.status()).c_str(), When(t.due_at()).c_str(), act.c_str());
+  }
+}
+
+v1::TaskOutput BuildOutput(const std::vector<std::string>& data, const std::vector<std::string>& docs,
+                           const std::string& note) {
+  v1::TaskOutput out;
+  for (const auto& d : data) {
+    auto [k, v] = SplitPair(d, "--data");
+    auto& field = (*out.mutable_data()->mutable_fields())[k];
+    char* end = nullptr;
+    double num = std::strtod(v.c_str(), &end);
+    if (!v.empty() && end && *end == '\0') field.set_number_value(num);
+    else field.set_string_value(v);
+  }
+  for (const auto& d : docs) {
+    auto [name, uri] = SplitPair(d, "--doc");
+    auto* doc = out.add_documents();
+    doc->set_name(name);
+    doc->set_uri(uri);
+  }
+  out.set_note(note);
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Globals g;
+  CLI::App app{"sopctl: run SOPs on sopflow"};
+  app.require_subcommand(1);
+  app.add_option("--router", g.router, "router address")->envname("SOPFLOW_ROUTER")->capture_default_str();
+  app.add_option("--token", g.token, "bearer token")->envname("SOPFLOW_TOKEN");
+  app.add_option("--ca", g.ca_file, "CA certificate for TLS")->envname("SOPFLOW_CA");
+  app.add_flag("--json", g.json, "print JSON");
+
+  std::vector<std::string> files, members, deadlines, params, data, docs;
+  std::string id, sop, period, unit, request_id, outcome, reason, note;
+  uint32_t version = 0;
+
+  auto* deploy = app.add_subcommand("deploy", "deploy definition files (admin)");
+  deploy->add_option("files", files, "YAML files")->required()->check(CLI::ExistingFile);
+  app.add_subcommand("defs", "list definitions");
+  auto* def = app.add_subcommand("def", "show a definition");
+  def->add_option("id", id)->required();
+  def->add_option("--version", version, "0: latest");
+  auto* start = app.add_subcommand("start", "start a run");
+  start->add_option("sop", sop, "SOP id")->required();
+  start->add_option("--period", period, "e.g. 2026-Q3")->required();
+  start->add_option("--unit", unit, "the unit running it")->required();
+  start->add_option("--member", members, "GROUP=m1,m2,... for a fan-out step");
+  start->add_option("--deadline", deadlines, "STEP=TIME for 'ditentukan saat mulai' steps");
+  start->add_option("--param", params, "KEY=VALUE");
+  start->add_option("--request-id", request_id, "idempotency key");
+  auto* runs = app.add_subcommand("runs", "list runs");
+  runs->add_option("--sop", sop);
+  auto* run = app.add_subcommand("run", "a run's timeline");
+  run->add_option("id", id)->required();
+  app.add_subcommand("inbox", "your open and claimed tasks");
+  auto* claim = app.add_subcommand("claim", "claim a task");
+  claim->add_option("task", id)->required();
+  auto* complete = app.add_subcommand("complete", "complete a task");
+  complete->add_option("task", id)->required();
+  complete->add_option("--outcome", outcome, "review outcome, e.g. sesuai");
+  auto* ret = app.add_subcommand("return", "return a review task for revision");
+  ret->add_option("task", id)->required();
+  ret->add_option("--reason", reason, "what needs fixing")->required();
+  for (auto* sub : {complete, ret}) {
+    sub->add_option("--data", data, "KEY=VALUE output data");
+    sub->add_option("--doc", docs, "NAME=URI output document");
+    sub->add_option("--note", note);
+  }
+  auto* cancel = app.add_subcommand("cancel", "cancel a run");
+  cancel->add_option("run", id)->required();
+  cancel->add_option("--reason", reason);
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    auto stub = v1::Router::NewStub(OpenChannel(g.router, g.ca_file));
+    auto ctx = [&] { return AuthedContext(g.token); };
+    if (deploy->parsed()) {
+      for (const auto& f : files) {
+        v1::DeployDefinitionRequest req;
+        req.set_yaml(ReadFile(f));
+        req.set_file_name(f);
+        v1::DeployDefinitionResponse resp;
+        Check(stub->DeployDefinition(ctx().get(), req, &resp));
+        std::printf("%s: %s v%u (%d steps)%s\n", f.c_str(), resp.definition().id().c_str(), resp.definition().version(),
+                    resp.definition().steps_size(), resp.created() ? "" : " — unchanged");
+      }
+    } else if (app.got_subcommand("defs")) {
+      v1::ListDefinitionsResponse resp;
+      Check(stub->ListDefinitions(ctx().get(), {}, &resp));
+      if (g.json) PrintJson(resp);
+      else
+        for (const auto& d : resp.definitions())
+          std::printf("%-45s v%-3u %-20s %s\n", d.id().c_str(), d.version(), d.nomor().c_str(), d.nama().c_str());
+    } else if (def->parsed()) {
+      v1::GetDefinitionRequest req;
+      req.set_id(id);
+      req.set_version(version);
+      v1::Definition resp;
+      Check(stub->GetDefinition(ctx().get(), req, &resp));
+      if (g.json) PrintJson(resp);
+      else std::cout << resp.source_yaml();
+    } else if (start->parsed()) {
+      v1::StartRunRequest req;
+      req.set_sop_id(sop);
+      req.set_period(period);
+      req.set_unit(unit);
+      req.set_request_id(request_id);
+      for (const auto& m : members) {
+        auto [group, list] = SplitPair(m, "--member");
+        auto& out = (*req.mutable_members())[group];
+        std::stringstream ss(list);
+        for (std::string one; std::getline(ss, one, ',');) out.add_members(one);
+      }
+      for (const auto& d : deadlines) {
+        auto [step, when] = SplitPair(d, "--deadline");
+        (*req.mutable_deadlines())[static_cast<uint32_t>(std::stoul(step))] = ParseWhen(when);
+      }
+      for (const auto& p : params) {
+        auto [k, v] = SplitPair(p, "--param");
+        (*req.mutable_params())[k] = v;
+      }
+      v1::Run resp;
+      Check(stub->StartRun(ctx().get(), req, &resp));
+      if (g.json) PrintJson(resp);
+      else std::cout << resp.id() << "\n";
+    } else if (runs->parsed()) {
+      v1::ListRunsRequest req;
+      req.set_sop_id(sop);
+      v1::ListRunsResponse resp;
+      Check(stub->ListRuns(ctx().get(), req, &resp));
+      if (g.json) PrintJson(resp);
+      else
+        for (const auto& r : resp.runs())
+          std::printf("%-22s %-10s %-42s %-8s %s\n", r.id().c_str(), v1::Run::Status_Name(r.status()).c_str(),
+                      r.sop_id().c_str(), r.period().c_str(), r.unit().c_str());
+    } else if (run->parsed()) {
+      v1::GetRunRequest req;
+      req.set_run_id(id);
+      v1::GetRunResponse resp;
+      Check(stub->GetRun(ctx().get(), req, &resp));
+      if (g.json) {
+        PrintJson(resp);
+      } else {
+        v1::GetDefinitionRequest dreq;
+        dreq.set_id(resp.run().sop_id());
+        dreq.set_version(resp.run().sop_version());
+        v1::Definition d;
+        Check(stub->GetDefinition(ctx().get(), dreq, &d));
+        std::cout << demo::FormatTimeline(resp, d);
+        int open = 0;
+        for (const auto& t : resp.tasks()) open += t.status() == v1::Task::OPEN || t.status() == v1::Task::CLAIMED;
+        if (open) {
+          std::cout << "open tasks:\n";
+          google::protobuf::RepeatedPtrField<v1::Task> open_tasks;
+          for (const auto& t : resp.tasks())
+            if (t.status() == v1::Task::OPEN || t.status() == v1::Task::CLAIMED) *open_tasks.Add() = t;
+          PrintTasks(open_tasks);
+        }
+      }
+    } else if (app.got_subcommand("inbox")) {
+      v1::ListInboxResponse resp;
+      Check(stub->ListInbox(ctx().get(), {}, &resp));
+      if (g.json) PrintJson(resp);
+      else PrintTasks(resp.tasks());
+    } else if (claim->parsed()) {
+      v1::ClaimTaskRequest req;
+      req.set_task_id(id);
+      v1::Task resp;
+      Check(stub->ClaimTask(ctx().get(), req, &resp));
+      std::printf("%s claimed by %s\n", resp.id().c_str(), resp.assignee().c_str());
+    } else if (complete->parsed()) {
+      v1::CompleteTaskRequest req;
+      req.set_task_id(id);
+      req.set_outcome(outcome);
+      *req.mutable_output() = BuildOutput(data, docs, note);
+      v1::Task resp;
+      Check(stub->CompleteTask(ctx().get(), req, &resp));
+      std::printf("%s completed: %s\n", resp.id().c_str(), resp.outcome().c_str());
+    } else if (ret->parsed()) {
+      v1::ReturnTaskRequest req;
+      req.set_task_id(id);
+      req.set_reason(reason);
+      *req.mutable_output() = BuildOutput(data, docs, note);
+      v1::Task resp;
+      Check(stub->ReturnTask(ctx().get(), req, &resp));
+      std::printf("%s returned for revision (%s)\n", resp.id().c_str(), resp.outcome().c_str());
+    } else if (cancel->parsed()) {
+      v1::CancelRunRequest req;
+      req.set_run_id(id);
+      req.set_reason(reason);
+      v1::Run resp;
+      Check(stub->CancelRun(ctx().get(), req, &resp));
+      std::printf("%s %s\n", resp.id().c_str(), v1::Run::Status_Name(resp.status()).c_str());
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "sopctl: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
