@@ -10,7 +10,7 @@ BIN_ROUTER=$BUILD/services/router/sopflow-router
 BIN_SOPCTL=$BUILD/tools/sopctl/sopctl
 BIN_DEMO=$BUILD/tools/demo/sopflow-demo
 BIN_WORKER=$BUILD/examples/esakip_worker/sopflow-esakip-worker
-VAR=var/demo
+VAR=${SOPFLOW_DEMO_VAR:-var/demo}
 rm -rf "$VAR" && mkdir -p "$VAR/redis" "$VAR/nats" "$VAR/logs"
 
 pids=()

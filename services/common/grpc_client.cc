@@ -22,4 +22,13 @@ std::shared_ptr<grpc::Channel> OpenChannel(const std::string& address, const std
   return grpc::CreateChannel(address, grpc::SslCredentials(ssl));
 }
 
+std::string StatusCodeName(grpc::StatusCode code) {
+  static const char* kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+                                 "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+                                 "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+                                 "UNAUTHENTICATED"};
+  int i = static_cast<int>(code);
+  return i >= 0 && i <= 16 ? kNames[i] : "CODE_" + std::to_string(i);
+}
+
 }  // namespace sopflow

@@ -15,4 +15,7 @@ std::unique_ptr<grpc::ClientContext> AuthedContext(const std::string& token,
 // A plaintext channel (loopback or mesh); TLS when ca_file is given.
 std::shared_ptr<grpc::Channel> OpenChannel(const std::string& address, const std::string& ca_file = "");
 
+// "NOT_FOUND" for grpc::StatusCode::NOT_FOUND.
+std::string StatusCodeName(grpc::StatusCode code);
+
 }  // namespace sopflow

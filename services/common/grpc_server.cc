@@ -4,9 +4,14 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/security/auth_metadata_processor.h>
 #include <grpcpp/security/server_credentials.h>
+#include <grpcpp/support/server_interceptor.h>
+#include <spdlog/spdlog.h>
 
 #include <fstream>
 #include <sstream>
+
+#include "grpc_client.h"
+#include "metrics.h"
 
 namespace sopflow {
 namespace {
@@ -45,6 +50,37 @@ class BearerTokenProcessor final : public grpc::AuthMetadataProcessor {
 
  private:
   std::shared_ptr<const UserDirectory> users_;
+};
+
+// Access log and request metrics for every call, handlers untouched.
+class CallObserver final : public grpc::experimental::Interceptor {
+ public:
+  explicit CallObserver(grpc::experimental::ServerRpcInfo* info)
+      : method_(info->method()), start_(std::chrono::steady_clock::now()) {}
+
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS)) {
+      grpc::Status status = methods->GetSendStatus();
+      double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+      std::string code = StatusCodeName(status.error_code());
+      Metrics::Global().Count("sopflow_grpc_requests_total", "method=\"" + method_ + "\",code=\"" + code + "\"");
+      Metrics::Global().Observe("sopflow_grpc_request_duration_seconds", "method=\"" + method_ + "\"", seconds);
+      if (status.ok()) spdlog::debug("{} OK {:.3f} ms", method_, seconds * 1000);
+      else spdlog::info("{} {} {:.3f} ms: {}", method_, code, seconds * 1000, status.error_message());
+    }
+    methods->Proceed();
+  }
+
+ private:
+  std::string method_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+class CallObserverFactory final : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  grpc::experimental::Interceptor* CreateServerInterceptor(grpc::experimental::ServerRpcInfo* info) override {
+    return new CallObserver(info);
+  }
 };
 
 std::string ReadFile(const std::string& path) {
@@ -122,6 +158,9 @@ void ServerHost::AddService(grpc::Service* service) { builder_.RegisterService(s
 
 void ServerHost::Start() {
   builder_.AddListeningPort(options_.listen, MakeCredentials(options_), &port_);
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(std::make_unique<CallObserverFactory>());
+  builder_.experimental().SetInterceptorCreators(std::move(interceptors));
   server_ = builder_.BuildAndStart();
   if (!server_ || port_ == 0) throw std::runtime_error("cannot listen on " + options_.listen);
   SetServing(true);

@@ -216,7 +216,9 @@ TEST(RouterCrashTest, KilledBetweenRedisWriteAndPublishTheRunStillFinishes) {
   // The client retries with the same request_id and gets the run A started.
   v1::Run run;
   ASSERT_TRUE(stub_b->StartRun(AuthedContext(kSekretarisBlg).get(), req, &run).ok());
-  if (st.ok()) EXPECT_EQ(run.id(), first_answer.id());
+  if (st.ok()) {
+    EXPECT_EQ(run.id(), first_answer.id());
+  }
   v1::ListRunsResponse listed;
   ASSERT_TRUE(stub_b->ListRuns(AuthedContext(kAdmin).get(), {}, &listed).ok());
   EXPECT_EQ(listed.runs_size(), 1) << "the retry must not start a second run";

@@ -1,7 +1,6 @@
 // Every auth failure and bad argument gets the right status code and
 // changes nothing; definitions are versioned.
 #include <google/protobuf/util/time_util.h>
-#include <grpcpp/generic/generic_stub.h>
 
 #include "router_fixture.h"
 
@@ -37,34 +36,6 @@ TEST_F(ErrorsTest, CallsWithoutAValidTokenAreUnauthenticated) {
   grpc::ClientContext ctx;
   ctx.AddMetadata("authorization", "Basic abc");
   EXPECT_CODE(stub().ListInbox(&ctx, {}, &inbox), StatusCode::UNAUTHENTICATED, "Bearer");
-}
-
-TEST_F(ErrorsTest, HealthIsServedWithoutAToken) {
-  auto channel = OpenChannel("127.0.0.1:" + std::to_string(router_->port()));
-  grpc::GenericStub generic(channel);
-  // grpc.health.v1.HealthCheckRequest{service: ""} is an empty message.
-  grpc::ByteBuffer request, response;
-  grpc::Slice empty("", 0);
-  request = grpc::ByteBuffer(&empty, 1);
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  grpc::CompletionQueue cq;
-  auto call = generic.PrepareUnaryCall(&ctx, "/grpc.health.v1.Health/Check", request, &cq);
-  grpc::Status status;
-  call->StartCall();
-  call->Finish(&response, &status, reinterpret_cast<void*>(1));
-  void* tag;
-  bool ok;
-  ASSERT_TRUE(cq.Next(&tag, &ok));
-  EXPECT_TRUE(status.ok()) << status.error_message();
-  std::vector<grpc::Slice> slices;
-  response.Dump(&slices);
-  std::string bytes;
-  for (auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
-  EXPECT_EQ(bytes, std::string("\x08\x01", 2));  // status: SERVING
-  cq.Shutdown();
-  while (cq.Next(&tag, &ok)) {
-  }
 }
 
 TEST_F(ErrorsTest, WrongRoleUnitOrMemberIsPermissionDeniedAndChangesNothing) {

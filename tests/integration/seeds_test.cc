@@ -1,11 +1,15 @@
 // The three seed SOPs, run end to end through the gRPC API by scripted
 // actors, with each review loop taken once, a fan-out of three members and
 // seed 004's system step done by a job worker.
+#include <nats/nats.h>
+
 #include <atomic>
 #include <set>
 #include <thread>
 
+#include "nats.h"
 #include "router_fixture.h"
+#include "sopflow/v1/event.pb.h"
 
 namespace sopflow::testing {
 namespace {
@@ -160,6 +164,48 @@ TEST_F(SeedRunTest, ClaimedTasksStayWithTheirClaimer) {
   ASSERT_EQ(inbox.size(), 1u);
   EXPECT_EQ(inbox[0].status(), v1::Task::CLAIMED);
   EXPECT_TRUE(Complete(kSekretarisBlg, first.id(), "").ok());
+}
+
+std::string Header(natsMsg* msg, const char* key) {
+  const char* value = nullptr;
+  return natsMsgHeader_Get(msg, key, &value) == NATS_OK && value ? value : "";
+}
+
+TEST_F(SeedRunTest, EventsCarryCloudEventsHeadersAndTheirIdAsNatsMsgId) {
+  v1::Run run = Start003();
+  v1::Task first = WaitForOpenTask(run.id(), 1);
+  // Read the task.created events of the stream from the start.
+  NatsClient nats(NatsOptions{backends_->nats->url(), "header-test", true});
+  natsSubscription* sub = nullptr;
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Config.DeliverPolicy = js_DeliverAll;
+  ASSERT_EQ(js_SubscribeSync(&sub, nats.jetstream(), "sopflow.v1.task.created", nullptr, &so, nullptr), NATS_OK);
+  bool found = false;
+  for (int i = 0; i < 1000 && !found; ++i) {
+    natsMsg* msg = nullptr;
+    if (natsSubscription_NextMsg(&msg, sub, 5000) != NATS_OK) break;
+    v1::Event event;
+    ASSERT_TRUE(event.ParseFromArray(natsMsg_GetData(msg), natsMsg_GetDataLength(msg)));
+    if (event.subject() == first.id()) {
+      found = true;
+      EXPECT_EQ(event.id(), first.id() + "/created");
+      EXPECT_EQ(Header(msg, "Nats-Msg-Id"), event.id());
+      EXPECT_EQ(Header(msg, "ce-id"), event.id());
+      EXPECT_EQ(Header(msg, "ce-specversion"), "1.0");
+      EXPECT_EQ(Header(msg, "ce-type"), "sopflow.v1.task.created");
+      EXPECT_EQ(Header(msg, "ce-subject"), first.id());
+      EXPECT_EQ(Header(msg, "ce-source").rfind("sopflow/router/", 0), 0u);
+      EXPECT_EQ(Header(msg, "ce-time").size(), 24u);  // 2026-11-21T06:04:05.123Z
+      EXPECT_EQ(Header(msg, "content-type"), "application/protobuf");
+      EXPECT_EQ(event.task_created().task().pelaksana(), "sekretaris");
+      EXPECT_EQ(event.run_id(), run.id());
+    }
+    natsMsg_Destroy(msg);
+  }
+  natsSubscription_Unsubscribe(sub);
+  natsSubscription_Destroy(sub);
+  EXPECT_TRUE(found);
 }
 
 }  // namespace

@@ -36,14 +36,7 @@ class Failed : public std::runtime_error {
 };
 
 void Check(const grpc::Status& s) {
-  if (!s.ok()) {
-    static const char* kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-                                   "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-                                   "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
-                                   "UNAUTHENTICATED"};
-    int code = s.error_code();
-    throw Failed(std::string(code >= 0 && code <= 16 ? kNames[code] : "ERROR") + ": " + s.error_message());
-  }
+  if (!s.ok()) throw Failed(StatusCodeName(s.error_code()) + ": " + s.error_message());
 }
 
 void PrintJson(const google::protobuf::Message& m) {

@@ -1,0 +1,95 @@
+// What every sopflow server has: health and reflection without a token,
+// and an interceptor that records each call.
+#include <grpcpp/generic/generic_stub.h>
+
+#include "metrics.h"
+#include "router_fixture.h"
+
+namespace sopflow::testing {
+namespace {
+
+class ServerTest : public RouterTest {
+ protected:
+  static bool Next(grpc::CompletionQueue& cq) {
+    void* tag;
+    bool ok = false;
+    return cq.Next(&tag, &ok) && ok;
+  }
+  static std::string Bytes(const grpc::ByteBuffer& buffer) {
+    std::vector<grpc::Slice> slices;
+    (void)buffer.Dump(&slices);
+    std::string out;
+    for (auto& s : slices) out.append(reinterpret_cast<const char*>(s.begin()), s.size());
+    return out;
+  }
+  static grpc::ByteBuffer Buffer(const std::string& bytes) {
+    grpc::Slice slice(bytes);
+    return grpc::ByteBuffer(&slice, 1);
+  }
+  // One request, one response over a generic stream, with no token.
+  std::string CallWithoutToken(const std::string& method, const std::string& request, grpc::Status* status) {
+    grpc::GenericStub generic(OpenChannel("127.0.0.1:" + std::to_string(router_->port())));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    grpc::CompletionQueue cq;
+    auto call = generic.PrepareCall(&ctx, method, &cq);
+    call->StartCall(nullptr);
+    std::string response;
+    if (Next(cq)) {
+      call->Write(Buffer(request), nullptr);
+      Next(cq);
+      call->WritesDone(nullptr);
+      Next(cq);
+      grpc::ByteBuffer buffer;
+      call->Read(&buffer, nullptr);
+      if (Next(cq)) response = Bytes(buffer);
+    }
+    call->Finish(status, nullptr);
+    Next(cq);
+    cq.Shutdown();
+    while (Next(cq)) {
+    }
+    return response;
+  }
+};
+
+TEST_F(ServerTest, HealthIsServedWithoutAToken) {
+  grpc::Status status;
+  // HealthCheckRequest{service: ""} is empty; the answer is {status: SERVING}.
+  std::string answer = CallWithoutToken("/grpc.health.v1.Health/Check", "", &status);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(answer, std::string("\x08\x01", 2));
+}
+
+TEST_F(ServerTest, ReflectionListsTheRouterWithoutAToken) {
+  grpc::Status status;
+  // ServerReflectionRequest{list_services: "*"}: field 7, length 1.
+  std::string answer = CallWithoutToken("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                                        std::string("\x3a\x01*", 3), &status);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_NE(answer.find("sopflow.v1.Router"), std::string::npos);
+  EXPECT_NE(answer.find("grpc.health.v1.Health"), std::string::npos);
+}
+
+TEST_F(ServerTest, EveryCallIsCountedByTheInterceptor) {
+  const std::string ok_labels = "method=\"/sopflow.v1.Router/ListDefinitions\",code=\"OK\"";
+  const std::string denied_labels = "method=\"/sopflow.v1.Router/DeployDefinition\",code=\"PERMISSION_DENIED\"";
+  double ok_before = Metrics::Global().CounterValue("sopflow_grpc_requests_total", ok_labels);
+  double denied_before = Metrics::Global().CounterValue("sopflow_grpc_requests_total", denied_labels);
+  v1::ListDefinitionsResponse defs;
+  ASSERT_TRUE(stub().ListDefinitions(AuthedContext(kKaro).get(), {}, &defs).ok());
+  ASSERT_TRUE(stub().ListDefinitions(AuthedContext(kKaro).get(), {}, &defs).ok());
+  v1::DeployDefinitionRequest deploy;
+  deploy.set_yaml("id: x");
+  v1::DeployDefinitionResponse deployed;
+  EXPECT_FALSE(stub().DeployDefinition(AuthedContext(kKaro).get(), deploy, &deployed).ok());
+  EXPECT_EQ(Metrics::Global().CounterValue("sopflow_grpc_requests_total", ok_labels), ok_before + 2);
+  EXPECT_EQ(Metrics::Global().CounterValue("sopflow_grpc_requests_total", denied_labels), denied_before + 1);
+  std::string text = Metrics::Global().Render();
+  EXPECT_NE(text.find("# TYPE sopflow_grpc_request_duration_seconds histogram"), std::string::npos);
+  EXPECT_NE(text.find("sopflow_grpc_request_duration_seconds_count{method=\"/sopflow.v1.Router/ListDefinitions\"}"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace sopflow::testing
