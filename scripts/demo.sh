@@ -48,7 +48,7 @@ echo "redis-server on $REDIS_PORT, nats-server -js on $NATS_PORT (data in $VAR)"
 
 export SOPFLOW_ROUTER=127.0.0.1:$ROUTER_PORT
 "$BIN_ROUTER" --listen "$SOPFLOW_ROUTER" --redis "127.0.0.1:$REDIS_PORT" --nats "nats://127.0.0.1:$NATS_PORT" \
-  --tokens deploy/local/tokens.yaml > "$VAR/logs/router.log" 2>&1 &
+  --tokens deploy/local/tokens.yaml --calendar deploy/calendar/calendar.yaml > "$VAR/logs/router.log" 2>&1 &
 pids+=($!)
 wait_port "$ROUTER_PORT"
 echo "router on $SOPFLOW_ROUTER"

@@ -69,8 +69,8 @@ void ExpectUnchanged(Batch& b, const v1::Task& t) {
 
 }  // namespace
 
-Engine::Engine(Store* store, const Clock* clock, std::string source)
-    : store_(store), clock_(clock), source_(std::move(source)) {}
+Engine::Engine(Store* store, const Clock* clock, std::string source, std::shared_ptr<const WorkCalendar> calendar)
+    : store_(store), clock_(clock), source_(std::move(source)), calendar_(std::move(calendar)) {}
 
 v1::Event Engine::NewEvent(const std::string& id, const std::string& type, const std::string& subject,
                            const v1::Run& run) const {
@@ -549,7 +549,7 @@ bool Engine::OnEvent(const v1::Event& event) {
 bool Engine::CreateStepTasks(const v1::Event& cause, const v1::Run& run, uint32_t step, uint32_t gen) {
   auto def = Definition(run.sop_id(), run.sop_version());
   TimePoint now = clock_->Now();
-  auto tasks = flow::PlanTasks(*def, run, step, gen, now);
+  auto tasks = flow::PlanTasks(*def, run, step, gen, now, *calendar_);
   Batch b;
   b.AddOnce(keys::RunApplied(run.id()), cause.id());
   b.ExpectField(keys::Run(run.id()), "status", "ACTIVE");

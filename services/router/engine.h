@@ -9,6 +9,7 @@
 #include <mutex>
 #include <string>
 
+#include "calendar.h"
 #include "clock.h"
 #include "sopflow/v1/event.pb.h"
 #include "sopflow/v1/router.pb.h"
@@ -19,7 +20,8 @@ namespace sopflow {
 
 class Engine {
  public:
-  Engine(Store* store, const Clock* clock, std::string source);
+  Engine(Store* store, const Clock* clock, std::string source,
+         std::shared_ptr<const WorkCalendar> calendar = WorkCalendar::Default());
 
   v1::DeployDefinitionResponse Deploy(const User& user, const std::string& yaml, const std::string& file_name);
   // Deploys without a user check: definitions shipped with the service.
@@ -69,6 +71,7 @@ class Engine {
   Store* store_;
   const Clock* clock_;
   std::string source_;
+  std::shared_ptr<const WorkCalendar> calendar_;
   std::mutex defs_mu_;
   std::map<std::pair<std::string, uint32_t>, std::shared_ptr<const v1::Definition>> defs_;  // immutable versions
   std::shared_ptr<const v1::Definition> Definition(const std::string& id, uint32_t version);

@@ -60,8 +60,19 @@ std::string TaskId(const std::string& run_id, uint32_t gen, int member_index) {
   return id;
 }
 
+std::string SupervisorOf(const v1::Definition& def, uint32_t number) {
+  const v1::Step& step = StepOf(def, number);
+  if (!step.atasan().empty()) return step.atasan();
+  int i = FindStep(def, number);
+  for (int j = i + 1; j < def.steps_size(); ++j)
+    if (def.steps(j).kind() == v1::Step::REVIEW && def.steps(j).pelaksana() != step.pelaksana())
+      return def.steps(j).pelaksana();
+  const std::string& first = def.steps(0).pelaksana();
+  return first == step.pelaksana() ? "" : first;
+}
+
 std::vector<v1::Task> PlanTasks(const v1::Definition& def, const v1::Run& run, uint32_t step_number, uint32_t gen,
-                                TimePoint now) {
+                                TimePoint now, const WorkCalendar& calendar) {
   const v1::Step& step = StepOf(def, step_number);
   v1::Task base;
   base.set_run_id(run.id());
@@ -81,12 +92,13 @@ std::vector<v1::Task> PlanTasks(const v1::Definition& def, const v1::Run& run, u
   *base.mutable_waktu() = step.waktu();
   base.set_output_name(step.output());
   base.set_job_type(step.job_type());
+  base.set_supervisor(SupervisorOf(def, step_number));
   for (const auto& o : step.outcomes()) base.add_outcomes(o.name());
   if (step.waktu().unit() == v1::Waktu::SET_AT_START) {
     auto it = run.deadlines().find(step.number());
     if (it != run.deadlines().end()) *base.mutable_due_at() = it->second;
   } else {
-    *base.mutable_due_at() = ToProto(DueAt(now, step.waktu()));
+    *base.mutable_due_at() = ToProto(calendar.DueAt(now, step.waktu(), run.unit()));
   }
 
   std::vector<v1::Task> tasks;

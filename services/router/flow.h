@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "calendar.h"
 #include "clock.h"
 #include "sopflow/v1/definition.pb.h"
 #include "sopflow/v1/router.pb.h"
@@ -36,8 +37,12 @@ std::string RevisionOutcome(const v1::Step& step);
 
 // The tasks a step makes when the run reaches it: one, or one per member of
 // a FAN_OUT group.
+// Due times come from the step's waktu on `calendar` for the run's unit.
 std::vector<v1::Task> PlanTasks(const v1::Definition& def, const v1::Run& run, uint32_t step, uint32_t gen,
-                                TimePoint now);
+                                TimePoint now, const WorkCalendar& calendar);
+// Who hears when a task of `step` is overdue: Step.atasan; else the next
+// review step's pelaksana; else the first step's; never the step's own role.
+std::string SupervisorOf(const v1::Definition& def, uint32_t step);
 std::string TaskId(const std::string& run_id, uint32_t gen, int member_index = -1);
 
 // May `user` see, claim and complete `task`? The role must match; a member

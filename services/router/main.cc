@@ -24,6 +24,8 @@ int main(int argc, char** argv) {
   app.add_option("--tls-key", config.tls_key_file, "TLS key (PEM)")->envname("SOPFLOW_TLS_KEY");
   app.add_option("--definitions", config.definitions_dir, "deploy *.yaml from this folder at start")
       ->envname("SOPFLOW_DEFINITIONS");
+  app.add_option("--calendar", config.calendar_file, "work calendar (deploy/calendar/calendar.yaml)")
+      ->envname("SOPFLOW_CALENDAR");
   app.add_option("--replica-id", config.replica_id, "unique replica name")->envname("SOPFLOW_REPLICA_ID");
   app.add_option("--redis-pool", config.redis_pool, "Redis connections")->envname("SOPFLOW_REDIS_POOL")->capture_default_str();
   app.add_option("--drain-ms", config.drain_ms, "grace for running calls on SIGTERM")->envname("SOPFLOW_DRAIN_MS")->capture_default_str();

@@ -11,7 +11,7 @@
 #include "engine.h"
 #include "grpc_server.h"
 #include "ids.h"
-#include "relay.h"
+#include "outbox_relay.h"
 #include "service.h"
 #include "store.h"
 
@@ -71,7 +71,9 @@ void RouterProcess::Start() {
   impl_->publisher = std::make_unique<NatsClient>(NatsOptions{c.nats, "sopflow-router-pub-" + c.replica_id, false});
   impl_->publisher->EnsureEventStream();
   impl_->subscriber = std::make_unique<NatsClient>(NatsOptions{c.nats, "sopflow-router-sub-" + c.replica_id, true});
-  impl_->engine = std::make_unique<Engine>(impl_->store.get(), impl_->clock, "sopflow/router/" + c.replica_id);
+  auto calendar = c.calendar_file.empty() ? WorkCalendar::Default() : WorkCalendar::LoadFile(c.calendar_file);
+  impl_->engine =
+      std::make_unique<Engine>(impl_->store.get(), impl_->clock, "sopflow/router/" + c.replica_id, calendar);
   if (!c.definitions_dir.empty()) DeployDirectory(*impl_->engine, c.definitions_dir);
 
   OutboxRelay::Options relay_options;

@@ -18,6 +18,7 @@ struct RouterConfig {
   std::string tls_cert_file;
   std::string tls_key_file;
   std::string definitions_dir;  // *.yaml deployed at start (e.g. a ConfigMap)
+  std::string calendar_file;    // work calendar; empty: Mon-Fri, no holidays
   std::string replica_id;       // default: host-pid-random
   int redis_pool = 16;
   int relay_reclaim_idle_ms = 5000;

@@ -28,40 +28,6 @@ std::string JobsLocked(const std::string& type) { return "sf:jobs:locked:" + typ
 
 namespace {
 
-// Guards first (nothing written if one fails), then the writes. The script
-// names its keys in ARGV rather than KEYS: sopflow targets a single Redis
-// (or a replicated primary), not Redis Cluster, where every key of a
-// transition would have to share a hash slot.
-RedisScript commit_script{R"lua(
-local n = tonumber(ARGV[1])
-local i = 2
-local adds = {}
-for g = 1, n do
-  local kind, key, field, value = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  i = i + 4
-  if kind == 'eq' then
-    local v = redis.call('HGET', key, field)
-    if not v then v = '' end
-    if v ~= value then return g end
-  elseif kind == 'absent' then
-    if redis.call('EXISTS', key) == 1 then return g end
-  else
-    if redis.call('SISMEMBER', key, field) == 1 then return g end
-    adds[#adds + 1] = {key, field}
-  end
-end
-for _, a in ipairs(adds) do redis.call('SADD', a[1], a[2]) end
-local writes = tonumber(ARGV[i])
-i = i + 1
-for w = 1, writes do
-  local c = tonumber(ARGV[i])
-  redis.call(unpack(ARGV, i + 1, i + c))
-  i = i + c + 1
-end
-return 0
-)lua", ""};
-
-std::mutex script_mu;  // guards commit_script.sha1 across pool threads
 
 template <class Message>
 std::optional<Message> Decode(const redisReply* r) {
@@ -78,26 +44,9 @@ void CheckReply(const redisReply* r) {
 
 }  // namespace
 
-void Batch::ExpectField(const std::string& key, const std::string& field, const std::string& value) {
-  guards_.insert(guards_.end(), {"eq", key, field, value});
-  ++guard_count_;
-}
 
-void Batch::ExpectAbsent(const std::string& key) {
-  guards_.insert(guards_.end(), {"absent", key, "", ""});
-  ++guard_count_;
-}
 
-void Batch::AddOnce(const std::string& set_key, const std::string& member) {
-  guards_.insert(guards_.end(), {"once", set_key, member, ""});
-  ++guard_count_;
-}
 
-void Batch::Write(std::vector<std::string> argv) { writes_.push_back(std::move(argv)); }
-
-void Batch::Emit(const v1::Event& event) {
-  Write({"XADD", keys::kOutbox, "*", "i", event.id(), "s", event.type(), "e", event.SerializeAsString()});
-}
 
 void Batch::PutTask(const v1::Task& task) {
   Write({"HSET", keys::Task(task.id()), "status", v1::Task::Status_Name(task.status()), "assignee", task.assignee(),
@@ -112,34 +61,8 @@ void Batch::AppendHistory(const std::string& run_id, const v1::HistoryEntry& ent
   Write({"RPUSH", keys::RunHistory(run_id), entry.SerializeAsString()});
 }
 
-std::vector<std::string> Batch::Args() const {
-  std::vector<std::string> args;
-  args.reserve(2 + guards_.size() + writes_.size() * 8);
-  args.push_back(std::to_string(guard_count_));
-  args.insert(args.end(), guards_.begin(), guards_.end());
-  args.push_back(std::to_string(writes_.size()));
-  for (const auto& w : writes_) {
-    args.push_back(std::to_string(w.size()));
-    args.insert(args.end(), w.begin(), w.end());
-  }
-  return args;
-}
 
-int Store::Commit(const Batch& batch) {
-  auto conn = pool_->Acquire();
-  RedisScript script;
-  {
-    std::lock_guard lock(script_mu);
-    script = commit_script;
-  }
-  Reply r = conn->EvalScript(script, batch.Args());
-  {
-    std::lock_guard lock(script_mu);
-    commit_script.sha1 = script.sha1;
-  }
-  CheckReply(r.get());
-  return static_cast<int>(ReplyInteger(r.get()));
-}
+int Store::Commit(const Batch& batch) { return sopflow::Commit(*pool_, batch); }
 
 std::optional<v1::Task> Store::GetTask(const std::string& task_id) {
   auto conn = pool_->Acquire();

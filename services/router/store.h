@@ -1,7 +1,5 @@
-// The router's state in Redis. Every transition is one Batch: guards
-// checked and writes applied by a single Lua script, so it happens
-// entirely or not at all, and two replicas (or two users) racing on the
-// same task cannot both win. Keys are listed in docs/architecture.md.
+// The router's state in Redis: keys (listed in docs/architecture.md),
+// reads, and transitions committed as one atomic Batch each.
 #pragma once
 
 #include <optional>
@@ -9,6 +7,7 @@
 #include <vector>
 
 #include "redis.h"
+#include "redis_batch.h"
 #include "sopflow/v1/event.pb.h"
 #include "sopflow/v1/run.pb.h"
 
@@ -32,33 +31,14 @@ std::string InboxOfMember(const std::string& member, const std::string& role);
 std::string Claimed(const std::string& user_id);      // zset of tasks the user claimed
 std::string Jobs(const std::string& job_type);        // zset of open SYSTEM jobs
 std::string JobsLocked(const std::string& job_type);  // zset of activated jobs by lock deadline
-inline constexpr char kOutbox[] = "sf:outbox";        // stream of events to publish
 }  // namespace keys
 
-// Guards and writes of one atomic transition.
-class Batch {
+// A transition of the router's records (see RedisBatch).
+class Batch : public RedisBatch {
  public:
-  // The hash field must equal `value` ("" matches a missing field).
-  void ExpectField(const std::string& key, const std::string& field, const std::string& value);
-  void ExpectAbsent(const std::string& key);
-  // `member` must not be in the set yet; it is added on success. Used to
-  // apply each event once.
-  void AddOnce(const std::string& set_key, const std::string& member);
-  void Write(std::vector<std::string> argv);
-  // Queues `event` in the outbox stream, in the same transaction as the
-  // state it describes; the relay publishes it to JetStream.
-  void Emit(const v1::Event& event);
   void PutTask(const v1::Task& task);
   void PutRun(const v1::Run& run);
   void AppendHistory(const std::string& run_id, const v1::HistoryEntry& entry);
-
-  size_t guard_count() const { return guard_count_; }
-  std::vector<std::string> Args() const;
-
- private:
-  std::vector<std::string> guards_;
-  size_t guard_count_ = 0;
-  std::vector<std::vector<std::string>> writes_;
 };
 
 class Store {

@@ -50,6 +50,7 @@ RouterConfig Backends::RouterConfigFor() const {
   c.nats = nats->url();
   c.tokens_file = SourcePath("deploy/local/tokens.yaml");
   c.definitions_dir = SourcePath("definitions");
+  c.calendar_file = SourcePath("deploy/calendar/calendar.yaml");
   c.relay_reclaim_idle_ms = 500;
   c.drain_ms = 2000;
   return c;

@@ -65,12 +65,12 @@ v1::Run RunOf(const v1::Definition& d) {
 
 TEST(Flow, FanOutMakesOneTaskPerMemberWithTheRunDeadline) {
   auto d = Seed("001-kalbar-biro-organisasi.yaml");
-  auto tasks = flow::PlanTasks(d, RunOf(d), 2, 2, kNow);
+  auto tasks = flow::PlanTasks(d, RunOf(d), 2, 2, kNow, *WorkCalendar::Default());
   ASSERT_EQ(tasks.size(), 3u);
   EXPECT_EQ(tasks[0].id(), "R1.2.1");
   EXPECT_EQ(tasks[2].member(), "bagian-reformasi-birokrasi");
   EXPECT_EQ(TimeUtil::TimestampToMilliseconds(tasks[1].due_at()), UnixMillis(kNow) + 3 * 86400000LL);
-  auto one = flow::PlanTasks(d, RunOf(d), 5, 5, kNow);
+  auto one = flow::PlanTasks(d, RunOf(d), 5, 5, kNow, *WorkCalendar::Default());
   ASSERT_EQ(one.size(), 1u);
   EXPECT_EQ(one[0].id(), "R1.5");
   EXPECT_EQ(one[0].pelaksana(), "kasubbag_tu");
@@ -79,8 +79,8 @@ TEST(Flow, FanOutMakesOneTaskPerMemberWithTheRunDeadline) {
 
 TEST(Flow, WhoMayAct) {
   auto d = Seed("001-kalbar-biro-organisasi.yaml");
-  auto fan = flow::PlanTasks(d, RunOf(d), 2, 2, kNow);
-  auto plain = flow::PlanTasks(d, RunOf(d), 5, 5, kNow)[0];
+  auto fan = flow::PlanTasks(d, RunOf(d), 2, 2, kNow, *WorkCalendar::Default());
+  auto plain = flow::PlanTasks(d, RunOf(d), 5, 5, kNow, *WorkCalendar::Default())[0];
   User kasubbag{"k", "K", "kalbar-biro-organisasi", {"kasubbag_tu"}, {}, "", false};
   User outsider{"o", "O", "dinas-lain", {"kasubbag_tu", "bagian"}, {}, "", false};
   User bagian_tl{"b", "B", "bagian-tatalaksana", {"bagian"}, {}, "", false};
@@ -148,9 +148,22 @@ TEST(Flow, StartRequestsAreChecked) {
   EXPECT_EQ(FieldOfError(d, r), "deadlines[5]");
 }
 
+TEST(Flow, SupervisorsDefaultToTheNextReviewerThenTheFirstActor) {
+  auto d001 = Seed("001-kalbar-biro-organisasi.yaml");
+  EXPECT_EQ(flow::SupervisorOf(d001, 3), "kabag_tatalaksana");  // the step 6 review
+  EXPECT_EQ(flow::SupervisorOf(d001, 6), "karo_organisasi");    // the step 7 review
+  EXPECT_EQ(flow::SupervisorOf(d001, 8), "karo_organisasi");    // no review after: the first actor
+  EXPECT_EQ(flow::SupervisorOf(d001, 1), "kabag_tatalaksana");
+  auto d003 = Seed("003-balangan-satpol-pp.yaml");
+  EXPECT_EQ(flow::SupervisorOf(d003, 4), "sekretaris");
+  EXPECT_EQ(flow::SupervisorOf(d003, 1), "");  // the one who orders has nobody above in the SOP
+  auto tasks = flow::PlanTasks(d001, RunOf(d001), 5, 5, kNow, *WorkCalendar::Default());
+  EXPECT_EQ(tasks[0].supervisor(), "kabag_tatalaksana");
+}
+
 TEST(Flow, CompletionEntryMeasuresAgainstWaktu) {
   auto d = Seed("001-kalbar-biro-organisasi.yaml");
-  auto task = flow::PlanTasks(d, RunOf(d), 1, 1, kNow)[0];  // 20 menit
+  auto task = flow::PlanTasks(d, RunOf(d), 1, 1, kNow, *WorkCalendar::Default())[0];  // 20 menit
   auto on_time = flow::CompletionEntry(task, "rita", "selesai", false, "", kNow + std::chrono::minutes(15));
   EXPECT_EQ(on_time.elapsed_seconds(), 900);
   EXPECT_EQ(on_time.standard_seconds(), 1200);

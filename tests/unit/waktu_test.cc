@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "clock.h"
+
 namespace sopflow {
 namespace {
 
@@ -37,16 +39,6 @@ TimePoint At(const char* rfc3339) {
   TimePoint t;
   EXPECT_TRUE(ParseRfc3339(rfc3339, &t)) << rfc3339;
   return t;
-}
-
-TEST(Waktu, DueTimes) {
-  EXPECT_EQ(DueAt(At("2026-07-01T09:00:00+07:00"), Parse("20 menit")), At("2026-07-01T09:20:00+07:00"));
-  EXPECT_EQ(DueAt(At("2026-07-01T09:00:00+07:00"), Parse("2 jam")), At("2026-07-01T11:00:00+07:00"));
-  // Friday + 2 working days = Tuesday (WIB).
-  EXPECT_EQ(DueAt(At("2026-07-03T10:00:00+07:00"), Parse("2 hari")), At("2026-07-07T10:00:00+07:00"));
-  EXPECT_EQ(DueAt(At("2026-07-03T10:00:00+07:00"), Parse("2 hari kalender")), At("2026-07-05T10:00:00+07:00"));
-  // 23:30 UTC Friday is Saturday 06:30 WIB: the next working day is Monday.
-  EXPECT_EQ(DueAt(At("2026-07-03T23:30:00Z"), Parse("1 hari")), At("2026-07-06T06:30:00+07:00"));
 }
 
 TEST(Clock, Rfc3339RoundTrip) {

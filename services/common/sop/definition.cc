@@ -123,8 +123,9 @@ const std::set<std::string> kTopKeys = {
     "id", "nomor", "nama", "unit", "instansi", "tanggal_pembuatan", "tanggal_revisi", "tanggal_efektif",
     "disahkan_oleh", "dasar_hukum", "kualifikasi_pelaksana", "keterkaitan", "peralatan", "peringatan",
     "pencatatan", "pelaksana", "langkah"};
-const std::set<std::string> kStepKeys = {"no", "jenis", "pelaksana", "aktivitas", "kelengkapan", "waktu",
-                                         "output", "keterangan", "lanjut", "hasil", "anggota", "pekerjaan"};
+const std::set<std::string> kStepKeys = {"no",     "jenis", "pelaksana", "aktivitas", "kelengkapan", "waktu",
+                                         "output", "keterangan", "lanjut", "hasil", "anggota", "pekerjaan",
+                                         "atasan"};
 
 bool IsDate(const std::string& s) {
   static const std::regex kDate(R"(\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01]))");
@@ -300,6 +301,9 @@ void ReadSteps(Reader& r, const YAML::Node& root, v1::Definition* d) {
     if (!step.pelaksana().empty() && !actors.count(step.pelaksana()))
       r.Report(n["pelaksana"], where + ".pelaksana", "unknown pelaksana '" + step.pelaksana() + "' (not in the pelaksana list)");
     step.set_aktivitas(r.String(n, "aktivitas", where, true));
+    step.set_atasan(r.String(n, "atasan", where, false));
+    if (!step.atasan().empty() && !actors.count(step.atasan()))
+      r.Report(n["atasan"], where + ".atasan", "unknown pelaksana '" + step.atasan() + "' (not in the pelaksana list)");
     r.StringList(n, "kelengkapan", where, step.mutable_kelengkapan());
     std::string waktu = r.String(n, "waktu", where, true);
     if (!waktu.empty()) {

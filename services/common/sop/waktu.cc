@@ -77,28 +77,6 @@ bool ParseWaktu(const std::string& text, v1::Waktu* out, std::string* error) {
   return true;
 }
 
-TimePoint DueAt(TimePoint start, const v1::Waktu& waktu, int utc_offset_minutes) {
-  using namespace std::chrono;
-  switch (waktu.unit()) {
-    case v1::Waktu::MINUTES: return start + minutes(waktu.amount());
-    case v1::Waktu::HOURS: return start + hours(waktu.amount());
-    case v1::Waktu::CALENDAR_DAYS: return start + hours(24) * waktu.amount();
-    case v1::Waktu::WORKING_DAYS: {
-      TimePoint t = start;
-      uint32_t left = waktu.amount();
-      while (left > 0) {
-        t += hours(24);
-        time_t local = system_clock::to_time_t(t) + utc_offset_minutes * 60;
-        std::tm tm{};
-        gmtime_r(&local, &tm);
-        if (tm.tm_wday != 0 && tm.tm_wday != 6) --left;
-      }
-      return t;
-    }
-    default: return start;
-  }
-}
-
 std::string DescribeWaktu(const v1::Waktu& waktu) {
   std::string n = std::to_string(waktu.amount());
   switch (waktu.unit()) {

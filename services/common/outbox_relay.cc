@@ -1,10 +1,11 @@
-#include "relay.h"
+#include "outbox_relay.h"
 
 #include <hiredis/hiredis.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <set>
 #include <cstdlib>
 #include <google/protobuf/util/time_util.h>
 
@@ -77,7 +78,7 @@ NatsClient::OutgoingMessage ToMessage(const Entry& entry) {
 OutboxRelay::OutboxRelay(RedisAddress redis, NatsClient* nats, Options options)
     : redis_(std::move(redis)), nats_(nats), options_(std::move(options)) {
   // Start at "0": entries queued before any relay existed are published too.
-  Reply r = redis_.Command({"XGROUP", "CREATE", "sf:outbox", kGroup, "0", "MKSTREAM"});
+  Reply r = redis_.Command({"XGROUP", "CREATE", options_.stream, kGroup, "0", "MKSTREAM"});
   if (ReplyIsError(r.get()) && ReplyErrorText(r.get()).rfind("BUSYGROUP", 0) != 0)
     throw DomainError(ErrorCode::kInternal, "XGROUP CREATE: " + ReplyErrorText(r.get()));
 }
@@ -110,7 +111,7 @@ size_t OutboxRelay::RunOnce() {
   int64_t now_ms = UnixMillis(SystemClock().Now());
   if (now_ms - last_reclaim_ms_ >= 1000) {
     last_reclaim_ms_ = now_ms;
-    Reply r = redis_.Command({"XAUTOCLAIM", "sf:outbox", kGroup, options_.consumer_name,
+    Reply r = redis_.Command({"XAUTOCLAIM", options_.stream, kGroup, options_.consumer_name,
                               std::to_string(options_.reclaim_idle_ms), "0-0", "COUNT", std::to_string(options_.batch)});
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 2) entries = ParseEntries(r->element[1]);
   }
@@ -120,7 +121,7 @@ size_t OutboxRelay::RunOnce() {
     std::vector<std::string> cmd{"XREADGROUP", "GROUP", kGroup, options_.consumer_name, "COUNT",
                                  std::to_string(options_.batch)};
     if (!reread_own_pending_) cmd.insert(cmd.end(), {"BLOCK", std::to_string(options_.block_ms)});
-    cmd.insert(cmd.end(), {"STREAMS", "sf:outbox", from});
+    cmd.insert(cmd.end(), {"STREAMS", options_.stream, from});
     Reply r = redis_.Command(cmd);
     if (ReplyIsError(r.get())) throw DomainError(ErrorCode::kInternal, "XREADGROUP: " + ReplyErrorText(r.get()));
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements > 0) {
@@ -141,8 +142,8 @@ size_t OutboxRelay::RunOnce() {
   auto failed_ids = nats_->PublishAll(messages);
   std::set<std::string> failed(failed_ids.begin(), failed_ids.end());
 
-  std::vector<std::string> ack{"XACK", "sf:outbox", kGroup};
-  std::vector<std::string> del{"XDEL", "sf:outbox"};
+  std::vector<std::string> ack{"XACK", options_.stream, kGroup};
+  std::vector<std::string> del{"XDEL", options_.stream};
   for (const auto& e : entries) {
     if (failed.count(e.event_id)) continue;
     ack.push_back(e.stream_id);

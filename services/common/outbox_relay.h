@@ -1,5 +1,5 @@
-// The outbox relay: publishes the events that transitions queued in the
-// Redis stream `sf:outbox` to JetStream, then deletes them. Entries are read
+// The outbox relay: publishes the events that transitions queued in a
+// Redis stream (RedisBatch::Emit) to JetStream, then deletes them. Entries are read
 // through a consumer group, so replicas share the work; an entry read by a
 // replica that died before publishing is claimed by another after
 // `reclaim_idle_ms`. A re-published event carries the same Nats-Msg-Id and
@@ -18,6 +18,7 @@ namespace sopflow {
 class OutboxRelay {
  public:
   struct Options {
+    std::string stream = "sf:outbox";  // the outbox this relay drains
     std::string consumer_name;      // unique per replica
     int batch = 256;
     int block_ms = 200;             // how long one read waits for new entries

@@ -1,0 +1,47 @@
+// One atomic Redis transition: guards checked and writes applied by a
+// single Lua script, so it happens entirely or not at all. Two replicas (or
+// two users) racing on the same record cannot both win. Services build a
+// batch, then Commit it.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "redis.h"
+
+namespace sopflow {
+namespace v1 {
+class Event;
+}
+
+// The stream events wait in until the outbox relay publishes them.
+inline constexpr char kDefaultOutbox[] = "sf:outbox";
+
+class RedisBatch {
+ public:
+  // The hash field must equal `value` ("" matches a missing field).
+  void ExpectField(const std::string& key, const std::string& field, const std::string& value);
+  void ExpectAbsent(const std::string& key);
+  // `member` must not be in the set yet; it is added on success. Used to
+  // apply each event once.
+  void AddOnce(const std::string& set_key, const std::string& member);
+  void Write(std::vector<std::string> argv);
+  // Queues `event` in an outbox stream, in the same transaction as the state
+  // it describes; the OutboxRelay publishes it to JetStream.
+  void Emit(const v1::Event& event, const std::string& outbox = kDefaultOutbox);
+
+  size_t guard_count() const { return guard_count_; }
+  bool empty() const { return writes_.empty(); }
+  std::vector<std::string> Args() const;
+
+ private:
+  std::vector<std::string> guards_;
+  size_t guard_count_ = 0;
+  std::vector<std::vector<std::string>> writes_;
+};
+
+// 0 when applied; otherwise the 1-based index of the first guard that
+// failed (nothing was written).
+int Commit(RedisPool& pool, const RedisBatch& batch);
+
+}  // namespace sopflow
