@@ -15,6 +15,7 @@ enum class ErrorCode {
   kFailedPrecondition,  // the thing is not in a state for this call
   kPermissionDenied,    // the user lacks the role/unit/admin right
   kUnauthenticated,
+  kOutOfRange,          // e.g. a resume cursor older than what is kept
   kUnavailable,         // Redis or NATS unreachable: retry
   kInternal,
 };

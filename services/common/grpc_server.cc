@@ -116,6 +116,7 @@ grpc::Status ToGrpcStatus(const DomainError& e) {
     case ErrorCode::kFailedPrecondition: code = StatusCode::FAILED_PRECONDITION; break;
     case ErrorCode::kPermissionDenied: code = StatusCode::PERMISSION_DENIED; break;
     case ErrorCode::kUnauthenticated: code = StatusCode::UNAUTHENTICATED; break;
+    case ErrorCode::kOutOfRange: code = StatusCode::OUT_OF_RANGE; break;
     case ErrorCode::kUnavailable: code = StatusCode::UNAVAILABLE; break;
     case ErrorCode::kInternal: code = StatusCode::INTERNAL; break;
   }

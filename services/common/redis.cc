@@ -113,16 +113,18 @@ std::vector<Reply> RedisConnection::Pipeline(const std::vector<std::vector<std::
 
 Reply RedisConnection::EvalScript(RedisScript& script, const std::vector<std::string>& args) {
   for (int attempt = 0; attempt < 2; ++attempt) {
-    if (script.sha1.empty()) {
-      Reply r = Command({"SCRIPT", "LOAD", script.source});
+    std::string sha1 = script.sha1();
+    if (sha1.empty()) {
+      Reply r = Command({"SCRIPT", "LOAD", script.source()});
       if (ReplyIsError(r.get())) throw DomainError(ErrorCode::kInternal, "SCRIPT LOAD: " + ReplyErrorText(r.get()));
-      script.sha1 = *ReplyString(r.get());
+      sha1 = *ReplyString(r.get());
+      script.set_sha1(sha1);
     }
-    std::vector<std::string> argv{"EVALSHA", script.sha1, "0"};
+    std::vector<std::string> argv{"EVALSHA", sha1, "0"};
     argv.insert(argv.end(), args.begin(), args.end());
     Reply r = Command(argv);
     if (ReplyIsError(r.get()) && ReplyErrorText(r.get()).rfind("NOSCRIPT", 0) == 0) {
-      script.sha1.clear();
+      script.set_sha1("");
       continue;
     }
     return r;

@@ -26,10 +26,24 @@ bool ReplyIsError(const redisReply* r);
 std::string ReplyErrorText(const redisReply* r);
 
 // A Lua script, loaded by its SHA-1 and re-loaded on NOSCRIPT (after a
-// Redis restart or SCRIPT FLUSH).
-struct RedisScript {
-  std::string source;
-  std::string sha1;  // filled on first use
+// Redis restart or SCRIPT FLUSH). Safe to share between threads.
+class RedisScript {
+ public:
+  explicit RedisScript(std::string source) : source_(std::move(source)) {}
+  const std::string& source() const { return source_; }
+  std::string sha1() const {
+    std::lock_guard lock(mu_);
+    return sha1_;
+  }
+  void set_sha1(std::string sha1) {
+    std::lock_guard lock(mu_);
+    sha1_ = std::move(sha1);
+  }
+
+ private:
+  const std::string source_;
+  mutable std::mutex mu_;
+  std::string sha1_;  // filled on first use
 };
 
 struct RedisAddress {
@@ -53,7 +67,7 @@ class RedisConnection {
   std::vector<Reply> Pipeline(const std::vector<std::vector<std::string>>& commands);
   // EVALSHA with zero KEYS (see services/router/store.cc for why), loading
   // the script on NOSCRIPT.
-  Reply EvalScript(RedisScript& script, const std::vector<std::string>& args);
+  Reply EvalScript(RedisScript& script, const std::vector<std::string>& args);  // thread-safe on `script`
   // Sets the read timeout, e.g. for blocking XREADGROUP.
   void SetReadTimeout(int timeout_ms);
 

@@ -1,7 +1,5 @@
 #include "redis_batch.h"
 
-#include <mutex>
-
 #include "error.h"
 #include "sopflow/v1/event.pb.h"
 
@@ -39,9 +37,7 @@ for w = 1, writes do
   i = i + c + 1
 end
 return 0
-)lua", ""};
-
-std::mutex script_mu;  // guards commit_script.sha1 across pool threads
+)lua"};
 
 void CheckReply(const redisReply* r) {
   if (ReplyIsError(r)) throw DomainError(ErrorCode::kInternal, "redis: " + ReplyErrorText(r));
@@ -85,16 +81,7 @@ std::vector<std::string> RedisBatch::Args() const {
 
 int Commit(RedisPool& pool, const RedisBatch& batch) {
   auto conn = pool.Acquire();
-  RedisScript script;
-  {
-    std::lock_guard lock(script_mu);
-    script = commit_script;
-  }
-  Reply r = conn->EvalScript(script, batch.Args());
-  {
-    std::lock_guard lock(script_mu);
-    commit_script.sha1 = script.sha1;
-  }
+  Reply r = conn->EvalScript(commit_script, batch.Args());
   CheckReply(r.get());
   return static_cast<int>(ReplyInteger(r.get()));
 }

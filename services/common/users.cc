@@ -57,6 +57,8 @@ std::shared_ptr<const UserDirectory> UserDirectory::LoadText(const std::string& 
       user.job_types = StringList(u["job_types"]);
       user.email = u["email"].as<std::string>("");
       user.admin = u["admin"].as<bool>(false);
+      user.language = u["language"].as<std::string>("id");
+      if (user.language != "id" && user.language != "en") throw std::runtime_error("language must be id or en");
       std::string hash = u["token_sha256"].as<std::string>("");
       if (hash.empty() && u["token"]) hash = Sha256Hex(u["token"].as<std::string>());
       if (user.id.empty()) throw std::runtime_error("user without id");

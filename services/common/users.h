@@ -7,6 +7,7 @@
 //       roles: [karo_organisasi]  # pelaksana ids the user may act as
 //       admin: false              # admins deploy definitions, see all
 //       email: rita@example.go.id
+//       language: id              # e-mail language: id (default) or en
 //       job_types: []             # SYSTEM job types this user may work
 //       token_sha256: 5e88...     # or `token: <plain>` for local demos
 #pragma once
@@ -26,6 +27,7 @@ struct User {
   std::vector<std::string> roles;
   std::vector<std::string> job_types;
   std::string email;
+  std::string language = "id";
   bool admin = false;
 
   bool HasRole(const std::string& role) const;

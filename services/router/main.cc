@@ -32,6 +32,8 @@ int main(int argc, char** argv) {
   app.add_option("--relay-reclaim-idle-ms", config.relay_reclaim_idle_ms,
                  "take over outbox entries a dead replica left this long")
       ->envname("SOPFLOW_RELAY_RECLAIM_IDLE_MS")->capture_default_str();
+  app.add_option("--ack-wait-ms", config.ack_wait_ms, "events a dead replica held return after this")
+      ->envname("SOPFLOW_ACK_WAIT_MS")->capture_default_str();
   std::string log_level = "info";
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->envname("SOPFLOW_LOG_LEVEL");
   CLI11_PARSE(app, argc, argv);

@@ -7,7 +7,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "consumer.h"
+#include "event_consumer.h"
 #include "engine.h"
 #include "grpc_server.h"
 #include "ids.h"
@@ -80,7 +80,13 @@ void RouterProcess::Start() {
   relay_options.consumer_name = c.replica_id;
   relay_options.reclaim_idle_ms = c.relay_reclaim_idle_ms;
   impl_->relay = std::make_unique<OutboxRelay>(RedisAddress::Parse(c.redis), impl_->publisher.get(), relay_options);
-  impl_->consumer = std::make_unique<EventConsumer>(impl_->subscriber.get(), impl_->engine.get(), EventConsumer::Options{});
+  EventConsumer::Options consumer_options;
+  consumer_options.durable = "router";
+  consumer_options.filter_subject = events::kRouterFilter;
+  consumer_options.ack_wait_ms = c.ack_wait_ms;
+  Engine* engine = impl_->engine.get();
+  impl_->consumer = std::make_unique<EventConsumer>(impl_->subscriber.get(), consumer_options,
+                                                    [engine](const v1::Event& e) { engine->OnEvent(e); });
 
   impl_->service = std::make_unique<RouterService>(impl_->engine.get(), impl_->users);
   impl_->server = std::make_unique<ServerHost>(ServerOptions{c.listen, c.tls_cert_file, c.tls_key_file, impl_->users});

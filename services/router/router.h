@@ -23,6 +23,7 @@ struct RouterConfig {
   int redis_pool = 16;
   int relay_reclaim_idle_ms = 5000;
   int drain_ms = 10000;
+  int64_t ack_wait_ms = 10000;  // events a dead replica held return after this
 };
 
 class RouterProcess {

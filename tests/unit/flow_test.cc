@@ -81,10 +81,10 @@ TEST(Flow, WhoMayAct) {
   auto d = Seed("001-kalbar-biro-organisasi.yaml");
   auto fan = flow::PlanTasks(d, RunOf(d), 2, 2, kNow, *WorkCalendar::Default());
   auto plain = flow::PlanTasks(d, RunOf(d), 5, 5, kNow, *WorkCalendar::Default())[0];
-  User kasubbag{"k", "K", "kalbar-biro-organisasi", {"kasubbag_tu"}, {}, "", false};
-  User outsider{"o", "O", "dinas-lain", {"kasubbag_tu", "bagian"}, {}, "", false};
-  User bagian_tl{"b", "B", "bagian-tatalaksana", {"bagian"}, {}, "", false};
-  User admin{"a", "A", "sopflow", {}, {}, "", true};
+  User kasubbag{.id = "k", .unit = "kalbar-biro-organisasi", .roles = {"kasubbag_tu"}};
+  User outsider{.id = "o", .unit = "dinas-lain", .roles = {"kasubbag_tu", "bagian"}};
+  User bagian_tl{.id = "b", .unit = "bagian-tatalaksana", .roles = {"bagian"}};
+  User admin{.id = "a", .unit = "sopflow", .admin = true};
   EXPECT_TRUE(flow::MayActOn(kasubbag, plain));
   EXPECT_FALSE(flow::MayActOn(outsider, plain));  // right role, wrong unit
   EXPECT_FALSE(flow::MayActOn(admin, plain));     // admins do not take others' tasks
@@ -93,7 +93,7 @@ TEST(Flow, WhoMayAct) {
   EXPECT_FALSE(flow::MayActOn(outsider, fan[0]));
   EXPECT_TRUE(flow::MayRead(bagian_tl, RunOf(d)));
   EXPECT_FALSE(flow::MayRead(outsider, RunOf(d)));
-  User karo{"r", "R", "kalbar-biro-organisasi", {"karo_organisasi"}, {}, "", false};
+  User karo{.id = "r", .unit = "kalbar-biro-organisasi", .roles = {"karo_organisasi"}};
   EXPECT_TRUE(flow::MayStart(karo, d, "kalbar-biro-organisasi"));
   EXPECT_FALSE(flow::MayStart(karo, d, "dinas-lain"));
   EXPECT_FALSE(flow::MayStart(kasubbag, d, "kalbar-biro-organisasi"));

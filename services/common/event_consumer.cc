@@ -1,4 +1,6 @@
-#include "consumer.h"
+#include "event_consumer.h"
+
+#include <nats/nats.h>
 
 #include <spdlog/spdlog.h>
 
@@ -10,14 +12,24 @@ namespace {
 ConsumerOptions ToConsumerOptions(const EventConsumer::Options& o) {
   ConsumerOptions c;
   c.durable = o.durable;
-  c.filter_subject = events::kRouterFilter;
+  c.filter_subject = o.filter_subject;
   c.ack_wait_ms = o.ack_wait_ms;
   return c;
 }
 }  // namespace
 
-EventConsumer::EventConsumer(NatsClient* nats, Engine* engine, Options options)
-    : engine_(engine), options_(options), consumer_(*nats, ToConsumerOptions(options)) {}
+EventConsumer::EventConsumer(NatsClient* nats, Options options, Handler handler)
+    : nats_(nats), options_(std::move(options)), handler_(std::move(handler)),
+      consumer_(*nats, ToConsumerOptions(options_)) {}
+
+int64_t EventConsumer::Backlog() {
+  jsConsumerInfo* ci = nullptr;
+  if (js_GetConsumerInfo(&ci, nats_->jetstream(), kEventStream, options_.durable.c_str(), nullptr, nullptr) != NATS_OK)
+    return -1;
+  int64_t backlog = static_cast<int64_t>(ci->NumPending) + ci->NumAckPending;
+  jsConsumerInfo_Destroy(ci);
+  return backlog;
+}
 
 EventConsumer::~EventConsumer() { Stop(); }
 
@@ -36,7 +48,7 @@ void EventConsumer::Loop() {
     try {
       RunOnce();
     } catch (const std::exception& e) {
-      spdlog::warn("event consumer: {}", e.what());
+      spdlog::warn("event consumer {}: {}", options_.durable, e.what());
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
   }
@@ -52,7 +64,7 @@ size_t EventConsumer::RunOnce() {
       continue;
     }
     try {
-      engine_->OnEvent(event);
+      handler_(event);
       msg.Ack();
     } catch (const DomainError& e) {
       if (e.code() == ErrorCode::kUnavailable) {

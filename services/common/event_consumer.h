@@ -1,0 +1,51 @@
+// Feeds events from a durable JetStream pull consumer to a handler. The
+// consumer is shared by all replicas of a service, so each event goes to one
+// of them; an event redelivered (a replica died before acking) must be
+// harmless to the handler, which is why every handler applies events
+// idempotently. A handler that throws DomainError(kUnavailable) gets the
+// event again shortly; other exceptions end it (logged, terminated).
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <string>
+#include <thread>
+
+#include "nats.h"
+#include "sopflow/v1/event.pb.h"
+
+namespace sopflow {
+
+class EventConsumer {
+ public:
+  struct Options {
+    std::string durable;          // e.g. "router", "notifier"
+    std::string filter_subject;   // e.g. "sopflow.v1.run.>"
+    int batch = 64;
+    int fetch_timeout_ms = 250;
+    // An event a dead replica held comes back after this. Handlers are
+    // idempotent, so a shorter wait only costs a harmless re-run.
+    int64_t ack_wait_ms = 10000;
+  };
+  using Handler = std::function<void(const v1::Event&)>;
+  EventConsumer(NatsClient* nats, Options options, Handler handler);
+  ~EventConsumer();
+
+  void Start();
+  void Stop();  // finishes and acks what it holds, then returns
+  // One fetch and its processing; returns messages handled.
+  size_t RunOnce();
+  // Messages not yet delivered or not yet acknowledged (all replicas).
+  int64_t Backlog();
+
+ private:
+  void Loop();
+  NatsClient* nats_;
+  Options options_;
+  Handler handler_;
+  PullConsumer consumer_;
+  std::atomic<bool> running_{false};
+  std::thread thread_;
+};
+
+}  // namespace sopflow

@@ -1,0 +1,81 @@
+// From events to notifications, without I/O: who the audience is, what the
+// message says (templates in Bahasa Indonesia and English), and when the
+// reminder and the due-time timers of a task fire.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "calendar.h"
+#include "clock.h"
+#include "sopflow/v1/event.pb.h"
+#include "sopflow/v1/notifier.pb.h"
+#include "users.h"
+
+namespace sopflow::notifier {
+
+using Vars = std::map<std::string, std::string>;
+
+struct Rendered {
+  std::string subject;
+  std::string body;
+};
+
+// Templates: <dir>/<language>/<KIND>.txt, a "Subject: ..." line, a blank
+// line, then the body; {{name}} placeholders.
+class Templates {
+ public:
+  static std::shared_ptr<const Templates> Load(const std::string& dir);  // throws naming the missing file
+  Rendered Render(v1::Notification::Kind kind, const std::string& language, const Vars& vars) const;
+
+ private:
+  std::map<std::pair<std::string, int>, Rendered> templates_;
+};
+
+// The users a role in a unit (or a fan-out member) resolves to.
+std::vector<User> Audience(const UserDirectory& users, const std::string& role, const std::string& unit,
+                           const std::string& member);
+
+// "Senin, 17 Agustus 2026 16:00 WITA" / "Monday 17 August 2026 16:00 WITA".
+std::string FormatLocal(TimePoint t, const UnitCalendar& unit, const std::string& language);
+
+struct TaskTimers {
+  TimePoint reminder;  // share of the time from creation to due
+  TimePoint due;
+  bool has_due = false;
+};
+// time_factor > 1 runs SOP time faster (demos): the waits are divided by it.
+TaskTimers TimersFor(const v1::Task& task, double reminder_share, double time_factor);
+
+class Composer {
+ public:
+  Composer(std::shared_ptr<const UserDirectory> users, std::shared_ptr<const Templates> templates,
+           std::shared_ptr<const WorkCalendar> calendar)
+      : users_(std::move(users)), templates_(std::move(templates)), calendar_(std::move(calendar)) {}
+
+  // A notification about `task` to `role` (the task's own audience when
+  // empty), with id "<cause>/<KIND>".
+  v1::Notification ForTask(v1::Notification::Kind kind, const v1::Task& task, const std::string& cause,
+                           TimePoint now, const std::string& role = "") const;
+  v1::Notification ForRun(v1::Notification::Kind kind, const v1::Run& run, const std::string& cause,
+                          const std::vector<std::string>& user_ids, TimePoint now) const;
+  std::vector<v1::Notification> ForLateSubmissions(const v1::Event& event, TimePoint now) const;
+
+  // The message in `language` for one recipient (e-mail).
+  Rendered RenderFor(const v1::Notification& n, const User& recipient) const;
+  const UserDirectory& users() const { return *users_; }
+
+ private:
+  Vars VarsOf(const v1::Notification& n, const std::string& language) const;
+  Vars TaskVars(const v1::Notification& n, const v1::Task& task, const std::string& language) const;
+  // Title and body in both languages, from the vars each language gets.
+  void SetTexts(v1::Notification* n, const std::function<Vars(const std::string&)>& vars_for) const;
+  std::shared_ptr<const UserDirectory> users_;
+  std::shared_ptr<const Templates> templates_;
+  std::shared_ptr<const WorkCalendar> calendar_;
+};
+
+}  // namespace sopflow::notifier

@@ -1,0 +1,344 @@
+#include "engine.h"
+
+#include <google/protobuf/util/time_util.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <set>
+
+#include "error.h"
+#include "ids.h"
+
+namespace sopflow::notifier {
+
+using google::protobuf::util::TimeUtil;
+
+namespace {
+
+constexpr char kKeep[] = "7776000";
+const std::string kReminder = "reminder";
+const std::string kDue = "due";
+
+int64_t Millis(TimePoint t) { return UnixMillis(t); }
+google::protobuf::Timestamp Stamp(int64_t ms) { return TimeUtil::MillisecondsToTimestamp(ms); }
+
+std::string TimerId(const std::string& task_id, const std::string& which) { return task_id + "|" + which; }
+
+void ForgetTimers(RedisBatch& b, const std::string& task_id) {
+  b.Write({"ZREM", keys::kTimers, TimerId(task_id, kReminder), TimerId(task_id, kDue)});
+}
+
+void PutTask(RedisBatch& b, const v1::Task& task, const std::string& status) {
+  b.Write({"HSET", keys::Task(task.id()), "status", status, "pb", task.SerializeAsString()});
+  b.Write({"EXPIRE", keys::Task(task.id()), kKeep});
+}
+
+}  // namespace
+
+Engine::Engine(Store* store, const Clock* clock, std::shared_ptr<const Composer> composer, Options options)
+    : store_(store), clock_(clock), composer_(std::move(composer)), options_(options), random_(std::random_device{}()) {}
+
+std::vector<v1::Webhook> Engine::HooksFor(const v1::Notification& n, const std::vector<v1::Webhook>& all) const {
+  std::vector<v1::Webhook> out;
+  for (const auto& h : all) {
+    bool unit = h.unit() == n.unit() || (!n.member().empty() && h.unit() == n.member());
+    bool role = h.role().empty() || h.role() == n.role();
+    bool kind = h.kinds().empty() || std::find(h.kinds().begin(), h.kinds().end(), n.kind()) != h.kinds().end();
+    if (unit && role && kind) out.push_back(h);
+  }
+  return out;
+}
+
+bool Engine::RecordOnce(const std::string& cause, const std::vector<v1::Notification>& notifications, RedisBatch b) {
+  b.ExpectAbsent(keys::Done(cause));
+  b.Write({"SET", keys::Done(cause), "1", "EX", kKeep});
+  int64_t now = Millis(clock_->Now());
+  auto hooks = notifications.empty() ? std::vector<v1::Webhook>{} : store_->Webhooks();
+  for (const auto& n : notifications) {
+    std::vector<std::pair<std::string, std::string>> emails;
+    if (!options_.smtp.url.empty())
+      for (const auto& id : n.users())
+        if (auto u = composer_->users().FindById(id); u && !u->email.empty()) emails.emplace_back(u->id, u->email);
+    store_->Record(b, n, HooksFor(n, hooks), emails, now);
+  }
+  return store_->Commit(b) == 0;
+}
+
+void Engine::OnEvent(const v1::Event& event) {
+  TimePoint now = clock_->Now();
+  switch (event.payload_case()) {
+    case v1::Event::kTaskCreated:
+      OnTaskCreated(event);
+      return;
+    case v1::Event::kTaskClaimed: {
+      RedisBatch b;
+      PutTask(b, event.task_claimed().task(), "CLAIMED");
+      RecordOnce(event.id(), {}, std::move(b));
+      return;
+    }
+    case v1::Event::kTaskCompleted: {
+      // Done (or returned): no reminder, no escalation from here on.
+      RedisBatch b;
+      PutTask(b, event.task_completed().task(), "DONE");
+      ForgetTimers(b, event.task_completed().task().id());
+      RecordOnce(event.id(), {}, std::move(b));
+      return;
+    }
+    case v1::Event::kRunCompleted: {
+      const auto& run = event.run_completed().run();
+      RecordOnce(event.id(), {composer_->ForRun(v1::Notification::RUN_COMPLETED, run, event.id(), {run.started_by()}, now)},
+                 {});
+      return;
+    }
+    case v1::Event::kRunCancelled:
+      OnRunCancelled(event);
+      return;
+    case v1::Event::kSubmissionsLate:
+      RecordOnce(event.id(), composer_->ForLateSubmissions(event, now), {});
+      return;
+    default:
+      return;  // step completions and run starts are the router's business
+  }
+}
+
+void Engine::OnTaskCreated(const v1::Event& event) {
+  const v1::Task& task = event.task_created().task();
+  RedisBatch b;
+  PutTask(b, task, "OPEN");
+  b.Write({"SADD", keys::RunTasks(task.run_id()), task.id()});
+  b.Write({"EXPIRE", keys::RunTasks(task.run_id()), kKeep});
+  std::vector<v1::Notification> notifications;
+  if (task.kind() != v1::Step::SYSTEM) {
+    notifications.push_back(composer_->ForTask(v1::Notification::TASK_ASSIGNED, task, event.id(), clock_->Now()));
+    TaskTimers timers = TimersFor(task, options_.reminder_share, options_.time_factor);
+    if (timers.has_due) {
+      b.Write({"ZADD", keys::kTimers, std::to_string(Millis(timers.reminder)), TimerId(task.id(), kReminder)});
+      b.Write({"ZADD", keys::kTimers, std::to_string(Millis(timers.due)), TimerId(task.id(), kDue)});
+    }
+  }
+  RecordOnce(event.id(), notifications, std::move(b));
+}
+
+void Engine::OnRunCancelled(const v1::Event& event) {
+  const auto& run = event.run_cancelled().run();
+  RedisBatch b;
+  std::set<std::string> users{run.started_by()};
+  for (const auto& id : store_->RunTasks(run.id())) {
+    auto task = store_->Task(id);
+    if (!task || task->status() == v1::Task::DONE) continue;
+    ForgetTimers(b, id);
+    for (const auto& u : Audience(composer_->users(), task->pelaksana(), task->unit(), task->member())) users.insert(u.id);
+    task->set_status(v1::Task::CANCELLED);
+    PutTask(b, *task, "CANCELLED");
+  }
+  std::vector<std::string> list(users.begin(), users.end());
+  RecordOnce(event.id(), {composer_->ForRun(v1::Notification::RUN_CANCELLED, run, event.id(), list, clock_->Now())},
+             std::move(b));
+}
+
+size_t Engine::FireDueTimers(int limit) {
+  TimePoint now = clock_->Now();
+  size_t recorded = 0;
+  for (const auto& timer : store_->ClaimTimers(Millis(now), options_.timer_lease_ms, limit)) {
+    auto bar = timer.rfind('|');
+    std::string task_id = timer.substr(0, bar), which = timer.substr(bar + 1);
+    auto status = store_->Task(task_id);
+    RedisBatch b;
+    b.Write({"ZREM", keys::kTimers, timer});
+    std::vector<v1::Notification> notifications;
+    bool open = status && (status->status() == v1::Task::OPEN || status->status() == v1::Task::CLAIMED);
+    // The stored task's status is as the events told it; CLAIMED is kept in
+    // the hash, the pb carries the assignee.
+    if (open) {
+      if (which == kReminder) {
+        notifications.push_back(composer_->ForTask(v1::Notification::TASK_REMINDER, *status, timer, now));
+      } else {
+        notifications.push_back(composer_->ForTask(v1::Notification::TASK_OVERDUE, *status, timer, now));
+        if (!status->supervisor().empty())
+          notifications.push_back(
+              composer_->ForTask(v1::Notification::TASK_ESCALATED, *status, timer, now, status->supervisor()));
+      }
+    }
+    if (RecordOnce(timer, notifications, std::move(b))) recorded += notifications.size();
+  }
+  return recorded;
+}
+
+size_t Engine::DeliverDue(int limit) {
+  auto claims = store_->ClaimDeliveries(Millis(clock_->Now()), options_.delivery_lease_ms, limit);
+  for (const auto& claim : claims) {
+    try {
+      Attempt(claim);
+    } catch (const std::exception& e) {
+      spdlog::warn("delivery {}: {}", claim.id, e.what());  // the lease brings it back
+    }
+  }
+  return claims.size();
+}
+
+void Engine::Attempt(const Claimed& claim) {
+  int64_t attempt = 0;
+  auto delivery = store_->Delivery(claim.id, &attempt);
+  if (!delivery || attempt != claim.attempt) return;  // gone, or another replica took it over
+  RedisBatch b;
+  b.ExpectField(keys::Delivery(claim.id), "attempt", std::to_string(claim.attempt));
+  if (delivery->status() != v1::Delivery::PENDING) {
+    b.Write({"ZREM", keys::kDue, claim.id});
+    store_->Commit(b);
+    return;
+  }
+  SendResult result;
+  auto n = store_->Item(delivery->notification_id());
+  if (!n) {
+    result.error = "notification expired";
+  } else if (delivery->channel() == v1::Delivery::WEBHOOK) {
+    auto hook = store_->Webhook(delivery->target());
+    if (hook) result = PostWebhook(*hook, delivery->id(), CloudEventJson(*n), options_.http_timeout_ms);
+    else result.error = "webhook removed";
+  } else {
+    auto user = composer_->users().FindById(delivery->user());
+    if (user) {
+      Rendered mail = composer_->RenderFor(*n, *user);
+      result = SendEmail(options_.smtp, delivery->target(), mail.subject, mail.body, delivery->id() + "@sopflow");
+    } else {
+      result.error = "user " + delivery->user() + " no longer exists";
+    }
+  }
+  int64_t now = Millis(clock_->Now());
+  auto* a = delivery->add_attempts();
+  *a->mutable_time() = Stamp(now);
+  a->set_status_code(result.status_code);
+  a->set_latency_ms(result.latency_ms);
+  a->set_error(result.error);
+  bool give_up = !result.ok && (delivery->attempts_size() >= options_.max_attempts || !n);
+  if (result.ok || give_up) {
+    delivery->set_status(result.ok ? v1::Delivery::DELIVERED : v1::Delivery::DEAD);
+    delivery->clear_next_attempt_at();
+    b.Write({"ZREM", keys::kDue, claim.id});
+    if (give_up) b.Write({"ZADD", keys::kDead, std::to_string(now), claim.id});
+  } else {
+    double r;
+    {
+      std::lock_guard lock(random_mu_);
+      r = std::uniform_real_distribution<double>(0, 1)(random_);
+    }
+    int64_t next = now + BackoffMs(delivery->attempts_size(), options_.backoff_base_ms, options_.backoff_max_ms, r);
+    *delivery->mutable_next_attempt_at() = Stamp(next);
+    b.Write({"ZADD", keys::kDue, std::to_string(next), claim.id});
+  }
+  b.Write({"HSET", keys::Delivery(claim.id), "status", v1::Delivery::Status_Name(delivery->status()), "pb",
+           delivery->SerializeAsString()});
+  if (store_->Commit(b) != 0) spdlog::warn("delivery {}: taken over while sending; its attempt is not recorded", claim.id);
+}
+
+// ---------------------------------------------------------------- webhooks
+
+v1::Webhook Engine::RegisterWebhook(const User& user, const v1::RegisterWebhookRequest& req) {
+  if (req.url().rfind("http://", 0) != 0 && req.url().rfind("https://", 0) != 0)
+    ThrowInvalid("url", "must start with http:// or https://");
+  if (req.url().size() > 2000) ThrowInvalid("url", "too long");
+  std::string unit = req.unit().empty() ? user.unit : req.unit();
+  if (unit.empty()) ThrowInvalid("unit", "is required");
+  if (!MayManageUnit(user, unit)) ThrowDenied("webhooks of unit '" + unit + "' are managed by its users or an admin");
+  for (int k : req.kinds())
+    if (!v1::Notification::Kind_IsValid(k) || k == v1::Notification::KIND_UNSPECIFIED)
+      ThrowInvalid("kinds", "unknown kind " + std::to_string(k));
+  v1::Webhook hook;
+  hook.set_id("wh-" + RandomHex(8));
+  hook.set_url(req.url());
+  hook.set_unit(unit);
+  hook.set_role(req.role());
+  *hook.mutable_kinds() = req.kinds();
+  hook.set_secret(req.secret().empty() ? RandomHex(32) : req.secret());
+  hook.set_created_by(user.id);
+  *hook.mutable_created_at() = Stamp(Millis(clock_->Now()));
+  RedisBatch b;
+  b.Write({"HSET", keys::kHooks, hook.id(), hook.SerializeAsString()});
+  store_->Commit(b);
+  return hook;
+}
+
+std::vector<v1::Webhook> Engine::ListWebhooks(const User& user, const std::string& unit) {
+  std::string want = unit.empty() && !user.admin ? user.unit : unit;
+  if (!want.empty() && !MayManageUnit(user, want)) ThrowDenied("webhooks of unit '" + want + "' are not yours to see");
+  std::vector<v1::Webhook> out;
+  for (auto& h : store_->Webhooks()) {
+    if (!want.empty() && h.unit() != want) continue;
+    h.clear_secret();
+    out.push_back(std::move(h));
+  }
+  return out;
+}
+
+void Engine::RemoveWebhook(const User& user, const std::string& id) {
+  auto hook = store_->Webhook(id);
+  if (!hook) ThrowNotFound("no webhook '" + id + "'");
+  if (!MayManageUnit(user, hook->unit())) ThrowDenied("webhook " + id + " belongs to unit '" + hook->unit() + "'");
+  RedisBatch b;
+  b.Write({"HDEL", keys::kHooks, id});
+  store_->Commit(b);
+}
+
+v1::Delivery Engine::TestWebhook(const User& user, const std::string& id) {
+  auto hook = store_->Webhook(id);
+  if (!hook) ThrowNotFound("no webhook '" + id + "'");
+  if (!MayManageUnit(user, hook->unit())) ThrowDenied("webhook " + id + " belongs to unit '" + hook->unit() + "'");
+  int64_t now = Millis(clock_->Now());
+  v1::Notification n;
+  n.set_id("test-" + RandomHex(6));
+  n.set_kind(v1::Notification::TEST);
+  *n.mutable_time() = Stamp(now);
+  n.set_unit(hook->unit());
+  n.set_title("Uji webhook sopflow");
+  n.set_title_en("sopflow webhook test");
+  v1::Delivery d;
+  d.set_id(n.id() + "|" + id);
+  d.set_notification_id(n.id());
+  d.set_channel(v1::Delivery::WEBHOOK);
+  d.set_target(id);
+  SendResult result = PostWebhook(*hook, d.id(), CloudEventJson(n), options_.http_timeout_ms);
+  auto* a = d.add_attempts();
+  *a->mutable_time() = Stamp(now);
+  a->set_status_code(result.status_code);
+  a->set_latency_ms(result.latency_ms);
+  a->set_error(result.error);
+  d.set_status(result.ok ? v1::Delivery::DELIVERED : v1::Delivery::DEAD);
+  RedisBatch b;
+  b.Write({"HSET", keys::Delivery(d.id()), "status", v1::Delivery::Status_Name(d.status()), "attempt", "1", "pb",
+           d.SerializeAsString()});
+  b.Write({"EXPIRE", keys::Delivery(d.id()), kKeep});
+  b.Write({"ZADD", keys::DeliveriesOf(id), std::to_string(now), d.id()});
+  store_->Commit(b);
+  return d;
+}
+
+std::vector<v1::Delivery> Engine::ListDeliveries(const User& user, const v1::ListDeliveriesRequest& req) {
+  size_t limit = req.page_size() == 0 ? 100 : std::min<uint32_t>(req.page_size(), 1000);
+  if (req.webhook_id().empty()) {
+    if (user.email.empty()) return {};
+    return store_->DeliveriesFor(user.email, req.dead_only(), limit);
+  }
+  auto hook = store_->Webhook(req.webhook_id());
+  if (!hook) ThrowNotFound("no webhook '" + req.webhook_id() + "'");
+  if (!MayManageUnit(user, hook->unit())) ThrowDenied("webhook " + hook->id() + " belongs to unit '" + hook->unit() + "'");
+  return store_->DeliveriesFor(hook->id(), req.dead_only(), limit);
+}
+
+std::function<bool(const v1::Notification&)> Engine::SubscriptionFilter(const User& user,
+                                                                         const v1::SubscribeRequest& req) {
+  if (req.role().empty() && req.unit().empty()) {
+    std::string me = user.id;
+    return [me](const v1::Notification& n) { return std::find(n.users().begin(), n.users().end(), me) != n.users().end(); };
+  }
+  std::string unit = req.unit().empty() ? user.unit : req.unit();
+  if (!user.admin && unit != user.unit) ThrowDenied("you may subscribe only to your own unit '" + user.unit + "'");
+  if (req.role().empty())
+    return [unit](const v1::Notification& n) { return n.unit() == unit || n.member() == unit; };
+  if (!user.admin && !user.HasRole(req.role())) ThrowDenied("you do not hold role '" + req.role() + "'");
+  std::string role = req.role();
+  return [unit, role](const v1::Notification& n) {
+    return n.role() == role && (n.member().empty() ? n.unit() == unit : n.member() == unit);
+  };
+}
+
+}  // namespace sopflow::notifier

@@ -1,0 +1,74 @@
+// The notifier's operations: events in, notifications out. Every change is
+// one atomic RedisBatch guarded by a "done" marker of its cause (an event,
+// a timer), so a redelivered event or a timer fired by two replicas records
+// nothing twice.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+
+#include "clock.h"
+#include "compose.h"
+#include "delivery.h"
+#include "sopflow/v1/event.pb.h"
+#include "sopflow/v1/notifier.pb.h"
+#include "store.h"
+#include "users.h"
+
+namespace sopflow::notifier {
+
+struct Options {
+  double reminder_share = 0.8;      // of the time from creation to due
+  double time_factor = 1;           // > 1: SOP time runs faster (demos)
+  int max_attempts = 8;             // then the delivery is dead-lettered
+  int64_t backoff_base_ms = 1000;
+  int64_t backoff_max_ms = 300000;
+  int http_timeout_ms = 5000;
+  int64_t delivery_lease_ms = 60000;  // a claimed delivery returns to the queue after this
+  int64_t timer_lease_ms = 30000;
+  SmtpConfig smtp;
+};
+
+class Engine {
+ public:
+  Engine(Store* store, const Clock* clock, std::shared_ptr<const Composer> composer, Options options);
+
+  void OnEvent(const v1::Event& event);
+  // One pass over due timers; returns notifications recorded.
+  size_t FireDueTimers(int limit = 100);
+  // One pass over due deliveries; returns attempts made.
+  size_t DeliverDue(int limit = 16);
+
+  v1::Webhook RegisterWebhook(const User& user, const v1::RegisterWebhookRequest& req);
+  std::vector<v1::Webhook> ListWebhooks(const User& user, const std::string& unit);
+  void RemoveWebhook(const User& user, const std::string& id);
+  v1::Delivery TestWebhook(const User& user, const std::string& id);
+  std::vector<v1::Delivery> ListDeliveries(const User& user, const v1::ListDeliveriesRequest& req);
+
+  // Checks the caller may subscribe so; returns the matching rule.
+  std::function<bool(const v1::Notification&)> SubscriptionFilter(const User& user, const v1::SubscribeRequest& req);
+
+  Store& store() { return *store_; }
+  const Composer& composer() const { return *composer_; }
+
+ private:
+  // Records `notifications` (with their deliveries) and `extra` writes in
+  // one batch, once per `cause`. False if the cause was handled before.
+  bool RecordOnce(const std::string& cause, const std::vector<v1::Notification>& notifications, RedisBatch extra);
+  std::vector<v1::Webhook> HooksFor(const v1::Notification& n, const std::vector<v1::Webhook>& all) const;
+  void OnTaskCreated(const v1::Event& event);
+  void OnRunCancelled(const v1::Event& event);
+  void Attempt(const Claimed& claim);
+  bool MayManageUnit(const User& user, const std::string& unit) const { return user.admin || user.unit == unit; }
+
+  Store* store_;
+  const Clock* clock_;
+  std::shared_ptr<const Composer> composer_;
+  Options options_;
+  std::mutex random_mu_;
+  std::mt19937_64 random_;
+};
+
+}  // namespace sopflow::notifier

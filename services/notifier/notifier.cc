@@ -1,0 +1,110 @@
+#include "notifier.h"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <thread>
+
+#include "event_consumer.h"
+#include "grpc_server.h"
+#include "ids.h"
+#include "service.h"
+
+namespace sopflow::notifier {
+
+struct NotifierProcess::Impl {
+  Config config;
+  const Clock* clock;
+  std::shared_ptr<const UserDirectory> users;
+  std::unique_ptr<RedisPool> pool;
+  std::unique_ptr<Store> store;
+  std::unique_ptr<NatsClient> nats;
+  std::unique_ptr<Engine> engine;
+  std::unique_ptr<EventConsumer> consumer;
+  std::unique_ptr<NotifierService> service;
+  std::unique_ptr<ServerHost> server;
+  std::atomic<bool> running{false};
+  std::vector<std::thread> loops;
+
+  void TimerLoop() {
+    while (running) {
+      try {
+        // Timers wait until every event published so far is handled: after
+        // downtime, a task completed meanwhile must not get a reminder.
+        if (consumer->Backlog() == 0) engine->FireDueTimers();
+      } catch (const std::exception& e) {
+        spdlog::warn("timers: {}", e.what());
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(config.loop_interval_ms));
+    }
+  }
+
+  void DeliveryLoop() {
+    while (running) {
+      size_t done = 0;
+      try {
+        done = engine->DeliverDue();
+      } catch (const std::exception& e) {
+        spdlog::warn("deliveries: {}", e.what());
+      }
+      if (done == 0) std::this_thread::sleep_for(std::chrono::milliseconds(config.loop_interval_ms));
+    }
+  }
+};
+
+NotifierProcess::NotifierProcess(Config config, const Clock* clock) : impl_(std::make_unique<Impl>()) {
+  impl_->config = std::move(config);
+  impl_->clock = clock;
+  if (impl_->config.replica_id.empty()) {
+    char host[256] = {0};
+    gethostname(host, sizeof host - 1);
+    impl_->config.replica_id = std::string(host) + "-" + std::to_string(getpid()) + "-" + RandomHex(3);
+  }
+}
+
+NotifierProcess::~NotifierProcess() { Shutdown(); }
+
+void NotifierProcess::Start() {
+  auto& c = impl_->config;
+  impl_->users = UserDirectory::LoadFile(c.tokens_file);
+  auto calendar = c.calendar_file.empty() ? WorkCalendar::Default() : WorkCalendar::LoadFile(c.calendar_file);
+  auto composer = std::make_shared<Composer>(impl_->users, Templates::Load(c.templates_dir), calendar);
+  impl_->pool = std::make_unique<RedisPool>(RedisAddress::Parse(c.redis), c.redis_pool);
+  impl_->store = std::make_unique<Store>(impl_->pool.get(), c.log_max_len);
+  impl_->nats = std::make_unique<NatsClient>(NatsOptions{c.nats, "sopflow-notifier-" + c.replica_id, true});
+  impl_->nats->EnsureEventStream();
+  impl_->engine = std::make_unique<Engine>(impl_->store.get(), impl_->clock, composer, c.options);
+  EventConsumer::Options consumer_options;
+  consumer_options.durable = "notifier";
+  consumer_options.filter_subject = "sopflow.v1.>";
+  consumer_options.ack_wait_ms = c.ack_wait_ms;
+  Engine* engine = impl_->engine.get();
+  impl_->consumer = std::make_unique<EventConsumer>(impl_->nats.get(), consumer_options,
+                                                    [engine](const v1::Event& e) { engine->OnEvent(e); });
+  impl_->service = std::make_unique<NotifierService>(impl_->engine.get(), impl_->users, RedisAddress::Parse(c.redis));
+  impl_->server = std::make_unique<ServerHost>(ServerOptions{c.listen, c.tls_cert_file, c.tls_key_file, impl_->users});
+  impl_->server->AddService(impl_->service.get());
+  impl_->server->Start();
+  impl_->running = true;
+  impl_->consumer->Start();
+  impl_->loops.emplace_back([this] { impl_->TimerLoop(); });
+  for (int i = 0; i < c.delivery_workers; ++i) impl_->loops.emplace_back([this] { impl_->DeliveryLoop(); });
+  spdlog::info("notifier {} listening on port {}", c.replica_id, impl_->server->port());
+}
+
+int NotifierProcess::port() const { return impl_->server ? impl_->server->port() : 0; }
+
+void NotifierProcess::Shutdown() {
+  if (!impl_ || !impl_->server) return;
+  impl_->server->SetServing(false);
+  impl_->service->StopStreams();
+  impl_->server->Shutdown(std::chrono::milliseconds(impl_->config.drain_ms));
+  impl_->consumer->Stop();
+  impl_->running = false;
+  for (auto& t : impl_->loops) t.join();
+  impl_->loops.clear();
+  impl_->server.reset();
+}
+
+}  // namespace sopflow::notifier

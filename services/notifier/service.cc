@@ -1,0 +1,126 @@
+#include "service.h"
+
+#include <hiredis/hiredis.h>
+
+#include <regex>
+
+#include "grpc_server.h"
+
+namespace sopflow::notifier {
+
+namespace {
+
+constexpr int kBlockMs = 500;
+
+// Redis stream ids compare as (milliseconds, sequence).
+std::pair<uint64_t, uint64_t> StreamId(const std::string& id) {
+  auto dash = id.find('-');
+  return {std::stoull(id.substr(0, dash)), dash == std::string::npos ? 0 : std::stoull(id.substr(dash + 1))};
+}
+
+// The cursor to read after: the request's, the oldest, or the newest.
+std::string StartCursor(RedisConnection& redis, const v1::SubscribeRequest& req) {
+  static const std::regex kCursor(R"(\d{1,20}-\d{1,20})");
+  if (!req.cursor().empty()) {
+    if (!std::regex_match(req.cursor(), kCursor)) ThrowInvalid("cursor", "not a cursor this service gave out");
+    // XINFO STREAM tells the newest id ever removed by trimming: a cursor
+    // before it means notifications after the cursor are gone.
+    Reply info = redis.Command({"XINFO", "STREAM", keys::kLog});
+    if (info && info->type == REDIS_REPLY_ARRAY)
+      for (size_t i = 0; i + 1 < info->elements; i += 2)
+        if (ReplyString(info->element[i]).value_or("") == "max-deleted-entry-id") {
+          std::string deleted = ReplyString(info->element[i + 1]).value_or("0-0");
+          if (StreamId(req.cursor()) < StreamId(deleted))
+            throw DomainError(ErrorCode::kOutOfRange, "cursor " + req.cursor() + " is older than the kept log; resubscribe from_start");
+        }
+    return req.cursor();
+  }
+  if (req.from_start()) return "0-0";
+  Reply last = redis.Command({"XREVRANGE", keys::kLog, "+", "-", "COUNT", "1"});
+  if (last && last->type == REDIS_REPLY_ARRAY && last->elements == 1)
+    return ReplyString(last->element[0]->element[0]).value_or("0-0");
+  return "0-0";
+}
+
+}  // namespace
+
+grpc::Status NotifierService::Subscribe(grpc::ServerContext* ctx, const v1::SubscribeRequest* req,
+                                        grpc::ServerWriter<v1::Notification>* writer) {
+  return GuardedCall([&] {
+    User user = CallerOf(*ctx, *users_);
+    auto matches = engine_->SubscriptionFilter(user, *req);
+    RedisConnection redis(redis_, kBlockMs + 5000);
+    std::string cursor = StartCursor(redis, *req);
+    while (!ctx->IsCancelled() && !stopping_) {
+      Reply r = redis.Command({"XREAD", "COUNT", "200", "BLOCK", std::to_string(kBlockMs), "STREAMS", keys::kLog, cursor});
+      if (!r || r->type != REDIS_REPLY_ARRAY || r->elements == 0) continue;
+      const redisReply* entries = r->element[0]->element[1];
+      for (size_t i = 0; i < entries->elements; ++i) {
+        const redisReply* entry = entries->element[i];
+        cursor = ReplyString(entry->element[0]).value_or(cursor);
+        const redisReply* fields = entry->element[1];
+        if (!fields || fields->elements < 2) continue;
+        v1::Notification n;
+        if (!n.ParseFromString(ReplyString(fields->element[1]).value_or("")) || !matches(n)) continue;
+        n.set_cursor(cursor);
+        if (!writer->Write(n)) return;  // the subscriber left
+      }
+    }
+  });
+}
+
+grpc::Status NotifierService::ListNotifications(grpc::ServerContext* ctx, const v1::ListNotificationsRequest* req,
+                                                v1::ListNotificationsResponse* resp) {
+  return GuardedCall([&] {
+    User user = CallerOf(*ctx, *users_);
+    size_t limit = req->page_size() == 0 ? 50 : std::min<uint32_t>(req->page_size(), 500);
+    for (auto& n : engine_->store().InboxOf(user.id, limit, req->unread_only())) *resp->add_notifications() = std::move(n);
+  });
+}
+
+grpc::Status NotifierService::MarkRead(grpc::ServerContext* ctx, const v1::MarkReadRequest* req,
+                                       v1::MarkReadResponse* resp) {
+  return GuardedCall([&] {
+    User user = CallerOf(*ctx, *users_);
+    std::vector<std::string> ids(req->ids().begin(), req->ids().end());
+    resp->set_marked(static_cast<uint32_t>(engine_->store().MarkRead(user.id, ids)));
+  });
+}
+
+grpc::Status NotifierService::CountUnread(grpc::ServerContext* ctx, const v1::CountUnreadRequest*,
+                                          v1::CountUnreadResponse* resp) {
+  return GuardedCall([&] {
+    resp->set_unread(static_cast<uint32_t>(engine_->store().UnreadCount(CallerOf(*ctx, *users_).id)));
+  });
+}
+
+grpc::Status NotifierService::RegisterWebhook(grpc::ServerContext* ctx, const v1::RegisterWebhookRequest* req,
+                                              v1::Webhook* resp) {
+  return GuardedCall([&] { *resp = engine_->RegisterWebhook(CallerOf(*ctx, *users_), *req); });
+}
+
+grpc::Status NotifierService::ListWebhooks(grpc::ServerContext* ctx, const v1::ListWebhooksRequest* req,
+                                           v1::ListWebhooksResponse* resp) {
+  return GuardedCall([&] {
+    for (auto& h : engine_->ListWebhooks(CallerOf(*ctx, *users_), req->unit())) *resp->add_webhooks() = std::move(h);
+  });
+}
+
+grpc::Status NotifierService::RemoveWebhook(grpc::ServerContext* ctx, const v1::RemoveWebhookRequest* req,
+                                            v1::RemoveWebhookResponse*) {
+  return GuardedCall([&] { engine_->RemoveWebhook(CallerOf(*ctx, *users_), req->id()); });
+}
+
+grpc::Status NotifierService::TestWebhook(grpc::ServerContext* ctx, const v1::TestWebhookRequest* req,
+                                          v1::Delivery* resp) {
+  return GuardedCall([&] { *resp = engine_->TestWebhook(CallerOf(*ctx, *users_), req->id()); });
+}
+
+grpc::Status NotifierService::ListDeliveries(grpc::ServerContext* ctx, const v1::ListDeliveriesRequest* req,
+                                             v1::ListDeliveriesResponse* resp) {
+  return GuardedCall([&] {
+    for (auto& d : engine_->ListDeliveries(CallerOf(*ctx, *users_), *req)) *resp->add_deliveries() = std::move(d);
+  });
+}
+
+}  // namespace sopflow::notifier

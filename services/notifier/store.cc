@@ -1,0 +1,237 @@
+#include "store.h"
+
+#include <google/protobuf/util/time_util.h>
+#include <hiredis/hiredis.h>
+
+#include <algorithm>
+#include <mutex>
+
+#include "error.h"
+
+namespace sopflow::notifier {
+
+using google::protobuf::util::TimeUtil;
+
+namespace keys {
+std::string Done(const std::string& id) { return "sf:n:done:" + id; }
+std::string Item(const std::string& id) { return "sf:n:item:" + id; }
+std::string Inbox(const std::string& user) { return "sf:n:inbox:" + user; }
+std::string Unread(const std::string& user) { return "sf:n:unread:" + user; }
+std::string Delivery(const std::string& id) { return "sf:n:delivery:" + id; }
+std::string DeliveriesOf(const std::string& target) { return "sf:n:deliveries:" + target; }
+std::string Task(const std::string& id) { return "sf:n:task:" + id; }
+std::string RunTasks(const std::string& run) { return "sf:n:run:" + run; }
+}  // namespace keys
+
+namespace {
+
+constexpr char kKeepSeconds[] = "7776000";  // 90 days for items and markers
+
+// Takes due members of a zset and leases them; for deliveries, counts the
+// attempt in the same step so a late finisher can tell it was overtaken.
+RedisScript claim_script{R"lua(
+local zset, now, lease_until, limit, count_attempt = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local ids = redis.call('ZRANGE', zset, '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)
+local out = {}
+for _, id in ipairs(ids) do
+  redis.call('ZADD', zset, lease_until, id)
+  out[#out + 1] = id
+  if count_attempt == '1' then
+    out[#out + 1] = tostring(redis.call('HINCRBY', 'sf:n:delivery:' .. id, 'attempt', 1))
+  else
+    out[#out + 1] = '0'
+  end
+end
+return out
+)lua"};
+
+void CheckReply(const redisReply* r) {
+  if (ReplyIsError(r)) throw DomainError(ErrorCode::kInternal, "redis: " + ReplyErrorText(r));
+}
+
+template <class Message>
+std::optional<Message> Decode(const redisReply* r) {
+  auto s = ReplyString(r);
+  if (!s) return std::nullopt;
+  Message m;
+  if (!m.ParseFromString(*s)) throw DomainError(ErrorCode::kInternal, "corrupt record in Redis");
+  return m;
+}
+
+std::vector<std::string> Strings(const redisReply* r) {
+  std::vector<std::string> out;
+  if (!r || r->type != REDIS_REPLY_ARRAY) return out;
+  for (size_t i = 0; i < r->elements; ++i)
+    if (auto s = ReplyString(r->element[i])) out.push_back(*s);
+  return out;
+}
+
+}  // namespace
+
+void Store::Record(RedisBatch& b, const v1::Notification& n, const std::vector<v1::Webhook>& hooks,
+                   const std::vector<std::pair<std::string, std::string>>& emails, int64_t now_ms) const {
+  std::string pb = n.SerializeAsString();
+  std::string score = std::to_string(now_ms);
+  b.Write({"SET", keys::Item(n.id()), pb, "EX", kKeepSeconds});
+  b.Write({"XADD", keys::kLog, "MAXLEN", "~", std::to_string(log_max_len_), "*", "n", pb});
+  for (const auto& user : n.users()) {
+    b.Write({"ZADD", keys::Inbox(user), score, n.id()});
+    b.Write({"SADD", keys::Unread(user), n.id()});
+  }
+  auto add_delivery = [&](v1::Delivery::Channel channel, const std::string& target, const std::string& user) {
+    v1::Delivery d;
+    d.set_id(n.id() + "|" + target);
+    d.set_notification_id(n.id());
+    d.set_channel(channel);
+    d.set_target(target);
+    d.set_user(user);
+    d.set_status(v1::Delivery::PENDING);
+    *d.mutable_next_attempt_at() = TimeUtil::MillisecondsToTimestamp(now_ms);
+    b.Write({"HSET", keys::Delivery(d.id()), "status", "PENDING", "attempt", "0", "pb", d.SerializeAsString()});
+    b.Write({"EXPIRE", keys::Delivery(d.id()), kKeepSeconds});
+    b.Write({"ZADD", keys::kDue, score, d.id()});
+    b.Write({"ZADD", keys::DeliveriesOf(target), score, d.id()});
+  };
+  for (const auto& hook : hooks) add_delivery(v1::Delivery::WEBHOOK, hook.id(), "");
+  for (const auto& [user, email] : emails) add_delivery(v1::Delivery::EMAIL, email, user);
+}
+
+std::vector<v1::Webhook> Store::Webhooks() {
+  auto conn = pool_->Acquire();
+  Reply r = conn->Command({"HVALS", keys::kHooks});
+  CheckReply(r.get());
+  std::vector<v1::Webhook> out;
+  for (const auto& s : Strings(r.get())) {
+    v1::Webhook h;
+    if (h.ParseFromString(s)) out.push_back(std::move(h));
+  }
+  return out;
+}
+
+std::optional<v1::Webhook> Store::Webhook(const std::string& id) {
+  auto conn = pool_->Acquire();
+  Reply r = conn->Command({"HGET", keys::kHooks, id});
+  CheckReply(r.get());
+  return Decode<v1::Webhook>(r.get());
+}
+
+std::optional<v1::Notification> Store::Item(const std::string& id) {
+  auto conn = pool_->Acquire();
+  Reply r = conn->Command({"GET", keys::Item(id)});
+  CheckReply(r.get());
+  return Decode<v1::Notification>(r.get());
+}
+
+std::optional<v1::Delivery> Store::Delivery(const std::string& id, int64_t* attempt) {
+  auto conn = pool_->Acquire();
+  Reply r = conn->Command({"HMGET", keys::Delivery(id), "pb", "attempt"});
+  CheckReply(r.get());
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) return std::nullopt;
+  if (attempt) *attempt = ReplyInteger(r->element[1]);
+  return Decode<v1::Delivery>(r->element[0]);
+}
+
+std::optional<v1::Task> Store::Task(const std::string& id) {
+  auto conn = pool_->Acquire();
+  Reply r = conn->Command({"HGET", keys::Task(id), "pb"});
+  CheckReply(r.get());
+  return Decode<v1::Task>(r.get());
+}
+
+std::vector<std::string> Store::RunTasks(const std::string& run_id) {
+  auto conn = pool_->Acquire();
+  Reply r = conn->Command({"SMEMBERS", keys::RunTasks(run_id)});
+  CheckReply(r.get());
+  return Strings(r.get());
+}
+
+namespace {
+std::vector<std::string> RunClaim(RedisPool* pool, const std::vector<std::string>& args) {
+  auto conn = pool->Acquire();
+  Reply r = conn->EvalScript(claim_script, args);
+  CheckReply(r.get());
+  return Strings(r.get());
+}
+}  // namespace
+
+std::vector<Claimed> Store::ClaimDeliveries(int64_t now_ms, int64_t lease_ms, int limit) {
+  auto flat = RunClaim(pool_, {keys::kDue, std::to_string(now_ms), std::to_string(now_ms + lease_ms),
+                               std::to_string(limit), "1"});
+  std::vector<Claimed> out;
+  for (size_t i = 0; i + 1 < flat.size(); i += 2) out.push_back({flat[i], std::stoll(flat[i + 1])});
+  return out;
+}
+
+std::vector<std::string> Store::ClaimTimers(int64_t now_ms, int64_t lease_ms, int limit) {
+  auto flat = RunClaim(pool_, {keys::kTimers, std::to_string(now_ms), std::to_string(now_ms + lease_ms),
+                               std::to_string(limit), "0"});
+  std::vector<std::string> out;
+  for (size_t i = 0; i + 1 < flat.size(); i += 2) out.push_back(flat[i]);
+  return out;
+}
+
+std::vector<v1::Notification> Store::InboxOf(const std::string& user, size_t limit, bool unread_only) {
+  auto conn = pool_->Acquire();
+  Reply r = unread_only ? conn->Command({"SMEMBERS", keys::Unread(user)})
+                        : conn->Command({"ZRANGE", keys::Inbox(user), "0", std::to_string(limit - 1), "REV"});
+  CheckReply(r.get());
+  auto ids = Strings(r.get());
+  std::vector<v1::Notification> out;
+  if (ids.empty()) return out;
+  std::vector<std::vector<std::string>> cmds;
+  for (const auto& id : ids) cmds.push_back({"GET", keys::Item(id)});
+  std::vector<std::string> is_unread{"SMISMEMBER", keys::Unread(user)};
+  is_unread.insert(is_unread.end(), ids.begin(), ids.end());
+  cmds.push_back(is_unread);
+  auto replies = conn->Pipeline(cmds);
+  const redisReply* flags = replies.back().get();
+  for (size_t i = 0; i < ids.size(); ++i) {
+    auto n = Decode<v1::Notification>(replies[i].get());
+    if (!n) continue;
+    n->set_read(!(flags && flags->type == REDIS_REPLY_ARRAY && i < flags->elements && flags->element[i]->integer == 1));
+    out.push_back(std::move(*n));
+  }
+  std::sort(out.begin(), out.end(), [](const v1::Notification& a, const v1::Notification& b) {
+    return TimeUtil::TimestampToMilliseconds(a.time()) > TimeUtil::TimestampToMilliseconds(b.time());
+  });
+  if (out.size() > limit) out.resize(limit);
+  return out;
+}
+
+size_t Store::UnreadCount(const std::string& user) {
+  auto conn = pool_->Acquire();
+  Reply r = conn->Command({"SCARD", keys::Unread(user)});
+  CheckReply(r.get());
+  return static_cast<size_t>(ReplyInteger(r.get()));
+}
+
+size_t Store::MarkRead(const std::string& user, const std::vector<std::string>& ids) {
+  auto conn = pool_->Acquire();
+  Reply r = ids.empty() ? conn->Command({"UNLINK", keys::Unread(user)}) : [&] {
+    std::vector<std::string> cmd{"SREM", keys::Unread(user)};
+    cmd.insert(cmd.end(), ids.begin(), ids.end());
+    return conn->Command(cmd);
+  }();
+  CheckReply(r.get());
+  return static_cast<size_t>(ReplyInteger(r.get()));
+}
+
+std::vector<v1::Delivery> Store::DeliveriesFor(const std::string& target, bool dead_only, size_t limit) {
+  auto conn = pool_->Acquire();
+  Reply r = conn->Command({"ZRANGE", keys::DeliveriesOf(target), "0", std::to_string(limit * 4 - 1), "REV"});
+  CheckReply(r.get());
+  std::vector<v1::Delivery> out;
+  auto ids = Strings(r.get());
+  if (ids.empty()) return out;
+  std::vector<std::vector<std::string>> cmds;
+  for (const auto& id : ids) cmds.push_back({"HGET", keys::Delivery(id), "pb"});
+  for (auto& reply : conn->Pipeline(cmds)) {
+    auto d = Decode<v1::Delivery>(reply.get());
+    if (!d || (dead_only && d->status() != v1::Delivery::DEAD)) continue;
+    out.push_back(std::move(*d));
+    if (out.size() >= limit) break;
+  }
+  return out;
+}
+
+}  // namespace sopflow::notifier

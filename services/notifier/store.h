@@ -1,0 +1,73 @@
+// The notifier's state in Redis. A notification is recorded in one atomic
+// batch with everything it is owed: its line in the log (which Subscribe
+// streams), each recipient's inbox, and one pending delivery per e-mail and
+// webhook. Deliveries and timers are claimed with a lease, so replicas
+// share them and one that dies leaves its work to the others.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "redis.h"
+#include "redis_batch.h"
+#include "sopflow/v1/notifier.pb.h"
+#include "sopflow/v1/run.pb.h"
+
+namespace sopflow::notifier {
+
+namespace keys {
+inline constexpr char kLog[] = "sf:n:log";            // stream: field n -> Notification
+std::string Done(const std::string& id);              // marker: this cause was handled
+std::string Item(const std::string& id);              // Notification by id
+std::string Inbox(const std::string& user);           // zset id by time
+std::string Unread(const std::string& user);          // set of ids
+inline constexpr char kHooks[] = "sf:n:hooks";        // hash id -> Webhook
+std::string Delivery(const std::string& id);          // hash: status, attempt, pb
+inline constexpr char kDue[] = "sf:n:due";            // zset delivery id by next attempt
+std::string DeliveriesOf(const std::string& target);  // zset delivery id by creation
+inline constexpr char kDead[] = "sf:n:dead";          // zset delivery id by death
+std::string Task(const std::string& id);              // hash: status, pb (as last heard)
+std::string RunTasks(const std::string& run);         // set of task ids
+inline constexpr char kTimers[] = "sf:n:timers";      // zset "<task>|reminder" / "<task>|due" by fire time
+}  // namespace keys
+
+struct Claimed {
+  std::string id;
+  int64_t attempt = 0;
+};
+
+class Store {
+ public:
+  Store(RedisPool* pool, size_t log_max_len) : pool_(pool), log_max_len_(log_max_len) {}
+
+  // Adds to `batch` the writes that record `n` with its deliveries.
+  void Record(RedisBatch& batch, const v1::Notification& n, const std::vector<v1::Webhook>& hooks,
+              const std::vector<std::pair<std::string, std::string>>& emails, int64_t now_ms) const;
+  int Commit(const RedisBatch& batch) { return sopflow::Commit(*pool_, batch); }
+
+  std::vector<v1::Webhook> Webhooks();
+  std::optional<v1::Webhook> Webhook(const std::string& id);
+  std::optional<v1::Notification> Item(const std::string& id);
+  std::optional<v1::Delivery> Delivery(const std::string& id, int64_t* attempt = nullptr);
+  std::optional<v1::Task> Task(const std::string& id);
+  std::vector<std::string> RunTasks(const std::string& run_id);
+
+  // Up to `limit` due entries of a lease zset, each pushed `lease_ms` into
+  // the future; deliveries also count the attempt.
+  std::vector<Claimed> ClaimDeliveries(int64_t now_ms, int64_t lease_ms, int limit);
+  std::vector<std::string> ClaimTimers(int64_t now_ms, int64_t lease_ms, int limit);
+
+  std::vector<v1::Notification> InboxOf(const std::string& user, size_t limit, bool unread_only);
+  size_t UnreadCount(const std::string& user);
+  size_t MarkRead(const std::string& user, const std::vector<std::string>& ids);
+  std::vector<v1::Delivery> DeliveriesFor(const std::string& target, bool dead_only, size_t limit);
+
+  RedisPool* pool() { return pool_; }
+
+ private:
+  RedisPool* pool_;
+  size_t log_max_len_;
+};
+
+}  // namespace sopflow::notifier

@@ -1,0 +1,314 @@
+// Notifications reach every channel once: a gRPC stream (with resume), a
+// signed webhook (with retries and a dead-letter list), e-mail through a
+// real SMTP server, and the inbox; reminders and escalations fire once.
+#include <atomic>
+#include <set>
+
+#include "delivery.h"
+#include "nats.h"
+#include "notifier_fixture.h"
+#include "sopflow/v1/event.pb.h"
+
+namespace sopflow::testing {
+namespace {
+
+using grpc::StatusCode;
+
+// A Subscribe stream read on its own thread.
+class Subscription {
+ public:
+  Subscription(v1::Notifier::Stub& stub, const std::string& token, const v1::SubscribeRequest& req)
+      : ctx_(AuthedContext(token, std::chrono::seconds(120))) {
+    reader_ = stub.Subscribe(ctx_.get(), req);
+    thread_ = std::thread([this] {
+      v1::Notification n;
+      while (reader_->Read(&n)) {
+        std::lock_guard lock(mu_);
+        got_.push_back(n);
+      }
+      auto st = reader_->Finish();
+      std::lock_guard lock(mu_);
+      status_ = st;
+      done_ = true;
+    });
+  }
+  ~Subscription() { Cancel(); }
+  void Cancel() {
+    ctx_->TryCancel();
+    if (thread_.joinable()) thread_.join();
+  }
+  std::vector<v1::Notification> got() {
+    std::lock_guard lock(mu_);
+    return got_;
+  }
+  bool WaitForCount(size_t n, int timeout_ms = 20000) {
+    return WaitUntil([&] { return got().size() >= n; }, timeout_ms);
+  }
+  grpc::Status FinalStatus() {
+    WaitUntil([&] {
+      std::lock_guard lock(mu_);
+      return done_;
+    });
+    std::lock_guard lock(mu_);
+    return status_;
+  }
+
+ private:
+  std::unique_ptr<grpc::ClientContext> ctx_;
+  std::unique_ptr<grpc::ClientReader<v1::Notification>> reader_;
+  std::thread thread_;
+  std::mutex mu_;
+  std::vector<v1::Notification> got_;
+  grpc::Status status_;
+  bool done_ = false;
+};
+
+std::vector<v1::Notification> OfRun(const std::vector<v1::Notification>& all, const std::string& run_id) {
+  std::vector<v1::Notification> out;
+  for (const auto& n : all)
+    if (n.run_id() == run_id) out.push_back(n);
+  return out;
+}
+
+class NotifierChannelsTest : public NotifierTest {};
+
+TEST_F(NotifierChannelsTest, ANewTaskReachesTheStreamASignedWebhookTheSmtpSinkAndTheInbox) {
+  v1::Webhook hook = Register(kSekretarisBlg, receiver_->url(), "balangan-satpolpp");
+  ASSERT_EQ(hook.secret().size(), 64u);
+  Subscription stream(notifier(), kSekretarisBlg, {});
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the stream is reading
+  v1::Run run = Start003();
+  v1::Task task = WaitForOpenTask(run.id(), 1);
+
+  ASSERT_TRUE(WaitUntil([&] { return !OfRun(stream.got(), run.id()).empty(); }));
+  auto streamed = OfRun(stream.got(), run.id())[0];
+  EXPECT_EQ(streamed.kind(), v1::Notification::TASK_ASSIGNED);
+  EXPECT_EQ(streamed.task_id(), task.id());
+  EXPECT_FALSE(streamed.cursor().empty());
+  EXPECT_NE(streamed.title().find("Tugas baru: langkah 1"), std::string::npos);
+
+  ASSERT_TRUE(WaitUntil([&] {
+    for (const auto& r : receiver_->received())
+      if (r.body.find(task.id()) != std::string::npos) return true;
+    return false;
+  }));
+  for (const auto& r : receiver_->received()) {
+    if (r.body.find(task.id()) == std::string::npos) continue;
+    EXPECT_EQ(r.signature, "sha256=" + notifier::HmacSha256Hex(hook.secret(), r.body)) << "signature must verify";
+    EXPECT_NE(r.body.find("\"type\":\"sopflow.v1.notification.task_assigned\""), std::string::npos);
+    EXPECT_EQ(r.delivery, streamed.id() + "|" + hook.id());
+  }
+
+  ASSERT_TRUE(WaitUntil([&] {
+    for (const auto& m : smtp_->Messages())
+      if (m.find(task.id()) != std::string::npos) return true;
+    return false;
+  }));
+  for (const auto& m : smtp_->Messages()) {
+    if (m.find(task.id()) == std::string::npos) continue;
+    EXPECT_NE(m.find("To: sekretaris@satpolpp.balangan.example.go.id"), std::string::npos) << m;
+    EXPECT_NE(m.find("Subject: =?UTF-8?B?"), std::string::npos);
+    EXPECT_NE(m.find("Yth. Sekretaris Satpol PP,"), std::string::npos) << m;
+    EXPECT_NE(m.find("Memerintahkan untuk Mengumpulkan data laporan kinerja triwulan"), std::string::npos);
+  }
+
+  auto inbox = InboxOf(kSekretarisBlg, v1::Notification::TASK_ASSIGNED, task.id());
+  ASSERT_EQ(inbox.size(), 1u);
+  EXPECT_FALSE(inbox[0].read());
+  v1::CountUnreadResponse unread;
+  ASSERT_TRUE(notifier().CountUnread(AuthedContext(kSekretarisBlg).get(), {}, &unread).ok());
+  EXPECT_GE(unread.unread(), 1u);
+  v1::MarkReadRequest mark;
+  mark.add_ids(inbox[0].id());
+  v1::MarkReadResponse marked;
+  ASSERT_TRUE(notifier().MarkRead(AuthedContext(kSekretarisBlg).get(), mark, &marked).ok());
+  EXPECT_EQ(marked.marked(), 1u);
+  EXPECT_TRUE(InboxOf(kSekretarisBlg, v1::Notification::TASK_ASSIGNED, task.id())[0].read());
+}
+
+TEST_F(NotifierChannelsTest, ASubscriberResumesFromItsCursorWithNothingMissedOrTwice) {
+  v1::SubscribeRequest by_unit;
+  by_unit.set_unit("balangan-satpolpp");
+  auto first = std::make_unique<Subscription>(notifier(), kSekretarisBlg, by_unit);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  v1::Run run = Start003();
+  ASSERT_TRUE(WaitUntil([&] { return !OfRun(first->got(), run.id()).empty(); }));
+  std::string cursor = OfRun(first->got(), run.id())[0].cursor();
+  std::string first_id = OfRun(first->got(), run.id())[0].id();
+  first->Cancel();  // the subscriber goes away...
+
+  AdvanceTo(run.id(), 5);  // ...while steps 1-4 are done and tasks 2-5 are created
+
+  v1::SubscribeRequest resume = by_unit;
+  resume.set_cursor(cursor);
+  Subscription second(notifier(), kSekretarisBlg, resume);
+  ASSERT_TRUE(WaitUntil([&] { return OfRun(second.got(), run.id()).size() >= 4; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // nothing more may come
+  auto missed = OfRun(second.got(), run.id());
+  std::vector<uint32_t> steps;
+  std::set<std::string> ids;
+  for (const auto& n : missed) {
+    EXPECT_EQ(n.kind(), v1::Notification::TASK_ASSIGNED);
+    EXPECT_NE(n.id(), first_id);
+    EXPECT_TRUE(ids.insert(n.id()).second) << "twice: " << n.id();
+    steps.push_back(n.step());
+  }
+  EXPECT_EQ(steps, (std::vector<uint32_t>{2, 3, 4, 5}));
+
+  v1::SubscribeRequest bad = by_unit;
+  bad.set_cursor("not-a-cursor");
+  Subscription rejected(notifier(), kSekretarisBlg, bad);
+  EXPECT_EQ(rejected.FinalStatus().error_code(), StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(NotifierChannelsTest, AWebhookThatFailsTwiceThenSucceedsIsDeliveredOnce) {
+  receiver_->FailFirst(2);
+  v1::Webhook hook = Register(kSekretarisBlg, receiver_->url(), "balangan-satpolpp");
+  size_t before = receiver_->received().size();
+  v1::Run run = Start003();
+  v1::Task task = WaitForOpenTask(run.id(), 1);
+  auto mine = [&] {
+    std::vector<WebhookReceiver::Received> out;
+    for (const auto& r : receiver_->received())
+      if (r.body.find(task.id()) != std::string::npos) out.push_back(r);
+    return out;
+  };
+  ASSERT_TRUE(WaitUntil([&] { return mine().size() >= 3; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // no fourth attempt may follow
+  auto got = mine();
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[0].delivery, got[2].delivery);
+  EXPECT_GE(receiver_->received().size(), before + 3);
+
+  v1::ListDeliveriesRequest req;
+  req.set_webhook_id(hook.id());
+  v1::ListDeliveriesResponse log;
+  ASSERT_TRUE(WaitUntil([&] {
+    log.Clear();
+    notifier().ListDeliveries(AuthedContext(kSekretarisBlg).get(), req, &log);
+    return log.deliveries_size() == 1 && log.deliveries(0).status() == v1::Delivery::DELIVERED;
+  }));
+  const auto& d = log.deliveries(0);
+  ASSERT_EQ(d.attempts_size(), 3);
+  EXPECT_EQ(d.attempts(0).status_code(), 500);
+  EXPECT_EQ(d.attempts(1).status_code(), 500);
+  EXPECT_EQ(d.attempts(2).status_code(), 200);
+}
+
+TEST_F(NotifierChannelsTest, AWebhookThatAlwaysFailsEndsInTheDeadLetterList) {
+  receiver_->FailAlways(true);
+  v1::Webhook hook = Register(kSekretarisBlg, receiver_->url(), "balangan-satpolpp");
+  v1::Run run = Start003();
+  v1::Task task = WaitForOpenTask(run.id(), 1);
+  v1::ListDeliveriesRequest req;
+  req.set_webhook_id(hook.id());
+  req.set_dead_only(true);
+  v1::ListDeliveriesResponse dead;
+  ASSERT_TRUE(WaitUntil([&] {
+    dead.Clear();
+    notifier().ListDeliveries(AuthedContext(kSekretarisBlg).get(), req, &dead);
+    return dead.deliveries_size() == 1;
+  }));
+  EXPECT_EQ(dead.deliveries(0).status(), v1::Delivery::DEAD);
+  EXPECT_EQ(dead.deliveries(0).attempts_size(), 4);  // max_attempts in the fixture
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  int posts = 0;
+  for (const auto& r : receiver_->received()) posts += r.body.find(task.id()) != std::string::npos;
+  EXPECT_EQ(posts, 4);
+}
+
+TEST_F(NotifierChannelsTest, TestWebhookSendsNowAndLogsTheAttempt) {
+  v1::Webhook hook = Register(kSekretarisBlg, receiver_->url(), "balangan-satpolpp");
+  v1::TestWebhookRequest req;
+  req.set_id(hook.id());
+  v1::Delivery d;
+  ASSERT_TRUE(notifier().TestWebhook(AuthedContext(kSekretarisBlg).get(), req, &d).ok());
+  EXPECT_EQ(d.status(), v1::Delivery::DELIVERED);
+  ASSERT_EQ(d.attempts_size(), 1);
+  EXPECT_EQ(d.attempts(0).status_code(), 200);
+  bool seen = false;
+  for (const auto& r : receiver_->received()) seen |= r.body.find("sopflow.v1.notification.test") != std::string::npos;
+  EXPECT_TRUE(seen);
+}
+
+TEST_F(NotifierChannelsTest, CallersSeeAndManageOnlyWhatIsTheirs) {
+  v1::SubscribeRequest other_unit;
+  other_unit.set_unit("kalbar-biro-organisasi");
+  Subscription denied(notifier(), kSekretarisBlg, other_unit);
+  EXPECT_EQ(denied.FinalStatus().error_code(), StatusCode::PERMISSION_DENIED);
+  v1::SubscribeRequest other_role;
+  other_role.set_role("kabid");
+  Subscription denied_role(notifier(), kSekretarisBlg, other_role);
+  EXPECT_EQ(denied_role.FinalStatus().error_code(), StatusCode::PERMISSION_DENIED);
+  Subscription anonymous(notifier(), "", {});
+  EXPECT_EQ(anonymous.FinalStatus().error_code(), StatusCode::UNAUTHENTICATED);
+
+  v1::RegisterWebhookRequest req;
+  req.set_url(receiver_->url());
+  req.set_unit("kalbar-biro-organisasi");
+  v1::Webhook hook;
+  EXPECT_EQ(notifier().RegisterWebhook(AuthedContext(kSekretarisBlg).get(), req, &hook).error_code(),
+            StatusCode::PERMISSION_DENIED);
+  req.set_unit("balangan-satpolpp");
+  req.set_url("ftp://example/x");
+  auto st = notifier().RegisterWebhook(AuthedContext(kSekretarisBlg).get(), req, &hook);
+  EXPECT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(st.error_message().rfind("url:", 0), 0u) << st.error_message();
+  v1::RemoveWebhookRequest remove;
+  remove.set_id("wh-nope");
+  v1::RemoveWebhookResponse removed;
+  EXPECT_EQ(notifier().RemoveWebhook(AuthedContext(kSekretarisBlg).get(), remove, &removed).error_code(),
+            StatusCode::NOT_FOUND);
+  v1::Webhook theirs = Register(kKaro, receiver_->url(), "kalbar-biro-organisasi");
+  remove.set_id(theirs.id());
+  EXPECT_EQ(notifier().RemoveWebhook(AuthedContext(kSekretarisBlg).get(), remove, &removed).error_code(),
+            StatusCode::PERMISSION_DENIED);
+  v1::ListWebhooksResponse listed;
+  ASSERT_TRUE(notifier().ListWebhooks(AuthedContext(kSekretarisBlg).get(), {}, &listed).ok());
+  for (const auto& h : listed.webhooks()) {
+    EXPECT_EQ(h.unit(), "balangan-satpolpp");
+    EXPECT_TRUE(h.secret().empty());
+  }
+}
+
+TEST_F(NotifierChannelsTest, RunsEndingAndLateUnitsAreAnnounced) {
+  v1::Run run = Start003();
+  demo::DriveRun(stub(), AllActors(), run.id(), kAdmin, {});
+  ASSERT_TRUE(WaitUntil([&] {
+    for (const auto& n : InboxOf(kSekretarisBlg, v1::Notification::RUN_COMPLETED, ""))
+      if (n.run_id() == run.id()) return true;
+    return false;
+  }));
+
+  v1::Run cancelled = Start001();
+  WaitForOpenTask(cancelled.id(), 1);
+  v1::CancelRunRequest cancel;
+  cancel.set_run_id(cancelled.id());
+  cancel.set_reason("periode salah");
+  v1::Run out;
+  ASSERT_TRUE(stub().CancelRun(AuthedContext(kKaro).get(), cancel, &out).ok());
+  ASSERT_TRUE(WaitUntil([&] {
+    for (const auto& n : InboxOf(kKaro, v1::Notification::RUN_CANCELLED, ""))
+      if (n.run_id() == cancelled.id() && n.reason() == "periode salah") return true;
+    return false;
+  }));
+
+  // The aggregator's event: Bagian Kelembagaan missed its submission.
+  NatsClient nats(NatsOptions{backends_->nats->url(), "late-test", false});
+  v1::Event late;
+  late.set_id("late-" + cancelled.id());
+  late.set_type("sopflow.v1.aggregator.submissions_late");
+  late.set_run_id(cancelled.id());
+  late.set_unit("kalbar-biro-organisasi");
+  late.set_sop_id(kSop001);
+  late.set_period("2026-Q3");
+  late.mutable_submissions_late()->set_step(2);
+  late.mutable_submissions_late()->set_role("bagian");
+  late.mutable_submissions_late()->add_units("bagian-kelembagaan");
+  ASSERT_TRUE(nats.PublishAll({{late.type(), late.id(), late.SerializeAsString(), {}}}).empty());
+  ASSERT_TRUE(WaitUntil([&] { return !InboxOf(kBagianKl, v1::Notification::SUBMISSION_LATE, "").empty(); }));
+  EXPECT_TRUE(InboxOf(kBagianTl, v1::Notification::SUBMISSION_LATE, "").empty());
+}
+
+}  // namespace
+}  // namespace sopflow::testing

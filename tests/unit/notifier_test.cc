@@ -1,0 +1,146 @@
+#include <google/protobuf/util/time_util.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "compose.h"
+#include "delivery.h"
+
+namespace sopflow::notifier {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+TimePoint At(const char* text) {
+  TimePoint t;
+  EXPECT_TRUE(ParseRfc3339(text, &t)) << text;
+  return t;
+}
+
+std::shared_ptr<const UserDirectory> Users() {
+  return UserDirectory::LoadFile(std::string(SOPFLOW_SOURCE_DIR) + "/deploy/local/tokens.yaml");
+}
+
+std::shared_ptr<const Composer> MakeComposer() {
+  return std::make_shared<Composer>(
+      Users(), Templates::Load(std::string(SOPFLOW_SOURCE_DIR) + "/deploy/notifier/templates"),
+      WorkCalendar::LoadFile(std::string(SOPFLOW_SOURCE_DIR) + "/deploy/calendar/calendar.yaml"));
+}
+
+v1::Task StaffTask() {
+  v1::Task t;
+  t.set_id("R1.4");
+  t.set_run_id("R1");
+  t.set_sop_id("balangan-satpolpp-data-kinerja");
+  t.set_sop_nama("Pengumpulan Data Kinerja");
+  t.set_step(4);
+  t.set_pelaksana("staf_evaluasi");
+  t.set_unit("balangan-satpolpp");
+  t.set_period("2026-Q3");
+  t.set_aktivitas("Menyusun laporan kinerja triwulan");
+  t.add_kelengkapan("Perjanjian Kinerja");
+  t.set_output_name("Draft Laporan Kinerja");
+  t.mutable_waktu()->set_text("30 menit");
+  t.set_supervisor("sekretaris");
+  t.set_status(v1::Task::OPEN);
+  *t.mutable_created_at() = TimeUtil::MillisecondsToTimestamp(UnixMillis(At("2026-08-14T09:00:00+08:00")));
+  *t.mutable_due_at() = TimeUtil::MillisecondsToTimestamp(UnixMillis(At("2026-08-14T09:30:00+08:00")));
+  return t;
+}
+
+TEST(Delivery, HmacMatchesRfc4231) {
+  EXPECT_EQ(HmacSha256Hex("Jefe", "what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+}
+
+TEST(Delivery, BackoffGrowsWithJitterAndIsCapped) {
+  EXPECT_EQ(BackoffMs(1, 1000, 300000, 0.0), 500);
+  EXPECT_EQ(BackoffMs(1, 1000, 300000, 0.999999), 999);
+  EXPECT_EQ(BackoffMs(4, 1000, 300000, 0.0), 4000);
+  EXPECT_GE(BackoffMs(4, 1000, 300000, 0.5), 4000);
+  EXPECT_LT(BackoffMs(4, 1000, 300000, 0.5), 8000);
+  EXPECT_EQ(BackoffMs(40, 1000, 300000, 0.0), 150000);
+  EXPECT_LE(BackoffMs(40, 1000, 300000, 0.999), 300000);
+}
+
+TEST(Compose, AudienceIsTheRoleInTheUnitOrTheMember) {
+  auto users = Users();
+  auto staff = Audience(*users, "staf_evaluasi", "balangan-satpolpp", "");
+  ASSERT_EQ(staff.size(), 1u);
+  EXPECT_EQ(staff[0].id, "staf-blg");
+  EXPECT_TRUE(Audience(*users, "kasubbag_tu", "balangan-satpolpp", "").empty());
+  auto bagian = Audience(*users, "bagian", "kalbar-biro-organisasi", "bagian-kelembagaan");
+  ASSERT_EQ(bagian.size(), 1u);
+  EXPECT_EQ(bagian[0].id, "bagian-kl");
+  auto fungsional = Audience(*users, "fungsional", "gowa-perencanaan", "fungsional-2");
+  ASSERT_EQ(fungsional.size(), 1u);
+  EXPECT_EQ(fungsional[0].id, "fungsional-2");
+}
+
+TEST(Compose, TimersAtTheShareOfTheTimeAndFaster) {
+  auto timers = TimersFor(StaffTask(), 0.8, 1);
+  ASSERT_TRUE(timers.has_due);
+  EXPECT_EQ(timers.reminder, At("2026-08-14T09:24:00+08:00"));
+  EXPECT_EQ(timers.due, At("2026-08-14T09:30:00+08:00"));
+  auto fast = TimersFor(StaffTask(), 0.8, 60);  // 30 minutes become 30 seconds
+  EXPECT_EQ(fast.due, At("2026-08-14T09:00:30+08:00"));
+  EXPECT_EQ(fast.reminder, At("2026-08-14T09:00:24+08:00"));
+}
+
+TEST(Compose, DatesInTheUnitsZoneAndLanguage) {
+  UnitCalendar wita;
+  wita.zone = "WITA";
+  wita.utc_offset_minutes = 480;
+  EXPECT_EQ(FormatLocal(At("2026-08-17T08:00:00Z"), wita, "id"), "Senin, 17 Agustus 2026 16:00 WITA");
+  EXPECT_EQ(FormatLocal(At("2026-08-17T08:00:00Z"), wita, "en"), "Monday 17 August 2026 16:00 WITA");
+}
+
+TEST(Compose, TaskNotificationsAddressTheRightPeopleInBothLanguages) {
+  auto composer = MakeComposer();
+  auto task = StaffTask();
+  auto assigned = composer->ForTask(v1::Notification::TASK_ASSIGNED, task, "R1.4/created", At("2026-08-14T09:00:00+08:00"));
+  EXPECT_EQ(assigned.id(), "R1.4/created/TASK_ASSIGNED");
+  ASSERT_EQ(assigned.users_size(), 1);
+  EXPECT_EQ(assigned.users(0), "staf-blg");
+  EXPECT_NE(assigned.title().find("Tugas baru: langkah 4 Pengumpulan Data Kinerja (2026-Q3)"), std::string::npos)
+      << assigned.title();
+  EXPECT_NE(assigned.body().find("Tenggat (mutu baku 30 menit): Jumat, 14 Agustus 2026 09:30 WITA"), std::string::npos)
+      << assigned.body();
+  EXPECT_NE(assigned.body_en().find("Due (time standard 30 menit): Friday 14 August 2026 09:30 WITA"), std::string::npos)
+      << assigned.body_en();
+  EXPECT_EQ(assigned.body().find("{{"), std::string::npos);
+  EXPECT_EQ(assigned.body_en().find("{{"), std::string::npos);
+
+  auto escalated = composer->ForTask(v1::Notification::TASK_ESCALATED, task, "R1.4|due", At("2026-08-14T09:30:00+08:00"),
+                                     task.supervisor());
+  EXPECT_EQ(escalated.role(), "sekretaris");
+  ASSERT_EQ(escalated.users_size(), 1);
+  EXPECT_EQ(escalated.users(0), "sekretaris-blg");
+  EXPECT_NE(escalated.title().find("Eskalasi"), std::string::npos);
+
+  task.set_status(v1::Task::CLAIMED);
+  task.set_assignee("staf-blg");
+  auto reminder = composer->ForTask(v1::Notification::TASK_REMINDER, task, "R1.4|reminder", At("2026-08-14T09:24:00+08:00"));
+  ASSERT_EQ(reminder.users_size(), 1);
+  EXPECT_EQ(reminder.users(0), "staf-blg");
+
+  auto staf = Users()->FindById("staf-blg");
+  auto mail = composer->RenderFor(assigned, *staf);  // staf-blg reads English
+  EXPECT_EQ(mail.subject.rfind("[sopflow] New task: step 4", 0), 0u) << mail.subject;
+  EXPECT_EQ(mail.body.rfind("Dear Staf Penyusun Evaluasi Kinerja,", 0), 0u) << mail.body;
+}
+
+TEST(Compose, WebhookBodyIsACloudEvent) {
+  auto composer = MakeComposer();
+  auto n = composer->ForTask(v1::Notification::TASK_ASSIGNED, StaffTask(), "R1.4/created", At("2026-08-14T09:00:00+08:00"));
+  auto json = nlohmann::json::parse(CloudEventJson(n));
+  EXPECT_EQ(json["specversion"], "1.0");
+  EXPECT_EQ(json["id"], "R1.4/created/TASK_ASSIGNED");
+  EXPECT_EQ(json["type"], "sopflow.v1.notification.task_assigned");
+  EXPECT_EQ(json["subject"], "R1.4");
+  EXPECT_EQ(json["time"], "2026-08-14T01:00:00.000Z");
+  EXPECT_EQ(json["data"]["task_id"], "R1.4");
+  EXPECT_EQ(json["data"]["users"][0], "staf-blg");
+}
+
+}  // namespace
+}  // namespace sopflow::notifier
