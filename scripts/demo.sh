@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The local demo: starts redis-server, nats-server -js, the router and the
-# e-SAKIP worker (data under var/demo), deploys the seed SOPs with sopctl,
-# runs all three end to end with scripted actors, prints the timelines, and
-# stops everything it started.
+# The local demo: starts redis-server, nats-server -js, an SMTP sink, the
+# router, the notifier (SOP time 60x faster, so reminders and escalations
+# show within seconds) and the e-SAKIP worker (data under var/demo), deploys
+# the seed SOPs with sopctl, runs all three end to end with scripted actors
+# while `sopctl watch` prints every notification as it happens, prints the
+# timelines, and stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build}
@@ -10,6 +12,7 @@ BIN_ROUTER=$BUILD/services/router/sopflow-router
 BIN_SOPCTL=$BUILD/tools/sopctl/sopctl
 BIN_DEMO=$BUILD/tools/demo/sopflow-demo
 BIN_WORKER=$BUILD/examples/esakip_worker/sopflow-esakip-worker
+BIN_NOTIFIER=$BUILD/services/notifier/sopflow-notifier
 VAR=${SOPFLOW_DEMO_VAR:-var/demo}
 rm -rf "$VAR" && mkdir -p "$VAR/redis" "$VAR/nats" "$VAR/logs"
 
@@ -38,20 +41,30 @@ wait_port() {
 }
 
 REDIS_PORT=$(pick_port); NATS_PORT=$(pick_port); ROUTER_PORT=$(pick_port)
+NOTIFIER_PORT=$(pick_port); SMTP_PORT=$(pick_port)
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$VAR/redis" --save "" \
   --appendonly yes --appendfsync everysec > "$VAR/logs/redis.log" 2>&1 &
 pids+=($!)
 nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$VAR/nats" > "$VAR/logs/nats.log" 2>&1 &
 pids+=($!)
-wait_port "$REDIS_PORT"; wait_port "$NATS_PORT"
-echo "redis-server on $REDIS_PORT, nats-server -js on $NATS_PORT (data in $VAR)"
+/usr/bin/python3 -m aiosmtpd -n -l "127.0.0.1:$SMTP_PORT" -c aiosmtpd.handlers.Mailbox "$VAR/mail" \
+  > "$VAR/logs/smtp.log" 2>&1 &
+pids+=($!)
+wait_port "$REDIS_PORT"; wait_port "$NATS_PORT"; wait_port "$SMTP_PORT"
+echo "redis-server on $REDIS_PORT, nats-server -js on $NATS_PORT, SMTP sink on $SMTP_PORT (data in $VAR)"
 
 export SOPFLOW_ROUTER=127.0.0.1:$ROUTER_PORT
 "$BIN_ROUTER" --listen "$SOPFLOW_ROUTER" --redis "127.0.0.1:$REDIS_PORT" --nats "nats://127.0.0.1:$NATS_PORT" \
   --tokens deploy/local/tokens.yaml --calendar deploy/calendar/calendar.yaml > "$VAR/logs/router.log" 2>&1 &
 pids+=($!)
-wait_port "$ROUTER_PORT"
-echo "router on $SOPFLOW_ROUTER"
+export SOPFLOW_NOTIFIER=127.0.0.1:$NOTIFIER_PORT
+"$BIN_NOTIFIER" --listen "$SOPFLOW_NOTIFIER" --redis "127.0.0.1:$REDIS_PORT" --nats "nats://127.0.0.1:$NATS_PORT" \
+  --tokens deploy/local/tokens.yaml --calendar deploy/calendar/calendar.yaml \
+  --templates deploy/notifier/templates --smtp-url "smtp://127.0.0.1:$SMTP_PORT" \
+  --time-factor 60 > "$VAR/logs/notifier.log" 2>&1 &
+pids+=($!)
+wait_port "$ROUTER_PORT"; wait_port "$NOTIFIER_PORT"
+echo "router on $SOPFLOW_ROUTER, notifier on $SOPFLOW_NOTIFIER (SOP time x60)"
 "$BIN_WORKER" --token demo-esakip-worker > "$VAR/logs/esakip-worker.log" 2>&1 &
 pids+=($!)
 
@@ -59,11 +72,24 @@ echo; echo "== deploying the seed SOPs (sopctl, as admin)"
 "$BIN_SOPCTL" --token demo-admin deploy definitions/*.yaml
 "$BIN_SOPCTL" --token demo-admin defs
 
-echo; echo "== running all three seed SOPs with scripted actors"
-"$BIN_DEMO" --tokens deploy/local/tokens.yaml
-status=$?
+echo; echo "== running all three seed SOPs with scripted actors; notifications as they happen"
+"$BIN_SOPCTL" --token demo-admin watch --unit '*' &
+watch_pid=$!
+pids+=($watch_pid)
+sleep 0.3
+# Seed 003's staff take 3 s over step 3 ("2 menit" = 2 s at x60): its
+# reminder, overdue notice and escalation to the Sekretaris fire.
+status=0
+"$BIN_DEMO" --tokens deploy/local/tokens.yaml --slow-ms 3000 || status=$?
+sleep 0.5
+kill "$watch_pid" 2>/dev/null || true
 
-echo "== the e-SAKIP worker's log"
+echo; echo "== e-mails the notifier sent (SMTP sink, $VAR/mail)"
+mails=$(ls "$VAR/mail/new" 2>/dev/null | wc -l)
+echo "$mails message(s); the first:"
+first=$(ls "$VAR/mail/new" 2>/dev/null | head -1)
+[ -n "$first" ] && sed -n '/^To:/p;/^Subject:/p' "$VAR/mail/new/$first" && sed -n '/^$/,$p' "$VAR/mail/new/$first" | head -12
+echo; echo "== the e-SAKIP worker's log"
 cat "$VAR/logs/esakip-worker.log"
 echo; echo "== runs (sopctl runs)"
 "$BIN_SOPCTL" --token demo-admin runs

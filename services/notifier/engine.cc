@@ -330,6 +330,10 @@ std::function<bool(const v1::Notification&)> Engine::SubscriptionFilter(const Us
     std::string me = user.id;
     return [me](const v1::Notification& n) { return std::find(n.users().begin(), n.users().end(), me) != n.users().end(); };
   }
+  if (req.unit() == "*") {  // everything: operators and demos
+    if (!user.admin) ThrowDenied("only an admin subscribes to every unit");
+    return [](const v1::Notification&) { return true; };
+  }
   std::string unit = req.unit().empty() ? user.unit : req.unit();
   if (!user.admin && unit != user.unit) ThrowDenied("you may subscribe only to your own unit '" + user.unit + "'");
   if (req.role().empty())

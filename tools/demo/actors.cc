@@ -50,6 +50,7 @@ v1::GetRunResponse DriveRun(v1::Router::Stub& stub, const std::vector<Actor>& ac
                             const std::string& observer_token, const DriveOptions& options) {
   std::map<uint32_t, int> review_visits;  // step -> review tasks handled
   std::set<std::string> handled;
+  std::map<std::string, std::chrono::steady_clock::time_point> first_seen;
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options.timeout_ms);
   v1::GetRunResponse run;
   while (std::chrono::steady_clock::now() < deadline) {
@@ -59,6 +60,10 @@ v1::GetRunResponse DriveRun(v1::Router::Stub& stub, const std::vector<Actor>& ac
       if (!stub.ListInbox(AuthedContext(actor.token).get(), lreq, &inbox).ok()) continue;
       for (const auto& task : inbox.tasks()) {
         if (task.run_id() != run_id || handled.count(task.id())) continue;
+        if (auto slow = options.slow_steps.find(task.step()); slow != options.slow_steps.end()) {
+          auto seen = first_seen.emplace(task.id(), std::chrono::steady_clock::now()).first->second;
+          if (std::chrono::steady_clock::now() - seen < std::chrono::milliseconds(slow->second)) continue;
+        }
         v1::Task result;
         grpc::Status st;
         if (task.kind() == v1::Step::REVIEW && options.revise_each_review_once && review_visits[task.step()]++ == 0) {

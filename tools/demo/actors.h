@@ -25,6 +25,9 @@ struct DriveOptions {
   // later visits pass ("sesuai"). False: every review passes at once.
   bool revise_each_review_once = true;
   std::function<void(const std::string&)> log;  // one line per action
+  // Steps whose actor takes this long (ms) before completing: lets the
+  // demo show reminders and escalations.
+  std::map<uint32_t, int> slow_steps;
 };
 
 // Works the run until it leaves ACTIVE or timeout_ms passes; returns the

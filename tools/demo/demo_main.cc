@@ -71,10 +71,12 @@ std::vector<Plan> Plans() {
 int main(int argc, char** argv) {
   std::string router = "127.0.0.1:7301", tokens_file = "deploy/local/tokens.yaml";
   int timeout_s = 120;
+  int slow_ms = 0;
   CLI::App app{"sopflow demo: the three seed SOPs, end to end"};
   app.add_option("--router", router)->envname("SOPFLOW_ROUTER")->capture_default_str();
   app.add_option("--tokens", tokens_file, "demo users (plain tokens)")->capture_default_str();
   app.add_option("--timeout", timeout_s, "seconds per run")->capture_default_str();
+  app.add_option("--slow-ms", slow_ms, "seed 003's staff take this long on step 3 (to show reminders)");
   CLI11_PARSE(app, argc, argv);
 
   std::vector<demo::Actor> actors;
@@ -106,6 +108,7 @@ int main(int argc, char** argv) {
       options.poll_ms = 20;
       std::string tag = "[" + started[i].first.label.substr(0, 3) + "]";
       options.log = [tag](const std::string& line) { Say(tag + line); };
+      if (slow_ms > 0 && started[i].second.sop_id() == "balangan-satpolpp-data-kinerja") options.slow_steps[3] = slow_ms;
       results[i] = demo::DriveRun(*own, actors, started[i].second.id(), "demo-admin", options);
     });
   for (auto& t : players) t.join();

@@ -16,6 +16,7 @@
 #include "actors.h"
 #include "clock.h"
 #include "grpc_client.h"
+#include "sopflow/v1/notifier.grpc.pb.h"
 #include "sopflow/v1/router.grpc.pb.h"
 
 namespace {
@@ -25,6 +26,7 @@ using google::protobuf::util::TimeUtil;
 
 struct Globals {
   std::string router = "127.0.0.1:7301";
+  std::string notifier = "127.0.0.1:7302";
   std::string token;
   std::string ca_file;
   bool json = false;
@@ -120,6 +122,7 @@ int main(int argc, char** argv) {
   CLI::App app{"sopctl: run SOPs on sopflow"};
   app.require_subcommand(1);
   app.add_option("--router", g.router, "router address")->envname("SOPFLOW_ROUTER")->capture_default_str();
+  app.add_option("--notifier", g.notifier, "notifier address")->envname("SOPFLOW_NOTIFIER")->capture_default_str();
   app.add_option("--token", g.token, "bearer token")->envname("SOPFLOW_TOKEN");
   app.add_option("--ca", g.ca_file, "CA certificate for TLS")->envname("SOPFLOW_CA");
   app.add_flag("--json", g.json, "print JSON");
@@ -163,10 +166,28 @@ int main(int argc, char** argv) {
   auto* cancel = app.add_subcommand("cancel", "cancel a run");
   cancel->add_option("run", id)->required();
   cancel->add_option("--reason", reason);
+  std::string role, cursor, url, webhook;
+  bool from_start = false, unread = false, dead = false;
+  auto* watch = app.add_subcommand("watch", "print notifications as they come (Ctrl-C to stop)");
+  watch->add_option("--role", role, "a role you hold, in your unit");
+  watch->add_option("--unit", unit, "your unit (admins: any, or '*')");
+  watch->add_option("--cursor", cursor, "resume after this cursor");
+  watch->add_flag("--from-start", from_start, "from the oldest kept");
+  auto* notes = app.add_subcommand("notifications", "your notification inbox");
+  notes->add_flag("--unread", unread, "only unread");
+  auto* hook_add = app.add_subcommand("webhook-add", "register a webhook for a unit");
+  hook_add->add_option("url", url)->required();
+  hook_add->add_option("--unit", unit);
+  hook_add->add_option("--role", role);
+  app.add_subcommand("webhooks", "list webhooks");
+  auto* deliveries = app.add_subcommand("deliveries", "a webhook's (or your e-mail's) delivery log");
+  deliveries->add_option("--webhook", webhook);
+  deliveries->add_flag("--dead", dead, "only the dead-letter list");
   CLI11_PARSE(app, argc, argv);
 
   try {
     auto stub = v1::Router::NewStub(OpenChannel(g.router, g.ca_file));
+    auto notifier = v1::Notifier::NewStub(OpenChannel(g.notifier, g.ca_file));
     auto ctx = [&] { return AuthedContext(g.token); };
     if (deploy->parsed()) {
       for (const auto& f : files) {
@@ -278,6 +299,63 @@ int main(int argc, char** argv) {
       v1::Task resp;
       Check(stub->ReturnTask(ctx().get(), req, &resp));
       std::printf("%s returned for revision (%s)\n", resp.id().c_str(), resp.outcome().c_str());
+    } else if (watch->parsed()) {
+      v1::SubscribeRequest req;
+      req.set_role(role);
+      req.set_unit(unit);
+      req.set_cursor(cursor);
+      req.set_from_start(from_start);
+      auto context = AuthedContext(g.token, std::chrono::hours(24 * 365));
+      auto reader = notifier->Subscribe(context.get(), req);
+      v1::Notification n;
+      while (reader->Read(&n)) {
+        std::string to;
+        for (const auto& u : n.users()) to += (to.empty() ? "" : ",") + u;
+        std::printf("[notify %s] %-15s -> %-28s %s\n", When(n.time()).substr(11, 5).c_str(),
+                    v1::Notification::Kind_Name(n.kind()).c_str(), to.c_str(), n.title().c_str());
+        std::fflush(stdout);
+      }
+      Check(reader->Finish());
+    } else if (notes->parsed()) {
+      v1::ListNotificationsRequest req;
+      req.set_unread_only(unread);
+      v1::ListNotificationsResponse resp;
+      Check(notifier->ListNotifications(ctx().get(), req, &resp));
+      if (g.json) PrintJson(resp);
+      else
+        for (const auto& n : resp.notifications())
+          std::printf("%s %s %-15s %s\n", n.read() ? " " : "*", When(n.time()).c_str(),
+                      v1::Notification::Kind_Name(n.kind()).c_str(), n.title().c_str());
+    } else if (hook_add->parsed()) {
+      v1::RegisterWebhookRequest req;
+      req.set_url(url);
+      req.set_unit(unit);
+      req.set_role(role);
+      v1::Webhook resp;
+      Check(notifier->RegisterWebhook(ctx().get(), req, &resp));
+      std::printf("%s for unit %s; signing secret (shown once): %s\n", resp.id().c_str(), resp.unit().c_str(),
+                  resp.secret().c_str());
+    } else if (app.got_subcommand("webhooks")) {
+      v1::ListWebhooksResponse resp;
+      Check(notifier->ListWebhooks(ctx().get(), {}, &resp));
+      if (g.json) PrintJson(resp);
+      else
+        for (const auto& h : resp.webhooks())
+          std::printf("%-20s %-26s %-20s %s\n", h.id().c_str(), h.unit().c_str(), h.role().c_str(), h.url().c_str());
+    } else if (deliveries->parsed()) {
+      v1::ListDeliveriesRequest req;
+      req.set_webhook_id(webhook);
+      req.set_dead_only(dead);
+      v1::ListDeliveriesResponse resp;
+      Check(notifier->ListDeliveries(ctx().get(), req, &resp));
+      if (g.json) PrintJson(resp);
+      else
+        for (const auto& d : resp.deliveries()) {
+          std::string codes;
+          for (const auto& a : d.attempts()) codes += (codes.empty() ? "" : ",") + std::to_string(a.status_code());
+          std::printf("%-10s attempts=%d [%s] %s\n", v1::Delivery::Status_Name(d.status()).c_str(), d.attempts_size(),
+                      codes.c_str(), d.id().c_str());
+        }
     } else if (cancel->parsed()) {
       v1::CancelRunRequest req;
       req.set_run_id(id);
