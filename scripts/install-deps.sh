@@ -6,7 +6,7 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libnats-dev nats-server redis-server redis-tools libhiredis-dev
   libgtest-dev libgmock-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
-  libspdlog-dev libfmt-dev libssl-dev libcurl4-openssl-dev libcpp-httplib-dev python3-aiosmtpd
+  libspdlog-dev libfmt-dev libssl-dev libcurl4-openssl-dev libcpp-httplib-dev python3-aiosmtpd libxlsxwriter-dev
 )
 missing=()
 for p in "${packages[@]}"; do

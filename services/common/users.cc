@@ -15,6 +15,10 @@ bool User::HasRole(const std::string& role) const {
   return std::find(roles.begin(), roles.end(), role) != roles.end();
 }
 
+bool User::Has(const std::string& permission) const {
+  return admin || std::find(permissions.begin(), permissions.end(), permission) != permissions.end();
+}
+
 bool User::MayWorkJob(const std::string& job_type) const {
   return admin || std::find(job_types.begin(), job_types.end(), job_type) != job_types.end();
 }
@@ -55,6 +59,7 @@ std::shared_ptr<const UserDirectory> UserDirectory::LoadText(const std::string& 
       user.unit = u["unit"].as<std::string>("");
       user.roles = StringList(u["roles"]);
       user.job_types = StringList(u["job_types"]);
+      user.permissions = StringList(u["permissions"]);
       user.email = u["email"].as<std::string>("");
       user.admin = u["admin"].as<bool>(false);
       user.language = u["language"].as<std::string>("id");

@@ -9,6 +9,7 @@
 //       email: rita@example.go.id
 //       language: id              # e-mail language: id (default) or en
 //       job_types: []             # SYSTEM job types this user may work
+//       permissions: []           # e.g. attach_documents (service accounts)
 //       token_sha256: 5e88...     # or `token: <plain>` for local demos
 #pragma once
 
@@ -26,12 +27,14 @@ struct User {
   std::string unit;
   std::vector<std::string> roles;
   std::vector<std::string> job_types;
+  std::vector<std::string> permissions;
   std::string email;
   std::string language = "id";
   bool admin = false;
 
   bool HasRole(const std::string& role) const;
   bool MayWorkJob(const std::string& job_type) const;
+  bool Has(const std::string& permission) const;
 };
 
 class UserDirectory {

@@ -7,6 +7,7 @@
 #include <mutex>
 
 #include "error.h"
+#include "leased_queue.h"
 
 namespace sopflow::notifier {
 
@@ -26,24 +27,6 @@ std::string RunTasks(const std::string& run) { return "sf:n:run:" + run; }
 namespace {
 
 constexpr char kKeepSeconds[] = "7776000";  // 90 days for items and markers
-
-// Takes due members of a zset and leases them; for deliveries, counts the
-// attempt in the same step so a late finisher can tell it was overtaken.
-RedisScript claim_script{R"lua(
-local zset, now, lease_until, limit, count_attempt = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
-local ids = redis.call('ZRANGE', zset, '-inf', now, 'BYSCORE', 'LIMIT', 0, limit)
-local out = {}
-for _, id in ipairs(ids) do
-  redis.call('ZADD', zset, lease_until, id)
-  out[#out + 1] = id
-  if count_attempt == '1' then
-    out[#out + 1] = tostring(redis.call('HINCRBY', 'sf:n:delivery:' .. id, 'attempt', 1))
-  else
-    out[#out + 1] = '0'
-  end
-end
-return out
-)lua"};
 
 void CheckReply(const redisReply* r) {
   if (ReplyIsError(r)) throw DomainError(ErrorCode::kInternal, "redis: " + ReplyErrorText(r));
@@ -145,28 +128,13 @@ std::vector<std::string> Store::RunTasks(const std::string& run_id) {
   return Strings(r.get());
 }
 
-namespace {
-std::vector<std::string> RunClaim(RedisPool* pool, const std::vector<std::string>& args) {
-  auto conn = pool->Acquire();
-  Reply r = conn->EvalScript(claim_script, args);
-  CheckReply(r.get());
-  return Strings(r.get());
-}
-}  // namespace
-
 std::vector<Claimed> Store::ClaimDeliveries(int64_t now_ms, int64_t lease_ms, int limit) {
-  auto flat = RunClaim(pool_, {keys::kDue, std::to_string(now_ms), std::to_string(now_ms + lease_ms),
-                               std::to_string(limit), "1"});
-  std::vector<Claimed> out;
-  for (size_t i = 0; i + 1 < flat.size(); i += 2) out.push_back({flat[i], std::stoll(flat[i + 1])});
-  return out;
+  return ClaimDue(*pool_, keys::kDue, now_ms, lease_ms, limit, "sf:n:delivery:");
 }
 
 std::vector<std::string> Store::ClaimTimers(int64_t now_ms, int64_t lease_ms, int limit) {
-  auto flat = RunClaim(pool_, {keys::kTimers, std::to_string(now_ms), std::to_string(now_ms + lease_ms),
-                               std::to_string(limit), "0"});
   std::vector<std::string> out;
-  for (size_t i = 0; i + 1 < flat.size(); i += 2) out.push_back(flat[i]);
+  for (auto& item : ClaimDue(*pool_, keys::kTimers, now_ms, lease_ms, limit)) out.push_back(std::move(item.id));
   return out;
 }
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "redis.h"
+#include "leased_queue.h"
 #include "redis_batch.h"
 #include "sopflow/v1/notifier.pb.h"
 #include "sopflow/v1/run.pb.h"
@@ -32,10 +33,7 @@ std::string RunTasks(const std::string& run);         // set of task ids
 inline constexpr char kTimers[] = "sf:n:timers";      // zset "<task>|reminder" / "<task>|due" by fire time
 }  // namespace keys
 
-struct Claimed {
-  std::string id;
-  int64_t attempt = 0;
-};
+using Claimed = ClaimedItem;
 
 class Store {
  public:

@@ -527,6 +527,22 @@ v1::Task Engine::FailJob(const User& user, const v1::FailJobRequest& req) {
   return t;
 }
 
+v1::Task Engine::AttachDocument(const User& user, const v1::AttachDocumentRequest& req) {
+  if (!user.Has("attach_documents")) ThrowDenied("attaching documents needs the attach_documents permission");
+  if (req.document().uri().empty()) ThrowInvalid("document.uri", "is required");
+  for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
+    v1::Task t = LoadTask(req.task_id());
+    for (const auto& d : t.attachments())
+      if (d.uri() == req.document().uri()) return t;  // attached before
+    Batch b;
+    b.ExpectField(keys::Task(t.id()), "pb", t.SerializeAsString());
+    *t.add_attachments() = req.document();
+    b.PutTask(t);
+    if (store_->Commit(b) == 0) return t;
+  }
+  throw DomainError(ErrorCode::kUnavailable, "task " + req.task_id() + " kept changing; retry");
+}
+
 // --------------------------------------------------------------------- events
 
 bool Engine::OnEvent(const v1::Event& event) {

@@ -46,6 +46,7 @@ class Engine {
   std::vector<v1::Task> ActivateJobs(const User& user, const v1::ActivateJobsRequest& req);
   v1::Task CompleteJob(const User& user, const v1::CompleteJobRequest& req);
   v1::Task FailJob(const User& user, const v1::FailJobRequest& req);
+  v1::Task AttachDocument(const User& user, const v1::AttachDocumentRequest& req);
 
   // Applies a run event from the stream (run.started, run.step_completed).
   // Idempotent: an event applied before changes nothing. Returns true if it

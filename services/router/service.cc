@@ -94,4 +94,9 @@ ServerUnaryReactor* RouterService::FailJob(CallbackServerContext* ctx, const v1:
   return Unary(ctx, [&] { *resp = engine_->FailJob(CallerOf(*ctx, *users_), *req); });
 }
 
+ServerUnaryReactor* RouterService::AttachDocument(CallbackServerContext* ctx, const v1::AttachDocumentRequest* req,
+                                                  v1::Task* resp) {
+  return Unary(ctx, [&] { *resp = engine_->AttachDocument(CallerOf(*ctx, *users_), *req); });
+}
+
 }  // namespace sopflow

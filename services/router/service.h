@@ -37,6 +37,8 @@ class RouterService final : public v1::Router::CallbackService {
   grpc::ServerUnaryReactor* CompleteJob(grpc::CallbackServerContext*, const v1::CompleteJobRequest*,
                                         v1::Task*) override;
   grpc::ServerUnaryReactor* FailJob(grpc::CallbackServerContext*, const v1::FailJobRequest*, v1::Task*) override;
+  grpc::ServerUnaryReactor* AttachDocument(grpc::CallbackServerContext*, const v1::AttachDocumentRequest*,
+                                           v1::Task*) override;
 
  private:
   Engine* engine_;

@@ -77,6 +77,7 @@ v1::GetRunResponse DriveRun(v1::Router::Stub& stub, const std::vector<Actor>& ac
           req.set_task_id(task.id());
           if (task.kind() == v1::Step::REVIEW) req.set_outcome("sesuai");
           *req.mutable_output() = OutputFor(task, actor.user_id);
+          if (options.fill_output) options.fill_output(task, req.mutable_output());
           st = stub.CompleteTask(AuthedContext(actor.token).get(), req, &result);
         }
         if (st.ok()) {

@@ -28,6 +28,9 @@ struct DriveOptions {
   // Steps whose actor takes this long (ms) before completing: lets the
   // demo show reminders and escalations.
   std::map<uint32_t, int> slow_steps;
+  // Adds to a task's output before completing it, e.g. a fan-out member's
+  // realisasi for the aggregator.
+  std::function<void(const v1::Task&, v1::TaskOutput*)> fill_output;
 };
 
 // Works the run until it leaves ACTIVE or timeout_ms passes; returns the
