@@ -3,6 +3,8 @@
 # router, the notifier (SOP time 60x faster, so reminders and escalations
 # show within seconds) and the e-SAKIP worker (data under var/demo), deploys
 # the seed SOPs with sopctl, runs all three end to end with scripted actors
+# (the Bagian and Fungsional report realisasi; the aggregator builds the
+# Draft Data Kinerja reports and writes them as CSV, XLSX and HTML)
 # while `sopctl watch` prints every notification as it happens, prints the
 # timelines, and stops everything it started.
 set -euo pipefail
@@ -13,6 +15,7 @@ BIN_SOPCTL=$BUILD/tools/sopctl/sopctl
 BIN_DEMO=$BUILD/tools/demo/sopflow-demo
 BIN_WORKER=$BUILD/examples/esakip_worker/sopflow-esakip-worker
 BIN_NOTIFIER=$BUILD/services/notifier/sopflow-notifier
+BIN_AGGREGATOR=$BUILD/services/aggregator/sopflow-aggregator
 VAR=${SOPFLOW_DEMO_VAR:-var/demo}
 rm -rf "$VAR" && mkdir -p "$VAR/redis" "$VAR/nats" "$VAR/logs"
 
@@ -41,7 +44,7 @@ wait_port() {
 }
 
 REDIS_PORT=$(pick_port); NATS_PORT=$(pick_port); ROUTER_PORT=$(pick_port)
-NOTIFIER_PORT=$(pick_port); SMTP_PORT=$(pick_port)
+NOTIFIER_PORT=$(pick_port); SMTP_PORT=$(pick_port); AGGREGATOR_PORT=$(pick_port)
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$VAR/redis" --save "" \
   --appendonly yes --appendfsync everysec > "$VAR/logs/redis.log" 2>&1 &
 pids+=($!)
@@ -63,8 +66,13 @@ export SOPFLOW_NOTIFIER=127.0.0.1:$NOTIFIER_PORT
   --templates deploy/notifier/templates --smtp-url "smtp://127.0.0.1:$SMTP_PORT" \
   --time-factor 60 > "$VAR/logs/notifier.log" 2>&1 &
 pids+=($!)
-wait_port "$ROUTER_PORT"; wait_port "$NOTIFIER_PORT"
-echo "router on $SOPFLOW_ROUTER, notifier on $SOPFLOW_NOTIFIER (SOP time x60)"
+export SOPFLOW_AGGREGATOR=127.0.0.1:$AGGREGATOR_PORT
+"$BIN_AGGREGATOR" --listen "$SOPFLOW_AGGREGATOR" --redis "127.0.0.1:$REDIS_PORT" --nats "nats://127.0.0.1:$NATS_PORT" \
+  --tokens deploy/local/tokens.yaml --catalogues deploy/aggregator/catalogues \
+  --router "$SOPFLOW_ROUTER" --router-token demo-aggregator > "$VAR/logs/aggregator.log" 2>&1 &
+pids+=($!)
+wait_port "$ROUTER_PORT"; wait_port "$NOTIFIER_PORT"; wait_port "$AGGREGATOR_PORT"
+echo "router on $SOPFLOW_ROUTER, notifier on $SOPFLOW_NOTIFIER (SOP time x60), aggregator on $SOPFLOW_AGGREGATOR"
 "$BIN_WORKER" --token demo-esakip-worker > "$VAR/logs/esakip-worker.log" 2>&1 &
 pids+=($!)
 
@@ -80,7 +88,7 @@ sleep 0.3
 # Seed 003's staff take 3 s over step 3 ("2 menit" = 2 s at x60): its
 # reminder, overdue notice and escalation to the Sekretaris fire.
 status=0
-"$BIN_DEMO" --tokens deploy/local/tokens.yaml --slow-ms 3000 || status=$?
+"$BIN_DEMO" --tokens deploy/local/tokens.yaml --slow-ms 3000 --reports-dir "$VAR/reports" || status=$?
 sleep 0.5
 kill "$watch_pid" 2>/dev/null || true
 

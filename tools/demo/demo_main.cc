@@ -10,7 +10,12 @@
 #include <mutex>
 #include <thread>
 
+#include <filesystem>
+#include <fstream>
+
 #include "actors.h"
+#include "realisasi.h"
+#include "sopflow/v1/aggregator.grpc.pb.h"
 #include "clock.h"
 #include "grpc_client.h"
 
@@ -72,11 +77,14 @@ int main(int argc, char** argv) {
   std::string router = "127.0.0.1:7301", tokens_file = "deploy/local/tokens.yaml";
   int timeout_s = 120;
   int slow_ms = 0;
+  std::string aggregator, reports_dir;
   CLI::App app{"sopflow demo: the three seed SOPs, end to end"};
   app.add_option("--router", router)->envname("SOPFLOW_ROUTER")->capture_default_str();
   app.add_option("--tokens", tokens_file, "demo users (plain tokens)")->capture_default_str();
   app.add_option("--timeout", timeout_s, "seconds per run")->capture_default_str();
   app.add_option("--slow-ms", slow_ms, "seed 003's staff take this long on step 3 (to show reminders)");
+  app.add_option("--aggregator", aggregator, "aggregator address: print the reports")->envname("SOPFLOW_AGGREGATOR");
+  app.add_option("--reports-dir", reports_dir, "write the reports as CSV, XLSX and HTML here");
   CLI11_PARSE(app, argc, argv);
 
   std::vector<demo::Actor> actors;
@@ -109,6 +117,7 @@ int main(int argc, char** argv) {
       std::string tag = "[" + started[i].first.label.substr(0, 3) + "]";
       options.log = [tag](const std::string& line) { Say(tag + line); };
       if (slow_ms > 0 && started[i].second.sop_id() == "balangan-satpolpp-data-kinerja") options.slow_steps[3] = slow_ms;
+      options.fill_output = demo::FillRealisasi;  // the Bagian and Fungsional report their realisasi
       results[i] = demo::DriveRun(*own, actors, started[i].second.id(), "demo-admin", options);
     });
   for (auto& t : players) t.join();
@@ -123,6 +132,60 @@ int main(int argc, char** argv) {
     Say("");
     Say(demo::FormatTimeline(results[i], def));
     all_done &= results[i].run().status() == v1::Run::COMPLETED;
+  }
+  if (!aggregator.empty()) {
+    auto agg = v1::Aggregator::NewStub(OpenChannel(aggregator));
+    for (const auto& [plan, run] : started) {
+      v1::GetReportRequest req;
+      req.set_run_id(run.id());
+      v1::PerformanceReport report;
+      if (!agg->GetReport(AuthedContext("demo-admin").get(), req, &report).ok()) continue;  // no fan-out
+      char line[256];
+      std::snprintf(line, sizeof line, "Draft Data Kinerja %s — %s, periode %s: rata-rata capaian %.1f%% (%s)",
+                    plan.label.c_str(), report.organisasi().c_str(), report.period().c_str(),
+                    report.rata_rata_capaian(), report.predikat().c_str());
+      Say("");
+      Say(line);
+      for (const auto& u : report.units())
+        for (const auto& c : u.indikator()) {
+          std::snprintf(line, sizeof line, "  %-28s %-6s target %8.2f realisasi %8.2f capaian %6.1f%% %-12s %s",
+                        u.unit().c_str(), c.kode().c_str(), c.target(), c.realisasi(), c.capaian(), c.predikat().c_str(),
+                        c.rumus().c_str());
+          Say(line);
+        }
+      for (const auto& c : report.organisasi_indikator()) {
+        std::snprintf(line, sizeof line, "  organisasi %-17s capaian %6.1f%% (%s)", c.kode().c_str(), c.capaian(), c.rumus().c_str());
+        Say(line);
+      }
+      for (const auto& u : report.units())
+        if (u.pagu() > 0) {
+          std::snprintf(line, sizeof line, "  serapan anggaran %-28s %5.1f%% of Rp %.0f", u.unit().c_str(), u.serapan(), u.pagu());
+          Say(line);
+        }
+      if (!reports_dir.empty()) {
+        std::filesystem::create_directories(reports_dir);
+        for (auto format : {v1::ExportReportRequest::CSV, v1::ExportReportRequest::XLSX, v1::ExportReportRequest::HTML}) {
+          v1::ExportReportRequest ex;
+          ex.set_run_id(run.id());
+          ex.set_format(format);
+          v1::ReportFile file;
+          if (!agg->ExportReport(AuthedContext("demo-admin").get(), ex, &file).ok()) continue;
+          std::ofstream(reports_dir + "/" + file.filename(), std::ios::binary) << file.content();
+          Say("  wrote " + reports_dir + "/" + file.filename());
+        }
+      }
+      v1::GetProcessMetricsRequest pm;
+      pm.set_run_id(run.id());
+      v1::ProcessMetrics metrics;
+      if (agg->GetProcessMetrics(AuthedContext("demo-admin").get(), pm, &metrics).ok()) {
+        for (const auto& s : metrics.steps())
+          if (s.revisions() > 0) {
+            std::snprintf(line, sizeof line, "  proses: langkah %u (%s) dikembalikan %u kali", s.step(), s.pelaksana().c_str(),
+                          s.revisions());
+            Say(line);
+          }
+      }
+    }
   }
   Say(all_done ? "all three seed SOPs ran to completion" : "SOME RUNS DID NOT COMPLETE");
   return all_done ? 0 : 1;

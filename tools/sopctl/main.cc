@@ -16,6 +16,7 @@
 #include "actors.h"
 #include "clock.h"
 #include "grpc_client.h"
+#include "sopflow/v1/aggregator.grpc.pb.h"
 #include "sopflow/v1/notifier.grpc.pb.h"
 #include "sopflow/v1/router.grpc.pb.h"
 
@@ -27,6 +28,7 @@ using google::protobuf::util::TimeUtil;
 struct Globals {
   std::string router = "127.0.0.1:7301";
   std::string notifier = "127.0.0.1:7302";
+  std::string aggregator = "127.0.0.1:7303";
   std::string token;
   std::string ca_file;
   bool json = false;
@@ -123,6 +125,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.add_option("--router", g.router, "router address")->envname("SOPFLOW_ROUTER")->capture_default_str();
   app.add_option("--notifier", g.notifier, "notifier address")->envname("SOPFLOW_NOTIFIER")->capture_default_str();
+  app.add_option("--aggregator", g.aggregator, "aggregator address")->envname("SOPFLOW_AGGREGATOR")->capture_default_str();
   app.add_option("--token", g.token, "bearer token")->envname("SOPFLOW_TOKEN");
   app.add_option("--ca", g.ca_file, "CA certificate for TLS")->envname("SOPFLOW_CA");
   app.add_flag("--json", g.json, "print JSON");
@@ -183,11 +186,21 @@ int main(int argc, char** argv) {
   auto* deliveries = app.add_subcommand("deliveries", "a webhook's (or your e-mail's) delivery log");
   deliveries->add_option("--webhook", webhook);
   deliveries->add_flag("--dead", dead, "only the dead-letter list");
+  std::string format = "html", out_file;
+  auto* report_cmd = app.add_subcommand("report", "a run's aggregated Draft Data Kinerja");
+  report_cmd->add_option("run", id)->required();
+  report_cmd->add_option("--format", format, "csv, xlsx or html (with --out)")->check(CLI::IsMember({"csv", "xlsx", "html"}));
+  report_cmd->add_option("--out", out_file, "write the export to this file");
+  auto* metrics_cmd = app.add_subcommand("metrics", "the SOP's own performance: per step and actor");
+  metrics_cmd->add_option("--run", id);
+  metrics_cmd->add_option("--sop", sop);
+  metrics_cmd->add_option("--period", period);
   CLI11_PARSE(app, argc, argv);
 
   try {
     auto stub = v1::Router::NewStub(OpenChannel(g.router, g.ca_file));
     auto notifier = v1::Notifier::NewStub(OpenChannel(g.notifier, g.ca_file));
+    auto aggregator = v1::Aggregator::NewStub(OpenChannel(g.aggregator, g.ca_file));
     auto ctx = [&] { return AuthedContext(g.token); };
     if (deploy->parsed()) {
       for (const auto& f : files) {
@@ -356,6 +369,53 @@ int main(int argc, char** argv) {
           std::printf("%-10s attempts=%d [%s] %s\n", v1::Delivery::Status_Name(d.status()).c_str(), d.attempts_size(),
                       codes.c_str(), d.id().c_str());
         }
+    } else if (report_cmd->parsed()) {
+      if (!out_file.empty()) {
+        v1::ExportReportRequest req;
+        req.set_run_id(id);
+        req.set_format(format == "csv" ? v1::ExportReportRequest::CSV
+                       : format == "xlsx" ? v1::ExportReportRequest::XLSX : v1::ExportReportRequest::HTML);
+        v1::ReportFile file;
+        Check(aggregator->ExportReport(ctx().get(), req, &file));
+        std::ofstream(out_file, std::ios::binary) << file.content();
+        std::printf("wrote %s (%zu bytes, %s)\n", out_file.c_str(), file.content().size(), file.media_type().c_str());
+      } else {
+        v1::GetReportRequest req;
+        req.set_run_id(id);
+        v1::PerformanceReport r;
+        Check(aggregator->GetReport(ctx().get(), req, &r));
+        if (g.json) {
+          PrintJson(r);
+        } else {
+          std::printf("%s %s: rata-rata capaian %.1f%% (%s)\n", r.organisasi().c_str(), r.period().c_str(),
+                      r.rata_rata_capaian(), r.predikat().c_str());
+          for (const auto& u : r.units())
+            for (const auto& c : u.indikator())
+              std::printf("  %-28s %-6s target %8.2f realisasi %8.2f capaian %6.1f%% %s\n", u.unit().c_str(),
+                          c.kode().c_str(), c.target(), c.realisasi(), c.capaian(), c.predikat().c_str());
+          for (const auto& u : r.not_submitted()) std::printf("  belum menyampaikan: %s\n", u.c_str());
+        }
+      }
+    } else if (metrics_cmd->parsed()) {
+      v1::GetProcessMetricsRequest req;
+      req.set_run_id(id);
+      req.set_sop_id(sop);
+      req.set_period(period);
+      v1::ProcessMetrics m;
+      Check(aggregator->GetProcessMetrics(ctx().get(), req, &m));
+      if (g.json) {
+        PrintJson(m);
+      } else {
+        std::printf("%u run(s)\n%-5s %-22s %6s %10s %10s %10s %8s %9s\n", m.runs(), "step", "pelaksana", "count",
+                    "median_s", "p90_s", "waktu_s", "within", "revisions");
+        for (const auto& s : m.steps())
+          std::printf("%-5u %-22s %6u %10.0f %10.0f %10.0f %7.0f%% %9u\n", s.step(), s.pelaksana().c_str(), s.count(),
+                      s.median_seconds(), s.p90_seconds(), s.standard_seconds(), s.within_standard_share() * 100,
+                      s.revisions());
+        for (const auto& a : m.bottlenecks())
+          std::printf("bottleneck %-22s overrun %8.0f s, median taken/waktu %.2f\n", a.pelaksana().c_str(),
+                      a.overrun_seconds(), a.median_ratio());
+      }
     } else if (cancel->parsed()) {
       v1::CancelRunRequest req;
       req.set_run_id(id);
