@@ -115,7 +115,7 @@ std::optional<Engine::RunInfo> Engine::LoadRun(const std::string& run_id) {
 }
 
 bool Engine::MayRead(const User& user, const RunInfo& info) const {
-  if (user.admin || user.unit == info.run.unit() || user.Has("attach_documents")) return true;
+  if (user.Has("read_runs") || user.unit == info.run.unit() || user.Has("attach_documents")) return true;
   for (const auto& [group, list] : info.run.members())
     for (const auto& m : list.members())
       if (m == user.unit || m == user.id) return true;

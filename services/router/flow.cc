@@ -130,7 +130,7 @@ bool MayStart(const User& user, const v1::Definition& def, const std::string& un
 }
 
 bool MayRead(const User& user, const v1::Run& run) {
-  if (user.admin || user.unit == run.unit()) return true;
+  if (user.Has("read_runs") || user.unit == run.unit()) return true;
   for (const auto& [group, list] : run.members())
     for (const auto& m : list.members())
       if (m == user.id || m == user.unit) return true;

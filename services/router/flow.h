@@ -52,7 +52,8 @@ bool MayActOn(const User& user, const v1::Task& task);
 // May `user` start a run of `def` in `unit`? Admins, or users of that unit
 // holding the first step's role.
 bool MayStart(const User& user, const v1::Definition& def, const std::string& unit);
-// May `user` read `run`? Admins, users of its unit, and its fan-out members.
+// May `user` read `run`? Admins and services with "read_runs", users of its
+// unit, and its fan-out members.
 bool MayRead(const User& user, const v1::Run& run);
 
 // Checks a StartRun request against the definition (members of every
