@@ -3,6 +3,7 @@
 # router, the notifier (SOP time 60x faster, so reminders and escalations
 # show within seconds) and the e-SAKIP worker (data under var/demo), deploys
 # the seed SOPs with sopctl, runs all three end to end with scripted actors
+# (the archiver files each completed run in its hash-chained archive)
 # (the Bagian and Fungsional report realisasi; the aggregator builds the
 # Draft Data Kinerja reports and writes them as CSV, XLSX and HTML)
 # while `sopctl watch` prints every notification as it happens, prints the
@@ -16,6 +17,7 @@ BIN_DEMO=$BUILD/tools/demo/sopflow-demo
 BIN_WORKER=$BUILD/examples/esakip_worker/sopflow-esakip-worker
 BIN_NOTIFIER=$BUILD/services/notifier/sopflow-notifier
 BIN_AGGREGATOR=$BUILD/services/aggregator/sopflow-aggregator
+BIN_ARCHIVER=$BUILD/services/archiver/sopflow-archiver
 VAR=${SOPFLOW_DEMO_VAR:-var/demo}
 rm -rf "$VAR" && mkdir -p "$VAR/redis" "$VAR/nats" "$VAR/logs"
 
@@ -44,7 +46,7 @@ wait_port() {
 }
 
 REDIS_PORT=$(pick_port); NATS_PORT=$(pick_port); ROUTER_PORT=$(pick_port)
-NOTIFIER_PORT=$(pick_port); SMTP_PORT=$(pick_port); AGGREGATOR_PORT=$(pick_port)
+NOTIFIER_PORT=$(pick_port); SMTP_PORT=$(pick_port); AGGREGATOR_PORT=$(pick_port); ARCHIVER_PORT=$(pick_port)
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$VAR/redis" --save "" \
   --appendonly yes --appendfsync everysec > "$VAR/logs/redis.log" 2>&1 &
 pids+=($!)
@@ -71,8 +73,14 @@ export SOPFLOW_AGGREGATOR=127.0.0.1:$AGGREGATOR_PORT
   --tokens deploy/local/tokens.yaml --catalogues deploy/aggregator/catalogues \
   --router "$SOPFLOW_ROUTER" --router-token demo-aggregator > "$VAR/logs/aggregator.log" 2>&1 &
 pids+=($!)
-wait_port "$ROUTER_PORT"; wait_port "$NOTIFIER_PORT"; wait_port "$AGGREGATOR_PORT"
-echo "router on $SOPFLOW_ROUTER, notifier on $SOPFLOW_NOTIFIER (SOP time x60), aggregator on $SOPFLOW_AGGREGATOR"
+export SOPFLOW_ARCHIVER=127.0.0.1:$ARCHIVER_PORT
+"$BIN_ARCHIVER" --listen "$SOPFLOW_ARCHIVER" --redis "127.0.0.1:$REDIS_PORT" --nats "nats://127.0.0.1:$NATS_PORT" \
+  --tokens deploy/local/tokens.yaml --blobs "$VAR/archive" --rules deploy/archiver \
+  --router "$SOPFLOW_ROUTER" --aggregator "$SOPFLOW_AGGREGATOR" --service-token demo-archiver \
+  > "$VAR/logs/archiver.log" 2>&1 &
+pids+=($!)
+wait_port "$ROUTER_PORT"; wait_port "$NOTIFIER_PORT"; wait_port "$AGGREGATOR_PORT"; wait_port "$ARCHIVER_PORT"
+echo "router on $SOPFLOW_ROUTER, notifier on $SOPFLOW_NOTIFIER (SOP time x60), aggregator on $SOPFLOW_AGGREGATOR, archiver on $SOPFLOW_ARCHIVER"
 "$BIN_WORKER" --token demo-esakip-worker > "$VAR/logs/esakip-worker.log" 2>&1 &
 pids+=($!)
 
@@ -101,4 +109,11 @@ echo; echo "== the e-SAKIP worker's log"
 cat "$VAR/logs/esakip-worker.log"
 echo; echo "== runs (sopctl runs)"
 "$BIN_SOPCTL" --token demo-admin runs
+echo; echo "== the archive (sopctl records, sopctl verify)"
+for _ in $(seq 1 100); do  # each completed run is filed from its run.completed event
+  [ "$("$BIN_SOPCTL" --token demo-admin records | grep -c '^BRK-')" -ge 3 ] && break
+  sleep 0.05
+done
+"$BIN_SOPCTL" --token demo-admin records
+"$BIN_SOPCTL" --token demo-admin verify || status=$?
 exit $status

@@ -17,6 +17,7 @@
 #include "clock.h"
 #include "grpc_client.h"
 #include "sopflow/v1/aggregator.grpc.pb.h"
+#include "sopflow/v1/archive.grpc.pb.h"
 #include "sopflow/v1/notifier.grpc.pb.h"
 #include "sopflow/v1/router.grpc.pb.h"
 
@@ -29,6 +30,7 @@ struct Globals {
   std::string router = "127.0.0.1:7301";
   std::string notifier = "127.0.0.1:7302";
   std::string aggregator = "127.0.0.1:7303";
+  std::string archiver = "127.0.0.1:7304";
   std::string token;
   std::string ca_file;
   bool json = false;
@@ -126,6 +128,7 @@ int main(int argc, char** argv) {
   app.add_option("--router", g.router, "router address")->envname("SOPFLOW_ROUTER")->capture_default_str();
   app.add_option("--notifier", g.notifier, "notifier address")->envname("SOPFLOW_NOTIFIER")->capture_default_str();
   app.add_option("--aggregator", g.aggregator, "aggregator address")->envname("SOPFLOW_AGGREGATOR")->capture_default_str();
+  app.add_option("--archiver", g.archiver, "archiver address")->envname("SOPFLOW_ARCHIVER")->capture_default_str();
   app.add_option("--token", g.token, "bearer token")->envname("SOPFLOW_TOKEN");
   app.add_option("--ca", g.ca_file, "CA certificate for TLS")->envname("SOPFLOW_CA");
   app.add_flag("--json", g.json, "print JSON");
@@ -195,12 +198,19 @@ int main(int argc, char** argv) {
   metrics_cmd->add_option("--run", id);
   metrics_cmd->add_option("--sop", sop);
   metrics_cmd->add_option("--period", period);
+  std::string text;
+  auto* records_cmd = app.add_subcommand("records", "archived records (berkas) you may read");
+  records_cmd->add_option("--sop", sop);
+  records_cmd->add_option("--text", text, "words in the uraian");
+  auto* verify_cmd = app.add_subcommand("verify", "check the archive's hash chain and blobs");
+  verify_cmd->add_option("--record", id);
   CLI11_PARSE(app, argc, argv);
 
   try {
     auto stub = v1::Router::NewStub(OpenChannel(g.router, g.ca_file));
     auto notifier = v1::Notifier::NewStub(OpenChannel(g.notifier, g.ca_file));
     auto aggregator = v1::Aggregator::NewStub(OpenChannel(g.aggregator, g.ca_file));
+    auto archiver = v1::Archiver::NewStub(OpenChannel(g.archiver, g.ca_file));
     auto ctx = [&] { return AuthedContext(g.token); };
     if (deploy->parsed()) {
       for (const auto& f : files) {
@@ -416,6 +426,36 @@ int main(int argc, char** argv) {
           std::printf("bottleneck %-22s overrun %8.0f s, median taken/waktu %.2f\n", a.pelaksana().c_str(),
                       a.overrun_seconds(), a.median_ratio());
       }
+    } else if (records_cmd->parsed()) {
+      v1::SearchRecordsRequest req;
+      req.set_sop_id(sop);
+      req.set_text(text);
+      v1::SearchRecordsResponse resp;
+      Check(archiver->SearchRecords(ctx().get(), req, &resp));
+      if (g.json) {
+        PrintJson(resp);
+      } else {
+        for (const auto& f : resp.records()) {
+          const auto& r = f.record();
+          std::printf("%-26s %-4s %-17s %-9s %-8s boks %-7s folder %-3s %s/%s %s%s\n", r.id().c_str(),
+                      r.kode_klasifikasi().c_str(), r.klasifikasi().substr(0, 17).c_str(),
+                      v1::ArchiveRecord::Security_Name(r.keamanan()).c_str(), r.kurun_waktu().c_str(),
+                      r.nomor_boks().c_str(), r.nomor_folder().c_str(), r.lokasi_ruang().c_str(), r.lokasi_rak().c_str(),
+                      v1::RetentionRule::Disposition_Name(r.retensi().keterangan()).c_str(), f.disposed() ? " (disposed)" : "");
+          std::printf("    %s; aktif s.d. %s, inaktif s.d. %s; %u item(s); hash %s\n", r.uraian().c_str(),
+                      When(r.aktif_sampai()).substr(0, 10).c_str(), When(r.inaktif_sampai()).substr(0, 10).c_str(),
+                      r.jumlah(), f.hash().substr(0, 16).c_str());
+        }
+      }
+    } else if (verify_cmd->parsed()) {
+      v1::VerifyRequest req;
+      req.set_record_id(id);
+      v1::VerifyResponse resp;
+      Check(archiver->Verify(ctx().get(), req, &resp));
+      std::printf("%s: %u record(s) and %u blob(s) checked\n", resp.ok() ? "archive intact" : "ARCHIVE DAMAGED",
+                  resp.records_checked(), resp.blobs_checked());
+      for (const auto& p : resp.problems()) std::printf("  %s: %s\n", p.record_id().c_str(), p.what().c_str());
+      if (!resp.ok()) return 2;
     } else if (cancel->parsed()) {
       v1::CancelRunRequest req;
       req.set_run_id(id);
