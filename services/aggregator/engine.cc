@@ -38,13 +38,6 @@ google::protobuf::Timestamp Stamp(TimePoint t) { return TimeUtil::MillisecondsTo
 
 std::string RunOfTask(const std::string& task_id) { return task_id.substr(0, task_id.find('.')); }
 
-std::vector<std::string> Strings(const redisReply* r) {
-  std::vector<std::string> out;
-  if (!r || r->type != REDIS_REPLY_ARRAY) return out;
-  for (size_t i = 0; i < r->elements; ++i)
-    if (auto s = ReplyString(r->element[i])) out.push_back(*s);
-  return out;
-}
 
 // Quarter key: 1-4, or 0 for a value given for the whole year.
 int QuarterOf(const kinerja::Period& p) { return p.scope == kinerja::Period::kQuarter ? p.index : 0; }
@@ -126,7 +119,7 @@ std::map<std::string, v1::Submission> Engine::Current(const std::string& run_id)
   auto conn = pool_->Acquire();
   Reply r = conn->Command({"HGETALL", keys::Current(run_id)});
   std::map<std::string, v1::Submission> out;
-  auto flat = Strings(r.get());
+  auto flat = ReplyStrings(r.get());
   for (size_t i = 0; i + 1 < flat.size(); i += 2) {
     if (flat[i].rfind("v:", 0) == 0) continue;  // version counters
     v1::Submission s;
@@ -222,7 +215,7 @@ std::vector<v1::Submission> Engine::ListSubmissions(const User& user, const std:
   Reply r = conn->Command({"LRANGE", keys::Submissions(run_id), "0", "-1"});
   auto current = Current(run_id);
   std::vector<v1::Submission> out;
-  for (const auto& bytes : Strings(r.get())) {
+  for (const auto& bytes : ReplyStrings(r.get())) {
     v1::Submission s;
     if (!s.ParseFromString(bytes) || (!unit.empty() && s.unit() != unit)) continue;
     if (s.status() == v1::Submission::ACCEPTED && current[s.unit()].version() != s.version())
@@ -269,7 +262,7 @@ v1::PerformanceReport Engine::BuildReport(const RunInfo& info, TimePoint at) {
     auto conn = pool_->Acquire();
     Reply r = conn->Command({"HGETALL", keys::Values(unit, period.year)});
     std::map<std::string, std::map<int, double>> values, budget;
-    auto flat = Strings(r.get());
+    auto flat = ReplyStrings(r.get());
     for (size_t i = 0; i + 1 < flat.size(); i += 2) {
       const std::string& field = flat[i];
       bool is_budget = field.rfind("b|", 0) == 0;
@@ -360,7 +353,7 @@ v1::UnitReport Engine::Rollup(const User& user, const std::string& unit, const s
   auto conn = pool_->Acquire();
   Reply r = conn->Command({"HGETALL", keys::Values(unit, period.year)});
   std::map<std::string, std::map<int, double>> values, budget;
-  auto flat = Strings(r.get());
+  auto flat = ReplyStrings(r.get());
   for (size_t i = 0; i + 1 < flat.size(); i += 2) {
     bool is_budget = flat[i].rfind("b|", 0) == 0;
     std::string rest = is_budget ? flat[i].substr(2) : flat[i];
@@ -380,7 +373,7 @@ v1::ProcessMetrics Engine::ProcessMetrics(const User& user, const v1::GetProcess
   auto conn = pool_->Acquire();
   Reply r = conn->Command({"LRANGE", key, "0", "-1"});
   std::vector<kinerja::TaskRecord> records;
-  for (const auto& bytes : Strings(r.get())) {
+  for (const auto& bytes : ReplyStrings(r.get())) {
     kinerja::TaskRecord rec;
     if (!rec.entry.ParseFromString(bytes)) continue;
     rec.run_id = RunOfTask(rec.entry.task_id());

@@ -30,12 +30,6 @@ namespace {
 
 constexpr int kMaxAttempts = 64;
 
-std::vector<std::string> Strings(const redisReply* r) {
-  std::vector<std::string> out;
-  if (!r || r->type != REDIS_REPLY_ARRAY) return out;
-  for (size_t i = 0; i < r->elements; ++i) out.push_back(ReplyString(r->element[i]).value_or(""));
-  return out;
-}
 
 v1::FiledRecord Filed(const v1::ArchiveRecord& r, const std::string& hash, bool disposed) {
   v1::FiledRecord f;
@@ -67,7 +61,7 @@ Engine::Engine(RedisPool* pool, BlobStore* blobs, const Clock* clock, std::share
 std::optional<Engine::Stored> Engine::Load(const std::string& id) {
   auto conn = pool_->Acquire();
   Reply r = conn->Command({"HMGET", keys::Record(id), "manifest", "hash"});
-  auto fields = Strings(r.get());
+  auto fields = ReplyStrings(r.get());
   if (fields.size() != 2 || fields[0].empty()) return std::nullopt;
   Stored s;
   s.manifest = fields[0];
@@ -81,7 +75,7 @@ std::vector<Engine::Stored> Engine::LoadAll() {
   {
     auto conn = pool_->Acquire();
     Reply r = conn->Command({"LRANGE", keys::kChain, "0", "-1"});
-    ids = Strings(r.get());
+    ids = ReplyStrings(r.get());
   }
   std::vector<Stored> out;
   for (const auto& id : ids)
@@ -103,7 +97,7 @@ v1::FiledRecord Engine::Append(v1::ArchiveRecord record, const std::function<voi
     {
       auto conn = pool_->Acquire();
       auto replies = conn->Pipeline({{"HMGET", keys::kHead, "seq", "hash"}, {"HGET", keys::kCounters, counter_field}});
-      head = Strings(replies[0].get());
+      head = ReplyStrings(replies[0].get());
       counter.push_back(ReplyString(replies[1].get()).value_or(""));
     }
     uint64_t seq = head[0].empty() ? 0 : std::stoull(head[0]);
@@ -247,9 +241,9 @@ v1::VerifyResponse Engine::Verify(const User& user, const std::string& record_id
     auto conn = pool_->Acquire();
     auto replies = conn->Pipeline({{"LRANGE", keys::kChain, "0", "-1"}, {"HMGET", keys::kHead, "seq", "hash"},
                                    {"SMEMBERS", keys::kDisposed}});
-    ids = Strings(replies[0].get());
-    head = Strings(replies[1].get());
-    for (auto& d : Strings(replies[2].get())) disposed.insert(d);
+    ids = ReplyStrings(replies[0].get());
+    head = ReplyStrings(replies[1].get());
+    for (auto& d : ReplyStrings(replies[2].get())) disposed.insert(d);
   }
   v1::VerifyResponse out;
   auto problem = [&](const std::string& id, const std::string& what) {
@@ -368,7 +362,7 @@ std::vector<v1::AccessLogEntry> Engine::AccessLog(const User& user, const std::s
   auto conn = pool_->Acquire();
   Reply r = conn->Command({"LRANGE", keys::Access(record_id), "0", "-1"});
   std::vector<v1::AccessLogEntry> out;
-  for (const auto& bytes : Strings(r.get())) {
+  for (const auto& bytes : ReplyStrings(r.get())) {
     v1::AccessLogEntry e;
     if (e.ParseFromString(bytes)) out.push_back(std::move(e));
   }

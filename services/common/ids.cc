@@ -2,6 +2,7 @@
 
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <unistd.h>
 
 #include <stdexcept>
 
@@ -25,6 +26,12 @@ std::string NewRunId(TimePoint now) {
   FillRandom(rnd, sizeof rnd);
   for (int i = 0; i < 10; ++i) id[10 + i] = kCrockford[rnd[i] & 31];
   return id;
+}
+
+std::string DefaultReplicaId() {
+  char host[256] = {0};
+  gethostname(host, sizeof host - 1);
+  return std::string(host) + "-" + std::to_string(getpid()) + "-" + RandomHex(3);
 }
 
 std::string RandomHex(size_t bytes) {

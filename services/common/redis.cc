@@ -32,6 +32,18 @@ std::string ReplyErrorText(const redisReply* r) {
   return ReplyIsError(r) ? std::string(r->str, r->len) : std::string();
 }
 
+std::vector<std::string> ReplyStrings(const redisReply* r) {
+  std::vector<std::string> out;
+  if (!r || r->type != REDIS_REPLY_ARRAY) return out;
+  out.reserve(r->elements);
+  for (size_t i = 0; i < r->elements; ++i) out.push_back(ReplyString(r->element[i]).value_or(""));
+  return out;
+}
+
+void ThrowIfError(const redisReply* r) {
+  if (ReplyIsError(r)) throw DomainError(ErrorCode::kInternal, "redis: " + ReplyErrorText(r));
+}
+
 RedisAddress RedisAddress::Parse(const std::string& text) {
   std::string rest = text;
   if (rest.rfind("redis://", 0) == 0) rest = rest.substr(8);

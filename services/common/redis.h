@@ -24,6 +24,10 @@ std::optional<std::string> ReplyString(const redisReply* r);
 long long ReplyInteger(const redisReply* r);
 bool ReplyIsError(const redisReply* r);
 std::string ReplyErrorText(const redisReply* r);
+// The elements of an array reply as strings (nil elements as "").
+std::vector<std::string> ReplyStrings(const redisReply* r);
+// Throws DomainError(kInternal) for an error reply.
+void ThrowIfError(const redisReply* r);
 
 // A Lua script, loaded by its SHA-1 and re-loaded on NOSCRIPT (after a
 // Redis restart or SCRIPT FLUSH). Safe to share between threads.

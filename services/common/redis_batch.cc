@@ -39,9 +39,6 @@ end
 return 0
 )lua"};
 
-void CheckReply(const redisReply* r) {
-  if (ReplyIsError(r)) throw DomainError(ErrorCode::kInternal, "redis: " + ReplyErrorText(r));
-}
 
 }  // namespace
 
@@ -82,7 +79,7 @@ std::vector<std::string> RedisBatch::Args() const {
 int Commit(RedisPool& pool, const RedisBatch& batch) {
   auto conn = pool.Acquire();
   Reply r = conn->EvalScript(commit_script, batch.Args());
-  CheckReply(r.get());
+  ThrowIfError(r.get());
   return static_cast<int>(ReplyInteger(r.get()));
 }
 

@@ -1,7 +1,6 @@
 #include "notifier.h"
 
 #include <spdlog/spdlog.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <thread>
@@ -56,11 +55,7 @@ struct NotifierProcess::Impl {
 NotifierProcess::NotifierProcess(Config config, const Clock* clock) : impl_(std::make_unique<Impl>()) {
   impl_->config = std::move(config);
   impl_->clock = clock;
-  if (impl_->config.replica_id.empty()) {
-    char host[256] = {0};
-    gethostname(host, sizeof host - 1);
-    impl_->config.replica_id = std::string(host) + "-" + std::to_string(getpid()) + "-" + RandomHex(3);
-  }
+  if (impl_->config.replica_id.empty()) impl_->config.replica_id = DefaultReplicaId();
 }
 
 NotifierProcess::~NotifierProcess() { Shutdown(); }

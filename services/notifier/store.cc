@@ -28,9 +28,6 @@ namespace {
 
 constexpr char kKeepSeconds[] = "7776000";  // 90 days for items and markers
 
-void CheckReply(const redisReply* r) {
-  if (ReplyIsError(r)) throw DomainError(ErrorCode::kInternal, "redis: " + ReplyErrorText(r));
-}
 
 template <class Message>
 std::optional<Message> Decode(const redisReply* r) {
@@ -41,13 +38,6 @@ std::optional<Message> Decode(const redisReply* r) {
   return m;
 }
 
-std::vector<std::string> Strings(const redisReply* r) {
-  std::vector<std::string> out;
-  if (!r || r->type != REDIS_REPLY_ARRAY) return out;
-  for (size_t i = 0; i < r->elements; ++i)
-    if (auto s = ReplyString(r->element[i])) out.push_back(*s);
-  return out;
-}
 
 }  // namespace
 
@@ -82,9 +72,9 @@ void Store::Record(RedisBatch& b, const v1::Notification& n, const std::vector<v
 std::vector<v1::Webhook> Store::Webhooks() {
   auto conn = pool_->Acquire();
   Reply r = conn->Command({"HVALS", keys::kHooks});
-  CheckReply(r.get());
+  ThrowIfError(r.get());
   std::vector<v1::Webhook> out;
-  for (const auto& s : Strings(r.get())) {
+  for (const auto& s : ReplyStrings(r.get())) {
     v1::Webhook h;
     if (h.ParseFromString(s)) out.push_back(std::move(h));
   }
@@ -94,21 +84,21 @@ std::vector<v1::Webhook> Store::Webhooks() {
 std::optional<v1::Webhook> Store::Webhook(const std::string& id) {
   auto conn = pool_->Acquire();
   Reply r = conn->Command({"HGET", keys::kHooks, id});
-  CheckReply(r.get());
+  ThrowIfError(r.get());
   return Decode<v1::Webhook>(r.get());
 }
 
 std::optional<v1::Notification> Store::Item(const std::string& id) {
   auto conn = pool_->Acquire();
   Reply r = conn->Command({"GET", keys::Item(id)});
-  CheckReply(r.get());
+  ThrowIfError(r.get());
   return Decode<v1::Notification>(r.get());
 }
 
 std::optional<v1::Delivery> Store::Delivery(const std::string& id, int64_t* attempt) {
   auto conn = pool_->Acquire();
   Reply r = conn->Command({"HMGET", keys::Delivery(id), "pb", "attempt"});
-  CheckReply(r.get());
+  ThrowIfError(r.get());
   if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) return std::nullopt;
   if (attempt) *attempt = ReplyInteger(r->element[1]);
   return Decode<v1::Delivery>(r->element[0]);
@@ -117,15 +107,15 @@ std::optional<v1::Delivery> Store::Delivery(const std::string& id, int64_t* atte
 std::optional<v1::Task> Store::Task(const std::string& id) {
   auto conn = pool_->Acquire();
   Reply r = conn->Command({"HGET", keys::Task(id), "pb"});
-  CheckReply(r.get());
+  ThrowIfError(r.get());
   return Decode<v1::Task>(r.get());
 }
 
 std::vector<std::string> Store::RunTasks(const std::string& run_id) {
   auto conn = pool_->Acquire();
   Reply r = conn->Command({"SMEMBERS", keys::RunTasks(run_id)});
-  CheckReply(r.get());
-  return Strings(r.get());
+  ThrowIfError(r.get());
+  return ReplyStrings(r.get());
 }
 
 std::vector<Claimed> Store::ClaimDeliveries(int64_t now_ms, int64_t lease_ms, int limit) {
@@ -142,8 +132,8 @@ std::vector<v1::Notification> Store::InboxOf(const std::string& user, size_t lim
   auto conn = pool_->Acquire();
   Reply r = unread_only ? conn->Command({"SMEMBERS", keys::Unread(user)})
                         : conn->Command({"ZRANGE", keys::Inbox(user), "0", std::to_string(limit - 1), "REV"});
-  CheckReply(r.get());
-  auto ids = Strings(r.get());
+  ThrowIfError(r.get());
+  auto ids = ReplyStrings(r.get());
   std::vector<v1::Notification> out;
   if (ids.empty()) return out;
   std::vector<std::vector<std::string>> cmds;
@@ -169,7 +159,7 @@ std::vector<v1::Notification> Store::InboxOf(const std::string& user, size_t lim
 size_t Store::UnreadCount(const std::string& user) {
   auto conn = pool_->Acquire();
   Reply r = conn->Command({"SCARD", keys::Unread(user)});
-  CheckReply(r.get());
+  ThrowIfError(r.get());
   return static_cast<size_t>(ReplyInteger(r.get()));
 }
 
@@ -180,16 +170,16 @@ size_t Store::MarkRead(const std::string& user, const std::vector<std::string>& 
     cmd.insert(cmd.end(), ids.begin(), ids.end());
     return conn->Command(cmd);
   }();
-  CheckReply(r.get());
+  ThrowIfError(r.get());
   return static_cast<size_t>(ReplyInteger(r.get()));
 }
 
 std::vector<v1::Delivery> Store::DeliveriesFor(const std::string& target, bool dead_only, size_t limit) {
   auto conn = pool_->Acquire();
   Reply r = conn->Command({"ZRANGE", keys::DeliveriesOf(target), "0", std::to_string(limit * 4 - 1), "REV"});
-  CheckReply(r.get());
+  ThrowIfError(r.get());
   std::vector<v1::Delivery> out;
-  auto ids = Strings(r.get());
+  auto ids = ReplyStrings(r.get());
   if (ids.empty()) return out;
   std::vector<std::vector<std::string>> cmds;
   for (const auto& id : ids) cmds.push_back({"HGET", keys::Delivery(id), "pb"});

@@ -1,7 +1,6 @@
 #include "router.h"
 
 #include <spdlog/spdlog.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -33,12 +32,6 @@ struct RouterProcess::Impl {
 };
 
 namespace {
-std::string DefaultReplicaId() {
-  char host[256] = {0};
-  gethostname(host, sizeof host - 1);
-  return std::string(host) + "-" + std::to_string(getpid()) + "-" + RandomHex(3);
-}
-
 void DeployDirectory(Engine& engine, const std::string& dir) {
   std::vector<std::filesystem::path> files;
   for (const auto& entry : std::filesystem::directory_iterator(dir))

@@ -38,9 +38,6 @@ std::optional<Message> Decode(const redisReply* r) {
   return m;
 }
 
-void CheckReply(const redisReply* r) {
-  if (ReplyIsError(r)) throw DomainError(ErrorCode::kInternal, "redis: " + ReplyErrorText(r));
-}
 
 }  // namespace
 
@@ -67,7 +64,7 @@ int Store::Commit(const Batch& batch) { return sopflow::Commit(*pool_, batch); }
 std::optional<v1::Task> Store::GetTask(const std::string& task_id) {
   auto conn = pool_->Acquire();
   Reply r = conn->Command({"HGET", keys::Task(task_id), "pb"});
-  CheckReply(r.get());
+  ThrowIfError(r.get());
   return Decode<v1::Task>(r.get());
 }
 
@@ -78,7 +75,7 @@ std::vector<v1::Task> Store::GetTasks(const std::vector<std::string>& ids) {
   for (const auto& id : ids) cmds.push_back({"HGET", keys::Task(id), "pb"});
   auto conn = pool_->Acquire();
   for (auto& r : conn->Pipeline(cmds)) {
-    CheckReply(r.get());
+    ThrowIfError(r.get());
     if (auto t = Decode<v1::Task>(r.get())) out.push_back(std::move(*t));
   }
   return out;
@@ -87,7 +84,7 @@ std::vector<v1::Task> Store::GetTasks(const std::vector<std::string>& ids) {
 std::optional<v1::Run> Store::GetRun(const std::string& run_id, int64_t* rev) {
   auto conn = pool_->Acquire();
   Reply r = conn->Command({"HMGET", keys::Run(run_id), "pb", "rev"});
-  CheckReply(r.get());
+  ThrowIfError(r.get());
   if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) return std::nullopt;
   if (rev) *rev = ReplyInteger(r->element[1]);
   return Decode<v1::Run>(r->element[0]);
@@ -100,28 +97,19 @@ std::vector<v1::Run> Store::GetRuns(const std::vector<std::string>& ids) {
   for (const auto& id : ids) cmds.push_back({"HGET", keys::Run(id), "pb"});
   auto conn = pool_->Acquire();
   for (auto& r : conn->Pipeline(cmds)) {
-    CheckReply(r.get());
+    ThrowIfError(r.get());
     if (auto run = Decode<v1::Run>(r.get())) out.push_back(std::move(*run));
   }
   return out;
 }
 
-namespace {
-std::vector<std::string> StringArray(const redisReply* r) {
-  std::vector<std::string> out;
-  if (!r || r->type != REDIS_REPLY_ARRAY) return out;
-  for (size_t i = 0; i < r->elements; ++i)
-    if (auto s = ReplyString(r->element[i])) out.push_back(std::move(*s));
-  return out;
-}
-}  // namespace
 
 std::vector<v1::HistoryEntry> Store::GetHistory(const std::string& run_id) {
   auto conn = pool_->Acquire();
   Reply r = conn->Command({"LRANGE", keys::RunHistory(run_id), "0", "-1"});
-  CheckReply(r.get());
+  ThrowIfError(r.get());
   std::vector<v1::HistoryEntry> out;
-  for (const auto& s : StringArray(r.get())) {
+  for (const auto& s : ReplyStrings(r.get())) {
     v1::HistoryEntry e;
     if (!e.ParseFromString(s)) throw DomainError(ErrorCode::kInternal, "corrupt history entry");
     out.push_back(std::move(e));
@@ -132,21 +120,21 @@ std::vector<v1::HistoryEntry> Store::GetHistory(const std::string& run_id) {
 std::vector<std::string> Store::RunTaskIds(const std::string& run_id) {
   auto conn = pool_->Acquire();
   Reply r = conn->Command({"LRANGE", keys::RunTasks(run_id), "0", "-1"});
-  CheckReply(r.get());
-  return StringArray(r.get());
+  ThrowIfError(r.get());
+  return ReplyStrings(r.get());
 }
 
 std::optional<std::string> Store::GetString(const std::string& key) {
   auto conn = pool_->Acquire();
   Reply r = conn->Command({"GET", key});
-  CheckReply(r.get());
+  ThrowIfError(r.get());
   return ReplyString(r.get());
 }
 
 std::optional<std::string> Store::HashField(const std::string& key, const std::string& field) {
   auto conn = pool_->Acquire();
   Reply r = conn->Command({"HGET", key, field});
-  CheckReply(r.get());
+  ThrowIfError(r.get());
   return ReplyString(r.get());
 }
 
@@ -157,8 +145,8 @@ std::vector<std::string> Store::ZMembers(const std::vector<std::string>& zset_ke
   for (const auto& k : zset_keys) cmds.push_back({"ZRANGE", k, "0", std::to_string(limit_each - 1)});
   auto conn = pool_->Acquire();
   for (auto& r : conn->Pipeline(cmds)) {
-    CheckReply(r.get());
-    for (auto& s : StringArray(r.get())) out.push_back(std::move(s));
+    ThrowIfError(r.get());
+    for (auto& s : ReplyStrings(r.get())) out.push_back(std::move(s));
   }
   return out;
 }
@@ -166,22 +154,22 @@ std::vector<std::string> Store::ZMembers(const std::vector<std::string>& zset_ke
 std::vector<std::string> Store::ZRangeByScore(const std::string& key, int64_t max_score, size_t limit) {
   auto conn = pool_->Acquire();
   Reply r = conn->Command({"ZRANGE", key, "-inf", std::to_string(max_score), "BYSCORE", "LIMIT", "0", std::to_string(limit)});
-  CheckReply(r.get());
-  return StringArray(r.get());
+  ThrowIfError(r.get());
+  return ReplyStrings(r.get());
 }
 
 std::vector<std::string> Store::ZRevRange(const std::string& key, size_t limit) {
   auto conn = pool_->Acquire();
   Reply r = conn->Command({"ZRANGE", key, "0", std::to_string(limit - 1), "REV"});
-  CheckReply(r.get());
-  return StringArray(r.get());
+  ThrowIfError(r.get());
+  return ReplyStrings(r.get());
 }
 
 std::vector<std::string> Store::SetMembers(const std::string& key) {
   auto conn = pool_->Acquire();
   Reply r = conn->Command({"SMEMBERS", key});
-  CheckReply(r.get());
-  return StringArray(r.get());
+  ThrowIfError(r.get());
+  return ReplyStrings(r.get());
 }
 
 }  // namespace sopflow

@@ -1,0 +1,55 @@
+// What every service's main.cc shares: the flags each one has (with their
+// SOPFLOW_* environment twins) and running until SIGTERM, then draining.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <csignal>
+#include <thread>
+
+#include "clock.h"
+
+namespace sopflow {
+
+inline volatile std::sig_atomic_t stop_requested = 0;
+
+// For any service Config with the common members.
+template <class Config>
+void AddCommonOptions(CLI::App& app, Config& c, std::string& log_level) {
+  app.add_option("--listen", c.listen, "gRPC address")->envname("SOPFLOW_LISTEN")->capture_default_str();
+  app.add_option("--redis", c.redis, "Redis host:port")->envname("SOPFLOW_REDIS")->capture_default_str();
+  app.add_option("--nats", c.nats, "NATS URL")->envname("SOPFLOW_NATS")->capture_default_str();
+  app.add_option("--tokens", c.tokens_file, "token file (users, roles)")->envname("SOPFLOW_TOKENS")->required();
+  app.add_option("--tls-cert", c.tls_cert_file, "TLS certificate (PEM)")->envname("SOPFLOW_TLS_CERT");
+  app.add_option("--tls-key", c.tls_key_file, "TLS key (PEM)")->envname("SOPFLOW_TLS_KEY");
+  app.add_option("--replica-id", c.replica_id, "unique replica name")->envname("SOPFLOW_REPLICA_ID");
+  app.add_option("--drain-ms", c.drain_ms, "grace for running calls on SIGTERM")
+      ->envname("SOPFLOW_DRAIN_MS")->capture_default_str();
+  app.add_option("--ack-wait-ms", c.ack_wait_ms, "events a dead replica held return after this")
+      ->envname("SOPFLOW_ACK_WAIT_MS")->capture_default_str();
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->envname("SOPFLOW_LOG_LEVEL");
+}
+
+// Runs a service process until SIGTERM or SIGINT, then drains it.
+template <class Process, class Config>
+int ServeUntilSignal(const char* name, const Config& config, const std::string& log_level) {
+  spdlog::set_level(spdlog::level::from_str(log_level));
+  std::signal(SIGTERM, [](int) { stop_requested = 1; });
+  std::signal(SIGINT, [](int) { stop_requested = 1; });
+  SystemClock clock;
+  try {
+    Process process(config, &clock);
+    process.Start();
+    while (!stop_requested) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    spdlog::info("{}: draining", name);
+    process.Shutdown();
+  } catch (const std::exception& e) {
+    spdlog::critical("{}: {}", name, e.what());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace sopflow
