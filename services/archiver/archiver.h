@@ -7,25 +7,17 @@
 #include <string>
 
 #include "clock.h"
+#include "service_config.h"
 
 namespace sopflow::archiver {
 
-struct Config {
-  std::string listen = "127.0.0.1:7304";
-  std::string redis = "127.0.0.1:6379";
-  std::string nats = "nats://127.0.0.1:4222";
-  std::string tokens_file;
+struct Config : ServiceConfig {
+  Config() { listen = "127.0.0.1:7304"; }
   std::string blob_dir = "var/archive/blobs";
   std::string rules_dir = "deploy/archiver";  // klasifikasi.yaml, jra.yaml, berkas.yaml
   std::string router;
   std::string aggregator;     // optional: reports are filed when given
   std::string service_token;  // a user with read_runs
-  std::string tls_cert_file;
-  std::string tls_key_file;
-  std::string replica_id;
-  int redis_pool = 8;
-  int drain_ms = 10000;
-  int64_t ack_wait_ms = 10000;
 };
 
 class ArchiverProcess {

@@ -40,6 +40,8 @@ std::vector<std::string> ReplyStrings(const redisReply* r) {
   return out;
 }
 
+void ThrowCorrupt() { throw DomainError(ErrorCode::kInternal, "corrupt record in Redis"); }
+
 void ThrowIfError(const redisReply* r) {
   if (ReplyIsError(r)) throw DomainError(ErrorCode::kInternal, "redis: " + ReplyErrorText(r));
 }

@@ -28,6 +28,17 @@ std::string ReplyErrorText(const redisReply* r);
 std::vector<std::string> ReplyStrings(const redisReply* r);
 // Throws DomainError(kInternal) for an error reply.
 void ThrowIfError(const redisReply* r);
+[[noreturn]] void ThrowCorrupt();
+// A protobuf message stored as a string reply; nullopt for nil. Throws
+// DomainError(kInternal) if the bytes do not parse.
+template <class Message>
+std::optional<Message> ReplyMessage(const redisReply* r) {
+  auto s = ReplyString(r);
+  if (!s) return std::nullopt;
+  Message m;
+  if (!m.ParseFromString(*s)) ThrowCorrupt();
+  return m;
+}
 
 // A Lua script, loaded by its SHA-1 and re-loaded on NOSCRIPT (after a
 // Redis restart or SCRIPT FLUSH). Safe to share between threads.

@@ -29,14 +29,6 @@ namespace {
 constexpr char kKeepSeconds[] = "7776000";  // 90 days for items and markers
 
 
-template <class Message>
-std::optional<Message> Decode(const redisReply* r) {
-  auto s = ReplyString(r);
-  if (!s) return std::nullopt;
-  Message m;
-  if (!m.ParseFromString(*s)) throw DomainError(ErrorCode::kInternal, "corrupt record in Redis");
-  return m;
-}
 
 
 }  // namespace
@@ -85,14 +77,14 @@ std::optional<v1::Webhook> Store::Webhook(const std::string& id) {
   auto conn = pool_->Acquire();
   Reply r = conn->Command({"HGET", keys::kHooks, id});
   ThrowIfError(r.get());
-  return Decode<v1::Webhook>(r.get());
+  return ReplyMessage<v1::Webhook>(r.get());
 }
 
 std::optional<v1::Notification> Store::Item(const std::string& id) {
   auto conn = pool_->Acquire();
   Reply r = conn->Command({"GET", keys::Item(id)});
   ThrowIfError(r.get());
-  return Decode<v1::Notification>(r.get());
+  return ReplyMessage<v1::Notification>(r.get());
 }
 
 std::optional<v1::Delivery> Store::Delivery(const std::string& id, int64_t* attempt) {
@@ -101,14 +93,14 @@ std::optional<v1::Delivery> Store::Delivery(const std::string& id, int64_t* atte
   ThrowIfError(r.get());
   if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) return std::nullopt;
   if (attempt) *attempt = ReplyInteger(r->element[1]);
-  return Decode<v1::Delivery>(r->element[0]);
+  return ReplyMessage<v1::Delivery>(r->element[0]);
 }
 
 std::optional<v1::Task> Store::Task(const std::string& id) {
   auto conn = pool_->Acquire();
   Reply r = conn->Command({"HGET", keys::Task(id), "pb"});
   ThrowIfError(r.get());
-  return Decode<v1::Task>(r.get());
+  return ReplyMessage<v1::Task>(r.get());
 }
 
 std::vector<std::string> Store::RunTasks(const std::string& run_id) {
@@ -144,7 +136,7 @@ std::vector<v1::Notification> Store::InboxOf(const std::string& user, size_t lim
   auto replies = conn->Pipeline(cmds);
   const redisReply* flags = replies.back().get();
   for (size_t i = 0; i < ids.size(); ++i) {
-    auto n = Decode<v1::Notification>(replies[i].get());
+    auto n = ReplyMessage<v1::Notification>(replies[i].get());
     if (!n) continue;
     n->set_read(!(flags && flags->type == REDIS_REPLY_ARRAY && i < flags->elements && flags->element[i]->integer == 1));
     out.push_back(std::move(*n));
@@ -184,7 +176,7 @@ std::vector<v1::Delivery> Store::DeliveriesFor(const std::string& target, bool d
   std::vector<std::vector<std::string>> cmds;
   for (const auto& id : ids) cmds.push_back({"HGET", keys::Delivery(id), "pb"});
   for (auto& reply : conn->Pipeline(cmds)) {
-    auto d = Decode<v1::Delivery>(reply.get());
+    auto d = ReplyMessage<v1::Delivery>(reply.get());
     if (!d || (dead_only && d->status() != v1::Delivery::DEAD)) continue;
     out.push_back(std::move(*d));
     if (out.size() >= limit) break;

@@ -29,14 +29,6 @@ std::string JobsLocked(const std::string& type) { return "sf:jobs:locked:" + typ
 namespace {
 
 
-template <class Message>
-std::optional<Message> Decode(const redisReply* r) {
-  auto s = ReplyString(r);
-  if (!s) return std::nullopt;
-  Message m;
-  if (!m.ParseFromString(*s)) throw DomainError(ErrorCode::kInternal, "corrupt record in Redis");
-  return m;
-}
 
 
 }  // namespace
@@ -65,7 +57,7 @@ std::optional<v1::Task> Store::GetTask(const std::string& task_id) {
   auto conn = pool_->Acquire();
   Reply r = conn->Command({"HGET", keys::Task(task_id), "pb"});
   ThrowIfError(r.get());
-  return Decode<v1::Task>(r.get());
+  return ReplyMessage<v1::Task>(r.get());
 }
 
 std::vector<v1::Task> Store::GetTasks(const std::vector<std::string>& ids) {
@@ -76,7 +68,7 @@ std::vector<v1::Task> Store::GetTasks(const std::vector<std::string>& ids) {
   auto conn = pool_->Acquire();
   for (auto& r : conn->Pipeline(cmds)) {
     ThrowIfError(r.get());
-    if (auto t = Decode<v1::Task>(r.get())) out.push_back(std::move(*t));
+    if (auto t = ReplyMessage<v1::Task>(r.get())) out.push_back(std::move(*t));
   }
   return out;
 }
@@ -87,7 +79,7 @@ std::optional<v1::Run> Store::GetRun(const std::string& run_id, int64_t* rev) {
   ThrowIfError(r.get());
   if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) return std::nullopt;
   if (rev) *rev = ReplyInteger(r->element[1]);
-  return Decode<v1::Run>(r->element[0]);
+  return ReplyMessage<v1::Run>(r->element[0]);
 }
 
 std::vector<v1::Run> Store::GetRuns(const std::vector<std::string>& ids) {
@@ -98,7 +90,7 @@ std::vector<v1::Run> Store::GetRuns(const std::vector<std::string>& ids) {
   auto conn = pool_->Acquire();
   for (auto& r : conn->Pipeline(cmds)) {
     ThrowIfError(r.get());
-    if (auto run = Decode<v1::Run>(r.get())) out.push_back(std::move(*run));
+    if (auto run = ReplyMessage<v1::Run>(r.get())) out.push_back(std::move(*run));
   }
   return out;
 }

@@ -1,0 +1,22 @@
+// The settings every service replica has.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace sopflow {
+
+struct ServiceConfig {
+  std::string listen;                       // gRPC address; each service sets its default port
+  std::string redis = "127.0.0.1:6379";
+  std::string nats = "nats://127.0.0.1:4222";
+  std::string tokens_file;
+  std::string tls_cert_file;                // with tls_key_file: TLS; else loopback peers only
+  std::string tls_key_file;
+  std::string replica_id;                   // default: host-pid-random
+  int redis_pool = 8;
+  int drain_ms = 10000;                     // grace for running calls on SIGTERM
+  int64_t ack_wait_ms = 10000;              // events a dead replica held return after this
+};
+
+}  // namespace sopflow
