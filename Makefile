@@ -4,7 +4,7 @@ ASAN_BUILD ?= build-asan
 JOBS       ?= 2
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
-.PHONY: all deps build test test-asan demo clean
+.PHONY: all deps build test test-asan demo bench clean
 
 all: build
 
@@ -27,6 +27,12 @@ test-asan: deps
 
 demo: build
 	scripts/demo.sh $(BUILD)
+
+# The benchmark: starts its own redis-server, nats-server, router and
+# notifier; the last line is a JSON object (docs/performance.md).
+BENCH_ARGS ?= --runs 2000
+bench: build
+	$(BUILD)/tools/sopbench/sopbench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) var

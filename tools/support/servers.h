@@ -1,6 +1,7 @@
-// Real redis-server and nats-server for integration tests: free loopback
-// ports, data in a temporary folder, stopped (and killed with the test
-// process, via PR_SET_PDEATHSIG) afterwards.
+// Real redis-server and nats-server for integration tests and sopbench:
+// free loopback ports, data in a given folder, stopped (and killed with
+// the parent process, via PR_SET_PDEATHSIG) afterwards. Redis runs with
+// appendonly yes, appendfsync everysec; JetStream with file storage.
 #pragma once
 
 #include <sys/types.h>
@@ -41,6 +42,7 @@ class RedisServer {
   ~RedisServer();
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
   int port() const { return port_; }
+  pid_t pid() const { return process_.pid(); }
 
  private:
   int port_;
@@ -52,6 +54,7 @@ class NatsServer {
   explicit NatsServer(const std::string& dir);
   ~NatsServer();
   std::string url() const { return "nats://127.0.0.1:" + std::to_string(port_); }
+  pid_t pid() const { return process_.pid(); }
 
  private:
   int port_;
