@@ -18,6 +18,8 @@ using google::protobuf::util::TimeUtil;
 
 namespace keys {
 std::string Catalogue(const std::string& unit, int year) { return "sf:a:cat:" + unit + ":" + std::to_string(year); }
+// The units whose catalogues roll up into an organisation in a year.
+std::string Organisation(const std::string& org, int year) { return "sf:a:org:" + org + ":" + std::to_string(year); }
 std::string Run(const std::string& run) { return "sf:a:run:" + run; }
 std::string Submissions(const std::string& run) { return "sf:a:subs:" + run; }
 std::string Current(const std::string& run) { return "sf:a:cur:" + run; }
@@ -59,7 +61,10 @@ std::vector<v1::Catalogue> Engine::LoadCatalogue(const User& user, const std::st
   if (!user.admin) ThrowDenied("only an admin loads indicator catalogues");
   auto cats = kinerja::ParseCatalogues(yaml, file.empty() ? "catalogue.yaml" : file);
   RedisBatch b;
-  for (const auto& c : cats) b.Write({"SET", keys::Catalogue(c.unit(), c.tahun()), c.SerializeAsString()});
+  for (const auto& c : cats) {
+    b.Write({"SET", keys::Catalogue(c.unit(), c.tahun()), c.SerializeAsString()});
+    b.Write({"SADD", keys::Organisation(c.organisasi(), c.tahun()), c.unit()});
+  }
   Commit(b);
   return cats;
 }
@@ -347,7 +352,43 @@ v1::UnitReport Engine::Rollup(const User& user, const std::string& unit, const s
   kinerja::Period period;
   if (!kinerja::ParsePeriod(period_text, &period)) ThrowInvalid("period", "not a period (2026-Q3, 2026-S1, 2026)");
   auto cat = Catalogue(unit, period.year);
-  if (!cat) ThrowNotFound("no catalogue for unit '" + unit + "' in " + std::to_string(period.year));
+  if (!cat) {
+    // The whole organisation: every unit's indicators, rated together.
+    std::vector<std::string> units;
+    {
+      auto conn = pool_->Acquire();
+      Reply r = conn->Command({"SMEMBERS", keys::Organisation(unit, period.year)});
+      units = ReplyStrings(r.get());
+    }
+    if (units.empty()) ThrowNotFound("no catalogue for unit or organisation '" + unit + "' in " + std::to_string(period.year));
+    if (!user.admin && user.unit != unit) ThrowDenied("the roll-up of '" + unit + "' is for its own users");
+    std::sort(units.begin(), units.end());
+    User reader = user;
+    reader.admin = true;  // checked above for the organisation as a whole
+    v1::UnitReport org;
+    org.set_unit(unit);
+    org.set_period(period.ToString());
+    double sum = 0;
+    int rated = 0;
+    std::vector<v1::RatingBand> bands = kinerja::DefaultBands();
+    for (const auto& u : units) {
+      v1::UnitReport part = Rollup(reader, u, period_text);
+      if (auto c = Catalogue(u, period.year); c && c->bands_size()) bands.assign(c->bands().begin(), c->bands().end());
+      for (const auto& c : part.indikator()) *org.add_indikator() = c;
+      org.set_pagu(org.pagu() + part.pagu());
+      org.set_realisasi_anggaran(org.realisasi_anggaran() + part.realisasi_anggaran());
+      if (part.rata_rata_capaian() > 0) {
+        sum += part.rata_rata_capaian();
+        ++rated;
+      }
+    }
+    if (rated > 0) {
+      org.set_rata_rata_capaian(sum / rated);
+      org.set_predikat(kinerja::Predikat(bands, org.rata_rata_capaian()));
+    }
+    org.set_serapan(org.pagu() > 0 ? org.realisasi_anggaran() / org.pagu() * 100 : 0);
+    return org;
+  }
   if (!user.admin && user.unit != unit && user.id != unit && user.unit != cat->organisasi())
     ThrowDenied("unit " + unit + " reports to '" + cat->organisasi() + "'");
   auto conn = pool_->Acquire();

@@ -352,8 +352,6 @@ v1::UnitReport UnitReportFor(const v1::Catalogue& cat, const Period& period,
   if (bands.empty()) bands = DefaultBands();
   double sum = 0, pagu = 0, spent = 0;
   int reported = 0;
-  Period year_to_date = period;
-  year_to_date.scope = Period::kQuarter;  // budget: from TW I to the period's last quarter
   for (const auto& ind : cat.indikator()) {
     v1::Capaian c;
     c.set_unit(cat.unit());
@@ -380,7 +378,7 @@ v1::UnitReport UnitReportFor(const v1::Catalogue& cat, const Period& period,
     }
     pagu += ind.pagu();
     if (auto it = budget.find(ind.kode()); it != budget.end())
-      for (const auto& [q, amount] : it->second)
+      for (const auto& [q, amount] : it->second)  // budget: from TW I to the period's end
         if (q <= period.LastQuarter()) spent += amount;
     *u.add_indikator() = std::move(c);
   }

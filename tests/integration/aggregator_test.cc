@@ -371,6 +371,21 @@ TEST_F(AggregatorTest, RollupsAndCataloguesOverGrpc) {
   ASSERT_TRUE(agg().GetRollup(AuthedContext(kKaro).get(), rreq, &rollup).ok());  // the Biro reads its Bagian
   EXPECT_EQ(rollup.indikator_size(), 2);
   EXPECT_EQ(agg().GetRollup(AuthedContext(kOutsider).get(), rreq, &rollup).error_code(), StatusCode::PERMISSION_DENIED);
+
+  // The whole organisation, after a quarter's submissions.
+  v1::Run run = Start001();
+  ASSERT_TRUE(Complete(kKaro, WaitForOpenTask(run.id(), 1).id(), "").ok());
+  for (const char* token : {kBagianTl, kBagianKl, "demo-bagian-rb"}) SubmitThroughTask(token, run.id());
+  v1::Task step3;
+  ASSERT_TRUE(WaitUntil([&] { return ReportAttached(run.id(), &step3); }));
+  rreq.set_unit("kalbar-biro-organisasi");
+  rreq.set_period("2026-S2");
+  ASSERT_TRUE(agg().GetRollup(AuthedContext(kKaro).get(), rreq, &rollup).ok());
+  EXPECT_EQ(rollup.indikator_size(), 5);  // TL-1, TL-2, KL-1, KL-2, RB-1
+  EXPECT_DOUBLE_EQ(rollup.pagu(), 1e9);
+  EXPECT_GT(rollup.rata_rata_capaian(), 0);
+  EXPECT_FALSE(rollup.predikat().empty());
+  EXPECT_EQ(agg().GetRollup(AuthedContext(kBagianTl).get(), rreq, &rollup).error_code(), StatusCode::PERMISSION_DENIED);
 }
 
 }  // namespace
