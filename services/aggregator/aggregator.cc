@@ -31,6 +31,7 @@ struct AggregatorProcess::Impl {
   std::unique_ptr<OutboxRelay> relay;
   std::unique_ptr<AggregatorService> service;
   std::unique_ptr<ServerHost> server;
+  std::unique_ptr<MetricsEndpoint> metrics;
   std::atomic<bool> running{false};
   std::thread deadlines;
 
@@ -113,6 +114,7 @@ void AggregatorProcess::Start() {
   impl_->consumer->Start();
   impl_->relay->Start();
   impl_->deadlines = std::thread([impl] { impl->DeadlineLoop(); });
+  impl_->metrics = ServeMetrics(c.metrics_listen, impl_->consumer.get());
   spdlog::info("aggregator {} listening on port {}", c.replica_id, impl_->server->port());
 }
 
@@ -122,6 +124,7 @@ void AggregatorProcess::Shutdown() {
   if (!impl_ || !impl_->server) return;
   impl_->server->SetServing(false);
   impl_->server->Shutdown(std::chrono::milliseconds(impl_->config.drain_ms));
+  impl_->metrics.reset();
   impl_->consumer->Stop();
   impl_->running = false;
   if (impl_->deadlines.joinable()) impl_->deadlines.join();

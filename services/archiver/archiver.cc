@@ -26,6 +26,7 @@ struct ArchiverProcess::Impl {
   std::unique_ptr<EventConsumer> consumer;
   std::unique_ptr<ArchiverService> service;
   std::unique_ptr<ServerHost> server;
+  std::unique_ptr<MetricsEndpoint> metrics;
 
   // gRPC failures as domain errors: transient ones come back as UNAVAILABLE.
   static void Check(const grpc::Status& st, const std::string& what) {
@@ -105,6 +106,7 @@ void ArchiverProcess::Start() {
   impl_->server->AddService(impl_->service.get());
   impl_->server->Start();
   impl_->consumer->Start();
+  impl_->metrics = ServeMetrics(c.metrics_listen, impl_->consumer.get());
   spdlog::info("archiver {} listening on port {}", c.replica_id, impl_->server->port());
 }
 
@@ -114,6 +116,7 @@ void ArchiverProcess::Shutdown() {
   if (!impl_ || !impl_->server) return;
   impl_->server->SetServing(false);
   impl_->server->Shutdown(std::chrono::milliseconds(impl_->config.drain_ms));
+  impl_->metrics.reset();
   impl_->consumer->Stop();
   impl_->server.reset();
 }

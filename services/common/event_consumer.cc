@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include "error.h"
+#include "metrics.h"
 
 namespace sopflow {
 
@@ -79,6 +80,14 @@ size_t EventConsumer::RunOnce() {
     }
   }
   return messages.size();
+}
+
+std::unique_ptr<MetricsEndpoint> ServeMetrics(const std::string& listen, EventConsumer* consumer) {
+  if (listen.empty()) return nullptr;
+  return std::make_unique<MetricsEndpoint>(listen, [consumer] {
+    Metrics::Global().Set("sopflow_consumer_backlog", "consumer=\"" + consumer->durable() + "\"",
+                          static_cast<double>(consumer->Backlog()));
+  });
 }
 
 }  // namespace sopflow

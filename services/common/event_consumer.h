@@ -11,6 +11,7 @@
 #include <string>
 #include <thread>
 
+#include "metrics_http.h"
 #include "nats.h"
 #include "sopflow/v1/event.pb.h"
 
@@ -37,6 +38,7 @@ class EventConsumer {
   size_t RunOnce();
   // Messages not yet delivered or not yet acknowledged (all replicas).
   int64_t Backlog();
+  const std::string& durable() const { return options_.durable; }
 
  private:
   void Loop();
@@ -47,5 +49,9 @@ class EventConsumer {
   std::atomic<bool> running_{false};
   std::thread thread_;
 };
+
+// Serves /metrics on `listen` (nothing when empty), with the consumer's
+// backlog as the gauge sopflow_consumer_backlog{consumer="<durable>"}.
+std::unique_ptr<MetricsEndpoint> ServeMetrics(const std::string& listen, EventConsumer* consumer);
 
 }  // namespace sopflow

@@ -30,6 +30,11 @@ void Metrics::Observe(const std::string& name, const std::string& labels, double
   h.sum += seconds;
 }
 
+void Metrics::Set(const std::string& name, const std::string& labels, double value) {
+  std::lock_guard lock(mu_);
+  gauges_[{name, labels}] = value;
+}
+
 double Metrics::CounterValue(const std::string& name, const std::string& labels) const {
   std::lock_guard lock(mu_);
   auto it = counters_.find({name, labels});
@@ -40,12 +45,19 @@ std::string Metrics::Render() const {
   std::lock_guard lock(mu_);
   std::string out;
   char num[64];
+  auto series = [](const std::string& name, const std::string& labels) {
+    return labels.empty() ? name : name + "{" + labels + "}";
+  };
   std::string last;
-  for (const auto& [key, value] : counters_) {
-    if (key.first != last) out += "# TYPE " + key.first + " counter\n";
-    last = key.first;
-    std::snprintf(num, sizeof num, "%.17g", value);
-    out += key.first + "{" + key.second + "} " + num + "\n";
+  for (const auto* family : {&counters_, &gauges_}) {
+    const char* type = family == &counters_ ? "counter" : "gauge";
+    last.clear();
+    for (const auto& [key, value] : *family) {
+      if (key.first != last) out += "# TYPE " + key.first + " " + type + "\n";
+      last = key.first;
+      std::snprintf(num, sizeof num, "%.17g", value);
+      out += series(key.first, key.second) + " " + num + "\n";
+    }
   }
   last.clear();
   for (const auto& [key, h] : histograms_) {

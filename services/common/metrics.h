@@ -1,7 +1,7 @@
 // A small in-process metrics registry with Prometheus text exposition.
 // Counters and histograms are keyed by name and a label string; recording
-// takes one short lock. The HTTP endpoint that serves Render() comes with
-// the deployment work (issue 6).
+// takes one short lock. MetricsEndpoint (metrics_http.h) serves Render()
+// over HTTP.
 #pragma once
 
 #include <cstdint>
@@ -19,6 +19,7 @@ class Metrics {
   // labels: Prometheus label text without braces, e.g. method="/x",code="OK"
   void Count(const std::string& name, const std::string& labels, double delta = 1);
   void Observe(const std::string& name, const std::string& labels, double seconds);
+  void Set(const std::string& name, const std::string& labels, double value);  // a gauge
   double CounterValue(const std::string& name, const std::string& labels) const;
   std::string Render() const;
 
@@ -31,6 +32,7 @@ class Metrics {
   static const std::vector<double>& Bounds();
   mutable std::mutex mu_;
   std::map<std::pair<std::string, std::string>, double> counters_;
+  std::map<std::pair<std::string, std::string>, double> gauges_;
   std::map<std::pair<std::string, std::string>, Histogram> histograms_;
 };
 

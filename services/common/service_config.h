@@ -17,6 +17,7 @@ struct ServiceConfig {
   int redis_pool = 8;
   int drain_ms = 10000;                     // grace for running calls on SIGTERM
   int64_t ack_wait_ms = 10000;              // events a dead replica held return after this
+  std::string metrics_listen;               // host:port for GET /metrics; empty: off
 };
 
 }  // namespace sopflow

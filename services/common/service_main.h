@@ -29,6 +29,8 @@ void AddCommonOptions(CLI::App& app, Config& c, std::string& log_level) {
       ->envname("SOPFLOW_DRAIN_MS")->capture_default_str();
   app.add_option("--ack-wait-ms", c.ack_wait_ms, "events a dead replica held return after this")
       ->envname("SOPFLOW_ACK_WAIT_MS")->capture_default_str();
+  app.add_option("--metrics-listen", c.metrics_listen, "serve Prometheus metrics at http://<this>/metrics")
+      ->envname("SOPFLOW_METRICS_LISTEN");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->envname("SOPFLOW_LOG_LEVEL");
 }
 

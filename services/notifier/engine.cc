@@ -8,6 +8,7 @@
 
 #include "error.h"
 #include "ids.h"
+#include "metrics.h"
 
 namespace sopflow::notifier {
 
@@ -61,7 +62,11 @@ bool Engine::RecordOnce(const std::string& cause, const std::vector<v1::Notifica
         if (auto u = composer_->users().FindById(id); u && !u->email.empty()) emails.emplace_back(u->id, u->email);
     store_->Record(b, n, HooksFor(n, hooks), emails, now);
   }
-  return store_->Commit(b) == 0;
+  bool recorded = store_->Commit(b) == 0;
+  if (recorded)
+    for (const auto& n : notifications)
+      Metrics::Global().Count("sopflow_notifications_total", "kind=\"" + v1::Notification::Kind_Name(n.kind()) + "\"");
+  return recorded;
 }
 
 void Engine::OnEvent(const v1::Event& event) {
@@ -228,7 +233,13 @@ void Engine::Attempt(const Claimed& claim) {
   }
   b.Write({"HSET", keys::Delivery(claim.id), "status", v1::Delivery::Status_Name(delivery->status()), "pb",
            delivery->SerializeAsString()});
-  if (store_->Commit(b) != 0) spdlog::warn("delivery {}: taken over while sending; its attempt is not recorded", claim.id);
+  if (store_->Commit(b) != 0) {
+    spdlog::warn("delivery {}: taken over while sending; its attempt is not recorded", claim.id);
+    return;
+  }
+  Metrics::Global().Count("sopflow_delivery_attempts_total",
+                          "channel=\"" + v1::Delivery::Channel_Name(delivery->channel()) + "\",ok=\"" +
+                              (result.ok ? "true" : "false") + "\"");
 }
 
 // ---------------------------------------------------------------- webhooks

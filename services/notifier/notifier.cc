@@ -23,6 +23,7 @@ struct NotifierProcess::Impl {
   std::unique_ptr<EventConsumer> consumer;
   std::unique_ptr<NotifierService> service;
   std::unique_ptr<ServerHost> server;
+  std::unique_ptr<MetricsEndpoint> metrics;
   std::atomic<bool> running{false};
   std::vector<std::thread> loops;
 
@@ -85,6 +86,7 @@ void NotifierProcess::Start() {
   impl_->consumer->Start();
   impl_->loops.emplace_back([this] { impl_->TimerLoop(); });
   for (int i = 0; i < c.delivery_workers; ++i) impl_->loops.emplace_back([this] { impl_->DeliveryLoop(); });
+  impl_->metrics = ServeMetrics(c.metrics_listen, impl_->consumer.get());
   spdlog::info("notifier {} listening on port {}", c.replica_id, impl_->server->port());
 }
 
@@ -95,6 +97,7 @@ void NotifierProcess::Shutdown() {
   impl_->server->SetServing(false);
   impl_->service->StopStreams();
   impl_->server->Shutdown(std::chrono::milliseconds(impl_->config.drain_ms));
+  impl_->metrics.reset();
   impl_->consumer->Stop();
   impl_->running = false;
   for (auto& t : impl_->loops) t.join();

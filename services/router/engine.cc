@@ -9,6 +9,7 @@
 #include "error.h"
 #include "flow.h"
 #include "ids.h"
+#include "metrics.h"
 
 namespace sopflow {
 
@@ -583,7 +584,9 @@ bool Engine::CreateStepTasks(const v1::Event& cause, const v1::Run& run, uint32_
     b.Emit(e);
   }
   b.Write({"HINCRBY", keys::Run(run.id()), "rev", "1"});
-  return store_->Commit(b) == 0;  // 1: applied before; 2: run ended meanwhile
+  bool applied = store_->Commit(b) == 0;  // 1: applied before; 2: run ended meanwhile
+  if (applied) Metrics::Global().Count("sopflow_handoffs_total", "", static_cast<double>(tasks.size()));
+  return applied;
 }
 
 bool Engine::CompleteRunFrom(const v1::Event& cause, const v1::Run& run_in) {

@@ -29,6 +29,7 @@ struct RouterProcess::Impl {
   std::unique_ptr<EventConsumer> consumer;
   std::unique_ptr<RouterService> service;
   std::unique_ptr<ServerHost> server;
+  std::unique_ptr<MetricsEndpoint> metrics;
 };
 
 namespace {
@@ -87,15 +88,18 @@ void RouterProcess::Start() {
   impl_->server->Start();
   impl_->relay->Start();
   impl_->consumer->Start();
+  impl_->metrics = ServeMetrics(c.metrics_listen, impl_->consumer.get());
   spdlog::info("router {} listening on port {}", c.replica_id, impl_->server->port());
 }
 
 int RouterProcess::port() const { return impl_->server ? impl_->server->port() : 0; }
+int RouterProcess::metrics_port() const { return impl_->metrics ? impl_->metrics->port() : 0; }
 
 void RouterProcess::Shutdown() {
   if (!impl_ || !impl_->server) return;
   impl_->server->SetServing(false);
   impl_->server->Shutdown(std::chrono::milliseconds(impl_->config.drain_ms));
+  impl_->metrics.reset();
   impl_->consumer->Stop();
   impl_->relay->Stop();  // after the server: events of the last calls still go out
   impl_->relay->RunOnce();

@@ -1,6 +1,7 @@
 // What every sopflow server has: health and reflection without a token,
 // and an interceptor that records each call.
 #include <grpcpp/generic/generic_stub.h>
+#include <httplib.h>
 
 #include "metrics.h"
 #include "router_fixture.h"
@@ -89,6 +90,37 @@ TEST_F(ServerTest, EveryCallIsCountedByTheInterceptor) {
   EXPECT_NE(text.find("# TYPE sopflow_grpc_request_duration_seconds histogram"), std::string::npos);
   EXPECT_NE(text.find("sopflow_grpc_request_duration_seconds_count{method=\"/sopflow.v1.Router/ListDefinitions\"}"),
             std::string::npos);
+}
+
+TEST(MetricsEndpointTest, PrometheusScrapesRequestsHandoffsAndConsumerBacklog) {
+  Backends backends;
+  SystemClock clock;
+  auto config = backends.RouterConfigFor();
+  config.metrics_listen = "127.0.0.1:0";
+  RouterProcess router(config, &clock);
+  router.Start();
+  ASSERT_GT(router.metrics_port(), 0);
+  auto stub = v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(router.port())));
+  v1::StartRunRequest req;
+  req.set_sop_id(kSop003);
+  req.set_period("2026-Q3");
+  req.set_unit("balangan-satpolpp");
+  v1::Run run;
+  ASSERT_TRUE(stub->StartRun(AuthedContext(kSekretarisBlg).get(), req, &run).ok());
+  httplib::Client http("127.0.0.1", router.metrics_port());
+  std::string body;
+  ASSERT_TRUE(WaitUntil([&] {
+    auto res = http.Get("/metrics");
+    body = res && res->status == 200 ? res->body : "";
+    return body.find("sopflow_handoffs_total ") != std::string::npos;  // the first task was created
+  }));
+  EXPECT_NE(body.find("# TYPE sopflow_grpc_requests_total counter"), std::string::npos);
+  EXPECT_NE(body.find("sopflow_grpc_requests_total{method=\"/sopflow.v1.Router/StartRun\",code=\"OK\"}"), std::string::npos);
+  EXPECT_NE(body.find("# TYPE sopflow_consumer_backlog gauge"), std::string::npos);
+  EXPECT_NE(body.find("sopflow_consumer_backlog{consumer=\"router\"}"), std::string::npos);
+  EXPECT_NE(body.find("sopflow_grpc_request_duration_seconds_bucket{method=\"/sopflow.v1.Router/StartRun\",le=\"+Inf\"}"),
+            std::string::npos);
+  router.Shutdown();
 }
 
 }  // namespace

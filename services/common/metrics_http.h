@@ -1,0 +1,30 @@
+// Serves the metrics registry for Prometheus at GET /metrics (text format
+// 0.0.4), on its own port so that scrapes never touch the gRPC server.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+namespace httplib {
+class Server;
+}
+
+namespace sopflow {
+
+class MetricsEndpoint {
+ public:
+  // listen: "host:port" (port 0: any free one). `refresh` runs before each
+  // scrape, to update gauges such as consumer backlog.
+  MetricsEndpoint(const std::string& listen, std::function<void()> refresh);
+  ~MetricsEndpoint();
+  int port() const { return port_; }
+
+ private:
+  std::unique_ptr<httplib::Server> server_;
+  std::thread thread_;
+  int port_ = 0;
+};
+
+}  // namespace sopflow
