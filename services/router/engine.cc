@@ -358,7 +358,7 @@ v1::Task Engine::Complete(const User& user, const std::string& task_id, const st
   auto def = Definition(first.sop_id(), first.sop_version());
   std::string chosen = flow::CheckOutcome(flow::StepOf(*def, first.step()), outcome);
   Finish finish{chosen, false, "", user.id};
-  return FinishTask(task_id, [&](const v1::Task& t) {
+  return FinishTask(std::move(first), [&](const v1::Task& t) {
     if (!flow::MayActOn(user, t)) ThrowDenied("task " + task_id + " is for role '" + t.pelaksana() + "'");
     if (t.kind() == v1::Step::SYSTEM) ThrowPrecondition("task " + task_id + " is a system job; workers use CompleteJob");
     bool mine = t.status() == v1::Task::CLAIMED && t.assignee() == user.id;
@@ -373,17 +373,18 @@ v1::Task Engine::Return(const User& user, const std::string& task_id, const std:
   if (!flow::MayActOn(user, first)) ThrowDenied("task " + task_id + " is for role '" + first.pelaksana() + "'");
   auto def = Definition(first.sop_id(), first.sop_version());
   Finish finish{flow::RevisionOutcome(flow::StepOf(*def, first.step())), true, reason, user.id};
-  return FinishTask(task_id, [&](const v1::Task& t) {
+  return FinishTask(std::move(first), [&](const v1::Task& t) {
     bool mine = t.status() == v1::Task::CLAIMED && t.assignee() == user.id;
     if (t.status() != v1::Task::OPEN && !mine) ReportTaskConflict(task_id);
   }, finish, output);
 }
 
-v1::Task Engine::FinishTask(const std::string& task_id, const std::function<void(const v1::Task&)>& check,
-                            const Finish& finish, const v1::TaskOutput& output) {
+v1::Task Engine::FinishTask(v1::Task first, const std::function<void(const v1::Task&)>& check, const Finish& finish,
+                            const v1::TaskOutput& output) {
   CheckOutput(output);
+  const std::string task_id = first.id();
   for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
-    v1::Task t = LoadTask(task_id);
+    v1::Task t = attempt == 0 ? std::move(first) : LoadTask(task_id);
     check(t);
     auto run = store_->GetRun(t.run_id());
     if (!run) ThrowNotFound("no run '" + t.run_id() + "'");
@@ -496,7 +497,7 @@ v1::Task Engine::CompleteJob(const User& user, const v1::CompleteJobRequest& req
   if (first.kind() != v1::Step::SYSTEM) ThrowPrecondition("task " + req.task_id() + " is not a system job");
   if (!user.MayWorkJob(first.job_type())) ThrowDenied("user " + user.id + " may not work jobs of type '" + first.job_type() + "'");
   Finish finish{flow::kDefaultOutcome, false, "", "job:" + req.worker()};
-  return FinishTask(req.task_id(), [&](const v1::Task& t) {
+  return FinishTask(std::move(first), [&](const v1::Task& t) {
     if (t.status() != v1::Task::ACTIVATED || t.worker() != req.worker())
       ThrowPrecondition("job " + req.task_id() + " is not activated by worker '" + req.worker() + "' (" +
                         v1::Task::Status_Name(t.status()) + (t.worker().empty() ? "" : " by " + t.worker()) + ")");

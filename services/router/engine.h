@@ -60,8 +60,10 @@ class Engine {
     std::string reason;
     std::string actor;  // user id, or "job:<worker>" for SYSTEM steps
   };
-  v1::Task FinishTask(const std::string& task_id, const std::function<void(const v1::Task&)>& check,
-                      const Finish& finish, const v1::TaskOutput& output);
+  // Completes `first` (as the caller just read it; re-read only on retry:
+  // the commit is guarded on the task being unchanged).
+  v1::Task FinishTask(v1::Task first, const std::function<void(const v1::Task&)>& check, const Finish& finish,
+                      const v1::TaskOutput& output);
   bool CreateStepTasks(const v1::Event& cause, const v1::Run& run, uint32_t step, uint32_t gen);
   bool CompleteRunFrom(const v1::Event& cause, const v1::Run& run);
   v1::Task LoadTask(const std::string& task_id);
