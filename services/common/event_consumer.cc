@@ -23,14 +23,15 @@ EventConsumer::EventConsumer(NatsClient* nats, Options options, Handler handler)
     : nats_(nats), options_(std::move(options)), handler_(std::move(handler)),
       consumer_(*nats, ToConsumerOptions(options_)) {}
 
-int64_t EventConsumer::Backlog() {
+int64_t ConsumerBacklog(NatsClient& nats, const std::string& durable) {
   jsConsumerInfo* ci = nullptr;
-  if (js_GetConsumerInfo(&ci, nats_->jetstream(), kEventStream, options_.durable.c_str(), nullptr, nullptr) != NATS_OK)
-    return -1;
+  if (js_GetConsumerInfo(&ci, nats.jetstream(), kEventStream, durable.c_str(), nullptr, nullptr) != NATS_OK) return -1;
   int64_t backlog = static_cast<int64_t>(ci->NumPending) + ci->NumAckPending;
   jsConsumerInfo_Destroy(ci);
   return backlog;
 }
+
+int64_t EventConsumer::Backlog() { return ConsumerBacklog(*nats_, options_.durable); }
 
 EventConsumer::~EventConsumer() { Stop(); }
 

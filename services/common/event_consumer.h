@@ -50,6 +50,10 @@ class EventConsumer {
   std::thread thread_;
 };
 
+// Messages of a durable consumer of the event stream not yet delivered or
+// not yet acknowledged (all replicas); -1 if NATS does not answer.
+int64_t ConsumerBacklog(NatsClient& nats, const std::string& durable);
+
 // Serves /metrics on `listen` (nothing when empty), with the consumer's
 // backlog as the gauge sopflow_consumer_backlog{consumer="<durable>"}.
 std::unique_ptr<MetricsEndpoint> ServeMetrics(const std::string& listen, EventConsumer* consumer);

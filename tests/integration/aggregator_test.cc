@@ -7,6 +7,7 @@
 #include <set>
 
 #include "aggregator.h"
+#include "event_consumer.h"
 #include "nats.h"
 #include "realisasi.h"
 #include "router_fixture.h"
@@ -311,14 +312,7 @@ TEST_F(AggregatorTest, RedeliveredEventsChangeNothing) {
   natsSubscription_Destroy(sub);
   ASSERT_GT(again.size(), 8u);
   ASSERT_TRUE(nats.PublishAll(again).empty());
-  auto backlog = [&] {
-    jsConsumerInfo* ci = nullptr;
-    if (js_GetConsumerInfo(&ci, nats.jetstream(), kEventStream, "aggregator", nullptr, nullptr) != NATS_OK) return -1LL;
-    long long n = static_cast<long long>(ci->NumPending) + ci->NumAckPending;
-    jsConsumerInfo_Destroy(ci);
-    return n;
-  };
-  ASSERT_TRUE(WaitUntil([&] { return backlog() == 0; }));
+  ASSERT_TRUE(WaitUntil([&] { return ConsumerBacklog(nats, "aggregator") == 0; }));
 
   v1::PerformanceReport after;
   ASSERT_TRUE(agg().GetReport(AuthedContext(kKaro).get(), get, &after).ok());

@@ -7,6 +7,7 @@
 #include <set>
 #include <thread>
 
+#include "event_consumer.h"
 #include "nats.h"
 #include "sopflow/v1/event.pb.h"
 #include "redis.h"
@@ -130,16 +131,6 @@ TEST_F(ConcurrencyTest, TwoReplicasRun100RunsWithNoTaskLostOrDuplicated) {
   second.Shutdown();
 }
 
-// How many messages the router's durable consumer still has to deliver or
-// see acknowledged.
-int64_t RouterConsumerBacklog(NatsClient& nats) {
-  jsConsumerInfo* ci = nullptr;
-  if (js_GetConsumerInfo(&ci, nats.jetstream(), kEventStream, "router", nullptr, nullptr) != NATS_OK) return -1;
-  int64_t backlog = static_cast<int64_t>(ci->NumPending) + ci->NumAckPending;
-  jsConsumerInfo_Destroy(ci);
-  return backlog;
-}
-
 TEST_F(ConcurrencyTest, RedeliveredEventsCreateNothingTwice) {
   v1::Run run = Start003();
   AdvanceTo(run.id(), 3);
@@ -167,7 +158,7 @@ TEST_F(ConcurrencyTest, RedeliveredEventsCreateNothingTwice) {
     again.push_back({step1.type(), "replay-b-" + std::to_string(copy), step1.SerializeAsString(), {}});
   }
   ASSERT_TRUE(nats.PublishAll(again).empty());
-  ASSERT_TRUE(WaitUntil([&] { return RouterConsumerBacklog(nats) == 0; }));
+  ASSERT_TRUE(WaitUntil([&] { return ConsumerBacklog(nats, "router") == 0; }));
 
   auto after = GetRun(run.id());
   EXPECT_EQ(after.tasks_size(), 3);
