@@ -55,8 +55,18 @@ size_t ReadUpload(char* buffer, size_t size, size_t nitems, void* userdata) {
   return n;
 }
 
-int64_t ElapsedMs(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
+// Runs the prepared transfer and records its latency, the reply code and a
+// transport error; whether the reply is a success is the caller's to say.
+CURLcode Perform(CURL* curl, SendResult* result) {
+  auto start = std::chrono::steady_clock::now();
+  CURLcode rc = curl_easy_perform(curl);
+  result->latency_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
+  long code = 0;
+  curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &code);
+  result->status_code = static_cast<int>(code);
+  if (rc != CURLE_OK) result->error = curl_easy_strerror(rc);
+  return rc;
 }
 
 }  // namespace
@@ -119,15 +129,10 @@ SendResult PostWebhook(const v1::Webhook& hook, const std::string& delivery_id, 
   curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, Discard);
   curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-  auto start = std::chrono::steady_clock::now();
-  CURLcode rc = curl_easy_perform(curl);
-  result.latency_ms = ElapsedMs(start);
-  long code = 0;
-  curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &code);
-  result.status_code = static_cast<int>(code);
-  if (rc != CURLE_OK) result.error = curl_easy_strerror(rc);
-  else if (code < 200 || code >= 300) result.error = "HTTP " + std::to_string(code);
-  result.ok = rc == CURLE_OK && code >= 200 && code < 300;
+  CURLcode rc = Perform(curl, &result);
+  bool success = result.status_code >= 200 && result.status_code < 300;
+  if (rc == CURLE_OK && !success) result.error = "HTTP " + std::to_string(result.status_code);
+  result.ok = rc == CURLE_OK && success;
   curl_slist_free_all(headers);
   curl_easy_cleanup(curl);
   return result;
@@ -167,14 +172,7 @@ SendResult SendEmail(const SmtpConfig& smtp, const std::string& to, const std::s
   curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(smtp.timeout_ms));
   curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "smtp,smtps");
-  auto start = std::chrono::steady_clock::now();
-  CURLcode rc = curl_easy_perform(curl);
-  result.latency_ms = ElapsedMs(start);
-  long code = 0;
-  curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &code);
-  result.status_code = static_cast<int>(code);
-  result.ok = rc == CURLE_OK;
-  if (rc != CURLE_OK) result.error = curl_easy_strerror(rc);
+  result.ok = Perform(curl, &result) == CURLE_OK;
   curl_slist_free_all(rcpt);
   curl_easy_cleanup(curl);
   return result;
