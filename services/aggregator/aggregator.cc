@@ -77,7 +77,7 @@ void AggregatorProcess::Start() {
   impl_->nats = std::make_unique<NatsClient>(NatsOptions{c.nats, "sopflow-aggregator-" + c.replica_id, true});
   impl_->nats->EnsureEventStream();
   impl_->publisher = std::make_unique<NatsClient>(NatsOptions{c.nats, "sopflow-aggregator-pub-" + c.replica_id, false});
-  impl_->router = v1::Router::NewStub(OpenChannel(c.router));
+  impl_->router = v1::Router::NewStub(OpenChannel(c.router, c.tls_ca_file));
   Impl* impl = impl_.get();
   impl_->engine = std::make_unique<Engine>(
       impl_->pool.get(), impl_->clock,
@@ -107,7 +107,7 @@ void AggregatorProcess::Start() {
   relay_options.consumer_name = c.replica_id;
   impl_->relay = std::make_unique<OutboxRelay>(RedisAddress::Parse(c.redis), impl_->publisher.get(), relay_options);
   impl_->service = std::make_unique<AggregatorService>(impl_->engine.get(), impl_->users);
-  impl_->server = std::make_unique<ServerHost>(ServerOptions{c.listen, c.tls_cert_file, c.tls_key_file, impl_->users});
+  impl_->server = std::make_unique<ServerHost>(ServerOptionsFor(c, impl_->users));
   impl_->server->AddService(impl_->service.get());
   impl_->server->Start();
   impl_->running = true;

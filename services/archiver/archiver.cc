@@ -88,8 +88,8 @@ void ArchiverProcess::Start() {
   auto rules = Rules::Load(c.rules_dir + "/klasifikasi.yaml", c.rules_dir + "/jra.yaml", c.rules_dir + "/berkas.yaml");
   impl_->pool = std::make_unique<RedisPool>(RedisAddress::Parse(c.redis), c.redis_pool);
   impl_->blobs = std::make_unique<DirectoryBlobStore>(c.blob_dir);
-  impl_->router = v1::Router::NewStub(OpenChannel(c.router));
-  if (!c.aggregator.empty()) impl_->aggregator = v1::Aggregator::NewStub(OpenChannel(c.aggregator));
+  impl_->router = v1::Router::NewStub(OpenChannel(c.router, c.tls_ca_file));
+  if (!c.aggregator.empty()) impl_->aggregator = v1::Aggregator::NewStub(OpenChannel(c.aggregator, c.tls_ca_file));
   impl_->engine = std::make_unique<Engine>(impl_->pool.get(), impl_->blobs.get(), impl_->clock, rules, impl_->MakeSources());
   impl_->nats = std::make_unique<NatsClient>(NatsOptions{c.nats, "sopflow-archiver-" + c.replica_id, true});
   impl_->nats->EnsureEventStream();
@@ -102,7 +102,7 @@ void ArchiverProcess::Start() {
     if (e.has_run_completed()) engine->FileRun(std::nullopt, e.run_id());
   });
   impl_->service = std::make_unique<ArchiverService>(impl_->engine.get(), impl_->users);
-  impl_->server = std::make_unique<ServerHost>(ServerOptions{c.listen, c.tls_cert_file, c.tls_key_file, impl_->users});
+  impl_->server = std::make_unique<ServerHost>(ServerOptionsFor(c, impl_->users));
   impl_->server->AddService(impl_->service.get());
   impl_->server->Start();
   impl_->consumer->Start();

@@ -9,9 +9,11 @@
 
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "grpc_client.h"
 #include "metrics.h"
+#include "service_config.h"
 
 namespace sopflow {
 namespace {
@@ -164,19 +166,43 @@ void ServerHost::Start() {
   builder_.experimental().SetInterceptorCreators(std::move(interceptors));
   server_ = builder_.BuildAndStart();
   if (!server_ || port_ == 0) throw std::runtime_error("cannot listen on " + options_.listen);
+  if (!options_.health_listen.empty()) {
+    grpc::ServerBuilder health;  // the default health service only: no handler of ours is reachable here
+    health.AddListeningPort(options_.health_listen, grpc::InsecureServerCredentials(), &health_port_);
+    health_server_ = health.BuildAndStart();
+    if (!health_server_ || health_port_ == 0) throw std::runtime_error("cannot listen on " + options_.health_listen);
+  }
   SetServing(true);
 }
 
 void ServerHost::SetServing(bool serving) {
-  if (server_ && server_->GetHealthCheckService()) server_->GetHealthCheckService()->SetServingStatus(serving);
+  for (auto* s : {server_.get(), health_server_.get()})
+    if (s && s->GetHealthCheckService()) s->GetHealthCheckService()->SetServingStatus(serving);
 }
 
 void ServerHost::Shutdown(std::chrono::milliseconds grace) {
   if (!server_) return;
   SetServing(false);
+  if (options_.not_serving_delay.count() > 0) std::this_thread::sleep_for(options_.not_serving_delay);
   server_->Shutdown(std::chrono::system_clock::now() + grace);
   server_->Wait();
   server_.reset();
+  if (health_server_) {
+    health_server_->Shutdown(std::chrono::system_clock::now());
+    health_server_->Wait();
+    health_server_.reset();
+  }
+}
+
+ServerOptions ServerOptionsFor(const ServiceConfig& c, std::shared_ptr<const UserDirectory> users) {
+  ServerOptions o;
+  o.listen = c.listen;
+  o.tls_cert_file = c.tls_cert_file;
+  o.tls_key_file = c.tls_key_file;
+  o.users = std::move(users);
+  o.health_listen = c.health_listen;
+  o.not_serving_delay = std::chrono::milliseconds(c.not_serving_delay_ms);
+  return o;
 }
 
 }  // namespace sopflow

@@ -5,6 +5,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -22,7 +23,16 @@ struct ServerOptions {
   std::string tls_cert_file;
   std::string tls_key_file;
   std::shared_ptr<const UserDirectory> users;
+  // Kubelet's gRPC probes speak neither TLS nor bearer tokens: when set, a
+  // second, plaintext server here answers grpc.health.v1 and nothing else.
+  std::string health_listen;
+  // On Shutdown, report NOT_SERVING this long while still serving, so load
+  // balancers and Kubernetes endpoints stop sending before the port closes.
+  std::chrono::milliseconds not_serving_delay{0};
 };
+
+struct ServiceConfig;
+ServerOptions ServerOptionsFor(const ServiceConfig& config, std::shared_ptr<const UserDirectory> users);
 
 // The one mapping from domain errors to gRPC status codes.
 grpc::Status ToGrpcStatus(const DomainError& e);
@@ -50,15 +60,19 @@ class ServerHost {
   void AddService(grpc::Service* service);
   void Start();  // throws std::runtime_error if it cannot listen
   int port() const { return port_; }
+  int health_port() const { return health_port_; }
   void SetServing(bool serving);
-  // Stops accepting calls and waits up to `grace` for running ones.
+  // Reports NOT_SERVING (for not_serving_delay), then stops accepting calls
+  // and waits up to `grace` for running ones.
   void Shutdown(std::chrono::milliseconds grace);
 
  private:
   ServerOptions options_;
   grpc::ServerBuilder builder_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<grpc::Server> health_server_;
   int port_ = 0;
+  int health_port_ = 0;
 };
 
 }  // namespace sopflow

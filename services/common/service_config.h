@@ -13,9 +13,12 @@ struct ServiceConfig {
   std::string tokens_file;
   std::string tls_cert_file;                // with tls_key_file: TLS; else loopback peers only
   std::string tls_key_file;
+  std::string tls_ca_file;                  // CA for calls to other sopflow services over TLS
+  std::string health_listen;                // host:port for a plaintext grpc.health.v1 (kubelet probes)
   std::string replica_id;                   // default: host-pid-random
   int redis_pool = 8;
   int drain_ms = 10000;                     // grace for running calls on SIGTERM
+  int not_serving_delay_ms = 0;             // on SIGTERM, NOT_SERVING this long before closing
   int64_t ack_wait_ms = 10000;              // events a dead replica held return after this
   std::string metrics_listen;               // host:port for GET /metrics; empty: off
 };

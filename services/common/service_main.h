@@ -24,6 +24,12 @@ void AddCommonOptions(CLI::App& app, Config& c, std::string& log_level) {
   app.add_option("--tokens", c.tokens_file, "token file (users, roles)")->envname("SOPFLOW_TOKENS")->required();
   app.add_option("--tls-cert", c.tls_cert_file, "TLS certificate (PEM)")->envname("SOPFLOW_TLS_CERT");
   app.add_option("--tls-key", c.tls_key_file, "TLS key (PEM)")->envname("SOPFLOW_TLS_KEY");
+  app.add_option("--tls-ca", c.tls_ca_file, "CA (PEM) for calls to other sopflow services")->envname("SOPFLOW_TLS_CA");
+  app.add_option("--health-listen", c.health_listen, "plaintext grpc.health.v1 only, for kubelet probes")
+      ->envname("SOPFLOW_HEALTH_LISTEN");
+  app.add_option("--not-serving-delay-ms", c.not_serving_delay_ms,
+                 "on SIGTERM, report NOT_SERVING and keep serving this long so load balancers let go first")
+      ->envname("SOPFLOW_NOT_SERVING_DELAY_MS")->capture_default_str();
   app.add_option("--replica-id", c.replica_id, "unique replica name")->envname("SOPFLOW_REPLICA_ID");
   app.add_option("--drain-ms", c.drain_ms, "grace for running calls on SIGTERM")
       ->envname("SOPFLOW_DRAIN_MS")->capture_default_str();

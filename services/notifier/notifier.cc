@@ -79,7 +79,7 @@ void NotifierProcess::Start() {
   impl_->consumer = std::make_unique<EventConsumer>(impl_->nats.get(), consumer_options,
                                                     [engine](const v1::Event& e) { engine->OnEvent(e); });
   impl_->service = std::make_unique<NotifierService>(impl_->engine.get(), impl_->users, RedisAddress::Parse(c.redis));
-  impl_->server = std::make_unique<ServerHost>(ServerOptions{c.listen, c.tls_cert_file, c.tls_key_file, impl_->users});
+  impl_->server = std::make_unique<ServerHost>(ServerOptionsFor(c, impl_->users));
   impl_->server->AddService(impl_->service.get());
   impl_->server->Start();
   impl_->running = true;

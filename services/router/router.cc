@@ -83,7 +83,7 @@ void RouterProcess::Start() {
                                                     [engine](const v1::Event& e) { engine->OnEvent(e); });
 
   impl_->service = std::make_unique<RouterService>(impl_->engine.get(), impl_->users);
-  impl_->server = std::make_unique<ServerHost>(ServerOptions{c.listen, c.tls_cert_file, c.tls_key_file, impl_->users});
+  impl_->server = std::make_unique<ServerHost>(ServerOptionsFor(c, impl_->users));
   impl_->server->AddService(impl_->service.get());
   impl_->server->Start();
   impl_->relay->Start();

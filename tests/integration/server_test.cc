@@ -2,6 +2,7 @@
 // and an interceptor that records each call.
 #include <grpcpp/generic/generic_stub.h>
 #include <httplib.h>
+#include <signal.h>
 
 #include "metrics.h"
 #include "router_fixture.h"
@@ -9,48 +10,62 @@
 namespace sopflow::testing {
 namespace {
 
+bool Next(grpc::CompletionQueue& cq) {
+  void* tag;
+  bool ok = false;
+  return cq.Next(&tag, &ok) && ok;
+}
+
+std::string Bytes(const grpc::ByteBuffer& buffer) {
+  std::vector<grpc::Slice> slices;
+  (void)buffer.Dump(&slices);
+  std::string out;
+  for (auto& s : slices) out.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  return out;
+}
+
+// One request, one response over a generic stream, with no token: how a
+// prober or grpcurl sees a server, without its generated stubs.
+std::string CallWithoutToken(const std::shared_ptr<grpc::Channel>& channel, const std::string& method,
+                             const std::string& request, grpc::Status* status) {
+  grpc::GenericStub generic(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  grpc::CompletionQueue cq;
+  auto call = generic.PrepareCall(&ctx, method, &cq);
+  call->StartCall(nullptr);
+  std::string response;
+  if (Next(cq)) {
+    grpc::Slice slice(request);
+    call->Write(grpc::ByteBuffer(&slice, 1), nullptr);
+    Next(cq);
+    call->WritesDone(nullptr);
+    Next(cq);
+    grpc::ByteBuffer buffer;
+    call->Read(&buffer, nullptr);
+    if (Next(cq)) response = Bytes(buffer);
+  }
+  call->Finish(status, nullptr);
+  Next(cq);
+  cq.Shutdown();
+  while (Next(cq)) {
+  }
+  return response;
+}
+
+// grpc.health.v1 answers: HealthCheckResponse{status: SERVING | NOT_SERVING}.
+const std::string kServing("\x08\x01", 2);
+const std::string kNotServing("\x08\x02", 2);
+
+std::string HealthOf(const std::shared_ptr<grpc::Channel>& channel, grpc::Status* status) {
+  return CallWithoutToken(channel, "/grpc.health.v1.Health/Check", "", status);
+}
+
 class ServerTest : public RouterTest {
  protected:
-  static bool Next(grpc::CompletionQueue& cq) {
-    void* tag;
-    bool ok = false;
-    return cq.Next(&tag, &ok) && ok;
-  }
-  static std::string Bytes(const grpc::ByteBuffer& buffer) {
-    std::vector<grpc::Slice> slices;
-    (void)buffer.Dump(&slices);
-    std::string out;
-    for (auto& s : slices) out.append(reinterpret_cast<const char*>(s.begin()), s.size());
-    return out;
-  }
-  static grpc::ByteBuffer Buffer(const std::string& bytes) {
-    grpc::Slice slice(bytes);
-    return grpc::ByteBuffer(&slice, 1);
-  }
-  // One request, one response over a generic stream, with no token.
   std::string CallWithoutToken(const std::string& method, const std::string& request, grpc::Status* status) {
-    grpc::GenericStub generic(OpenChannel("127.0.0.1:" + std::to_string(router_->port())));
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-    grpc::CompletionQueue cq;
-    auto call = generic.PrepareCall(&ctx, method, &cq);
-    call->StartCall(nullptr);
-    std::string response;
-    if (Next(cq)) {
-      call->Write(Buffer(request), nullptr);
-      Next(cq);
-      call->WritesDone(nullptr);
-      Next(cq);
-      grpc::ByteBuffer buffer;
-      call->Read(&buffer, nullptr);
-      if (Next(cq)) response = Bytes(buffer);
-    }
-    call->Finish(status, nullptr);
-    Next(cq);
-    cq.Shutdown();
-    while (Next(cq)) {
-    }
-    return response;
+    return testing::CallWithoutToken(OpenChannel("127.0.0.1:" + std::to_string(router_->port())), method, request,
+                                     status);
   }
 };
 
@@ -59,7 +74,7 @@ TEST_F(ServerTest, HealthIsServedWithoutAToken) {
   // HealthCheckRequest{service: ""} is empty; the answer is {status: SERVING}.
   std::string answer = CallWithoutToken("/grpc.health.v1.Health/Check", "", &status);
   EXPECT_TRUE(status.ok()) << status.error_message();
-  EXPECT_EQ(answer, std::string("\x08\x01", 2));
+  EXPECT_EQ(answer, kServing);
 }
 
 TEST_F(ServerTest, ReflectionListsTheRouterWithoutAToken) {
@@ -121,6 +136,55 @@ TEST(MetricsEndpointTest, PrometheusScrapesRequestsHandoffsAndConsumerBacklog) {
   EXPECT_NE(body.find("sopflow_grpc_request_duration_seconds_bucket{method=\"/sopflow.v1.Router/StartRun\",le=\"+Inf\"}"),
             std::string::npos);
   router.Shutdown();
+}
+
+// How the router runs on Kubernetes: TLS on the API port (clients trust the
+// CA), a plaintext health-only port for kubelet's gRPC probes, and on
+// SIGTERM NOT_SERVING while calls are still answered, then a clean exit.
+TEST(DeploymentShapeTest, TlsApiPlaintextHealthPortAndNotServingDuringTheDrain) {
+  Backends backends;
+  const std::string key = backends.dir + "/tls.key", cert = backends.dir + "/tls.crt";
+  ChildProcess openssl;
+  openssl.Start({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days",
+                 "1", "-subj", "/CN=sopflow-router", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"},
+                {}, backends.dir + "/openssl.log");
+  ASSERT_EQ(openssl.WaitExit(30000), 0) << "see " << backends.dir << "/openssl.log";
+
+  auto c = backends.RouterConfigFor();
+  const int port = FreePort(), health_port = FreePort();
+  ChildProcess router;
+  router.Start({SOPFLOW_ROUTER_BIN, "--listen", "127.0.0.1:" + std::to_string(port), "--health-listen",
+                "127.0.0.1:" + std::to_string(health_port), "--tls-cert", cert, "--tls-key", key, "--redis", c.redis,
+                "--nats", c.nats, "--tokens", c.tokens_file, "--definitions", c.definitions_dir,
+                "--not-serving-delay-ms", "3000", "--drain-ms", "2000", "--log-level", "warn"},
+               {}, backends.dir + "/router.log");
+  ASSERT_TRUE(WaitForPort(health_port, 15000));
+  ASSERT_TRUE(WaitForPort(port, 15000));
+
+  auto tls = OpenChannel("127.0.0.1:" + std::to_string(port), cert);
+  auto stub = v1::Router::NewStub(tls);
+  v1::ListDefinitionsResponse defs;
+  grpc::Status st = stub->ListDefinitions(AuthedContext(kKaro).get(), {}, &defs);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(defs.definitions_size(), 3);
+  // The API port speaks only TLS.
+  auto plain = v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(port)));
+  EXPECT_EQ(plain->ListDefinitions(AuthedContext(kKaro, std::chrono::seconds(2)).get(), {}, &defs).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+  // The health port answers health, plaintext, and serves nothing else.
+  auto health = OpenChannel("127.0.0.1:" + std::to_string(health_port));
+  grpc::Status hs;
+  EXPECT_EQ(HealthOf(health, &hs), kServing);
+  EXPECT_TRUE(hs.ok()) << hs.error_message();
+  EXPECT_EQ(v1::Router::NewStub(health)->ListDefinitions(AuthedContext(kKaro).get(), {}, &defs).error_code(),
+            grpc::StatusCode::UNIMPLEMENTED);
+
+  kill(router.pid(), SIGTERM);
+  ASSERT_TRUE(WaitUntil([&] { return HealthOf(health, &hs) == kNotServing; }, 10000))
+      << "NOT_SERVING after SIGTERM";
+  st = stub->ListDefinitions(AuthedContext(kKaro).get(), {}, &defs);
+  EXPECT_TRUE(st.ok()) << "still answering while load balancers let go: " << st.error_message();
+  EXPECT_EQ(router.WaitExit(15000), 0);
 }
 
 }  // namespace
