@@ -75,7 +75,7 @@ void AggregatorProcess::Start() {
   impl_->users = UserDirectory::LoadFile(c.tokens_file);
   impl_->pool = std::make_unique<RedisPool>(RedisAddress::Parse(c.redis), c.redis_pool);
   impl_->nats = std::make_unique<NatsClient>(NatsOptions{c.nats, "sopflow-aggregator-" + c.replica_id, true});
-  impl_->nats->EnsureEventStream();
+  impl_->nats->EnsureEventStream(c.stream_replicas);
   impl_->publisher = std::make_unique<NatsClient>(NatsOptions{c.nats, "sopflow-aggregator-pub-" + c.replica_id, false});
   impl_->router = v1::Router::NewStub(OpenChannel(c.router, c.tls_ca_file));
   Impl* impl = impl_.get();

@@ -92,7 +92,7 @@ void ArchiverProcess::Start() {
   if (!c.aggregator.empty()) impl_->aggregator = v1::Aggregator::NewStub(OpenChannel(c.aggregator, c.tls_ca_file));
   impl_->engine = std::make_unique<Engine>(impl_->pool.get(), impl_->blobs.get(), impl_->clock, rules, impl_->MakeSources());
   impl_->nats = std::make_unique<NatsClient>(NatsOptions{c.nats, "sopflow-archiver-" + c.replica_id, true});
-  impl_->nats->EnsureEventStream();
+  impl_->nats->EnsureEventStream(c.stream_replicas);
   EventConsumer::Options options;
   options.durable = "archiver";
   options.filter_subject = "sopflow.v1.run.completed";

@@ -45,7 +45,7 @@ NatsClient::~NatsClient() {
   }
 }
 
-void NatsClient::EnsureEventStream(int64_t duplicate_window_ms, int64_t max_age_hours) {
+void NatsClient::EnsureEventStream(int replicas, int64_t duplicate_window_ms, int64_t max_age_hours) {
   jsStreamConfig cfg;
   jsStreamConfig_Init(&cfg);
   const char* subjects[] = {kEventSubjects};
@@ -53,6 +53,7 @@ void NatsClient::EnsureEventStream(int64_t duplicate_window_ms, int64_t max_age_
   cfg.Subjects = subjects;
   cfg.SubjectsLen = 1;
   cfg.Storage = js_FileStorage;
+  cfg.Replicas = replicas;
   cfg.Duplicates = duplicate_window_ms * 1000000;
   cfg.MaxAge = max_age_hours * 3600LL * 1000000000LL;
   jsStreamInfo* si = nullptr;

@@ -40,8 +40,9 @@ class NatsClient {
   natsConnection* connection() const { return conn_; }
   jsCtx* jetstream() const { return js_; }
 
-  // Creates the event stream (file storage) if it does not exist yet.
-  void EnsureEventStream(int64_t duplicate_window_ms = 120000, int64_t max_age_hours = 24 * 30);
+  // Creates the event stream (file storage, `replicas` copies across a
+  // JetStream cluster) if it does not exist yet.
+  void EnsureEventStream(int replicas = 1, int64_t duplicate_window_ms = 120000, int64_t max_age_hours = 24 * 30);
 
   struct OutgoingMessage {
     std::string subject;

@@ -10,6 +10,7 @@ struct ServiceConfig {
   std::string listen;                       // gRPC address; each service sets its default port
   std::string redis = "127.0.0.1:6379";
   std::string nats = "nats://127.0.0.1:4222";
+  int stream_replicas = 1;                  // copies of the event stream in a JetStream cluster
   std::string tokens_file;
   std::string tls_cert_file;                // with tls_key_file: TLS; else loopback peers only
   std::string tls_key_file;

@@ -21,6 +21,8 @@ void AddCommonOptions(CLI::App& app, Config& c, std::string& log_level) {
   app.add_option("--listen", c.listen, "gRPC address")->envname("SOPFLOW_LISTEN")->capture_default_str();
   app.add_option("--redis", c.redis, "Redis host:port")->envname("SOPFLOW_REDIS")->capture_default_str();
   app.add_option("--nats", c.nats, "NATS URL")->envname("SOPFLOW_NATS")->capture_default_str();
+  app.add_option("--stream-replicas", c.stream_replicas, "copies of the event stream (JetStream cluster: 3)")
+      ->envname("SOPFLOW_STREAM_REPLICAS")->capture_default_str();
   app.add_option("--tokens", c.tokens_file, "token file (users, roles)")->envname("SOPFLOW_TOKENS")->required();
   app.add_option("--tls-cert", c.tls_cert_file, "TLS certificate (PEM)")->envname("SOPFLOW_TLS_CERT");
   app.add_option("--tls-key", c.tls_key_file, "TLS key (PEM)")->envname("SOPFLOW_TLS_KEY");

@@ -269,6 +269,13 @@ v1::Webhook Engine::RegisterWebhook(const User& user, const v1::RegisterWebhookR
   return hook;
 }
 
+void Engine::DeclareWebhooks(const std::vector<v1::Webhook>& hooks) {
+  if (hooks.empty()) return;
+  RedisBatch b;
+  for (const auto& hook : hooks) b.Write({"HSET", keys::kHooks, hook.id(), hook.SerializeAsString()});
+  store_->Commit(b);
+}
+
 std::vector<v1::Webhook> Engine::ListWebhooks(const User& user, const std::string& unit) {
   std::string want = unit.empty() && !user.admin ? user.unit : unit;
   if (!want.empty() && !MayManageUnit(user, want)) ThrowDenied("webhooks of unit '" + want + "' are not yours to see");

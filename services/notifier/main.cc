@@ -10,6 +10,8 @@ int main(int argc, char** argv) {
   sopflow::AddCommonOptions(app, c, log_level);
   app.add_option("--calendar", c.calendar_file, "work calendar")->envname("SOPFLOW_CALENDAR");
   app.add_option("--templates", c.templates_dir, "message templates")->envname("SOPFLOW_TEMPLATES")->capture_default_str();
+  app.add_option("--webhooks", c.webhooks_file, "declared webhooks (secrets from the environment)")
+      ->envname("SOPFLOW_WEBHOOKS");
   app.add_option("--smtp-url", o.smtp.url, "smtp://host:port; empty: no e-mail")->envname("SOPFLOW_SMTP_URL");
   app.add_option("--smtp-from", o.smtp.from)->envname("SOPFLOW_SMTP_FROM")->capture_default_str();
   app.add_option("--reminder-share", o.reminder_share, "remind at this share of the time")

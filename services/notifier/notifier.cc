@@ -5,6 +5,7 @@
 #include <atomic>
 #include <thread>
 
+#include "declared_webhooks.h"
 #include "event_consumer.h"
 #include "grpc_server.h"
 #include "ids.h"
@@ -69,8 +70,9 @@ void NotifierProcess::Start() {
   impl_->pool = std::make_unique<RedisPool>(RedisAddress::Parse(c.redis), c.redis_pool);
   impl_->store = std::make_unique<Store>(impl_->pool.get(), c.log_max_len);
   impl_->nats = std::make_unique<NatsClient>(NatsOptions{c.nats, "sopflow-notifier-" + c.replica_id, true});
-  impl_->nats->EnsureEventStream();
+  impl_->nats->EnsureEventStream(c.stream_replicas);
   impl_->engine = std::make_unique<Engine>(impl_->store.get(), impl_->clock, composer, c.options);
+  if (!c.webhooks_file.empty()) impl_->engine->DeclareWebhooks(LoadDeclaredWebhooks(c.webhooks_file, ProcessEnvironment()));
   EventConsumer::Options consumer_options;
   consumer_options.durable = "notifier";
   consumer_options.filter_subject = "sopflow.v1.>";

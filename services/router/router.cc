@@ -63,7 +63,7 @@ void RouterProcess::Start() {
   impl_->pool = std::make_unique<RedisPool>(RedisAddress::Parse(c.redis), c.redis_pool);
   impl_->store = std::make_unique<Store>(impl_->pool.get());
   impl_->publisher = std::make_unique<NatsClient>(NatsOptions{c.nats, "sopflow-router-pub-" + c.replica_id, false});
-  impl_->publisher->EnsureEventStream();
+  impl_->publisher->EnsureEventStream(c.stream_replicas);
   impl_->subscriber = std::make_unique<NatsClient>(NatsOptions{c.nats, "sopflow-router-sub-" + c.replica_id, true});
   auto calendar = c.calendar_file.empty() ? WorkCalendar::Default() : WorkCalendar::LoadFile(c.calendar_file);
   impl_->engine =

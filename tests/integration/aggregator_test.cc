@@ -25,7 +25,7 @@ aggregator::Config AggregatorConfigFor(const Backends& b, int router_port) {
   c.listen = "127.0.0.1:0";
   c.redis = b.redis->address();
   c.nats = b.nats->url();
-  c.tokens_file = SourcePath("deploy/local/tokens.yaml");
+  c.tokens_file = SourcePath("deploy/overlays/dev/tokens.yaml");
   c.catalogues_dir = SourcePath("deploy/aggregator/catalogues");
   c.router = "127.0.0.1:" + std::to_string(router_port);
   c.router_token = "demo-aggregator";

@@ -25,7 +25,7 @@ archiver::Config ArchiverConfigFor(const Backends& b, int router_port, int aggre
   c.listen = "127.0.0.1:0";
   c.redis = b.redis->address();
   c.nats = b.nats->url();
-  c.tokens_file = SourcePath("deploy/local/tokens.yaml");
+  c.tokens_file = SourcePath("deploy/overlays/dev/tokens.yaml");
   c.blob_dir = b.dir + "/blobs";
   c.rules_dir = SourcePath("deploy/archiver");
   c.router = "127.0.0.1:" + std::to_string(router_port);
@@ -44,7 +44,7 @@ class ArchiverTest : public RouterTest {
     ac.listen = "127.0.0.1:0";
     ac.redis = backends_->redis->address();
     ac.nats = backends_->nats->url();
-    ac.tokens_file = SourcePath("deploy/local/tokens.yaml");
+    ac.tokens_file = SourcePath("deploy/overlays/dev/tokens.yaml");
     ac.catalogues_dir = SourcePath("deploy/aggregator/catalogues");
     ac.router = "127.0.0.1:" + std::to_string(router_->port());
     ac.router_token = "demo-aggregator";

@@ -64,7 +64,7 @@ notifier::Config NotifierConfigFor(const Backends& backends, const std::string& 
   c.listen = "127.0.0.1:0";
   c.redis = backends.redis->address();
   c.nats = backends.nats->url();
-  c.tokens_file = SourcePath("deploy/local/tokens.yaml");
+  c.tokens_file = SourcePath("deploy/overlays/dev/tokens.yaml");
   c.calendar_file = SourcePath("deploy/calendar/calendar.yaml");
   c.templates_dir = SourcePath("deploy/notifier/templates");
   c.options.smtp.url = smtp_url;

@@ -2,9 +2,12 @@
 // signed webhook (with retries and a dead-letter list), e-mail through a
 // real SMTP server, and the inbox; reminders and escalations fire once.
 #include <atomic>
+#include <cstdlib>
+#include <fstream>
 #include <set>
 
 #include "delivery.h"
+#include "error.h"
 #include "nats.h"
 #include "notifier_fixture.h"
 #include "sopflow/v1/event.pb.h"
@@ -308,6 +311,67 @@ TEST_F(NotifierChannelsTest, RunsEndingAndLateUnitsAreAnnounced) {
   ASSERT_TRUE(nats.PublishAll({{late.type(), late.id(), late.SerializeAsString(), {}}}).empty());
   ASSERT_TRUE(WaitUntil([&] { return !InboxOf(kBagianKl, v1::Notification::SUBMISSION_LATE, "").empty(); }));
   EXPECT_TRUE(InboxOf(kBagianTl, v1::Notification::SUBMISSION_LATE, "").empty());
+}
+
+// Ops declare a webhook in a ConfigMap file with its secret in a Secret
+// (an environment variable): it is listed without the secret and signs
+// what it delivers with it.
+TEST(DeclaredWebhooksTest, AWebhookFromTheFileSignsWithTheSecretFromTheEnvironment) {
+  Backends backends;
+  SystemClock clock;
+  RouterProcess router(backends.RouterConfigFor(), &clock);
+  router.Start();
+  WebhookReceiver receiver;
+  const std::string secret = "declared-secret-0123456789";
+  ASSERT_EQ(setenv("SOPFLOW_TEST_WEBHOOK_SECRET", secret.c_str(), 1), 0);
+  auto config = NotifierConfigFor(backends, "");
+  config.webhooks_file = backends.dir + "/webhooks.yaml";
+  std::ofstream(config.webhooks_file) << "webhooks:\n  - {id: balangan-dashboard, url: \"" << receiver.url()
+                                      << "\", unit: balangan-satpolpp, secret_env: SOPFLOW_TEST_WEBHOOK_SECRET}\n";
+  notifier::NotifierProcess notifier(config, &clock);
+  notifier.Start();
+  unsetenv("SOPFLOW_TEST_WEBHOOK_SECRET");
+
+  auto notifier_stub = v1::Notifier::NewStub(OpenChannel("127.0.0.1:" + std::to_string(notifier.port())));
+  v1::ListWebhooksResponse hooks;
+  ASSERT_TRUE(notifier_stub->ListWebhooks(AuthedContext(kAdmin).get(), {}, &hooks).ok());
+  ASSERT_EQ(hooks.webhooks_size(), 1);
+  EXPECT_EQ(hooks.webhooks(0).id(), "wh-balangan-dashboard");
+  EXPECT_EQ(hooks.webhooks(0).secret(), "") << "secrets never leave";
+
+  auto stub = v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(router.port())));
+  v1::StartRunRequest req;
+  req.set_sop_id(kSop003);
+  req.set_period("2026-Q3");
+  req.set_unit("balangan-satpolpp");
+  v1::Run run;
+  ASSERT_TRUE(stub->StartRun(AuthedContext(kSekretarisBlg).get(), req, &run).ok());
+  ASSERT_TRUE(WaitUntil([&] {
+    for (const auto& r : receiver.received())
+      if (r.body.find(run.id()) != std::string::npos) return true;
+    return false;
+  }));
+  for (const auto& r : receiver.received())
+    EXPECT_EQ(r.signature, "sha256=" + notifier::HmacSha256Hex(secret, r.body));
+  notifier.Shutdown();
+  router.Shutdown();
+}
+
+TEST(DeclaredWebhooksTest, ABrokenFileStopsTheNotifierFromStarting) {
+  Backends backends;
+  SystemClock clock;
+  auto config = NotifierConfigFor(backends, "");
+  config.webhooks_file = backends.dir + "/webhooks.yaml";
+  std::ofstream(config.webhooks_file) << "webhooks:\n  - {id: x, url: \"http://127.0.0.1:9/h\", unit: u, "
+                                         "secret_env: SOPFLOW_TEST_UNSET_SECRET}\n";
+  notifier::NotifierProcess notifier(config, &clock);
+  try {
+    notifier.Start();
+    FAIL() << "must not start";
+  } catch (const sopflow::DomainError& e) {
+    EXPECT_NE(std::string(e.what()).find("webhooks.yaml:2: secret_env: $SOPFLOW_TEST_UNSET_SECRET"), std::string::npos)
+        << e.what();
+  }
 }
 
 }  // namespace

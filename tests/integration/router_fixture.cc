@@ -27,7 +27,7 @@ std::string ReadText(const std::string& path) {
 
 std::vector<demo::Actor> AllActors() {
   std::vector<demo::Actor> actors;
-  YAML::Node root = YAML::LoadFile(SourcePath("deploy/local/tokens.yaml"));
+  YAML::Node root = YAML::LoadFile(SourcePath("deploy/overlays/dev/tokens.yaml"));
   for (const auto& u : root["users"]) actors.push_back({u["id"].as<std::string>(), u["token"].as<std::string>()});
   return actors;
 }
@@ -48,8 +48,8 @@ RouterConfig Backends::RouterConfigFor() const {
   c.listen = "127.0.0.1:0";
   c.redis = redis->address();
   c.nats = nats->url();
-  c.tokens_file = SourcePath("deploy/local/tokens.yaml");
-  c.definitions_dir = SourcePath("definitions");
+  c.tokens_file = SourcePath("deploy/overlays/dev/tokens.yaml");
+  c.definitions_dir = SourcePath("deploy/definitions");
   c.calendar_file = SourcePath("deploy/calendar/calendar.yaml");
   c.relay_reclaim_idle_ms = 500;
   c.drain_ms = 2000;

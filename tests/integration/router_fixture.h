@@ -35,7 +35,7 @@ inline constexpr char kSop004[] = "gowa-perencanaan-pelaporan-data-kinerja";
 
 std::string SourcePath(const std::string& relative);
 std::string ReadText(const std::string& path);
-// Every demo user (deploy/local/tokens.yaml) as a scripted actor.
+// Every demo user (deploy/overlays/dev/tokens.yaml) as a scripted actor.
 std::vector<demo::Actor> AllActors();
 
 // Redis + NATS in a temporary folder.

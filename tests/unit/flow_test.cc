@@ -16,7 +16,7 @@ namespace {
 using google::protobuf::util::TimeUtil;
 
 v1::Definition Seed(const std::string& name) {
-  std::ifstream in(std::string(SOPFLOW_SOURCE_DIR) + "/definitions/" + name);
+  std::ifstream in(std::string(SOPFLOW_SOURCE_DIR) + "/deploy/definitions/" + name);
   std::stringstream ss;
   ss << in.rdbuf();
   auto d = ParseDefinitionOrThrow(ss.str(), name);
@@ -173,7 +173,7 @@ TEST(Flow, CompletionEntryMeasuresAgainstWaktu) {
 }
 
 TEST(Users, TokenFileLoadsAndRejectsBadEntries) {
-  auto dir = UserDirectory::LoadFile(std::string(SOPFLOW_SOURCE_DIR) + "/deploy/local/tokens.yaml");
+  auto dir = UserDirectory::LoadFile(std::string(SOPFLOW_SOURCE_DIR) + "/deploy/overlays/dev/tokens.yaml");
   auto karo = dir->FindByToken("demo-karo");
   ASSERT_TRUE(karo);
   EXPECT_EQ(karo->id, "rita");

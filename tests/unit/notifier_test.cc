@@ -2,7 +2,11 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <fstream>
+
 #include "compose.h"
+#include "declared_webhooks.h"
+#include "error.h"
 #include "delivery.h"
 
 namespace sopflow::notifier {
@@ -17,7 +21,7 @@ TimePoint At(const char* text) {
 }
 
 std::shared_ptr<const UserDirectory> Users() {
-  return UserDirectory::LoadFile(std::string(SOPFLOW_SOURCE_DIR) + "/deploy/local/tokens.yaml");
+  return UserDirectory::LoadFile(std::string(SOPFLOW_SOURCE_DIR) + "/deploy/overlays/dev/tokens.yaml");
 }
 
 std::shared_ptr<const Composer> MakeComposer() {
@@ -140,6 +144,68 @@ TEST(Compose, WebhookBodyIsACloudEvent) {
   EXPECT_EQ(json["time"], "2026-08-14T01:00:00.000Z");
   EXPECT_EQ(json["data"]["task_id"], "R1.4");
   EXPECT_EQ(json["data"]["users"][0], "staf-blg");
+}
+
+std::string WriteFile(const std::string& name, const std::string& text) {
+  std::string path = ::testing::TempDir() + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+EnvLookup Env(std::map<std::string, std::string> vars) {
+  return [vars](const std::string& name) -> std::optional<std::string> {
+    auto it = vars.find(name);
+    return it == vars.end() ? std::nullopt : std::optional<std::string>(it->second);
+  };
+}
+
+TEST(DeclaredWebhooks, SecretsComeFromTheEnvironmentAndKindsByName) {
+  auto path = WriteFile("hooks-ok.yaml", R"(webhooks:
+  - id: esakip-kalbar
+    url: https://esakip.example.go.id/hooks/sopflow
+    unit: kalbar-biro-organisasi
+    kinds: [TASK_ASSIGNED, TASK_OVERDUE]
+    secret_env: HOOK_SECRET
+  - {id: dashboard, url: "http://dash:8080/in", unit: balangan-satpolpp, role: kabid, secret_env: HOOK_SECRET}
+)");
+  auto hooks = LoadDeclaredWebhooks(path, Env({{"HOOK_SECRET", "0123456789abcdef0123"}}));
+  ASSERT_EQ(hooks.size(), 2u);
+  EXPECT_EQ(hooks[0].id(), "wh-esakip-kalbar");
+  EXPECT_EQ(hooks[0].secret(), "0123456789abcdef0123");
+  ASSERT_EQ(hooks[0].kinds_size(), 2);
+  EXPECT_EQ(hooks[0].kinds(1), v1::Notification::TASK_OVERDUE);
+  EXPECT_EQ(hooks[1].role(), "kabid");
+  EXPECT_EQ(hooks[1].kinds_size(), 0) << "no kinds: every kind";
+}
+
+TEST(DeclaredWebhooks, EveryProblemIsNamedWithItsLineAndNothingIsDeclared) {
+  auto path = WriteFile("hooks-bad.yaml", R"(webhooks:
+  - id: ok-one
+    url: https://a.example/h
+    unit: u
+    secret_env: HOOK_SECRET
+  - id: Bad_Id
+    url: ftp://nope
+    unit: u
+    kinds: [TASK_ASSIGNED, NOT_A_KIND]
+    secret_env: MISSING
+    colour: red
+  - {id: ok-one, url: "https://b.example/h", unit: u, secret_env: SHORT}
+)");
+  try {
+    LoadDeclaredWebhooks(path, Env({{"HOOK_SECRET", "0123456789abcdef0123"}, {"SHORT", "abc"}}));
+    FAIL() << "a broken file must be refused";
+  } catch (const sopflow::DomainError& e) {
+    std::string m = e.what();
+    EXPECT_EQ(e.code(), sopflow::ErrorCode::kInvalidArgument);
+    EXPECT_NE(m.find(path + ":6: id: required"), std::string::npos) << m;
+    EXPECT_NE(m.find(path + ":6: url: required, http:// or https://"), std::string::npos) << m;
+    EXPECT_NE(m.find(path + ":9: kinds: unknown kind 'NOT_A_KIND'"), std::string::npos) << m;
+    EXPECT_NE(m.find(path + ":10: secret_env: $MISSING must hold a secret"), std::string::npos) << m;
+    EXPECT_NE(m.find(path + ":11: colour: unknown field"), std::string::npos) << m;
+    EXPECT_NE(m.find(path + ":12: id: declared twice"), std::string::npos) << m;
+    EXPECT_NE(m.find(path + ":12: secret_env: $SHORT must hold a secret of at least 16"), std::string::npos) << m;
+  }
 }
 
 }  // namespace

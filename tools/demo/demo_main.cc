@@ -74,7 +74,7 @@ std::vector<Plan> Plans() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string router = "127.0.0.1:7301", tokens_file = "deploy/local/tokens.yaml";
+  std::string router = "127.0.0.1:7301", tokens_file = "deploy/overlays/dev/tokens.yaml";
   int timeout_s = 120;
   int slow_ms = 0;
   std::string aggregator, reports_dir;
