@@ -60,22 +60,22 @@ echo "redis-server on $REDIS_PORT, nats-server -js on $NATS_PORT, SMTP sink on $
 
 export SOPFLOW_ROUTER=127.0.0.1:$ROUTER_PORT
 "$BIN_ROUTER" --listen "$SOPFLOW_ROUTER" --redis "127.0.0.1:$REDIS_PORT" --nats "nats://127.0.0.1:$NATS_PORT" \
-  --tokens deploy/overlays/dev/tokens.yaml --calendar deploy/calendar/calendar.yaml > "$VAR/logs/router.log" 2>&1 &
+  --tokens deploy/overlays/dev/tokens.yaml --calendar deploy/base/calendar/calendar.yaml > "$VAR/logs/router.log" 2>&1 &
 pids+=($!)
 export SOPFLOW_NOTIFIER=127.0.0.1:$NOTIFIER_PORT
 "$BIN_NOTIFIER" --listen "$SOPFLOW_NOTIFIER" --redis "127.0.0.1:$REDIS_PORT" --nats "nats://127.0.0.1:$NATS_PORT" \
-  --tokens deploy/overlays/dev/tokens.yaml --calendar deploy/calendar/calendar.yaml \
-  --templates deploy/notifier/templates --smtp-url "smtp://127.0.0.1:$SMTP_PORT" \
+  --tokens deploy/overlays/dev/tokens.yaml --calendar deploy/base/calendar/calendar.yaml \
+  --templates deploy/base/notifier/templates --smtp-url "smtp://127.0.0.1:$SMTP_PORT" \
   --time-factor 60 > "$VAR/logs/notifier.log" 2>&1 &
 pids+=($!)
 export SOPFLOW_AGGREGATOR=127.0.0.1:$AGGREGATOR_PORT
 "$BIN_AGGREGATOR" --listen "$SOPFLOW_AGGREGATOR" --redis "127.0.0.1:$REDIS_PORT" --nats "nats://127.0.0.1:$NATS_PORT" \
-  --tokens deploy/overlays/dev/tokens.yaml --catalogues deploy/aggregator/catalogues \
+  --tokens deploy/overlays/dev/tokens.yaml --catalogues deploy/base/aggregator/catalogues \
   --router "$SOPFLOW_ROUTER" --router-token demo-aggregator > "$VAR/logs/aggregator.log" 2>&1 &
 pids+=($!)
 export SOPFLOW_ARCHIVER=127.0.0.1:$ARCHIVER_PORT
 "$BIN_ARCHIVER" --listen "$SOPFLOW_ARCHIVER" --redis "127.0.0.1:$REDIS_PORT" --nats "nats://127.0.0.1:$NATS_PORT" \
-  --tokens deploy/overlays/dev/tokens.yaml --blobs "$VAR/archive" --rules deploy/archiver \
+  --tokens deploy/overlays/dev/tokens.yaml --blobs "$VAR/archive" --rules deploy/base/archiver \
   --router "$SOPFLOW_ROUTER" --aggregator "$SOPFLOW_AGGREGATOR" --service-token demo-archiver \
   > "$VAR/logs/archiver.log" 2>&1 &
 pids+=($!)
@@ -85,7 +85,7 @@ echo "router on $SOPFLOW_ROUTER, notifier on $SOPFLOW_NOTIFIER (SOP time x60), a
 pids+=($!)
 
 echo; echo "== deploying the seed SOPs (sopctl, as admin)"
-"$BIN_SOPCTL" --token demo-admin deploy deploy/definitions/*.yaml
+"$BIN_SOPCTL" --token demo-admin deploy deploy/base/definitions/*.yaml
 "$BIN_SOPCTL" --token demo-admin defs
 
 echo; echo "== running all three seed SOPs with scripted actors; notifications as they happen"

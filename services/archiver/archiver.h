@@ -14,7 +14,7 @@ namespace sopflow::archiver {
 struct Config : ServiceConfig {
   Config() { listen = "127.0.0.1:7304"; }
   std::string blob_dir = "var/archive/blobs";
-  std::string rules_dir = "deploy/archiver";  // klasifikasi.yaml, jra.yaml, berkas.yaml
+  std::string rules_dir = "deploy/base/archiver";  // klasifikasi.yaml, jra.yaml, berkas.yaml
   std::string router;
   std::string aggregator;     // optional: reports are filed when given
   std::string service_token;  // a user with read_runs

@@ -23,7 +23,7 @@ struct SopSettings {
 
 class Rules {
  public:
-  // The three data files of deploy/archiver; throws naming file:line.
+  // The three data files of deploy/base/archiver; throws naming file:line.
   static std::shared_ptr<const Rules> Load(const std::string& klasifikasi_file, const std::string& jra_file,
                                            const std::string& berkas_file);
 

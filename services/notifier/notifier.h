@@ -14,7 +14,7 @@ namespace sopflow::notifier {
 struct Config : ServiceConfig {
   Config() { listen = "127.0.0.1:7302"; }
   std::string calendar_file;
-  std::string templates_dir = "deploy/notifier/templates";
+  std::string templates_dir = "deploy/base/notifier/templates";
   std::string webhooks_file;      // declared webhooks (declared_webhooks.h); empty: none
   Options options;
   size_t log_max_len = 1000000;   // notifications kept for Subscribe resumes

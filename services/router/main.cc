@@ -10,7 +10,7 @@ int main(int argc, char** argv) {
   sopflow::AddCommonOptions(app, c, log_level);
   app.add_option("--definitions", c.definitions_dir, "deploy *.yaml from this folder at start")
       ->envname("SOPFLOW_DEFINITIONS");
-  app.add_option("--calendar", c.calendar_file, "work calendar (deploy/calendar/calendar.yaml)")
+  app.add_option("--calendar", c.calendar_file, "work calendar (deploy/base/calendar/calendar.yaml)")
       ->envname("SOPFLOW_CALENDAR");
   app.add_option("--redis-pool", c.redis_pool, "Redis connections")->envname("SOPFLOW_REDIS_POOL")->capture_default_str();
   app.add_option("--relay-reclaim-idle-ms", c.relay_reclaim_idle_ms,

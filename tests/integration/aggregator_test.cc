@@ -26,7 +26,7 @@ aggregator::Config AggregatorConfigFor(const Backends& b, int router_port) {
   c.redis = b.redis->address();
   c.nats = b.nats->url();
   c.tokens_file = SourcePath("deploy/overlays/dev/tokens.yaml");
-  c.catalogues_dir = SourcePath("deploy/aggregator/catalogues");
+  c.catalogues_dir = SourcePath("deploy/base/aggregator/catalogues");
   c.router = "127.0.0.1:" + std::to_string(router_port);
   c.router_token = "demo-aggregator";
   c.loop_interval_ms = 10;

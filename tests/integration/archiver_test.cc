@@ -27,7 +27,7 @@ archiver::Config ArchiverConfigFor(const Backends& b, int router_port, int aggre
   c.nats = b.nats->url();
   c.tokens_file = SourcePath("deploy/overlays/dev/tokens.yaml");
   c.blob_dir = b.dir + "/blobs";
-  c.rules_dir = SourcePath("deploy/archiver");
+  c.rules_dir = SourcePath("deploy/base/archiver");
   c.router = "127.0.0.1:" + std::to_string(router_port);
   if (aggregator_port) c.aggregator = "127.0.0.1:" + std::to_string(aggregator_port);
   c.service_token = "demo-archiver";
@@ -45,7 +45,7 @@ class ArchiverTest : public RouterTest {
     ac.redis = backends_->redis->address();
     ac.nats = backends_->nats->url();
     ac.tokens_file = SourcePath("deploy/overlays/dev/tokens.yaml");
-    ac.catalogues_dir = SourcePath("deploy/aggregator/catalogues");
+    ac.catalogues_dir = SourcePath("deploy/base/aggregator/catalogues");
     ac.router = "127.0.0.1:" + std::to_string(router_->port());
     ac.router_token = "demo-aggregator";
     ac.ack_wait_ms = 1000;

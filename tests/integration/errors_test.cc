@@ -66,7 +66,7 @@ TEST_F(ErrorsTest, WrongRoleUnitOrMemberIsPermissionDeniedAndChangesNothing) {
   EXPECT_TRUE(stub().GetRun(AuthedContext(kBagianTl).get(), get, &got).ok());  // members may read
 
   v1::DeployDefinitionRequest deploy;
-  deploy.set_yaml(ReadText(SourcePath("deploy/definitions/003-balangan-satpol-pp.yaml")));
+  deploy.set_yaml(ReadText(SourcePath("deploy/base/definitions/003-balangan-satpol-pp.yaml")));
   v1::DeployDefinitionResponse deployed;
   EXPECT_CODE(stub().DeployDefinition(AuthedContext(kKaro).get(), deploy, &deployed), StatusCode::PERMISSION_DENIED, "admin");
 
@@ -240,7 +240,7 @@ TEST_F(ErrorsTest, JobLocksExpireAndFailedJobsReopen) {
 }
 
 TEST_F(ErrorsTest, DefinitionsAreVersionedAndRunsKeepTheirVersion) {
-  std::string text = ReadText(SourcePath("deploy/definitions/003-balangan-satpol-pp.yaml"));
+  std::string text = ReadText(SourcePath("deploy/base/definitions/003-balangan-satpol-pp.yaml"));
   v1::DeployDefinitionRequest deploy;
   deploy.set_yaml(text);
   deploy.set_file_name("003.yaml");

@@ -65,8 +65,8 @@ notifier::Config NotifierConfigFor(const Backends& backends, const std::string& 
   c.redis = backends.redis->address();
   c.nats = backends.nats->url();
   c.tokens_file = SourcePath("deploy/overlays/dev/tokens.yaml");
-  c.calendar_file = SourcePath("deploy/calendar/calendar.yaml");
-  c.templates_dir = SourcePath("deploy/notifier/templates");
+  c.calendar_file = SourcePath("deploy/base/calendar/calendar.yaml");
+  c.templates_dir = SourcePath("deploy/base/notifier/templates");
   c.options.smtp.url = smtp_url;
   c.options.max_attempts = 4;
   c.options.backoff_base_ms = 20;

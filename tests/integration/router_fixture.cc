@@ -49,8 +49,8 @@ RouterConfig Backends::RouterConfigFor() const {
   c.redis = redis->address();
   c.nats = nats->url();
   c.tokens_file = SourcePath("deploy/overlays/dev/tokens.yaml");
-  c.definitions_dir = SourcePath("deploy/definitions");
-  c.calendar_file = SourcePath("deploy/calendar/calendar.yaml");
+  c.definitions_dir = SourcePath("deploy/base/definitions");
+  c.calendar_file = SourcePath("deploy/base/calendar/calendar.yaml");
   c.relay_reclaim_idle_ms = 500;
   c.drain_ms = 2000;
   return c;

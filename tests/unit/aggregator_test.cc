@@ -20,7 +20,7 @@ v1::Indicator Ind(v1::Indicator::Direction arah, v1::Indicator::YearRule rule = 
 }
 
 std::vector<v1::Catalogue> Kalbar() {
-  std::ifstream in(std::string(SOPFLOW_SOURCE_DIR) + "/deploy/aggregator/catalogues/kalbar-biro-organisasi-2026.yaml");
+  std::ifstream in(std::string(SOPFLOW_SOURCE_DIR) + "/deploy/base/aggregator/catalogues/kalbar-biro-organisasi-2026.yaml");
   std::stringstream ss;
   ss << in.rdbuf();
   return ParseCatalogues(ss.str(), "kalbar.yaml");

@@ -11,7 +11,7 @@ namespace {
 using google::protobuf::util::TimeUtil;
 
 std::shared_ptr<const Rules> Shipped() {
-  std::string dir = std::string(SOPFLOW_SOURCE_DIR) + "/deploy/archiver/";
+  std::string dir = std::string(SOPFLOW_SOURCE_DIR) + "/deploy/base/archiver/";
   return Rules::Load(dir + "klasifikasi.yaml", dir + "jra.yaml", dir + "berkas.yaml");
 }
 

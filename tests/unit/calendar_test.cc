@@ -21,7 +21,7 @@ v1::Waktu W(const char* text) {
 }
 
 std::shared_ptr<const WorkCalendar> Shipped() {
-  return WorkCalendar::LoadFile(std::string(SOPFLOW_SOURCE_DIR) + "/deploy/calendar/calendar.yaml");
+  return WorkCalendar::LoadFile(std::string(SOPFLOW_SOURCE_DIR) + "/deploy/base/calendar/calendar.yaml");
 }
 
 TEST(Calendar, ShipsThe2026HolidaysOfTheSkb) {

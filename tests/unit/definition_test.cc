@@ -11,7 +11,7 @@ namespace sopflow {
 namespace {
 
 std::string ReadSeed(const std::string& name) {
-  std::ifstream in(std::string(SOPFLOW_SOURCE_DIR) + "/deploy/definitions/" + name);
+  std::ifstream in(std::string(SOPFLOW_SOURCE_DIR) + "/deploy/base/definitions/" + name);
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();

@@ -16,7 +16,7 @@ namespace {
 using google::protobuf::util::TimeUtil;
 
 v1::Definition Seed(const std::string& name) {
-  std::ifstream in(std::string(SOPFLOW_SOURCE_DIR) + "/deploy/definitions/" + name);
+  std::ifstream in(std::string(SOPFLOW_SOURCE_DIR) + "/deploy/base/definitions/" + name);
   std::stringstream ss;
   ss << in.rdbuf();
   auto d = ParseDefinitionOrThrow(ss.str(), name);

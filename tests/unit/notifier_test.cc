@@ -26,8 +26,8 @@ std::shared_ptr<const UserDirectory> Users() {
 
 std::shared_ptr<const Composer> MakeComposer() {
   return std::make_shared<Composer>(
-      Users(), Templates::Load(std::string(SOPFLOW_SOURCE_DIR) + "/deploy/notifier/templates"),
-      WorkCalendar::LoadFile(std::string(SOPFLOW_SOURCE_DIR) + "/deploy/calendar/calendar.yaml"));
+      Users(), Templates::Load(std::string(SOPFLOW_SOURCE_DIR) + "/deploy/base/notifier/templates"),
+      WorkCalendar::LoadFile(std::string(SOPFLOW_SOURCE_DIR) + "/deploy/base/calendar/calendar.yaml"));
 }
 
 v1::Task StaffTask() {

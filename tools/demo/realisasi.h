@@ -1,5 +1,5 @@
 // Realisasi the demo's units report for the seed runs (see
-// deploy/aggregator/catalogues): the fan-out members' task outputs.
+// deploy/base/aggregator/catalogues): the fan-out members' task outputs.
 #pragma once
 
 #include "sopflow/v1/run.pb.h"

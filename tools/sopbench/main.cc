@@ -115,7 +115,7 @@ int main(int argc, char** argv) {
     notifier_ports.push_back(port);
     spawn("notifier", {bin_dir + "/services/notifier/sopflow-notifier", "--listen",
                                           "127.0.0.1:" + std::to_string(port), "--redis", redis, "--nats", nats, "--tokens",
-                                          work_dir + "/tokens.yaml", "--templates", source + "/../../deploy/notifier/templates",
+                                          work_dir + "/tokens.yaml", "--templates", source + "/../../deploy/base/notifier/templates",
                                           "--log-level", "warn"},
           work_dir + "/notifier-" + std::to_string(i) + ".log");
   }

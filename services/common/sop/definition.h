@@ -1,6 +1,6 @@
 // SOP definition files (YAML) -> sopflow.v1.Definition, with validation that
 // reports every problem with file, line and field. The format is described
-// in docs/definitions.md; the seeds are in deploy/definitions/.
+// in docs/definitions.md; the seeds are in deploy/base/definitions/.
 #pragma once
 
 #include <string>
