@@ -12,12 +12,6 @@ namespace {
 
 constexpr int kBlockMs = 500;
 
-// Redis stream ids compare as (milliseconds, sequence).
-std::pair<uint64_t, uint64_t> StreamId(const std::string& id) {
-  auto dash = id.find('-');
-  return {std::stoull(id.substr(0, dash)), dash == std::string::npos ? 0 : std::stoull(id.substr(dash + 1))};
-}
-
 // The cursor to read after: the request's, the oldest, or the newest.
 std::string StartCursor(RedisConnection& redis, const v1::SubscribeRequest& req) {
   static const std::regex kCursor(R"(\d{1,20}-\d{1,20})");
@@ -30,7 +24,7 @@ std::string StartCursor(RedisConnection& redis, const v1::SubscribeRequest& req)
       for (size_t i = 0; i + 1 < info->elements; i += 2)
         if (ReplyString(info->element[i]).value_or("") == "max-deleted-entry-id") {
           std::string deleted = ReplyString(info->element[i + 1]).value_or("0-0");
-          if (StreamId(req.cursor()) < StreamId(deleted))
+          if (ParseStreamId(req.cursor()) < ParseStreamId(deleted))
             throw DomainError(ErrorCode::kOutOfRange, "cursor " + req.cursor() + " is older than the kept log; resubscribe from_start");
         }
     return req.cursor();
@@ -49,19 +43,23 @@ grpc::Status NotifierService::Subscribe(grpc::ServerContext* ctx, const v1::Subs
   return GuardedCall([&] {
     User user = CallerOf(*ctx, *users_);
     auto matches = engine_->SubscriptionFilter(user, *req);
-    RedisConnection redis(redis_, kBlockMs + 5000);
+    RedisConnection redis(redis_, 5000);
     std::string cursor = StartCursor(redis, *req);
     while (!ctx->IsCancelled() && !stopping_) {
-      Reply r = redis.Command({"XREAD", "COUNT", "200", "BLOCK", std::to_string(kBlockMs), "STREAMS", keys::kLog, cursor});
-      if (!r || r->type != REDIS_REPLY_ARRAY || r->elements == 0) continue;
-      const redisReply* entries = r->element[0]->element[1];
-      for (size_t i = 0; i < entries->elements; ++i) {
-        const redisReply* entry = entries->element[i];
-        cursor = ReplyString(entry->element[0]).value_or(cursor);
-        const redisReply* fields = entry->element[1];
-        if (!fields || fields->elements < 2) continue;
-        v1::Notification n;
-        if (!n.ParseFromString(ReplyString(fields->element[1]).value_or("")) || !matches(n)) continue;
+      auto entries = tail_.After(cursor, 200, kBlockMs);
+      if (!entries) {
+        // Resuming from before what the tail holds: catch up from Redis.
+        Reply r = redis.Command({"XREAD", "COUNT", "200", "STREAMS", keys::kLog, cursor});
+        if (r && r->type == REDIS_REPLY_ARRAY && r->elements > 0) entries = ParseLogEntries(r->element[0]->element[1]);
+        if (!entries || entries->empty()) {
+          cursor = tail_.floor();  // nothing in between: the tail takes over
+          continue;
+        }
+      }
+      for (const auto& e : *entries) {
+        cursor = e.id;
+        if (!e.notification || !matches(*e.notification)) continue;
+        v1::Notification n = *e.notification;
         n.set_cursor(cursor);
         if (!writer->Write(n)) return;  // the subscriber left
       }

@@ -1,21 +1,28 @@
 // The Notifier gRPC service (synchronous API: Subscribe holds a thread per
-// stream while it waits on the log, which suits a service whose callers
-// are people and departments, not the hand-off hot path).
+// stream while it waits for the log tail, which suits a service whose
+// callers are people and departments' systems).
 #pragma once
 
 #include <atomic>
 
 #include "engine.h"
+#include "log_tail.h"
 #include "sopflow/v1/notifier.grpc.pb.h"
 
 namespace sopflow::notifier {
 
 class NotifierService final : public v1::Notifier::Service {
  public:
+  // Starts the shared log tail; throws if Redis cannot be reached.
   NotifierService(Engine* engine, std::shared_ptr<const UserDirectory> users, RedisAddress redis)
-      : engine_(engine), users_(std::move(users)), redis_(std::move(redis)) {}
+      : engine_(engine), users_(std::move(users)), redis_(redis), tail_(std::move(redis)) {
+    tail_.Start();
+  }
   // Ends open Subscribe streams (graceful drain).
-  void StopStreams() { stopping_ = true; }
+  void StopStreams() {
+    stopping_ = true;
+    tail_.Stop();
+  }
 
   grpc::Status Subscribe(grpc::ServerContext*, const v1::SubscribeRequest*,
                          grpc::ServerWriter<v1::Notification>*) override;
@@ -35,6 +42,7 @@ class NotifierService final : public v1::Notifier::Service {
   Engine* engine_;
   std::shared_ptr<const UserDirectory> users_;
   RedisAddress redis_;
+  LogTail tail_;
   std::atomic<bool> stopping_{false};
 };
 

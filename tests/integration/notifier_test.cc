@@ -7,6 +7,8 @@
 #include <set>
 
 #include "delivery.h"
+#include "log_tail.h"
+#include "store.h"
 #include "error.h"
 #include "nats.h"
 #include "notifier_fixture.h"
@@ -65,6 +67,10 @@ class Subscription {
   grpc::Status status_;
   bool done_ = false;
 };
+
+notifier::StreamId ParseStreamIdForTest(const std::string& cursor) {
+  return cursor.empty() ? notifier::StreamId{0, 0} : notifier::ParseStreamId(cursor);
+}
 
 std::vector<v1::Notification> OfRun(const std::vector<v1::Notification>& all, const std::string& run_id) {
   std::vector<v1::Notification> out;
@@ -372,6 +378,95 @@ TEST(DeclaredWebhooksTest, ABrokenFileStopsTheNotifierFromStarting) {
     EXPECT_NE(std::string(e.what()).find("webhooks.yaml:2: secret_env: $SOPFLOW_TEST_UNSET_SECRET"), std::string::npos)
         << e.what();
   }
+}
+
+// The log tail keeps the newest entries in memory; older cursors are told
+// to read Redis (nullopt), newer ones get what follows them, in order.
+TEST(LogTailTest, ServesWhatFollowsACursorAndSendsOlderCursorsToRedis) {
+  Backends backends;
+  RedisConnection redis(RedisAddress::Parse(backends.redis->address()));
+  auto add = [&](int i) {
+    v1::Notification n;
+    n.set_id("n" + std::to_string(i));
+    Reply r = redis.Command({"XADD", notifier::keys::kLog, "*", "n", n.SerializeAsString()});
+    return ReplyString(r.get()).value_or("");
+  };
+  std::vector<std::string> ids;
+  for (int i = 1; i <= 3; ++i) ids.push_back(add(i));
+  notifier::LogTail tail(RedisAddress::Parse(backends.redis->address()), /*capacity=*/4);
+  tail.Start();
+  EXPECT_EQ(tail.floor(), ids[2]) << "memory starts after what was there";
+  EXPECT_FALSE(tail.After("0-0", 10, 0).has_value()) << "older than memory: read Redis";
+  for (int i = 4; i <= 9; ++i) ids.push_back(add(i));
+  std::vector<std::string> got;
+  ASSERT_TRUE(WaitUntil([&] {
+    auto entries = tail.After(ids[4], 10, 200);
+    if (!entries) return false;
+    got.clear();
+    for (const auto& e : *entries) got.push_back(e.notification->id());
+    return got.size() == 4;
+  }));
+  EXPECT_EQ(got, (std::vector<std::string>{"n6", "n7", "n8", "n9"}));
+  EXPECT_EQ(tail.floor(), ids[4]) << "four kept: n6..n9";
+  EXPECT_FALSE(tail.After(ids[3], 10, 0).has_value());
+  auto none = tail.After(ids[8], 10, 50);
+  ASSERT_TRUE(none.has_value());
+  EXPECT_TRUE(none->empty()) << "nothing newer yet";
+  tail.Stop();
+}
+
+// A subscriber reading from the start on a notifier started after the
+// notifications were written gets the old ones (from Redis) and then the
+// new ones (from the tail), each once, in order.
+TEST(LogTailTest, ASubscriberFromTheStartCatchesUpFromRedisThenFollowsTheTail) {
+  Backends backends;
+  SystemClock clock;
+  RouterProcess router(backends.RouterConfigFor(), &clock);
+  router.Start();
+  auto stub = v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(router.port())));
+  auto start_run = [&] {
+    v1::StartRunRequest req;
+    req.set_sop_id(kSop003);
+    req.set_period("2026-Q3");
+    req.set_unit("balangan-satpolpp");
+    v1::Run run;
+    EXPECT_TRUE(stub->StartRun(AuthedContext(kSekretarisBlg).get(), req, &run).ok());
+    return run.id();
+  };
+  std::string first_run;
+  {
+    notifier::NotifierProcess before(NotifierConfigFor(backends, ""), &clock);
+    before.Start();
+    first_run = start_run();
+    RedisConnection redis(RedisAddress::Parse(backends.redis->address()));
+    ASSERT_TRUE(WaitUntil([&] {
+      Reply n = redis.Command({"XLEN", notifier::keys::kLog});
+      return ReplyInteger(n.get()) >= 1;
+    }));
+    before.Shutdown();
+  }
+  notifier::NotifierProcess after(NotifierConfigFor(backends, ""), &clock);
+  after.Start();
+  auto notifier_stub = v1::Notifier::NewStub(OpenChannel("127.0.0.1:" + std::to_string(after.port())));
+  v1::SubscribeRequest req;
+  req.set_from_start(true);
+  Subscription stream(*notifier_stub, kSekretarisBlg, req);
+  ASSERT_TRUE(stream.WaitForCount(1));
+  EXPECT_EQ(stream.got()[0].run_id(), first_run) << "the old one, from Redis";
+  std::string second_run = start_run();
+  ASSERT_TRUE(WaitUntil([&] { return !OfRun(stream.got(), second_run).empty(); }));
+  std::set<std::string> ids;
+  std::string last_cursor;
+  for (const auto& n : stream.got()) {
+    EXPECT_TRUE(ids.insert(n.id()).second) << "twice: " << n.id();
+    EXPECT_LT(ParseStreamIdForTest(last_cursor), ParseStreamIdForTest(n.cursor())) << "in log order";
+    last_cursor = n.cursor();
+  }
+  EXPECT_EQ(OfRun(stream.got(), first_run).size(), 1u);
+  EXPECT_EQ(OfRun(stream.got(), second_run).size(), 1u);
+  stream.Cancel();
+  after.Shutdown();
+  router.Shutdown();
 }
 
 }  // namespace
