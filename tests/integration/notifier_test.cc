@@ -346,12 +346,8 @@ TEST(DeclaredWebhooksTest, AWebhookFromTheFileSignsWithTheSecretFromTheEnvironme
   EXPECT_EQ(hooks.webhooks(0).secret(), "") << "secrets never leave";
 
   auto stub = v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(router.port())));
-  v1::StartRunRequest req;
-  req.set_sop_id(kSop003);
-  req.set_period("2026-Q3");
-  req.set_unit("balangan-satpolpp");
-  v1::Run run;
-  ASSERT_TRUE(stub->StartRun(AuthedContext(kSekretarisBlg).get(), req, &run).ok());
+  v1::Run run = StartRun003(*stub);
+  ASSERT_FALSE(run.id().empty());
   ASSERT_TRUE(WaitUntil([&] {
     for (const auto& r : receiver.received())
       if (r.body.find(run.id()) != std::string::npos) return true;
@@ -424,15 +420,7 @@ TEST(LogTailTest, ASubscriberFromTheStartCatchesUpFromRedisThenFollowsTheTail) {
   RouterProcess router(backends.RouterConfigFor(), &clock);
   router.Start();
   auto stub = v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(router.port())));
-  auto start_run = [&] {
-    v1::StartRunRequest req;
-    req.set_sop_id(kSop003);
-    req.set_period("2026-Q3");
-    req.set_unit("balangan-satpolpp");
-    v1::Run run;
-    EXPECT_TRUE(stub->StartRun(AuthedContext(kSekretarisBlg).get(), req, &run).ok());
-    return run.id();
-  };
+  auto start_run = [&] { return StartRun003(*stub).id(); };
   std::string first_run;
   {
     notifier::NotifierProcess before(NotifierConfigFor(backends, ""), &clock);

@@ -147,12 +147,8 @@ TEST(ReplicasTest, SigtermDrainsAndExitsInBoundedTimeWithEveryEventPublished) {
   Backends backends;
   Replica router = StartRouter(backends, "router.log");
   auto stub = v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(router.port)));
-  v1::StartRunRequest req;
-  req.set_sop_id(kSop003);
-  req.set_period("2026-Q3");
-  req.set_unit("balangan-satpolpp");
-  v1::Run run;
-  ASSERT_TRUE(stub->StartRun(AuthedContext(kSekretarisBlg).get(), req, &run).ok());
+  v1::Run run = StartRun003(*stub);
+  ASSERT_FALSE(run.id().empty());
   v1::Task first;
   ASSERT_TRUE(WaitUntil([&] {
     v1::ListInboxResponse inbox;

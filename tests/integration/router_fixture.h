@@ -48,6 +48,9 @@ struct Backends {
   std::unique_ptr<NatsServer> nats;
 };
 
+// Starts a run of seed 003 (Balangan, 2026-Q3) as its sekretaris.
+v1::Run StartRun003(v1::Router::Stub& stub);
+
 // Polls `done` every few ms until it holds or timeout_ms passes.
 bool WaitUntil(const std::function<bool()>& done, int timeout_ms = 20000);
 

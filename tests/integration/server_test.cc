@@ -116,12 +116,8 @@ TEST(MetricsEndpointTest, PrometheusScrapesRequestsHandoffsAndConsumerBacklog) {
   router.Start();
   ASSERT_GT(router.metrics_port(), 0);
   auto stub = v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(router.port())));
-  v1::StartRunRequest req;
-  req.set_sop_id(kSop003);
-  req.set_period("2026-Q3");
-  req.set_unit("balangan-satpolpp");
-  v1::Run run;
-  ASSERT_TRUE(stub->StartRun(AuthedContext(kSekretarisBlg).get(), req, &run).ok());
+  v1::Run run = StartRun003(*stub);
+  ASSERT_FALSE(run.id().empty());
   httplib::Client http("127.0.0.1", router.metrics_port());
   std::string body;
   ASSERT_TRUE(WaitUntil([&] {
