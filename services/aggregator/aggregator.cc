@@ -129,7 +129,11 @@ void AggregatorProcess::Shutdown() {
   impl_->running = false;
   if (impl_->deadlines.joinable()) impl_->deadlines.join();
   impl_->relay->Stop();
-  impl_->relay->RunOnce();
+  try {
+    impl_->relay->RunOnce();
+  } catch (const std::exception& e) {  // e.g. Redis already gone: another replica relays what is left
+    spdlog::warn("final outbox relay: {}", e.what());
+  }
   impl_->server.reset();
 }
 

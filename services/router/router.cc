@@ -102,7 +102,11 @@ void RouterProcess::Shutdown() {
   impl_->metrics.reset();
   impl_->consumer->Stop();
   impl_->relay->Stop();  // after the server: events of the last calls still go out
-  impl_->relay->RunOnce();
+  try {
+    impl_->relay->RunOnce();
+  } catch (const std::exception& e) {  // e.g. Redis already gone: another replica relays what is left
+    spdlog::warn("final outbox relay: {}", e.what());
+  }
   impl_->server.reset();
 }
 
