@@ -128,12 +128,7 @@ void AggregatorProcess::Shutdown() {
   impl_->consumer->Stop();
   impl_->running = false;
   if (impl_->deadlines.joinable()) impl_->deadlines.join();
-  impl_->relay->Stop();
-  try {
-    impl_->relay->RunOnce();
-  } catch (const std::exception& e) {  // e.g. Redis already gone: another replica relays what is left
-    spdlog::warn("final outbox relay: {}", e.what());
-  }
+  impl_->relay->Drain();
   impl_->server.reset();
 }
 

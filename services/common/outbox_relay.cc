@@ -95,6 +95,15 @@ void OutboxRelay::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
+void OutboxRelay::Drain() {
+  Stop();
+  try {
+    RunOnce();
+  } catch (const std::exception& e) {
+    spdlog::warn("final outbox relay: {}", e.what());
+  }
+}
+
 void OutboxRelay::Loop() {
   while (running_) {
     try {

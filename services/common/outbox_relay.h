@@ -30,6 +30,10 @@ class OutboxRelay {
   void Start();
   // Finishes the batch in hand, then returns.
   void Stop();
+  // Stop(), then one last pass for what the final calls queued. If that
+  // fails (Redis or NATS already gone) it is logged: the entries stay in the
+  // outbox and another replica relays them.
+  void Drain();
   // One pass: reclaim, read, publish, delete. Returns events published.
   size_t RunOnce();
 

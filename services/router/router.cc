@@ -101,12 +101,7 @@ void RouterProcess::Shutdown() {
   impl_->server->Shutdown(std::chrono::milliseconds(impl_->config.drain_ms));
   impl_->metrics.reset();
   impl_->consumer->Stop();
-  impl_->relay->Stop();  // after the server: events of the last calls still go out
-  try {
-    impl_->relay->RunOnce();
-  } catch (const std::exception& e) {  // e.g. Redis already gone: another replica relays what is left
-    spdlog::warn("final outbox relay: {}", e.what());
-  }
+  impl_->relay->Drain();  // after the server: events of the last calls still go out
   impl_->server.reset();
 }
 
