@@ -12,6 +12,7 @@ namespace sopflow::notifier {
 namespace {
 
 const std::set<std::string> kFields = {"id", "url", "unit", "role", "kinds", "secret_env"};
+const std::regex kId("[a-z0-9][a-z0-9-]{0,62}");
 
 struct Problems {
   std::string file;
@@ -36,7 +37,7 @@ std::optional<v1::Webhook> ParseEntry(const YAML::Node& entry, const EnvLookup& 
     if (!kFields.count(kv.first.as<std::string>())) p.Add(kv.first, kv.first.as<std::string>(), "unknown field");
   v1::Webhook hook;
   std::string id = Text(entry, "id");
-  if (!std::regex_match(id, std::regex("[a-z0-9][a-z0-9-]{0,62}")))
+  if (!std::regex_match(id, kId))
     p.Add(entry, "id", "required: lowercase letters, digits and '-'");
   else if (!ids.insert(id).second)
     p.Add(entry["id"], "id", "declared twice");
