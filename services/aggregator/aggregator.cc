@@ -122,7 +122,6 @@ int AggregatorProcess::port() const { return impl_->server ? impl_->server->port
 
 void AggregatorProcess::Shutdown() {
   if (!impl_ || !impl_->server) return;
-  impl_->server->SetServing(false);
   impl_->server->Shutdown(std::chrono::milliseconds(impl_->config.drain_ms));
   impl_->metrics.reset();
   impl_->consumer->Stop();

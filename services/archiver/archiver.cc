@@ -114,7 +114,6 @@ int ArchiverProcess::port() const { return impl_->server ? impl_->server->port()
 
 void ArchiverProcess::Shutdown() {
   if (!impl_ || !impl_->server) return;
-  impl_->server->SetServing(false);
   impl_->server->Shutdown(std::chrono::milliseconds(impl_->config.drain_ms));
   impl_->metrics.reset();
   impl_->consumer->Stop();

@@ -96,7 +96,6 @@ int NotifierProcess::port() const { return impl_->server ? impl_->server->port()
 
 void NotifierProcess::Shutdown() {
   if (!impl_ || !impl_->server) return;
-  impl_->server->SetServing(false);
   impl_->service->StopStreams();
   impl_->server->Shutdown(std::chrono::milliseconds(impl_->config.drain_ms));
   impl_->metrics.reset();

@@ -97,7 +97,6 @@ int RouterProcess::metrics_port() const { return impl_->metrics ? impl_->metrics
 
 void RouterProcess::Shutdown() {
   if (!impl_ || !impl_->server) return;
-  impl_->server->SetServing(false);
   impl_->server->Shutdown(std::chrono::milliseconds(impl_->config.drain_ms));
   impl_->metrics.reset();
   impl_->consumer->Stop();
