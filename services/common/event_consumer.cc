@@ -20,6 +20,11 @@ ConsumerOptions ToConsumerOptions(const EventConsumer::Options& o) {
 }  // namespace
 
 EventConsumer::EventConsumer(NatsClient* nats, Options options, Handler handler)
+    : EventConsumer(nats, std::move(options), BatchHandler([handler = std::move(handler)](const std::vector<v1::Event>& events) {
+        for (const auto& e : events) handler(e);
+      })) {}
+
+EventConsumer::EventConsumer(NatsClient* nats, Options options, BatchHandler handler)
     : nats_(nats), options_(std::move(options)), handler_(std::move(handler)),
       consumer_(*nats, ToConsumerOptions(options_)) {}
 
@@ -58,6 +63,10 @@ void EventConsumer::Loop() {
 
 size_t EventConsumer::RunOnce() {
   auto messages = consumer_.Fetch(options_.batch, options_.fetch_timeout_ms);
+  std::vector<IncomingMessage> decoded;
+  std::vector<v1::Event> events;
+  decoded.reserve(messages.size());
+  events.reserve(messages.size());
   for (auto& msg : messages) {
     v1::Event event;
     if (!event.ParseFromString(msg.data())) {
@@ -65,22 +74,43 @@ size_t EventConsumer::RunOnce() {
       msg.Term();
       continue;
     }
-    try {
-      handler_(event);
-      msg.Ack();
-    } catch (const DomainError& e) {
-      if (e.code() == ErrorCode::kUnavailable) {
-        msg.Nak(500);  // Redis is away: try again shortly
-      } else {
-        spdlog::error("event {}: {}; terminated", event.id(), e.what());
-        msg.Term();
-      }
-    } catch (const std::exception& e) {
-      spdlog::error("event {}: {}; will retry", event.id(), e.what());
-      msg.Nak(1000);
-    }
+    events.push_back(std::move(event));
+    decoded.push_back(std::move(msg));
   }
+  if (events.empty()) return messages.size();
+  try {
+    handler_(events);
+    for (auto& msg : decoded) msg.Ack();
+    return messages.size();
+  } catch (const DomainError& e) {
+    if (e.code() == ErrorCode::kUnavailable) {
+      for (auto& msg : decoded) msg.Nak(500);  // Redis is away: try again shortly
+      return messages.size();
+    }
+  } catch (const std::exception&) {
+  }
+  // Something in the batch failed: apply the events one at a time, so only
+  // the event at fault is retried or terminated. Those applied before are
+  // applied again harmlessly (handlers are idempotent).
+  for (size_t i = 0; i < events.size(); ++i) ApplyAlone(decoded[i], events[i]);
   return messages.size();
+}
+
+void EventConsumer::ApplyAlone(IncomingMessage& msg, const v1::Event& event) {
+  try {
+    handler_({event});
+    msg.Ack();
+  } catch (const DomainError& e) {
+    if (e.code() == ErrorCode::kUnavailable) {
+      msg.Nak(500);  // Redis is away: try again shortly
+    } else {
+      spdlog::error("event {}: {}; terminated", event.id(), e.what());
+      msg.Term();
+    }
+  } catch (const std::exception& e) {
+    spdlog::error("event {}: {}; will retry", event.id(), e.what());
+    msg.Nak(1000);
+  }
 }
 
 std::unique_ptr<MetricsEndpoint> ServeMetrics(const std::string& listen, EventConsumer* consumer) {

@@ -10,6 +10,7 @@
 #include <functional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "metrics_http.h"
 #include "nats.h"
@@ -29,7 +30,13 @@ class EventConsumer {
     int64_t ack_wait_ms = 10000;
   };
   using Handler = std::function<void(const v1::Event&)>;
+  // Applies the events of one fetch together (e.g. one pipelined Redis round
+  // trip for all of them). It must give the same result as applying them
+  // one by one in order. If it throws, the consumer applies the events one
+  // at a time through it, so one bad event costs only itself.
+  using BatchHandler = std::function<void(const std::vector<v1::Event>&)>;
   EventConsumer(NatsClient* nats, Options options, Handler handler);
+  EventConsumer(NatsClient* nats, Options options, BatchHandler handler);
   ~EventConsumer();
 
   void Start();
@@ -42,9 +49,12 @@ class EventConsumer {
 
  private:
   void Loop();
+  // Applies one event, then acks, naks or terminates its message by how
+  // that ended.
+  void ApplyAlone(IncomingMessage& msg, const v1::Event& event);
   NatsClient* nats_;
   Options options_;
-  Handler handler_;
+  BatchHandler handler_;
   PullConsumer consumer_;
   std::atomic<bool> running_{false};
   std::thread thread_;

@@ -125,25 +125,55 @@ std::vector<Reply> RedisConnection::Pipeline(const std::vector<std::vector<std::
   return replies;
 }
 
+std::string RedisConnection::ScriptSha(RedisScript& script) {
+  std::string sha1 = script.sha1();
+  if (!sha1.empty()) return sha1;
+  Reply r = Command({"SCRIPT", "LOAD", script.source()});
+  if (ReplyIsError(r.get())) throw DomainError(ErrorCode::kInternal, "SCRIPT LOAD: " + ReplyErrorText(r.get()));
+  sha1 = *ReplyString(r.get());
+  script.set_sha1(sha1);
+  return sha1;
+}
+
+namespace {
+bool IsNoScript(const redisReply* r) { return ReplyIsError(r) && ReplyErrorText(r).rfind("NOSCRIPT", 0) == 0; }
+
+std::vector<std::string> EvalShaArgv(const std::string& sha1, const std::vector<std::string>& args) {
+  std::vector<std::string> argv;
+  argv.reserve(args.size() + 3);
+  argv.insert(argv.end(), {"EVALSHA", sha1, "0"});
+  argv.insert(argv.end(), args.begin(), args.end());
+  return argv;
+}
+}  // namespace
+
 Reply RedisConnection::EvalScript(RedisScript& script, const std::vector<std::string>& args) {
   for (int attempt = 0; attempt < 2; ++attempt) {
-    std::string sha1 = script.sha1();
-    if (sha1.empty()) {
-      Reply r = Command({"SCRIPT", "LOAD", script.source()});
-      if (ReplyIsError(r.get())) throw DomainError(ErrorCode::kInternal, "SCRIPT LOAD: " + ReplyErrorText(r.get()));
-      sha1 = *ReplyString(r.get());
-      script.set_sha1(sha1);
-    }
-    std::vector<std::string> argv{"EVALSHA", sha1, "0"};
-    argv.insert(argv.end(), args.begin(), args.end());
-    Reply r = Command(argv);
-    if (ReplyIsError(r.get()) && ReplyErrorText(r.get()).rfind("NOSCRIPT", 0) == 0) {
+    Reply r = Command(EvalShaArgv(ScriptSha(script), args));
+    if (IsNoScript(r.get())) {
       script.set_sha1("");
       continue;
     }
     return r;
   }
   throw DomainError(ErrorCode::kInternal, "script could not be loaded");
+}
+
+std::vector<Reply> RedisConnection::EvalScripts(RedisScript& script,
+                                                const std::vector<std::vector<std::string>>& arg_lists) {
+  std::string sha1 = ScriptSha(script);
+  std::vector<std::vector<std::string>> commands;
+  commands.reserve(arg_lists.size());
+  for (const auto& args : arg_lists) commands.push_back(EvalShaArgv(sha1, args));
+  auto replies = Pipeline(commands);
+  // NOSCRIPT (Redis restarted or flushed its scripts meanwhile) means that
+  // call ran nothing: run it again, which reloads the script.
+  for (size_t i = 0; i < replies.size(); ++i)
+    if (IsNoScript(replies[i].get())) {
+      script.set_sha1("");
+      replies[i] = EvalScript(script, arg_lists[i]);
+    }
+  return replies;
 }
 
 RedisPool::RedisPool(RedisAddress address, size_t size) : address_(std::move(address)), size_(size) {}

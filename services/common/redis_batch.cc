@@ -83,4 +83,18 @@ int Commit(RedisPool& pool, const RedisBatch& batch) {
   return static_cast<int>(ReplyInteger(r.get()));
 }
 
+std::vector<int> CommitAll(RedisPool& pool, const std::vector<const RedisBatch*>& batches) {
+  std::vector<int> results;
+  if (batches.empty()) return results;
+  std::vector<std::vector<std::string>> arg_lists;
+  arg_lists.reserve(batches.size());
+  for (const auto* b : batches) arg_lists.push_back(b->Args());
+  auto conn = pool.Acquire();
+  for (const auto& r : conn->EvalScripts(commit_script, arg_lists)) {
+    ThrowIfError(r.get());
+    results.push_back(static_cast<int>(ReplyInteger(r.get())));
+  }
+  return results;
+}
+
 }  // namespace sopflow

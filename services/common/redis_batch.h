@@ -43,5 +43,8 @@ class RedisBatch {
 // 0 when applied; otherwise the 1-based index of the first guard that
 // failed (nothing was written).
 int Commit(RedisPool& pool, const RedisBatch& batch);
+// Commits independent batches in one round trip, in order; one result per
+// batch as Commit gives it. Each is atomic on its own, not all together.
+std::vector<int> CommitAll(RedisPool& pool, const std::vector<const RedisBatch*>& batches);
 
 }  // namespace sopflow

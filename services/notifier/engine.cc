@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <optional>
 #include <set>
 
 #include "error.h"
@@ -34,6 +35,11 @@ void PutTask(RedisBatch& b, const v1::Task& task, const std::string& status) {
   b.Write({"EXPIRE", keys::Task(task.id()), kKeep});
 }
 
+void CountRecorded(const std::vector<v1::Notification>& notifications) {
+  for (const auto& n : notifications)
+    Metrics::Global().Count("sopflow_notifications_total", "kind=\"" + v1::Notification::Kind_Name(n.kind()) + "\"");
+}
+
 }  // namespace
 
 Engine::Engine(Store* store, const Clock* clock, std::shared_ptr<const Composer> composer, Options options)
@@ -50,95 +56,122 @@ std::vector<v1::Webhook> Engine::HooksFor(const v1::Notification& n, const std::
   return out;
 }
 
-bool Engine::RecordOnce(const std::string& cause, const std::vector<v1::Notification>& notifications, RedisBatch b) {
-  b.ExpectAbsent(keys::Done(cause));
-  b.Write({"SET", keys::Done(cause), "1", "EX", kKeep});
+RedisBatch Engine::Sealed(Record record, const std::vector<v1::Webhook>& hooks) const {
+  RedisBatch b = std::move(record.extra);
+  b.ExpectAbsent(keys::Done(record.cause));
+  b.Write({"SET", keys::Done(record.cause), "1", "EX", kKeep});
   int64_t now = Millis(clock_->Now());
-  auto hooks = notifications.empty() ? std::vector<v1::Webhook>{} : store_->Webhooks();
-  for (const auto& n : notifications) {
+  for (const auto& n : record.notifications) {
     std::vector<std::pair<std::string, std::string>> emails;
     if (!options_.smtp.url.empty())
       for (const auto& id : n.users())
         if (auto u = composer_->users().FindById(id); u && !u->email.empty()) emails.emplace_back(u->id, u->email);
     store_->Record(b, n, HooksFor(n, hooks), emails, now);
   }
-  bool recorded = store_->Commit(b) == 0;
-  if (recorded)
-    for (const auto& n : notifications)
-      Metrics::Global().Count("sopflow_notifications_total", "kind=\"" + v1::Notification::Kind_Name(n.kind()) + "\"");
+  return b;
+}
+
+bool Engine::RecordOnce(Record record) {
+  auto hooks = record.notifications.empty() ? std::vector<v1::Webhook>{} : store_->Webhooks();
+  auto notifications = record.notifications;
+  bool recorded = store_->Commit(Sealed(std::move(record), hooks)) == 0;
+  if (recorded) CountRecorded(notifications);
   return recorded;
 }
 
 void Engine::OnEvent(const v1::Event& event) {
+  if (auto record = RecordFor(event)) RecordOnce(std::move(*record));
+}
+
+void Engine::OnEvents(const std::vector<v1::Event>& events) {
+  std::vector<Record> pending;
+  auto commit_pending = [&] {
+    bool any_notifications = std::any_of(pending.begin(), pending.end(), [](const Record& r) { return !r.notifications.empty(); });
+    auto hooks = any_notifications ? store_->Webhooks() : std::vector<v1::Webhook>{};
+    std::vector<RedisBatch> batches;
+    std::vector<const RedisBatch*> pointers;
+    batches.reserve(pending.size());
+    for (const auto& r : pending) {
+      batches.push_back(Sealed(r, hooks));
+      pointers.push_back(&batches.back());
+    }
+    auto results = store_->CommitAll(pointers);
+    for (size_t i = 0; i < pending.size(); ++i)
+      if (results[i] == 0) CountRecorded(pending[i].notifications);
+    pending.clear();
+  };
+  for (const auto& event : events) {
+    // A cancellation reads the run's tasks, which the events before it in
+    // this batch may change: those are committed first.
+    if (event.has_run_cancelled() && !pending.empty()) commit_pending();
+    if (auto record = RecordFor(event)) pending.push_back(std::move(*record));
+  }
+  if (!pending.empty()) commit_pending();
+}
+
+std::optional<Engine::Record> Engine::RecordFor(const v1::Event& event) {
   TimePoint now = clock_->Now();
   switch (event.payload_case()) {
     case v1::Event::kTaskCreated:
-      OnTaskCreated(event);
-      return;
+      return TaskCreated(event);
     case v1::Event::kTaskClaimed: {
-      RedisBatch b;
-      PutTask(b, event.task_claimed().task(), "CLAIMED");
-      RecordOnce(event.id(), {}, std::move(b));
-      return;
+      Record r{event.id()};
+      PutTask(r.extra, event.task_claimed().task(), "CLAIMED");
+      return r;
     }
     case v1::Event::kTaskCompleted: {
       // Done (or returned): no reminder, no escalation from here on.
-      RedisBatch b;
-      PutTask(b, event.task_completed().task(), "DONE");
-      ForgetTimers(b, event.task_completed().task().id());
-      RecordOnce(event.id(), {}, std::move(b));
-      return;
+      Record r{event.id()};
+      PutTask(r.extra, event.task_completed().task(), "DONE");
+      ForgetTimers(r.extra, event.task_completed().task().id());
+      return r;
     }
     case v1::Event::kRunCompleted: {
       const auto& run = event.run_completed().run();
-      RecordOnce(event.id(), {composer_->ForRun(v1::Notification::RUN_COMPLETED, run, event.id(), {run.started_by()}, now)},
-                 {});
-      return;
+      return Record{event.id(), {composer_->ForRun(v1::Notification::RUN_COMPLETED, run, event.id(), {run.started_by()}, now)}};
     }
     case v1::Event::kRunCancelled:
-      OnRunCancelled(event);
-      return;
+      return RunCancelled(event);
     case v1::Event::kSubmissionsLate:
-      RecordOnce(event.id(), composer_->ForLateSubmissions(event, now), {});
-      return;
+      return Record{event.id(), composer_->ForLateSubmissions(event, now)};
     default:
-      return;  // step completions and run starts are the router's business
+      return std::nullopt;  // step completions and run starts are the router's business
   }
 }
 
-void Engine::OnTaskCreated(const v1::Event& event) {
+Engine::Record Engine::TaskCreated(const v1::Event& event) {
   const v1::Task& task = event.task_created().task();
-  RedisBatch b;
+  Record r{event.id()};
+  RedisBatch& b = r.extra;
   PutTask(b, task, "OPEN");
   b.Write({"SADD", keys::RunTasks(task.run_id()), task.id()});
   b.Write({"EXPIRE", keys::RunTasks(task.run_id()), kKeep});
-  std::vector<v1::Notification> notifications;
   if (task.kind() != v1::Step::SYSTEM) {
-    notifications.push_back(composer_->ForTask(v1::Notification::TASK_ASSIGNED, task, event.id(), clock_->Now()));
+    r.notifications.push_back(composer_->ForTask(v1::Notification::TASK_ASSIGNED, task, event.id(), clock_->Now()));
     TaskTimers timers = TimersFor(task, options_.reminder_share, options_.time_factor);
     if (timers.has_due) {
       b.Write({"ZADD", keys::kTimers, std::to_string(Millis(timers.reminder)), TimerId(task.id(), kReminder)});
       b.Write({"ZADD", keys::kTimers, std::to_string(Millis(timers.due)), TimerId(task.id(), kDue)});
     }
   }
-  RecordOnce(event.id(), notifications, std::move(b));
+  return r;
 }
 
-void Engine::OnRunCancelled(const v1::Event& event) {
+Engine::Record Engine::RunCancelled(const v1::Event& event) {
   const auto& run = event.run_cancelled().run();
-  RedisBatch b;
+  Record r{event.id()};
   std::set<std::string> users{run.started_by()};
   for (const auto& id : store_->RunTasks(run.id())) {
     auto task = store_->Task(id);
     if (!task || task->status() == v1::Task::DONE) continue;
-    ForgetTimers(b, id);
+    ForgetTimers(r.extra, id);
     for (const auto& u : Audience(composer_->users(), task->pelaksana(), task->unit(), task->member())) users.insert(u.id);
     task->set_status(v1::Task::CANCELLED);
-    PutTask(b, *task, "CANCELLED");
+    PutTask(r.extra, *task, "CANCELLED");
   }
   std::vector<std::string> list(users.begin(), users.end());
-  RecordOnce(event.id(), {composer_->ForRun(v1::Notification::RUN_CANCELLED, run, event.id(), list, clock_->Now())},
-             std::move(b));
+  r.notifications.push_back(composer_->ForRun(v1::Notification::RUN_CANCELLED, run, event.id(), list, clock_->Now()));
+  return r;
 }
 
 size_t Engine::FireDueTimers(int limit) {
@@ -164,7 +197,8 @@ size_t Engine::FireDueTimers(int limit) {
               composer_->ForTask(v1::Notification::TASK_ESCALATED, *status, timer, now, status->supervisor()));
       }
     }
-    if (RecordOnce(timer, notifications, std::move(b))) recorded += notifications.size();
+    size_t count = notifications.size();
+    if (RecordOnce(Record{timer, std::move(notifications), std::move(b)})) recorded += count;
   }
   return recorded;
 }

@@ -6,8 +6,10 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "clock.h"
 #include "compose.h"
@@ -36,6 +38,9 @@ class Engine {
   Engine(Store* store, const Clock* clock, std::shared_ptr<const Composer> composer, Options options);
 
   void OnEvent(const v1::Event& event);
+  // Events fetched together: the same result as OnEvent on each in order,
+  // with the webhooks read once and all records committed in one round trip.
+  void OnEvents(const std::vector<v1::Event>& events);
   // One pass over due timers; returns notifications recorded.
   size_t FireDueTimers(int limit = 100);
   // One pass over due deliveries; returns attempts made.
@@ -57,12 +62,22 @@ class Engine {
   const Composer& composer() const { return *composer_; }
 
  private:
-  // Records `notifications` (with their deliveries) and `extra` writes in
-  // one batch, once per `cause`. False if the cause was handled before.
-  bool RecordOnce(const std::string& cause, const std::vector<v1::Notification>& notifications, RedisBatch extra);
+  // What one cause (an event, a timer) leaves to record: notifications
+  // (with their deliveries) and other writes, applied once per cause.
+  struct Record {
+    std::string cause;
+    std::vector<v1::Notification> notifications;
+    RedisBatch extra;
+  };
+  // The record an event makes; nullopt for events that concern others.
+  std::optional<Record> RecordFor(const v1::Event& event);
+  Record TaskCreated(const v1::Event& event);
+  Record RunCancelled(const v1::Event& event);  // reads the run's tasks
+  // The batch that writes `record`, guarded to apply once per cause.
+  RedisBatch Sealed(Record record, const std::vector<v1::Webhook>& hooks) const;
+  // Commits Sealed(record); false if the cause was handled before.
+  bool RecordOnce(Record record);
   std::vector<v1::Webhook> HooksFor(const v1::Notification& n, const std::vector<v1::Webhook>& all) const;
-  void OnTaskCreated(const v1::Event& event);
-  void OnRunCancelled(const v1::Event& event);
   void Attempt(const Claimed& claim);
   bool MayManageUnit(const User& user, const std::string& unit) const { return user.admin || user.unit == unit; }
 

@@ -43,6 +43,7 @@ class Store {
   void Record(RedisBatch& batch, const v1::Notification& n, const std::vector<v1::Webhook>& hooks,
               const std::vector<std::pair<std::string, std::string>>& emails, int64_t now_ms) const;
   int Commit(const RedisBatch& batch) { return sopflow::Commit(*pool_, batch); }
+  std::vector<int> CommitAll(const std::vector<const RedisBatch*>& batches) { return sopflow::CommitAll(*pool_, batches); }
 
   std::vector<v1::Webhook> Webhooks();
   std::optional<v1::Webhook> Webhook(const std::string& id);

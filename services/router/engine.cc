@@ -285,6 +285,17 @@ v1::Task Engine::LoadTask(const std::string& task_id) {
   return *task;
 }
 
+Engine::TaskAndRun Engine::LoadTaskAndRun(const std::string& task_id) {
+  RequireId(task_id, "task_id");
+  // Task ids start with their run's id (flow::TaskId), so both are read in
+  // one round trip; the run is read again only if the guess was wrong.
+  std::string run_guess = task_id.substr(0, task_id.find('.'));
+  auto [task, run] = store_->GetTaskAndRun(task_id, run_guess);
+  if (!task) ThrowNotFound("no task '" + task_id + "'");
+  if (task->run_id() != run_guess) run = store_->GetRun(task->run_id());
+  return {std::move(*task), std::move(run)};
+}
+
 void Engine::ReportTaskConflict(const std::string& task_id) {
   v1::Task now = LoadTask(task_id);
   std::string state = v1::Task::Status_Name(now.status());
@@ -354,9 +365,9 @@ v1::Task Engine::Claim(const User& user, const std::string& task_id) {
 
 v1::Task Engine::Complete(const User& user, const std::string& task_id, const std::string& outcome,
                           const v1::TaskOutput& output) {
-  v1::Task first = LoadTask(task_id);
-  auto def = Definition(first.sop_id(), first.sop_version());
-  std::string chosen = flow::CheckOutcome(flow::StepOf(*def, first.step()), outcome);
+  TaskAndRun first = LoadTaskAndRun(task_id);
+  auto def = Definition(first.task.sop_id(), first.task.sop_version());
+  std::string chosen = flow::CheckOutcome(flow::StepOf(*def, first.task.step()), outcome);
   Finish finish{chosen, false, "", user.id};
   return FinishTask(std::move(first), [&](const v1::Task& t) {
     if (!flow::MayActOn(user, t)) ThrowDenied("task " + task_id + " is for role '" + t.pelaksana() + "'");
@@ -369,24 +380,23 @@ v1::Task Engine::Complete(const User& user, const std::string& task_id, const st
 v1::Task Engine::Return(const User& user, const std::string& task_id, const std::string& reason,
                         const v1::TaskOutput& output) {
   if (reason.empty()) ThrowInvalid("reason", "say what needs fixing");
-  v1::Task first = LoadTask(task_id);
-  if (!flow::MayActOn(user, first)) ThrowDenied("task " + task_id + " is for role '" + first.pelaksana() + "'");
-  auto def = Definition(first.sop_id(), first.sop_version());
-  Finish finish{flow::RevisionOutcome(flow::StepOf(*def, first.step())), true, reason, user.id};
+  TaskAndRun first = LoadTaskAndRun(task_id);
+  if (!flow::MayActOn(user, first.task)) ThrowDenied("task " + task_id + " is for role '" + first.task.pelaksana() + "'");
+  auto def = Definition(first.task.sop_id(), first.task.sop_version());
+  Finish finish{flow::RevisionOutcome(flow::StepOf(*def, first.task.step())), true, reason, user.id};
   return FinishTask(std::move(first), [&](const v1::Task& t) {
     bool mine = t.status() == v1::Task::CLAIMED && t.assignee() == user.id;
     if (t.status() != v1::Task::OPEN && !mine) ReportTaskConflict(task_id);
   }, finish, output);
 }
 
-v1::Task Engine::FinishTask(v1::Task first, const std::function<void(const v1::Task&)>& check, const Finish& finish,
+v1::Task Engine::FinishTask(TaskAndRun first, const std::function<void(const v1::Task&)>& check, const Finish& finish,
                             const v1::TaskOutput& output) {
   CheckOutput(output);
-  const std::string task_id = first.id();
+  const std::string task_id = first.task.id();
   for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
-    v1::Task t = attempt == 0 ? std::move(first) : LoadTask(task_id);
+    auto [t, run] = attempt == 0 ? std::move(first) : LoadTaskAndRun(task_id);
     check(t);
-    auto run = store_->GetRun(t.run_id());
     if (!run) ThrowNotFound("no run '" + t.run_id() + "'");
     if (run->status() != v1::Run::ACTIVE) ThrowPrecondition("run " + t.run_id() + " is " + v1::Run::Status_Name(run->status()));
     TimePoint now = clock_->Now();
@@ -493,9 +503,10 @@ std::vector<v1::Task> Engine::ActivateJobs(const User& user, const v1::ActivateJ
 
 v1::Task Engine::CompleteJob(const User& user, const v1::CompleteJobRequest& req) {
   RequireId(req.worker(), "worker");
-  v1::Task first = LoadTask(req.task_id());
-  if (first.kind() != v1::Step::SYSTEM) ThrowPrecondition("task " + req.task_id() + " is not a system job");
-  if (!user.MayWorkJob(first.job_type())) ThrowDenied("user " + user.id + " may not work jobs of type '" + first.job_type() + "'");
+  TaskAndRun first = LoadTaskAndRun(req.task_id());
+  if (first.task.kind() != v1::Step::SYSTEM) ThrowPrecondition("task " + req.task_id() + " is not a system job");
+  if (!user.MayWorkJob(first.task.job_type()))
+    ThrowDenied("user " + user.id + " may not work jobs of type '" + first.task.job_type() + "'");
   Finish finish{flow::kDefaultOutcome, false, "", "job:" + req.worker()};
   return FinishTask(std::move(first), [&](const v1::Task& t) {
     if (t.status() != v1::Task::ACTIVATED || t.worker() != req.worker())
@@ -547,28 +558,73 @@ v1::Task Engine::AttachDocument(const User& user, const v1::AttachDocumentReques
 
 // --------------------------------------------------------------------- events
 
+namespace {
+bool IsRoutingEvent(const v1::Event& event) { return event.has_run_started() || event.has_step_completed(); }
+}  // namespace
+
 bool Engine::OnEvent(const v1::Event& event) {
-  if (!event.has_run_started() && !event.has_step_completed()) return false;  // not a routing event
-  auto run = store_->GetRun(event.run_id());
-  if (!run) {
-    // The outbox commits the run and its event together, so a missing run
-    // means the event is foreign or its data was removed: nothing to do.
-    return false;
-  }
-  if (run->status() != v1::Run::ACTIVE) return false;
-  auto def = Definition(run->sop_id(), run->sop_version());
-  if (event.has_run_started()) return CreateStepTasks(event, *run, def->steps(0).number(), 1);
-  const auto& sc = event.step_completed();
-  flow::Next next = flow::NextAfter(*def, sc.step(), sc.outcome());
-  if (next.ends_run) return CompleteRunFrom(event, *run);
-  return CreateStepTasks(event, *run, next.step, sc.gen() + 1);
+  if (!IsRoutingEvent(event)) return false;
+  auto transition = TransitionFor(event, store_->GetRun(event.run_id()));
+  return transition && Applied(*transition, store_->Commit(transition->batch));
 }
 
-bool Engine::CreateStepTasks(const v1::Event& cause, const v1::Run& run, uint32_t step, uint32_t gen) {
+void Engine::OnEvents(const std::vector<v1::Event>& events) {
+  std::vector<const v1::Event*> segment;
+  std::set<std::string> segment_runs;
+  auto apply_segment = [&] {
+    std::vector<std::string> run_ids;
+    for (const auto* e : segment) run_ids.push_back(e->run_id());
+    auto runs = store_->LookupRuns(run_ids);
+    std::vector<Transition> transitions;
+    for (size_t i = 0; i < segment.size(); ++i)
+      if (auto t = TransitionFor(*segment[i], runs[i])) transitions.push_back(std::move(*t));
+    std::vector<const Batch*> batches;
+    for (const auto& t : transitions) batches.push_back(&t.batch);
+    auto results = store_->CommitAll(batches);
+    for (size_t i = 0; i < transitions.size(); ++i) Applied(transitions[i], results[i]);
+    segment.clear();
+    segment_runs.clear();
+  };
+  for (const auto& event : events) {
+    if (!IsRoutingEvent(event)) continue;
+    // A run already in the segment was read before this event's predecessor
+    // changed it: start a new segment, as applying one by one would.
+    if (!segment_runs.insert(event.run_id()).second) {
+      apply_segment();
+      segment_runs.insert(event.run_id());
+    }
+    segment.push_back(&event);
+  }
+  if (!segment.empty()) apply_segment();
+}
+
+std::optional<Engine::Transition> Engine::TransitionFor(const v1::Event& event, const std::optional<v1::Run>& run) {
+  // The outbox commits a run and its event together, so a missing run means
+  // the event is foreign or its data was removed: nothing to do.
+  if (!run || run->status() != v1::Run::ACTIVE) return std::nullopt;
+  auto def = Definition(run->sop_id(), run->sop_version());
+  if (event.has_run_started()) return StepTasks(event, *run, def->steps(0).number(), 1);
+  const auto& sc = event.step_completed();
+  flow::Next next = flow::NextAfter(*def, sc.step(), sc.outcome());
+  if (next.ends_run) return RunCompletion(event, *run);
+  return StepTasks(event, *run, next.step, sc.gen() + 1);
+}
+
+bool Engine::Applied(const Transition& transition, int commit_result) {
+  // Non-zero: applied before (a redelivery), or the run ended meanwhile.
+  if (commit_result != 0) return false;
+  if (transition.tasks_created)
+    Metrics::Global().Count("sopflow_handoffs_total", "", static_cast<double>(transition.tasks_created));
+  return true;
+}
+
+Engine::Transition Engine::StepTasks(const v1::Event& cause, const v1::Run& run, uint32_t step, uint32_t gen) {
   auto def = Definition(run.sop_id(), run.sop_version());
   TimePoint now = clock_->Now();
   auto tasks = flow::PlanTasks(*def, run, step, gen, now, *calendar_);
-  Batch b;
+  Transition transition;
+  transition.tasks_created = tasks.size();
+  Batch& b = transition.batch;
   b.AddOnce(keys::RunApplied(run.id()), cause.id());
   b.ExpectField(keys::Run(run.id()), "status", "ACTIVE");
   if (flow::StepOf(*def, step).kind() == v1::Step::FAN_OUT)
@@ -585,17 +641,16 @@ bool Engine::CreateStepTasks(const v1::Event& cause, const v1::Run& run, uint32_
     b.Emit(e);
   }
   b.Write({"HINCRBY", keys::Run(run.id()), "rev", "1"});
-  bool applied = store_->Commit(b) == 0;  // 1: applied before; 2: run ended meanwhile
-  if (applied) Metrics::Global().Count("sopflow_handoffs_total", "", static_cast<double>(tasks.size()));
-  return applied;
+  return transition;
 }
 
-bool Engine::CompleteRunFrom(const v1::Event& cause, const v1::Run& run_in) {
+Engine::Transition Engine::RunCompletion(const v1::Event& cause, const v1::Run& run_in) {
   v1::Run run = run_in;
   TimePoint now = clock_->Now();
   run.set_status(v1::Run::COMPLETED);
   *run.mutable_ended_at() = Stamp(now);
-  Batch b;
+  Transition transition;
+  Batch& b = transition.batch;
   b.AddOnce(keys::RunApplied(run.id()), cause.id());
   b.ExpectField(keys::Run(run.id()), "status", "ACTIVE");
   b.PutRun(run);
@@ -604,7 +659,7 @@ bool Engine::CompleteRunFrom(const v1::Event& cause, const v1::Run& run_in) {
   v1::Event e = NewEvent(run.id() + "/completed", events::kRunCompleted, run.id(), run);
   *e.mutable_run_completed()->mutable_run() = run;
   b.Emit(e);
-  return store_->Commit(b) == 0;
+  return transition;
 }
 
 }  // namespace sopflow

@@ -7,7 +7,9 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "calendar.h"
 #include "clock.h"
@@ -52,6 +54,12 @@ class Engine {
   // Idempotent: an event applied before changes nothing. Returns true if it
   // changed state.
   bool OnEvent(const v1::Event& event);
+  // Applies run events fetched together, with the same result as OnEvent on
+  // each in order, in two Redis round trips per segment (read the runs,
+  // commit the transitions) instead of two per event. A segment ends where
+  // an event's run is already in it, so no event decides on a run that an
+  // earlier event of its segment changes.
+  void OnEvents(const std::vector<v1::Event>& events);
 
  private:
   struct Finish {
@@ -60,12 +68,27 @@ class Engine {
     std::string reason;
     std::string actor;  // user id, or "job:<worker>" for SYSTEM steps
   };
-  // Completes `first` (as the caller just read it; re-read only on retry:
-  // the commit is guarded on the task being unchanged).
-  v1::Task FinishTask(v1::Task first, const std::function<void(const v1::Task&)>& check, const Finish& finish,
+  // Completes `first` (as the caller just read it with its run; both are
+  // re-read only on retry: the commit is guarded on the task being unchanged).
+  struct TaskAndRun {
+    v1::Task task;
+    std::optional<v1::Run> run;  // nullopt if the run is gone
+  };
+  // A task and its run, usually in one round trip; NOT_FOUND without the task.
+  TaskAndRun LoadTaskAndRun(const std::string& task_id);
+  v1::Task FinishTask(TaskAndRun first, const std::function<void(const v1::Task&)>& check, const Finish& finish,
                       const v1::TaskOutput& output);
-  bool CreateStepTasks(const v1::Event& cause, const v1::Run& run, uint32_t step, uint32_t gen);
-  bool CompleteRunFrom(const v1::Event& cause, const v1::Run& run);
+  // What a routing event does to its run, prepared but not committed.
+  struct Transition {
+    Batch batch;
+    size_t tasks_created = 0;
+  };
+  std::optional<Transition> TransitionFor(const v1::Event& event, const std::optional<v1::Run>& run);
+  Transition StepTasks(const v1::Event& cause, const v1::Run& run, uint32_t step, uint32_t gen);
+  Transition RunCompletion(const v1::Event& cause, const v1::Run& run);
+  // Counts the hand-offs of a committed transition; false if it was not
+  // applied (`commit_result` as Commit gives it).
+  bool Applied(const Transition& transition, int commit_result);
   v1::Task LoadTask(const std::string& task_id);
   v1::Event NewEvent(const std::string& id, const std::string& type, const std::string& subject,
                      const v1::Run& run) const;

@@ -80,7 +80,9 @@ void RouterProcess::Start() {
   consumer_options.ack_wait_ms = c.ack_wait_ms;
   Engine* engine = impl_->engine.get();
   impl_->consumer = std::make_unique<EventConsumer>(impl_->subscriber.get(), consumer_options,
-                                                    [engine](const v1::Event& e) { engine->OnEvent(e); });
+                                                    EventConsumer::BatchHandler([engine](const std::vector<v1::Event>& events) {
+                                                      engine->OnEvents(events);
+                                                    }));
 
   impl_->service = std::make_unique<RouterService>(impl_->engine.get(), impl_->users);
   impl_->server = std::make_unique<ServerHost>(ServerOptionsFor(c, impl_->users));

@@ -53,11 +53,23 @@ void Batch::AppendHistory(const std::string& run_id, const v1::HistoryEntry& ent
 
 int Store::Commit(const Batch& batch) { return sopflow::Commit(*pool_, batch); }
 
+std::vector<int> Store::CommitAll(const std::vector<const Batch*>& batches) {
+  return sopflow::CommitAll(*pool_, std::vector<const RedisBatch*>(batches.begin(), batches.end()));
+}
+
 std::optional<v1::Task> Store::GetTask(const std::string& task_id) {
   auto conn = pool_->Acquire();
   Reply r = conn->Command({"HGET", keys::Task(task_id), "pb"});
   ThrowIfError(r.get());
   return ReplyMessage<v1::Task>(r.get());
+}
+
+std::pair<std::optional<v1::Task>, std::optional<v1::Run>> Store::GetTaskAndRun(const std::string& task_id,
+                                                                               const std::string& run_id) {
+  auto conn = pool_->Acquire();
+  auto replies = conn->Pipeline({{"HGET", keys::Task(task_id), "pb"}, {"HGET", keys::Run(run_id), "pb"}});
+  for (const auto& r : replies) ThrowIfError(r.get());
+  return {ReplyMessage<v1::Task>(replies[0].get()), ReplyMessage<v1::Run>(replies[1].get())};
 }
 
 std::vector<v1::Task> Store::GetTasks(const std::vector<std::string>& ids) {
@@ -95,6 +107,19 @@ std::vector<v1::Run> Store::GetRuns(const std::vector<std::string>& ids) {
   return out;
 }
 
+
+std::vector<std::optional<v1::Run>> Store::LookupRuns(const std::vector<std::string>& run_ids) {
+  std::vector<std::optional<v1::Run>> out;
+  if (run_ids.empty()) return out;
+  std::vector<std::vector<std::string>> cmds;
+  for (const auto& id : run_ids) cmds.push_back({"HGET", keys::Run(id), "pb"});
+  auto conn = pool_->Acquire();
+  for (auto& r : conn->Pipeline(cmds)) {
+    ThrowIfError(r.get());
+    out.push_back(ReplyMessage<v1::Run>(r.get()));
+  }
+  return out;
+}
 
 std::vector<v1::HistoryEntry> Store::GetHistory(const std::string& run_id) {
   auto conn = pool_->Acquire();

@@ -4,6 +4,7 @@
 
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "redis.h"
@@ -47,11 +48,18 @@ class Store {
   // 0 when applied; otherwise the 1-based index of the first guard that
   // failed (nothing was written).
   int Commit(const Batch& batch);
+  // Independent batches in one round trip; one result each, as Commit's.
+  std::vector<int> CommitAll(const std::vector<const Batch*>& batches);
 
   std::optional<v1::Task> GetTask(const std::string& task_id);
   std::vector<v1::Task> GetTasks(const std::vector<std::string>& task_ids);  // skips missing
   std::optional<v1::Run> GetRun(const std::string& run_id, int64_t* rev = nullptr);
+  // A task and a run in one round trip.
+  std::pair<std::optional<v1::Task>, std::optional<v1::Run>> GetTaskAndRun(const std::string& task_id,
+                                                                          const std::string& run_id);
   std::vector<v1::Run> GetRuns(const std::vector<std::string>& run_ids);
+  // One entry per id, nullopt where the run does not exist; one round trip.
+  std::vector<std::optional<v1::Run>> LookupRuns(const std::vector<std::string>& run_ids);
   std::vector<v1::HistoryEntry> GetHistory(const std::string& run_id);
   std::vector<std::string> RunTaskIds(const std::string& run_id);
   std::optional<std::string> GetString(const std::string& key);

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -58,6 +59,39 @@ double Percentile(std::vector<double>& v, double p) {
 
 double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
+// One CompleteTask in flight: what the callback needs alive until it runs.
+struct Completion {
+  std::unique_ptr<grpc::ClientContext> context;
+  v1::CompleteTaskRequest request;
+  v1::Task response;
+};
+
+// Bounds the calls a worker has in flight.
+class InflightWindow {
+ public:
+  explicit InflightWindow(int limit) : free_(limit), limit_(limit) {}
+  void Acquire() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return free_ > 0; });
+    --free_;
+  }
+  void Release() {
+    std::lock_guard lock(mu_);
+    ++free_;
+    cv_.notify_all();
+  }
+  // Every call answered (each has a deadline, so this is bounded).
+  void WaitIdle() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return free_ == limit_; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int free_, limit_;
+};
+
 struct Timings {
   std::mutex mu;
   std::map<std::string, std::array<Clock::time_point, kSteps + 2>> received, completed;  // by run, by gen
@@ -68,13 +102,16 @@ struct Timings {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int runs = 2000, routers = 1, notifiers = 1, rate = 0, timeout_s = 600;
+  int runs = 2000, routers = 1, notifiers = 1, rate = 0, timeout_s = 600, inflight = 64;
   std::string bin_dir, work_dir;
   CLI::App app{"sopbench: hand-off throughput and latency of the sopflow event chain"};
   app.add_option("--runs", runs, "runs to start")->capture_default_str()->check(CLI::Range(1, 1000000));
   app.add_option("--rate", rate, "open loop: runs started per second (0: as fast as possible)")->capture_default_str();
   app.add_option("--routers", routers, "router replicas")->capture_default_str()->check(CLI::Range(1, 8));
   app.add_option("--notifiers", notifiers, "notifier replicas")->capture_default_str()->check(CLI::Range(1, 8));
+  app.add_option("--inflight", inflight, "CompleteTask calls each worker has in flight at most")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
   app.add_option("--bin-dir", bin_dir, "the build folder (default: next to this program)");
   app.add_option("--work-dir", work_dir, "data folder (default: a new temporary one)");
   app.add_option("--timeout", timeout_s, "give up after this many seconds")->capture_default_str();
@@ -155,6 +192,10 @@ int main(int argc, char** argv) {
       stream_contexts[step - 1] = AuthedContext(token, std::chrono::hours(24));
       auto reader = notifier->Subscribe(stream_contexts[step - 1].get(), sub);
       ++streams_ready;
+      // Completions go out asynchronously, at most `inflight` at a time per
+      // worker, as a real client working several tasks would; a worker that
+      // waited for each reply would cap the chain at workers / latency.
+      InflightWindow window(inflight);
       v1::Notification n;
       while (!stop && reader->Read(&n)) {
         if (n.kind() != v1::Notification::TASK_ASSIGNED) continue;
@@ -163,28 +204,39 @@ int main(int argc, char** argv) {
         {
           std::lock_guard lock(timings.mu);
           timings.received[n.run_id()][gen] = now;
+          if (gen > 1) {
+            auto prev = timings.completed[n.run_id()][gen - 1];
+            if (prev.time_since_epoch().count() != 0) timings.handoffs.push_back(Ms(now - prev));
+          }
         }
-        v1::CompleteTaskRequest req;
-        req.set_task_id(n.task_id());
-        req.mutable_output()->set_note(output_blob);
-        v1::Task task;
-        auto st = router.CompleteTask(AuthedContext(token).get(), req, &task);
-        auto done = Clock::now();
-        if (!st.ok()) {
-          ++errors;
-          continue;
-        }
-        std::lock_guard lock(timings.mu);
-        timings.completed[n.run_id()][gen] = done;
-        if (gen > 1) {
-          auto prev = timings.completed[n.run_id()][gen - 1];
-          if (prev.time_since_epoch().count() != 0) timings.handoffs.push_back(Ms(now - prev));
-        }
-        if (gen == kSteps) {
-          timings.runs.push_back(Ms(done - timings.started[n.run_id()]));
-          ++runs_done;
-        }
+        window.Acquire();
+        auto* call = new Completion;
+        call->context = AuthedContext(token);
+        call->request.set_task_id(n.task_id());
+        call->request.mutable_output()->set_note(output_blob);
+        std::string run_id = n.run_id();
+        router.async()->CompleteTask(call->context.get(), &call->request, &call->response,
+                                     [&, call, run_id, gen](grpc::Status st) {
+          auto done = Clock::now();
+          if (!st.ok()) {
+            ++errors;
+          } else {
+            std::lock_guard lock(timings.mu);
+            timings.completed[run_id][gen] = done;
+            // The next task may reach its worker before this reply reaches
+            // us: that hand-off took no time after CompleteTask returned.
+            if (gen < kSteps && timings.received[run_id][gen + 1].time_since_epoch().count() != 0)
+              timings.handoffs.push_back(0);
+            if (gen == kSteps) {
+              timings.runs.push_back(Ms(done - timings.started[run_id]));
+              ++runs_done;
+            }
+          }
+          delete call;
+          window.Release();
+        });
       }
+      window.WaitIdle();
     });
   }
   while (streams_ready < kSteps) std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -259,7 +311,8 @@ int main(int argc, char** argv) {
       {"settings",
        {{"steps", kSteps}, {"rate", rate}, {"routers", routers}, {"notifiers", notifiers},
         {"redis", "appendonly yes, appendfsync everysec"}, {"jetstream", "file storage"},
-        {"workers", "one per actor, notifier Subscribe stream + CompleteTask"}, {"output_bytes", 200}}},
+        {"workers", "one per actor, notifier Subscribe stream + asynchronous CompleteTask"},
+        {"inflight_per_worker", inflight}, {"output_bytes", 200}}},
   };
   std::cout << out.dump() << std::endl;
   return runs_done == runs ? 0 : 2;
