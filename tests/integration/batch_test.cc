@@ -1,0 +1,128 @@
+// Events applied as a fetched batch (Engine::OnEvents) must end exactly as
+// applying them one by one would, including repeats of one run's events in
+// the same batch. The engines run here against a real redis-server with no
+// relay or consumer, so the test decides what each batch holds; the events
+// are the ones the engines themselves queued in the outbox.
+#include <gtest/gtest.h>
+#include <hiredis/hiredis.h>
+
+#include <map>
+
+#include "../../services/notifier/engine.h"
+#include "../../services/router/engine.h"
+#include "clock.h"
+#include "redis.h"
+#include "router_fixture.h"
+#include "sopflow/v1/event.pb.h"
+#include "users.h"
+
+namespace sopflow::testing {
+namespace {
+
+class BatchTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    backends_ = std::make_unique<Backends>();
+    users_ = UserDirectory::LoadFile(SourcePath("deploy/overlays/dev/tokens.yaml"));
+    pool_ = std::make_unique<RedisPool>(RedisAddress::Parse(backends_->redis->address()), 2);
+    store_ = std::make_unique<Store>(pool_.get());
+    engine_ = std::make_unique<Engine>(store_.get(), &clock_, "test/router");
+    engine_->DeployTrusted(ReadText(SourcePath("deploy/base/definitions/003-balangan-satpol-pp.yaml")),
+                           "003-balangan-satpol-pp.yaml", "test");
+  }
+
+  User UserOf(const std::string& token) { return *users_->FindByToken(token); }
+
+  v1::Run StartRun() {
+    v1::StartRunRequest req;
+    req.set_sop_id(kSop003);
+    req.set_period("2026-Q3");
+    req.set_unit("balangan-satpolpp");
+    return engine_->StartRun(UserOf(kSekretarisBlg), req);
+  }
+
+  // Every event queued in the outbox so far, oldest first, by id.
+  std::map<std::string, v1::Event> Outbox() {
+    RedisConnection conn(RedisAddress::Parse(backends_->redis->address()));
+    Reply r = conn.Command({"XRANGE", "sf:outbox", "-", "+"});
+    std::map<std::string, v1::Event> out;
+    for (size_t i = 0; r && i < r->elements; ++i) {
+      auto fields = ReplyStrings(r->element[i]->element[1]);
+      for (size_t f = 0; f + 1 < fields.size(); f += 2)
+        if (fields[f] == "e") {
+          v1::Event e;
+          EXPECT_TRUE(e.ParseFromString(fields[f + 1]));
+          out[e.id()] = e;
+        }
+    }
+    return out;
+  }
+
+  std::vector<v1::Task> TasksOf(const v1::Run& run) { return store_->GetTasks(store_->RunTaskIds(run.id())); }
+
+  std::unique_ptr<Backends> backends_;
+  std::shared_ptr<const UserDirectory> users_;
+  SystemClock clock_;
+  std::unique_ptr<RedisPool> pool_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<Engine> engine_;
+};
+
+TEST_F(BatchTest, RouterBatchWithRepeatsCreatesEachTaskOnce) {
+  v1::Run a = StartRun(), b = StartRun();
+  auto outbox = Outbox();
+  const v1::Event started_a = outbox.at(a.id() + "/started"), started_b = outbox.at(b.id() + "/started");
+
+  // Both runs' starts, with run a's twice: the repeat is recognised as
+  // applied.
+  engine_->OnEvents({started_a, started_b, started_a});
+  ASSERT_EQ(TasksOf(a).size(), 1u);
+  ASSERT_EQ(TasksOf(b).size(), 1u);
+  v1::Task first = TasksOf(a)[0];
+  EXPECT_EQ(first.step(), 1u);
+  EXPECT_EQ(first.status(), v1::Task::OPEN);
+
+  // Run a's first step done; its completion, a repeat of it and of run b's
+  // start in one batch: step 2 is created once, nothing else changes.
+  engine_->Complete(UserOf(kSekretarisBlg), first.id(), "", v1::TaskOutput());
+  const v1::Event step1 = Outbox().at(a.id() + "/1/step_completed");
+  engine_->OnEvents({step1, started_b, step1, started_a});
+  auto tasks = TasksOf(a);
+  ASSERT_EQ(tasks.size(), 2u);
+  EXPECT_EQ(tasks[1].gen(), 2u);
+  EXPECT_EQ(tasks[1].status(), v1::Task::OPEN);
+  EXPECT_EQ(TasksOf(b).size(), 1u);
+
+  // The events as OnEvent sees them one by one: all applied already.
+  for (const auto* e : {&started_a, &started_b, &step1}) EXPECT_FALSE(engine_->OnEvent(*e)) << e->id();
+}
+
+TEST_F(BatchTest, NotifierCancellationInABatchSeesTheTasksCreatedBeforeIt) {
+  v1::Run run = StartRun();
+  engine_->OnEvents({Outbox().at(run.id() + "/started")});
+  engine_->CancelRun(UserOf(kSekretarisBlg), run.id(), "salah periode");
+  auto outbox = Outbox();
+  const v1::Task task = TasksOf(run)[0];
+  const v1::Event created = outbox.at(task.id() + "/created"), cancelled = outbox.at(run.id() + "/cancelled");
+
+  notifier::Store notifier_store(pool_.get(), 1000);
+  auto composer = std::make_shared<notifier::Composer>(
+      users_, notifier::Templates::Load(SourcePath("deploy/base/notifier/templates")), WorkCalendar::Default());
+  notifier::Engine notifier(&notifier_store, &clock_, composer, notifier::Options());
+  // The creation and the cancellation arrive in one fetch: the cancellation
+  // must find the task the creation recorded (and cancel it), as it would
+  // one by one. The repeat of the creation is recognised as handled.
+  notifier.OnEvents({created, cancelled, created});
+  auto stored = notifier_store.Task(task.id());
+  ASSERT_TRUE(stored.has_value());
+  EXPECT_EQ(stored->status(), v1::Task::CANCELLED);
+  // The repeated creation recorded nothing again; the cancellation once.
+  auto inbox = notifier_store.InboxOf("sekretaris-blg", 100, false);
+  std::map<v1::Notification::Kind, int> kinds;
+  for (const auto& n : inbox) ++kinds[n.kind()];
+  EXPECT_EQ(kinds[v1::Notification::TASK_ASSIGNED], 1);
+  EXPECT_EQ(kinds[v1::Notification::RUN_CANCELLED], 1);
+}
+
+}  // namespace
+}  // namespace sopflow::testing
