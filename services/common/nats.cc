@@ -73,7 +73,7 @@ void NatsClient::OnPublishError(jsCtx*, jsPubAckErr* err, void* closure) {
   }
 }
 
-std::vector<std::string> NatsClient::PublishAll(const std::vector<OutgoingMessage>& messages, int timeout_ms) {
+std::vector<std::string> NatsClient::PublishAll(const std::vector<OutgoingMessage>& messages, int timeout_ms, bool flush) {
   std::lock_guard publish_lock(publish_mu_);
   {
     std::lock_guard lock(failed_mu_);
@@ -90,6 +90,7 @@ std::vector<std::string> NatsClient::PublishAll(const std::vector<OutgoingMessag
     if (msg) natsMsg_Destroy(msg);
     if (s != NATS_OK) not_sent.push_back(m.msg_id);
   }
+  if (flush) natsConnection_FlushTimeout(conn_, timeout_ms);  // a failed flush shows as missing acks below
   jsPubOptions po;
   jsPubOptions_Init(&po);
   po.MaxWait = timeout_ms;

@@ -52,7 +52,9 @@ class NatsClient {
   };
   // Publishes asynchronously and waits until the stream acknowledged every
   // message. Returns the msg_ids that were NOT stored (to retry later).
-  std::vector<std::string> PublishAll(const std::vector<OutgoingMessage>& messages, int timeout_ms = 5000);
+  // `flush` sends them at once (with a PING round trip) rather than when
+  // nats.c's flusher thread gets to it, about 1 ms later.
+  std::vector<std::string> PublishAll(const std::vector<OutgoingMessage>& messages, int timeout_ms = 5000, bool flush = false);
 
  private:
   static void OnPublishError(jsCtx* js, ::jsPubAckErr* err, void* closure);

@@ -148,7 +148,8 @@ size_t OutboxRelay::RunOnce() {
   std::vector<NatsClient::OutgoingMessage> messages;
   messages.reserve(entries.size());
   for (const auto& e : entries) messages.push_back(ToMessage(e));
-  auto failed_ids = nats_->PublishAll(messages);
+  bool small = static_cast<int>(messages.size()) <= options_.flush_batch_max;
+  auto failed_ids = nats_->PublishAll(messages, 5000, small);
   std::set<std::string> failed(failed_ids.begin(), failed_ids.end());
 
   std::vector<std::string> ack{"XACK", options_.stream, kGroup};

@@ -23,6 +23,10 @@ class OutboxRelay {
     int batch = 256;
     int block_ms = 200;             // how long one read waits for new entries
     int reclaim_idle_ms = 5000;     // entries pending this long are taken over
+    // Batches up to this size are flushed to NATS at once instead of
+    // waiting for nats.c's flusher thread, which costs about 1 ms per hop
+    // at light load; larger batches fill its buffer quickly anyway.
+    int flush_batch_max = 8;
   };
   OutboxRelay(RedisAddress redis, NatsClient* nats, Options options);
   ~OutboxRelay();
