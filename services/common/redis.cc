@@ -159,23 +159,6 @@ Reply RedisConnection::EvalScript(RedisScript& script, const std::vector<std::st
   throw DomainError(ErrorCode::kInternal, "script could not be loaded");
 }
 
-std::vector<Reply> RedisConnection::EvalScripts(RedisScript& script,
-                                                const std::vector<std::vector<std::string>>& arg_lists) {
-  std::string sha1 = ScriptSha(script);
-  std::vector<std::vector<std::string>> commands;
-  commands.reserve(arg_lists.size());
-  for (const auto& args : arg_lists) commands.push_back(EvalShaArgv(sha1, args));
-  auto replies = Pipeline(commands);
-  // NOSCRIPT (Redis restarted or flushed its scripts meanwhile) means that
-  // call ran nothing: run it again, which reloads the script.
-  for (size_t i = 0; i < replies.size(); ++i)
-    if (IsNoScript(replies[i].get())) {
-      script.set_sha1("");
-      replies[i] = EvalScript(script, arg_lists[i]);
-    }
-  return replies;
-}
-
 RedisPool::RedisPool(RedisAddress address, size_t size) : address_(std::move(address)), size_(size) {}
 
 RedisPool::Lease RedisPool::Acquire() {

@@ -83,8 +83,6 @@ class RedisConnection {
   // EVALSHA with zero KEYS (see services/router/store.cc for why), loading
   // the script on NOSCRIPT.
   Reply EvalScript(RedisScript& script, const std::vector<std::string>& args);  // thread-safe on `script`
-  // The script once per argument list, all in one round trip; replies in order.
-  std::vector<Reply> EvalScripts(RedisScript& script, const std::vector<std::vector<std::string>>& arg_lists);
   // Sets the read timeout, e.g. for blocking XREADGROUP.
   void SetReadTimeout(int timeout_ms);
 

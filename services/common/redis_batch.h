@@ -32,7 +32,8 @@ class RedisBatch {
 
   size_t guard_count() const { return guard_count_; }
   bool empty() const { return writes_.empty(); }
-  std::vector<std::string> Args() const;
+  // Appends this batch as the commit script reads it.
+  void AppendArgs(std::vector<std::string>& args) const;
 
  private:
   std::vector<std::string> guards_;
@@ -43,8 +44,8 @@ class RedisBatch {
 // 0 when applied; otherwise the 1-based index of the first guard that
 // failed (nothing was written).
 int Commit(RedisPool& pool, const RedisBatch& batch);
-// Commits independent batches in one round trip, in order; one result per
-// batch as Commit gives it. Each is atomic on its own, not all together.
+// Commits batches in order in one script call (one round trip); one result
+// per batch as Commit gives it. Each applies or not on its own.
 std::vector<int> CommitAll(RedisPool& pool, const std::vector<const RedisBatch*>& batches);
 
 }  // namespace sopflow

@@ -68,6 +68,28 @@ class BatchTest : public ::testing::Test {
   std::unique_ptr<Engine> engine_;
 };
 
+TEST_F(BatchTest, CommitAllAppliesEachBatchOnItsOwnInOrder) {
+  RedisBatch first, refused, second;
+  first.ExpectAbsent("t:a");
+  first.AddOnce("t:applied", "e1");
+  first.Write({"HSET", "t:a", "v", "1"});
+  // Refused by its second guard: its first guard's set member and its
+  // writes must not appear.
+  refused.AddOnce("t:applied", "e2");
+  refused.ExpectField("t:a", "v", "2");
+  refused.Write({"SET", "t:refused", "x"});
+  // Sees what the first batch wrote.
+  second.ExpectField("t:a", "v", "1");
+  second.Write({"HSET", "t:a", "v", "3"});
+  EXPECT_EQ(CommitAll(*pool_, {&first, &refused, &second}), (std::vector<int>{0, 2, 0}));
+
+  RedisConnection conn(RedisAddress::Parse(backends_->redis->address()));
+  EXPECT_EQ(ReplyString(conn.Command({"HGET", "t:a", "v"}).get()), "3");
+  EXPECT_EQ(ReplyInteger(conn.Command({"EXISTS", "t:refused"}).get()), 0);
+  EXPECT_EQ(ReplyInteger(conn.Command({"SISMEMBER", "t:applied", "e2"}).get()), 0);
+  EXPECT_EQ(Commit(*pool_, first), 1) << "applied once only";
+}
+
 TEST_F(BatchTest, RouterBatchWithRepeatsCreatesEachTaskOnce) {
   v1::Run a = StartRun(), b = StartRun();
   auto outbox = Outbox();
