@@ -7,10 +7,14 @@
 #include <hiredis/hiredis.h>
 
 #include <map>
+#include <set>
 
 #include "../../services/notifier/engine.h"
 #include "../../services/router/engine.h"
 #include "clock.h"
+#include "error.h"
+#include "event_consumer.h"
+#include "nats.h"
 #include "redis.h"
 #include "router_fixture.h"
 #include "sopflow/v1/event.pb.h"
@@ -144,6 +148,41 @@ TEST_F(BatchTest, NotifierCancellationInABatchSeesTheTasksCreatedBeforeIt) {
   for (const auto& n : inbox) ++kinds[n.kind()];
   EXPECT_EQ(kinds[v1::Notification::TASK_ASSIGNED], 1);
   EXPECT_EQ(kinds[v1::Notification::RUN_CANCELLED], 1);
+}
+
+TEST_F(BatchTest, ConsumerFallsBackToOneByOneSoOnlyTheBadEventIsTerminated) {
+  NatsClient nats(NatsOptions{backends_->nats->url(), "batch-test", true});
+  nats.EnsureEventStream();
+  std::vector<NatsClient::OutgoingMessage> messages;
+  for (int i = 1; i <= 5; ++i) {
+    v1::Event e;
+    e.set_id(i == 3 ? "poison" : "e" + std::to_string(i));
+    e.set_type("sopflow.v1.test.thing");
+    messages.push_back({e.type(), e.id(), e.SerializeAsString(), {}});
+  }
+  ASSERT_TRUE(nats.PublishAll(messages).empty());
+
+  std::vector<size_t> batch_sizes;
+  std::multiset<std::string> applied;
+  EventConsumer::Options options;
+  options.durable = "batch-test";
+  options.filter_subject = "sopflow.v1.test.>";
+  EventConsumer consumer(&nats, options, EventConsumer::BatchHandler([&](const std::vector<v1::Event>& events) {
+    batch_sizes.push_back(events.size());
+    for (const auto& e : events)
+      if (e.id() == "poison") throw DomainError(ErrorCode::kInvalidArgument, "cannot apply");
+    for (const auto& e : events) applied.insert(e.id());
+  }));
+  size_t handled = 0;
+  for (int pass = 0; pass < 50 && handled < 5; ++pass) handled += consumer.RunOnce();
+  ASSERT_EQ(handled, 5u);
+  // The whole batch first, then each event alone; the poison one is
+  // terminated, the others acknowledged: nothing is left to deliver.
+  ASSERT_GE(batch_sizes.size(), 2u);
+  EXPECT_EQ(applied.count("poison"), 0u);
+  for (const char* id : {"e1", "e2", "e4", "e5"}) EXPECT_EQ(applied.count(id), 1u) << id;
+  EXPECT_TRUE(WaitUntil([&] { return consumer.Backlog() == 0; }, 5000));
+  EXPECT_EQ(consumer.RunOnce(), 0u) << "no redelivery";
 }
 
 }  // namespace
