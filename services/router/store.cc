@@ -28,8 +28,30 @@ std::string JobsLocked(const std::string& type) { return "sf:jobs:locked:" + typ
 
 namespace {
 
+// The `pb` field of each id's hash, parsed; nullopt where it is missing.
+// One round trip for all.
+template <class Message>
+std::vector<std::optional<Message>> ReadMessages(RedisPool& pool, const std::vector<std::string>& ids,
+                                                 std::string (*key_of)(const std::string&)) {
+  std::vector<std::optional<Message>> out;
+  if (ids.empty()) return out;
+  std::vector<std::vector<std::string>> cmds;
+  for (const auto& id : ids) cmds.push_back({"HGET", key_of(id), "pb"});
+  auto conn = pool.Acquire();
+  for (auto& r : conn->Pipeline(cmds)) {
+    ThrowIfError(r.get());
+    out.push_back(ReplyMessage<Message>(r.get()));
+  }
+  return out;
+}
 
-
+template <class Message>
+std::vector<Message> Present(std::vector<std::optional<Message>> all) {
+  std::vector<Message> out;
+  for (auto& m : all)
+    if (m) out.push_back(std::move(*m));
+  return out;
+}
 
 }  // namespace
 
@@ -73,16 +95,7 @@ std::pair<std::optional<v1::Task>, std::optional<v1::Run>> Store::GetTaskAndRun(
 }
 
 std::vector<v1::Task> Store::GetTasks(const std::vector<std::string>& ids) {
-  std::vector<v1::Task> out;
-  if (ids.empty()) return out;
-  std::vector<std::vector<std::string>> cmds;
-  for (const auto& id : ids) cmds.push_back({"HGET", keys::Task(id), "pb"});
-  auto conn = pool_->Acquire();
-  for (auto& r : conn->Pipeline(cmds)) {
-    ThrowIfError(r.get());
-    if (auto t = ReplyMessage<v1::Task>(r.get())) out.push_back(std::move(*t));
-  }
-  return out;
+  return Present(ReadMessages<v1::Task>(*pool_, ids, keys::Task));
 }
 
 std::optional<v1::Run> Store::GetRun(const std::string& run_id, int64_t* rev) {
@@ -95,30 +108,12 @@ std::optional<v1::Run> Store::GetRun(const std::string& run_id, int64_t* rev) {
 }
 
 std::vector<v1::Run> Store::GetRuns(const std::vector<std::string>& ids) {
-  std::vector<v1::Run> out;
-  if (ids.empty()) return out;
-  std::vector<std::vector<std::string>> cmds;
-  for (const auto& id : ids) cmds.push_back({"HGET", keys::Run(id), "pb"});
-  auto conn = pool_->Acquire();
-  for (auto& r : conn->Pipeline(cmds)) {
-    ThrowIfError(r.get());
-    if (auto run = ReplyMessage<v1::Run>(r.get())) out.push_back(std::move(*run));
-  }
-  return out;
+  return Present(ReadMessages<v1::Run>(*pool_, ids, keys::Run));
 }
 
 
 std::vector<std::optional<v1::Run>> Store::LookupRuns(const std::vector<std::string>& run_ids) {
-  std::vector<std::optional<v1::Run>> out;
-  if (run_ids.empty()) return out;
-  std::vector<std::vector<std::string>> cmds;
-  for (const auto& id : run_ids) cmds.push_back({"HGET", keys::Run(id), "pb"});
-  auto conn = pool_->Acquire();
-  for (auto& r : conn->Pipeline(cmds)) {
-    ThrowIfError(r.get());
-    out.push_back(ReplyMessage<v1::Run>(r.get()));
-  }
-  return out;
+  return ReadMessages<v1::Run>(*pool_, run_ids, keys::Run);
 }
 
 std::vector<v1::HistoryEntry> Store::GetHistory(const std::string& run_id) {
