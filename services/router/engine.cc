@@ -394,8 +394,10 @@ v1::Task Engine::FinishTask(TaskAndRun first, const std::function<void(const v1:
                             const v1::TaskOutput& output) {
   CheckOutput(output);
   const std::string task_id = first.task.id();
+  TaskAndRun current = std::move(first);
   for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
-    auto [t, run] = attempt == 0 ? std::move(first) : LoadTaskAndRun(task_id);
+    if (attempt > 0) current = LoadTaskAndRun(task_id);
+    auto& [t, run] = current;
     check(t);
     if (!run) ThrowNotFound("no run '" + t.run_id() + "'");
     if (run->status() != v1::Run::ACTIVE) ThrowPrecondition("run " + t.run_id() + " is " + v1::Run::Status_Name(run->status()));
@@ -573,12 +575,14 @@ void Engine::OnEvents(const std::vector<v1::Event>& events) {
   std::set<std::string> segment_runs;
   auto apply_segment = [&] {
     std::vector<std::string> run_ids;
+    run_ids.reserve(segment.size());
     for (const auto* e : segment) run_ids.push_back(e->run_id());
     auto runs = store_->LookupRuns(run_ids);
     std::vector<Transition> transitions;
     for (size_t i = 0; i < segment.size(); ++i)
       if (auto t = TransitionFor(*segment[i], runs[i])) transitions.push_back(std::move(*t));
     std::vector<const Batch*> batches;
+    batches.reserve(transitions.size());
     for (const auto& t : transitions) batches.push_back(&t.batch);
     auto results = store_->CommitAll(batches);
     for (size_t i = 0; i < transitions.size(); ++i) Applied(transitions[i], results[i]);
