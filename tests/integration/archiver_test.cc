@@ -309,10 +309,7 @@ TEST(ArchiverCrashTest, KilledAndRestartedItLosesNothing) {
     return port;
   };
   auto run_one = [&] {
-    v1::StartRunRequest req;
-    req.set_sop_id(kSop003);
-    req.set_period("2026-Q3");
-    req.set_unit("balangan-satpolpp");
+    v1::StartRunRequest req = Run003Request();
     v1::Run run;
     EXPECT_TRUE(stub->StartRun(AuthedContext(kSekretarisBlg).get(), req, &run).ok());
     EXPECT_EQ(demo::DriveRun(*stub, AllActors(), run.id(), kAdmin, {}).run().status(), v1::Run::COMPLETED);

@@ -38,11 +38,7 @@ class BatchTest : public ::testing::Test {
   User UserOf(const std::string& token) { return *users_->FindByToken(token); }
 
   v1::Run StartRun() {
-    v1::StartRunRequest req;
-    req.set_sop_id(kSop003);
-    req.set_period("2026-Q3");
-    req.set_unit("balangan-satpolpp");
-    return engine_->StartRun(UserOf(kSekretarisBlg), req);
+    return engine_->StartRun(UserOf(kSekretarisBlg), Run003Request());
   }
 
   // Every event queued in the outbox so far, oldest first, by id.

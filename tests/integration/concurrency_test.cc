@@ -61,10 +61,7 @@ TEST_F(ConcurrencyTest, TwoReplicasRun100RunsWithNoTaskLostOrDuplicated) {
   constexpr int kRuns = 100;
   std::set<std::string> runs;
   for (int i = 0; i < kRuns; ++i) {
-    v1::StartRunRequest req;
-    req.set_sop_id(kSop003);
-    req.set_period("2026-Q" + std::to_string(i % 4 + 1));
-    req.set_unit("balangan-satpolpp");
+    v1::StartRunRequest req = Run003Request("2026-Q" + std::to_string(i % 4 + 1));
     v1::Run run;
     ASSERT_TRUE(stubs[i % 2]->StartRun(AuthedContext(kSekretarisBlg).get(), req, &run).ok());
     runs.insert(run.id());
@@ -183,10 +180,7 @@ TEST(RouterCrashTest, KilledBetweenRedisWriteAndPublishTheRunStillFinishes) {
   a.Start(args(port_a), {{"SOPFLOW_FAILPOINT", "relay_crash_before_publish"}}, backends.dir + "/router-a.log");
   ASSERT_TRUE(WaitForPort(port_a, 15000));
   auto stub_a = v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(port_a)));
-  v1::StartRunRequest req;
-  req.set_sop_id(kSop003);
-  req.set_period("2026-Q3");
-  req.set_unit("balangan-satpolpp");
+  v1::StartRunRequest req = Run003Request();
   req.set_request_id("balangan-2026-Q3");
   v1::Run first_answer;
   // A may die before its reply leaves: the client sees OK or UNAVAILABLE.

@@ -126,10 +126,7 @@ TEST(NotifierCrashTest, KilledAndRestartedItLosesNothingAndRepeatsNothing) {
   std::set<std::string> runs;
   auto start_runs = [&](int n) {
     for (int i = 0; i < n; ++i) {
-      v1::StartRunRequest req;
-      req.set_sop_id(kSop003);
-      req.set_period("2026-Q" + std::to_string(i % 4 + 1));
-      req.set_unit("balangan-satpolpp");
+      v1::StartRunRequest req = Run003Request("2026-Q" + std::to_string(i % 4 + 1));
       v1::Run run;
       ASSERT_TRUE(stub->StartRun(AuthedContext(kSekretarisBlg).get(), req, &run).ok());
       runs.insert(run.id());

@@ -52,10 +52,7 @@ TEST(ReplicasTest, ThreeRoutersAndTwoNotifiersLoseOneOfEachAndEveryRunFinishesOn
   constexpr int kRuns = 500;
   std::set<std::string> runs;
   for (int i = 0; i < kRuns; ++i) {
-    v1::StartRunRequest req;
-    req.set_sop_id(kSop003);
-    req.set_period("2026-Q" + std::to_string(i % 4 + 1));
-    req.set_unit("balangan-satpolpp");
+    v1::StartRunRequest req = Run003Request("2026-Q" + std::to_string(i % 4 + 1));
     req.set_request_id("replicas-" + std::to_string(i));  // a retried start starts nothing twice
     v1::Run run;
     grpc::Status st;

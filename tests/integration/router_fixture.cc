@@ -99,11 +99,16 @@ v1::Run RouterTest::Start001(const std::string& request_id) {
   return run;
 }
 
-v1::Run StartRun003(v1::Router::Stub& stub) {
+v1::StartRunRequest Run003Request(const std::string& period) {
   v1::StartRunRequest req;
   req.set_sop_id(kSop003);
-  req.set_period("2026-Q3");
+  req.set_period(period);
   req.set_unit("balangan-satpolpp");
+  return req;
+}
+
+v1::Run StartRun003(v1::Router::Stub& stub) {
+  v1::StartRunRequest req = Run003Request();
   v1::Run run;
   auto st = stub.StartRun(AuthedContext(kSekretarisBlg).get(), req, &run);
   EXPECT_TRUE(st.ok()) << st.error_message();

@@ -48,6 +48,8 @@ struct Backends {
   std::unique_ptr<NatsServer> nats;
 };
 
+// A request to start seed 003 (Balangan) for `period`.
+v1::StartRunRequest Run003Request(const std::string& period = "2026-Q3");
 // Starts a run of seed 003 (Balangan, 2026-Q3) as its sekretaris.
 v1::Run StartRun003(v1::Router::Stub& stub);
 
