@@ -56,7 +56,7 @@ std::vector<v1::Webhook> Engine::HooksFor(const v1::Notification& n, const std::
   return out;
 }
 
-RedisBatch Engine::Sealed(Record record, const std::vector<v1::Webhook>& hooks) const {
+RedisBatch Engine::Sealed(Record& record, const std::vector<v1::Webhook>& hooks) const {
   RedisBatch b = std::move(record.extra);
   b.ExpectAbsent(keys::Done(record.cause));
   b.Write({"SET", keys::Done(record.cause), "1", "EX", kKeep});
@@ -73,9 +73,8 @@ RedisBatch Engine::Sealed(Record record, const std::vector<v1::Webhook>& hooks) 
 
 bool Engine::RecordOnce(Record record) {
   auto hooks = record.notifications.empty() ? std::vector<v1::Webhook>{} : store_->Webhooks();
-  auto notifications = record.notifications;
-  bool recorded = store_->Commit(Sealed(std::move(record), hooks)) == 0;
-  if (recorded) CountRecorded(notifications);
+  bool recorded = store_->Commit(Sealed(record, hooks)) == 0;
+  if (recorded) CountRecorded(record.notifications);
   return recorded;
 }
 
@@ -91,7 +90,7 @@ void Engine::OnEvents(const std::vector<v1::Event>& events) {
     std::vector<RedisBatch> batches;
     std::vector<const RedisBatch*> pointers;
     batches.reserve(pending.size());
-    for (const auto& r : pending) {
+    for (auto& r : pending) {
       batches.push_back(Sealed(r, hooks));
       pointers.push_back(&batches.back());
     }

@@ -73,8 +73,9 @@ class Engine {
   std::optional<Record> RecordFor(const v1::Event& event);
   Record TaskCreated(const v1::Event& event);
   Record RunCancelled(const v1::Event& event);  // reads the run's tasks
-  // The batch that writes `record`, guarded to apply once per cause.
-  RedisBatch Sealed(Record record, const std::vector<v1::Webhook>& hooks) const;
+  // The batch that writes `record`, guarded to apply once per cause. It
+  // takes over record.extra (the caller keeps cause and notifications).
+  RedisBatch Sealed(Record& record, const std::vector<v1::Webhook>& hooks) const;
   // Commits Sealed(record); false if the cause was handled before.
   bool RecordOnce(Record record);
   std::vector<v1::Webhook> HooksFor(const v1::Notification& n, const std::vector<v1::Webhook>& all) const;
