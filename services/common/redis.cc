@@ -125,32 +125,21 @@ std::vector<Reply> RedisConnection::Pipeline(const std::vector<std::vector<std::
   return replies;
 }
 
-std::string RedisConnection::ScriptSha(RedisScript& script) {
-  std::string sha1 = script.sha1();
-  if (!sha1.empty()) return sha1;
-  Reply r = Command({"SCRIPT", "LOAD", script.source()});
-  if (ReplyIsError(r.get())) throw DomainError(ErrorCode::kInternal, "SCRIPT LOAD: " + ReplyErrorText(r.get()));
-  sha1 = *ReplyString(r.get());
-  script.set_sha1(sha1);
-  return sha1;
-}
-
-namespace {
-bool IsNoScript(const redisReply* r) { return ReplyIsError(r) && ReplyErrorText(r).rfind("NOSCRIPT", 0) == 0; }
-
-std::vector<std::string> EvalShaArgv(const std::string& sha1, const std::vector<std::string>& args) {
-  std::vector<std::string> argv;
-  argv.reserve(args.size() + 3);
-  argv.insert(argv.end(), {"EVALSHA", sha1, "0"});
-  argv.insert(argv.end(), args.begin(), args.end());
-  return argv;
-}
-}  // namespace
-
 Reply RedisConnection::EvalScript(RedisScript& script, const std::vector<std::string>& args) {
   for (int attempt = 0; attempt < 2; ++attempt) {
-    Reply r = Command(EvalShaArgv(ScriptSha(script), args));
-    if (IsNoScript(r.get())) {
+    std::string sha1 = script.sha1();
+    if (sha1.empty()) {
+      Reply r = Command({"SCRIPT", "LOAD", script.source()});
+      if (ReplyIsError(r.get())) throw DomainError(ErrorCode::kInternal, "SCRIPT LOAD: " + ReplyErrorText(r.get()));
+      sha1 = *ReplyString(r.get());
+      script.set_sha1(sha1);
+    }
+    std::vector<std::string> argv;
+    argv.reserve(args.size() + 3);
+    argv.insert(argv.end(), {"EVALSHA", sha1, "0"});
+    argv.insert(argv.end(), args.begin(), args.end());
+    Reply r = Command(argv);
+    if (ReplyIsError(r.get()) && ReplyErrorText(r.get()).rfind("NOSCRIPT", 0) == 0) {
       script.set_sha1("");
       continue;
     }

@@ -89,7 +89,6 @@ class RedisConnection {
  private:
   void EnsureConnected();
   void Drop();
-  std::string ScriptSha(RedisScript& script);  // loads the script on first use
   RedisAddress address_;
   int timeout_ms_;
   redisContext* ctx_ = nullptr;
