@@ -160,6 +160,10 @@ ServerHost::~ServerHost() {
 void ServerHost::AddService(grpc::Service* service) { builder_.RegisterService(service); }
 
 void ServerHost::Start() {
+  // gRPC sets SO_REUSEPORT by default on Linux: a second process given the
+  // same port would then bind too and take a share of the connections
+  // unnoticed (a stale replica, a mistyped flag). Off, it fails at start.
+  builder_.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder_.AddListeningPort(options_.listen, MakeCredentials(options_), &port_);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(std::make_unique<CallObserverFactory>());
@@ -168,6 +172,7 @@ void ServerHost::Start() {
   if (!server_ || port_ == 0) throw std::runtime_error("cannot listen on " + options_.listen);
   if (!options_.health_listen.empty()) {
     grpc::ServerBuilder health;  // the default health service only: no handler of ours is reachable here
+    health.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
     health.AddListeningPort(options_.health_listen, grpc::InsecureServerCredentials(), &health_port_);
     health_server_ = health.BuildAndStart();
     if (!health_server_ || health_port_ == 0) throw std::runtime_error("cannot listen on " + options_.health_listen);

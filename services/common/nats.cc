@@ -1,6 +1,10 @@
 #include "nats.h"
 
 #include <nats/nats.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <thread>
 
 #include "error.h"
 
@@ -13,9 +17,31 @@ namespace {
   if (last && *last) msg += ": " + std::string(last);
   ThrowUnavailable(msg);
 }
+
+bool IsTransient(natsStatus s, jsErrCode jerr) {
+  return s == NATS_TIMEOUT || s == NATS_NO_RESPONDERS || s == NATS_NO_SERVER || s == NATS_NOT_YET_CONNECTED ||
+         s == NATS_CONNECTION_DISCONNECTED || jerr == JSClusterNotAvailErr || jerr == JSStreamOfflineErr;
+}
+
+// Start-up calls retry what passes by itself: a NATS server still starting
+// or recovering its streams, a cluster electing its JetStream leader, a
+// disk stalled by another process' fsync (a JetStream API call then times
+// out). A service that exited instead would crash-loop on Kubernetes, or
+// in a test, fail. `call` returns its status and sets *jerr.
+template <typename Call>
+natsStatus RetryWhileStarting(const std::string& what, int wait_ms, jsErrCode* jerr, Call call) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
+  for (int attempt = 1;; ++attempt) {
+    *jerr = static_cast<jsErrCode>(0);
+    natsStatus s = call();
+    if (s == NATS_OK || !IsTransient(s, *jerr) || std::chrono::steady_clock::now() >= deadline) return s;
+    spdlog::warn("{}: {} (attempt {}), retrying", what, natsStatus_GetText(s), attempt);
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+}
 }  // namespace
 
-NatsClient::NatsClient(const NatsOptions& options) {
+NatsClient::NatsClient(const NatsOptions& options) : startup_wait_ms_(options.startup_wait_ms) {
   natsOptions* opts = nullptr;
   natsStatus s = natsOptions_Create(&opts);
   if (s == NATS_OK) s = natsOptions_SetURL(opts, options.url.c_str());
@@ -24,7 +50,10 @@ NatsClient::NatsClient(const NatsOptions& options) {
   if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts, 250);
   if (s == NATS_OK) s = natsOptions_SetTimeout(opts, 5000);
   if (s == NATS_OK && options.send_asap) s = natsOptions_SetSendAsap(opts, true);
-  if (s == NATS_OK) s = natsConnection_Connect(&conn_, opts);
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  if (s == NATS_OK)
+    s = RetryWhileStarting("nats connect " + options.url, startup_wait_ms_, &jerr,
+                           [&] { return natsConnection_Connect(&conn_, opts); });
   natsOptions_Destroy(opts);
   if (s != NATS_OK) ThrowNats("nats connect " + options.url, s);
 
@@ -56,10 +85,13 @@ void NatsClient::EnsureEventStream(int replicas, int64_t duplicate_window_ms, in
   cfg.Replicas = replicas;
   cfg.Duplicates = duplicate_window_ms * 1000000;
   cfg.MaxAge = max_age_hours * 3600LL * 1000000000LL;
-  jsStreamInfo* si = nullptr;
   jsErrCode jerr = static_cast<jsErrCode>(0);
-  natsStatus s = js_AddStream(&si, js_, &cfg, nullptr, &jerr);
-  if (si) jsStreamInfo_Destroy(si);
+  natsStatus s = RetryWhileStarting("create stream " + std::string(kEventStream), startup_wait_ms_, &jerr, [&] {
+    jsStreamInfo* si = nullptr;
+    natsStatus added = js_AddStream(&si, js_, &cfg, nullptr, &jerr);
+    if (si) jsStreamInfo_Destroy(si);
+    return added;
+  });
   if (s == NATS_OK || jerr == JSStreamNameExistErr) return;
   ThrowNats("create stream " + std::string(kEventStream), s, jerr);
 }
@@ -149,8 +181,10 @@ PullConsumer::PullConsumer(NatsClient& client, const ConsumerOptions& options) {
   so.Config.FilterSubject = options.filter_subject.c_str();
   so.Config.DeliverPolicy = js_DeliverAll;
   jsErrCode jerr = static_cast<jsErrCode>(0);
-  natsStatus s = js_PullSubscribe(&sub_, client.jetstream(), options.filter_subject.c_str(),
-                                  options.durable.c_str(), nullptr, &so, &jerr);
+  natsStatus s = RetryWhileStarting("pull subscribe " + options.durable, client.startup_wait_ms(), &jerr, [&] {
+    return js_PullSubscribe(&sub_, client.jetstream(), options.filter_subject.c_str(), options.durable.c_str(),
+                            nullptr, &so, &jerr);
+  });
   if (s != NATS_OK) ThrowNats("pull subscribe " + options.durable, s, jerr);
 }
 

@@ -28,6 +28,9 @@ struct NatsOptions {
   // Flush every message at once instead of from nats.c's flusher thread;
   // saves ~1 ms per request on consumers (see ../shared/TOOLCHAIN.md).
   bool send_asap = false;
+  // How long connecting and the JetStream calls of start-up (stream and
+  // consumer creation) keep retrying transient failures before giving up.
+  int startup_wait_ms = 30000;
 };
 
 class NatsClient {
@@ -39,6 +42,7 @@ class NatsClient {
 
   natsConnection* connection() const { return conn_; }
   jsCtx* jetstream() const { return js_; }
+  int startup_wait_ms() const { return startup_wait_ms_; }
 
   // Creates the event stream (file storage, `replicas` copies across a
   // JetStream cluster) if it does not exist yet.
@@ -60,6 +64,7 @@ class NatsClient {
   static void OnPublishError(jsCtx* js, ::jsPubAckErr* err, void* closure);
   natsConnection* conn_ = nullptr;
   jsCtx* js_ = nullptr;
+  int startup_wait_ms_;
   std::mutex publish_mu_;  // one batch at a time, so failures belong to it
   std::mutex failed_mu_;
   std::set<std::string> failed_;

@@ -305,7 +305,7 @@ TEST(ArchiverCrashTest, KilledAndRestartedItLosesNothing) {
              config.nats, "--tokens", config.tokens_file, "--blobs", config.blob_dir, "--rules", config.rules_dir,
              "--router", config.router, "--service-token", config.service_token, "--ack-wait-ms", "1000"},
             {}, backends.dir + "/archiver.log");
-    EXPECT_TRUE(WaitForPort(port, 15000));
+    EXPECT_TRUE(Listens(p, port));
     return port;
   };
   auto run_one = [&] {

@@ -7,6 +7,7 @@
 #include <set>
 #include <thread>
 
+#include "error.h"
 #include "event_consumer.h"
 #include "nats.h"
 #include "sopflow/v1/event.pb.h"
@@ -178,7 +179,7 @@ TEST(RouterCrashTest, KilledBetweenRedisWriteAndPublishTheRunStillFinishes) {
   int port_a = FreePort();
   ChildProcess a;
   a.Start(args(port_a), {{"SOPFLOW_FAILPOINT", "relay_crash_before_publish"}}, backends.dir + "/router-a.log");
-  ASSERT_TRUE(WaitForPort(port_a, 15000));
+  ASSERT_TRUE(Listens(a, port_a));
   auto stub_a = v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(port_a)));
   v1::StartRunRequest req = Run003Request();
   req.set_request_id("balangan-2026-Q3");
@@ -196,7 +197,7 @@ TEST(RouterCrashTest, KilledBetweenRedisWriteAndPublishTheRunStillFinishes) {
   int port_b = FreePort();
   ChildProcess b;
   b.Start(args(port_b), {}, backends.dir + "/router-b.log");
-  ASSERT_TRUE(WaitForPort(port_b, 15000));
+  ASSERT_TRUE(Listens(b, port_b));
   auto stub_b = v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(port_b)));
   // The client retries with the same request_id and gets the run A started.
   v1::Run run;
@@ -211,6 +212,39 @@ TEST(RouterCrashTest, KilledBetweenRedisWriteAndPublishTheRunStillFinishes) {
   EXPECT_EQ(result.run().status(), v1::Run::COMPLETED);
   EXPECT_EQ(result.tasks_size(), 9);
   b.Stop();
+}
+
+// A pod may start before NATS does (or while it recovers its streams): a
+// service waits for it within its bound instead of exiting, and without
+// time to wait it fails at once, as unavailable.
+TEST(NatsStartupTest, AServiceWaitsForANatsServerThatIsStillStarting) {
+  std::string dir = MakeTempDir("sopflow-nats-late");
+  const int port = FreePort();
+  const std::string url = "nats://127.0.0.1:" + std::to_string(port);
+  try {
+    NatsClient hasty(NatsOptions{url, "hasty", false, 0});
+    ADD_FAILURE() << "connected to a port where nothing listens";
+  } catch (const DomainError& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kUnavailable) << e.what();
+  }
+  ChildProcess server;
+  std::thread late([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(700));
+    server.Start({"nats-server", "-js", "-a", "127.0.0.1", "-p", std::to_string(port), "-sd", dir + "/jetstream"}, {},
+                 dir + "/nats.log");
+  });
+  {
+    NatsClient patient(NatsOptions{url, "patient", false, 30000});
+    patient.EnsureEventStream();
+    ConsumerOptions options;
+    options.durable = "late-start";
+    options.filter_subject = "sopflow.v1.>";
+    PullConsumer consumer(patient, options);
+    EXPECT_TRUE(consumer.Fetch(1, 50).empty());
+  }
+  late.join();
+  server.Stop();
+  RemoveTree(dir);
 }
 
 }  // namespace

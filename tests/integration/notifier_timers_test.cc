@@ -121,7 +121,7 @@ TEST(NotifierCrashTest, KilledAndRestartedItLosesNothingAndRepeatsNothing) {
              config.nats, "--tokens", config.tokens_file, "--calendar", config.calendar_file, "--templates",
              config.templates_dir, "--ack-wait-ms", "1000"},
             {}, backends.dir + "/notifier.log");
-    ASSERT_TRUE(WaitForPort(port, 15000));
+    ASSERT_TRUE(Listens(p, port));
   };
   std::set<std::string> runs;
   auto start_runs = [&](int n) {

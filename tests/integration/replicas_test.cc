@@ -25,7 +25,7 @@ Replica StartRouter(const Backends& b, const std::string& log) {
                     c.nats, "--tokens", c.tokens_file, "--definitions", c.definitions_dir, "--relay-reclaim-idle-ms", "300",
                     "--ack-wait-ms", "1000", "--drain-ms", "2000", "--log-level", "warn"},
                    {}, b.dir + "/" + log);
-  EXPECT_TRUE(WaitForPort(r.port, 15000));
+  EXPECT_TRUE(Listens(*r.process, r.port));
   return r;
 }
 
@@ -36,7 +36,7 @@ Replica StartNotifier(const Backends& b, const std::string& log) {
                     c.nats, "--tokens", c.tokens_file, "--calendar", c.calendar_file, "--templates", c.templates_dir,
                     "--ack-wait-ms", "1000", "--log-level", "warn"},
                    {}, b.dir + "/" + log);
-  EXPECT_TRUE(WaitForPort(r.port, 15000));
+  EXPECT_TRUE(Listens(*r.process, r.port));
   return r;
 }
 

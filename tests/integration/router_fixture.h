@@ -56,6 +56,14 @@ v1::Run StartRun003(v1::Router::Stub& stub);
 // Polls `done` every few ms until it holds or timeout_ms passes.
 bool WaitUntil(const std::function<bool()>& done, int timeout_ms = 20000);
 
+// The child process listens on 127.0.0.1:port within timeout_ms; if not,
+// the failure says why, with the tail of the child's log.
+inline ::testing::AssertionResult Listens(ChildProcess& child, int port, int timeout_ms = 15000) {
+  std::string why = child.WaitListening(port, timeout_ms);
+  if (why.empty()) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "the child process " << why;
+}
+
 class RouterTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite();

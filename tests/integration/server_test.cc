@@ -4,6 +4,7 @@
 #include <httplib.h>
 #include <signal.h>
 
+#include "grpc_server.h"
 #include "metrics.h"
 #include "router_fixture.h"
 
@@ -107,6 +108,20 @@ TEST_F(ServerTest, EveryCallIsCountedByTheInterceptor) {
             std::string::npos);
 }
 
+TEST_F(ServerTest, ASecondServerOnATakenPortFailsToStartInsteadOfSharingIt) {
+  ServerOptions options;
+  options.listen = "127.0.0.1:" + std::to_string(router_->port());
+  ServerHost second(options);
+  try {
+    second.Start();
+    ADD_FAILURE() << "a second server started on the router's port";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot listen on " + options.listen), std::string::npos) << e.what();
+  }
+  grpc::Status status;
+  EXPECT_EQ(CallWithoutToken("/grpc.health.v1.Health/Check", "", &status), kServing);  // the first still serves
+}
+
 TEST(MetricsEndpointTest, PrometheusScrapesRequestsHandoffsAndConsumerBacklog) {
   Backends backends;
   SystemClock clock;
@@ -154,8 +169,8 @@ TEST(DeploymentShapeTest, TlsApiPlaintextHealthPortAndNotServingDuringTheDrain) 
                 "--nats", c.nats, "--tokens", c.tokens_file, "--definitions", c.definitions_dir,
                 "--not-serving-delay-ms", "3000", "--drain-ms", "2000", "--log-level", "warn"},
                {}, backends.dir + "/router.log");
-  ASSERT_TRUE(WaitForPort(health_port, 15000));
-  ASSERT_TRUE(WaitForPort(port, 15000));
+  ASSERT_TRUE(Listens(router, health_port));
+  ASSERT_TRUE(Listens(router, port));
 
   auto tls = OpenChannel("127.0.0.1:" + std::to_string(port), cert);
   auto stub = v1::Router::NewStub(tls);

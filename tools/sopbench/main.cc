@@ -156,8 +156,16 @@ int main(int argc, char** argv) {
                                           "--log-level", "warn"},
           work_dir + "/notifier-" + std::to_string(i) + ".log");
   }
-  for (int p : router_ports) sopflow::testing::WaitForPort(p, 15000);
-  for (int p : notifier_ports) sopflow::testing::WaitForPort(p, 15000);
+  // children holds the routers, then the notifiers, in the order of their ports.
+  std::vector<int> ports = router_ports;
+  ports.insert(ports.end(), notifier_ports.begin(), notifier_ports.end());
+  for (size_t i = 0; i < children.size(); ++i) {
+    std::string why = children[i].second->WaitListening(ports[i], 15000);
+    if (!why.empty()) {
+      std::cerr << "sopbench: " << children[i].first << " " << why;
+      return 1;
+    }
+  }
 
   std::vector<std::unique_ptr<v1::Router::Stub>> router_stubs;
   for (int p : router_ports) router_stubs.push_back(v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(p))));

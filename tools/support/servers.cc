@@ -10,7 +10,9 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <deque>
 #include <filesystem>
+#include <fstream>
 #include <stdexcept>
 #include <thread>
 
@@ -61,6 +63,7 @@ ChildProcess::~ChildProcess() { Stop(); }
 void ChildProcess::Start(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env,
                          const std::string& log_file) {
   pid_t parent = getpid();
+  log_file_ = log_file;
   pid_ = fork();
   if (pid_ < 0) throw std::runtime_error("fork failed");
   if (pid_ == 0) {
@@ -80,20 +83,52 @@ void ChildProcess::Start(const std::vector<std::string>& argv, const std::map<st
   }
 }
 
+int ChildProcess::ReapIfExited() {
+  if (pid_ <= 0) return -1;
+  int status = 0;
+  if (waitpid(pid_, &status, WNOHANG) != pid_) return -1;
+  pid_ = -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
 int ChildProcess::WaitExit(int timeout_ms) {
   if (pid_ <= 0) return -1;
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   while (std::chrono::steady_clock::now() < deadline) {
-    int status = 0;
-    pid_t r = waitpid(pid_, &status, WNOHANG);
-    if (r == pid_) {
-      pid_ = -1;
-      if (WIFEXITED(status)) return WEXITSTATUS(status);
-      return 128 + WTERMSIG(status);
-    }
+    int code = ReapIfExited();
+    if (code != -1) return code;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   return -1;
+}
+
+std::string ChildProcess::WaitListening(int port, int timeout_ms) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  std::string why;
+  while (why.empty()) {
+    if (WaitForPort(port, 50)) return "";
+    int code = ReapIfExited();
+    if (code != -1) {
+      why = "exited with code " + std::to_string(code) + " before listening on port " + std::to_string(port);
+    } else if (pid_ <= 0) {
+      why = "is not running";
+    } else if (std::chrono::steady_clock::now() >= deadline) {
+      why = "not listening on port " + std::to_string(port) + " after " + std::to_string(timeout_ms) + " ms";
+    }
+  }
+  return why + "; last lines of " + log_file_ + ":\n" + LogTail(40);
+}
+
+std::string ChildProcess::LogTail(size_t max_lines) const {
+  std::ifstream in(log_file_);
+  std::deque<std::string> lines;
+  for (std::string line; std::getline(in, line);) {
+    lines.push_back(line);
+    if (lines.size() > max_lines) lines.pop_front();
+  }
+  std::string out;
+  for (const auto& l : lines) out += l + "\n";
+  return out;
 }
 
 void ChildProcess::Stop(int signal_number, int timeout_ms) {

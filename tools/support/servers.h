@@ -29,11 +29,21 @@ class ChildProcess {
   void Kill();                                                // SIGKILL
   // Waits for the process to exit by itself; its exit code, or -1 on timeout.
   int WaitExit(int timeout_ms);
+  // Waits until the process accepts TCP connections on 127.0.0.1:port.
+  // Empty when it does; otherwise why not (it exited, with its code, or it
+  // timed out) and the last lines of its log, so a failure on a CI machine
+  // can be read without the log, which the fixture deletes.
+  std::string WaitListening(int port, int timeout_ms);
   bool running() const { return pid_ > 0; }
   pid_t pid() const { return pid_; }
 
  private:
+  // Reaps the process if it has exited; its exit code (128+signal), else -1.
+  int ReapIfExited();
+  std::string LogTail(size_t max_lines) const;
+
   pid_t pid_ = -1;
+  std::string log_file_;
 };
 
 class RedisServer {
