@@ -3,6 +3,7 @@
 #include <nats/nats.h>
 
 #include <atomic>
+#include <future>
 #include <map>
 #include <set>
 #include <thread>
@@ -227,22 +228,22 @@ TEST(NatsStartupTest, AServiceWaitsForANatsServerThatIsStillStarting) {
   } catch (const DomainError& e) {
     EXPECT_EQ(e.code(), ErrorCode::kUnavailable) << e.what();
   }
-  ChildProcess server;
-  std::thread late([&] {
-    std::this_thread::sleep_for(std::chrono::milliseconds(700));
-    server.Start({"nats-server", "-js", "-a", "127.0.0.1", "-p", std::to_string(port), "-sd", dir + "/jetstream"}, {},
-                 dir + "/nats.log");
-  });
-  {
+  // The client waits on its own thread; the server starts from this one
+  // (PR_SET_PDEATHSIG kills a child when the thread that forked it ends).
+  auto connected = std::async(std::launch::async, [&] {
     NatsClient patient(NatsOptions{url, "patient", false, 30000});
     patient.EnsureEventStream();
     ConsumerOptions options;
     options.durable = "late-start";
     options.filter_subject = "sopflow.v1.>";
     PullConsumer consumer(patient, options);
-    EXPECT_TRUE(consumer.Fetch(1, 50).empty());
-  }
-  late.join();
+    return consumer.Fetch(1, 50).empty();
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  ChildProcess server;
+  server.Start({"nats-server", "-js", "-a", "127.0.0.1", "-p", std::to_string(port), "-sd", dir + "/jetstream"}, {},
+               dir + "/nats.log");
+  EXPECT_NO_THROW(EXPECT_TRUE(connected.get()));
   server.Stop();
   RemoveTree(dir);
 }

@@ -18,6 +18,9 @@ int FreePort();
 // Waits until a TCP connect to 127.0.0.1:port succeeds (at most timeout_ms).
 bool WaitForPort(int port, int timeout_ms);
 
+// A child is killed when the thread that started it ends (PR_SET_PDEATHSIG
+// follows the forking thread, not the process): start children from a
+// thread that outlives them, such as the test's own.
 class ChildProcess {
  public:
   ChildProcess() = default;
