@@ -4,6 +4,8 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/security/auth_metadata_processor.h>
 #include <grpcpp/security/server_credentials.h>
+#include <grpcpp/security/tls_certificate_provider.h>
+#include <grpcpp/security/tls_credentials_options.h>
 #include <grpcpp/support/server_interceptor.h>
 #include <spdlog/spdlog.h>
 
@@ -96,9 +98,17 @@ std::string ReadFile(const std::string& path) {
 std::shared_ptr<grpc::ServerCredentials> MakeCredentials(const ServerOptions& o) {
   std::shared_ptr<grpc::ServerCredentials> creds;
   if (!o.tls_cert_file.empty() && !o.tls_key_file.empty()) {
-    grpc::SslServerCredentialsOptions ssl;
-    ssl.pem_key_cert_pairs.push_back({ReadFile(o.tls_key_file), ReadFile(o.tls_cert_file)});
-    creds = grpc::SslServerCredentials(ssl);
+    // Read once here: a missing or unreadable file fails the start, rather
+    // than every handshake later. The watcher then keeps the pair current;
+    // a pair that does not match (a half-written renewal) is not taken.
+    ReadFile(o.tls_key_file);
+    ReadFile(o.tls_cert_file);
+    auto watcher = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+        o.tls_key_file, o.tls_cert_file, static_cast<unsigned int>(o.tls_reload.count()));
+    grpc::experimental::TlsServerCredentialsOptions tls(watcher);
+    tls.watch_identity_key_cert_pairs();
+    tls.set_cert_request_type(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+    creds = grpc::experimental::TlsServerCredentials(tls);
   } else {
     creds = grpc::experimental::LocalServerCredentials(LOCAL_TCP);
   }
@@ -204,6 +214,7 @@ ServerOptions ServerOptionsFor(const ServiceConfig& c, std::shared_ptr<const Use
   o.listen = c.listen;
   o.tls_cert_file = c.tls_cert_file;
   o.tls_key_file = c.tls_key_file;
+  o.tls_reload = std::chrono::seconds(c.tls_reload_s);
   o.users = std::move(users);
   o.health_listen = c.health_listen;
   o.not_serving_delay = std::chrono::milliseconds(c.not_serving_delay_ms);

@@ -22,6 +22,9 @@ struct ServerOptions {
   // mesh sidecar in front of the pod connects from.
   std::string tls_cert_file;
   std::string tls_key_file;
+  // The files are checked this often; a renewed pair (cert-manager writes
+  // both into the mounted Secret) serves new handshakes without a restart.
+  std::chrono::seconds tls_reload{60};
   std::shared_ptr<const UserDirectory> users;
   // Kubelet's gRPC probes speak neither TLS nor bearer tokens: when set, a
   // second, plaintext server here answers grpc.health.v1 and nothing else.

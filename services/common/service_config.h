@@ -14,6 +14,7 @@ struct ServiceConfig {
   std::string tokens_file;
   std::string tls_cert_file;                // with tls_key_file: TLS; else loopback peers only
   std::string tls_key_file;
+  int tls_reload_s = 60;                    // how often the certificate files are checked for a renewal
   std::string tls_ca_file;                  // CA for calls to other sopflow services over TLS
   std::string health_listen;                // host:port for a plaintext grpc.health.v1 (kubelet probes)
   std::string replica_id;                   // default: host-pid-random

@@ -26,6 +26,9 @@ void AddCommonOptions(CLI::App& app, Config& c, std::string& log_level) {
   app.add_option("--tokens", c.tokens_file, "token file (users, roles)")->envname("SOPFLOW_TOKENS")->required();
   app.add_option("--tls-cert", c.tls_cert_file, "TLS certificate (PEM)")->envname("SOPFLOW_TLS_CERT");
   app.add_option("--tls-key", c.tls_key_file, "TLS key (PEM)")->envname("SOPFLOW_TLS_KEY");
+  app.add_option("--tls-reload-s", c.tls_reload_s,
+                 "check the certificate and key files for a renewal this often (seconds); served without a restart")
+      ->envname("SOPFLOW_TLS_RELOAD_S")->capture_default_str()->check(CLI::Range(1, 86400));
   app.add_option("--tls-ca", c.tls_ca_file, "CA (PEM) for calls to other sopflow services")->envname("SOPFLOW_TLS_CA");
   app.add_option("--health-listen", c.health_listen, "plaintext grpc.health.v1 only, for kubelet probes")
       ->envname("SOPFLOW_HEALTH_LISTEN");

@@ -4,6 +4,9 @@
 #include <httplib.h>
 #include <signal.h>
 
+#include <filesystem>
+#include <fstream>
+
 #include "grpc_server.h"
 #include "metrics.h"
 #include "router_fixture.h"
@@ -152,14 +155,20 @@ TEST(MetricsEndpointTest, PrometheusScrapesRequestsHandoffsAndConsumerBacklog) {
 // How the router runs on Kubernetes: TLS on the API port (clients trust the
 // CA), a plaintext health-only port for kubelet's gRPC probes, and on
 // SIGTERM NOT_SERVING while calls are still answered, then a clean exit.
-TEST(DeploymentShapeTest, TlsApiPlaintextHealthPortAndNotServingDuringTheDrain) {
-  Backends backends;
-  const std::string key = backends.dir + "/tls.key", cert = backends.dir + "/tls.crt";
+// A self-signed certificate for 127.0.0.1 and its key, made by openssl.
+::testing::AssertionResult MakeCertificate(const std::string& key, const std::string& cert, const std::string& log) {
   ChildProcess openssl;
   openssl.Start({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days",
                  "1", "-subj", "/CN=sopflow-router", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"},
-                {}, backends.dir + "/openssl.log");
-  ASSERT_EQ(openssl.WaitExit(30000), 0) << "see " << backends.dir << "/openssl.log";
+                {}, log);
+  if (openssl.WaitExit(30000) == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "openssl failed; see " << log;
+}
+
+TEST(DeploymentShapeTest, TlsApiPlaintextHealthPortAndNotServingDuringTheDrain) {
+  Backends backends;
+  const std::string key = backends.dir + "/tls.key", cert = backends.dir + "/tls.crt";
+  ASSERT_TRUE(MakeCertificate(key, cert, backends.dir + "/openssl.log"));
 
   auto c = backends.RouterConfigFor();
   const int port = FreePort(), health_port = FreePort();
@@ -196,6 +205,40 @@ TEST(DeploymentShapeTest, TlsApiPlaintextHealthPortAndNotServingDuringTheDrain) 
   st = stub->ListDefinitions(AuthedContext(kKaro).get(), {}, &defs);
   EXPECT_TRUE(st.ok()) << "still answering while load balancers let go: " << st.error_message();
   EXPECT_EQ(router.WaitExit(15000), 0);
+}
+
+// cert-manager renews a certificate by rewriting the mounted Secret; the
+// server serves the new one to new connections without a restart.
+TEST(DeploymentShapeTest, ARenewedCertificateIsServedWithoutARestart) {
+  std::string dir = MakeTempDir("sopflow-tls");
+  const std::string key = dir + "/tls.key", cert = dir + "/tls.crt";
+  ASSERT_TRUE(MakeCertificate(key, cert, dir + "/openssl.log"));
+  const std::string old_cert = ReadText(cert);
+  ServerOptions options;
+  options.tls_cert_file = cert;
+  options.tls_key_file = key;
+  options.tls_reload = std::chrono::seconds(1);
+  options.users = UserDirectory::LoadFile(SourcePath("deploy/overlays/dev/tokens.yaml"));
+  ServerHost server(options);
+  server.Start();
+  const std::string address = "127.0.0.1:" + std::to_string(server.port());
+  grpc::Status status;
+  EXPECT_EQ(HealthOf(OpenChannel(address, cert), &status), kServing) << status.error_message();
+
+  // The renewal: a new key and certificate, each moved into place whole.
+  ASSERT_TRUE(MakeCertificate(dir + "/new.key", dir + "/new.crt", dir + "/openssl.log"));
+  std::filesystem::rename(dir + "/new.key", key);
+  std::filesystem::rename(dir + "/new.crt", cert);
+  std::ofstream(dir + "/old.crt") << old_cert;
+  // A client that trusts only the new certificate gets through once the
+  // server has read it (a fresh channel each time: a new handshake)...
+  EXPECT_TRUE(WaitUntil([&] { return HealthOf(OpenChannel(address, cert), &status) == kServing; }, 15000))
+      << status.error_message();
+  // ...and one that trusts only the old certificate no longer does.
+  EXPECT_NE(HealthOf(OpenChannel(address, dir + "/old.crt"), &status), kServing);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  server.Shutdown(std::chrono::milliseconds(100));
+  RemoveTree(dir);
 }
 
 }  // namespace
