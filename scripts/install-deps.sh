@@ -7,7 +7,7 @@ packages=(
   cmake g++ make pkg-config
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libnats-dev libhiredis-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
-  libspdlog-dev libfmt-dev libssl-dev libcurl4-openssl-dev libcpp-httplib-dev libxlsxwriter-dev
+  libjemalloc-dev libspdlog-dev libfmt-dev libssl-dev libcurl4-openssl-dev libcpp-httplib-dev libxlsxwriter-dev
 )
 if [ "${SOPFLOW_DEPS:-all}" != build ]; then
   packages+=(ccache nats-server redis-server redis-tools libgtest-dev libgmock-dev python3-aiosmtpd openssl)
