@@ -90,16 +90,27 @@ void RedisConnection::SetReadTimeout(int timeout_ms) {
 }
 
 namespace {
+// Formats the command in RESP here rather than with redisAppendCommandArgv:
+// hiredis builds each argument's "$<len>" header with sdscatfmt and grows
+// its buffer piecemeal, ~11% of the router's instructions (callgrind) for
+// the commit script's long argument lists. One sized buffer, one copy.
 void AppendArgv(redisContext* ctx, const std::vector<std::string>& argv) {
-  std::vector<const char*> ptrs;
-  std::vector<size_t> lens;
-  ptrs.reserve(argv.size());
-  lens.reserve(argv.size());
+  size_t size = 16;
+  for (const auto& a : argv) size += a.size() + 16;
+  std::string resp;
+  resp.reserve(size);
+  resp += '*';
+  resp += std::to_string(argv.size());
+  resp += "\r\n";
   for (const auto& a : argv) {
-    ptrs.push_back(a.data());
-    lens.push_back(a.size());
+    resp += '$';
+    resp += std::to_string(a.size());
+    resp += "\r\n";
+    resp += a;
+    resp += "\r\n";
   }
-  redisAppendCommandArgv(ctx, static_cast<int>(argv.size()), ptrs.data(), lens.data());
+  if (redisAppendFormattedCommand(ctx, resp.data(), resp.size()) != REDIS_OK)
+    ThrowUnavailable(std::string("redis: ") + ctx->errstr);
 }
 }  // namespace
 
