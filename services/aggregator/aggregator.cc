@@ -57,7 +57,7 @@ struct AggregatorProcess::Impl {
       } catch (const std::exception& e) {
         spdlog::warn("deadlines: {}", e.what());
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(config.loop_interval_ms));
+      SleepWhileRunning(running, std::chrono::milliseconds(config.deadline_interval_ms));
     }
   }
 };

@@ -15,7 +15,9 @@ struct Config : ServiceConfig {
   std::string catalogues_dir;     // *.yaml loaded at start (e.g. a ConfigMap)
   std::string router;             // where reports are attached to the next task
   std::string router_token;       // a user with the attach_documents permission
-  int loop_interval_ms = 50;
+  // How often deadlines (late units) are looked for; each look asks
+  // JetStream for the consumer's backlog first. Deadlines are days apart.
+  int deadline_interval_ms = 1000;
 };
 
 class AggregatorProcess {

@@ -9,6 +9,8 @@ int main(int argc, char** argv) {
   sopflow::AddCommonOptions(app, c, log_level);
   app.add_option("--catalogues", c.catalogues_dir, "load indicator catalogues (*.yaml) from here")
       ->envname("SOPFLOW_CATALOGUES");
+  app.add_option("--deadline-interval-ms", c.deadline_interval_ms, "how often late units are looked for")
+      ->envname("SOPFLOW_DEADLINE_INTERVAL_MS")->capture_default_str()->check(CLI::Range(1, 60000));
   app.add_option("--router", c.router, "router address, for attaching reports")->envname("SOPFLOW_ROUTER")->required();
   app.add_option("--router-token", c.router_token, "token with attach_documents")
       ->envname("SOPFLOW_ROUTER_TOKEN")->required();

@@ -1,9 +1,21 @@
 #include "clock.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <ctime>
+#include <thread>
 
 namespace sopflow {
+
+void SleepWhileRunning(const std::atomic<bool>& running, std::chrono::milliseconds total) {
+  const auto slice = std::chrono::milliseconds(50);
+  auto end = std::chrono::steady_clock::now() + total;
+  while (running) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return;
+    std::this_thread::sleep_for(std::min(left, slice));
+  }
+}
 
 int64_t UnixMillis(TimePoint t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();

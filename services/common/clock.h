@@ -36,6 +36,10 @@ class ManualClock final : public Clock {
   std::atomic<int64_t> micros_;
 };
 
+// Sleeps `total`, in short slices so a loop whose `running` turns false
+// (a drain) ends within ~50 ms rather than after a whole long interval.
+void SleepWhileRunning(const std::atomic<bool>& running, std::chrono::milliseconds total);
+
 int64_t UnixMillis(TimePoint t);
 TimePoint FromUnixMillis(int64_t ms);
 // RFC 3339 in UTC with milliseconds, e.g. "2026-07-01T02:03:04.005Z".

@@ -25,6 +25,8 @@ int main(int argc, char** argv) {
   app.add_option("--http-timeout-ms", o.http_timeout_ms)->envname("SOPFLOW_HTTP_TIMEOUT_MS")->capture_default_str();
   app.add_option("--log-max-len", c.log_max_len, "notifications kept for resumes")
       ->envname("SOPFLOW_LOG_MAX_LEN")->capture_default_str();
+  app.add_option("--timer-interval-ms", c.timer_interval_ms, "how often due reminders and escalations are looked for")
+      ->envname("SOPFLOW_TIMER_INTERVAL_MS")->capture_default_str()->check(CLI::Range(1, 60000));
   app.add_option("--delivery-workers", c.delivery_workers)->envname("SOPFLOW_DELIVERY_WORKERS")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   return sopflow::ServeUntilSignal<sopflow::notifier::NotifierProcess>("notifier", c, log_level);

@@ -37,7 +37,7 @@ struct NotifierProcess::Impl {
       } catch (const std::exception& e) {
         spdlog::warn("timers: {}", e.what());
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(config.loop_interval_ms));
+      SleepWhileRunning(running, std::chrono::milliseconds(config.timer_interval_ms));
     }
   }
 

@@ -19,7 +19,12 @@ struct Config : ServiceConfig {
   Options options;
   size_t log_max_len = 1000000;   // notifications kept for Subscribe resumes
   int delivery_workers = 2;
-  int loop_interval_ms = 20;      // timer and delivery polling when idle
+  int loop_interval_ms = 20;      // delivery polling when idle
+  // How often due reminders and escalations are looked for. Each look asks
+  // JetStream for the consumer's backlog first; SOP times are minutes to
+  // days, so once a second is plenty (it was every 20 ms: half the idle
+  // CPU of the notifier and of nats-server).
+  int timer_interval_ms = 1000;
 };
 
 class NotifierProcess {

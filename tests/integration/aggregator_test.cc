@@ -29,7 +29,7 @@ aggregator::Config AggregatorConfigFor(const Backends& b, int router_port) {
   c.catalogues_dir = SourcePath("deploy/base/aggregator/catalogues");
   c.router = "127.0.0.1:" + std::to_string(router_port);
   c.router_token = "demo-aggregator";
-  c.loop_interval_ms = 10;
+  c.deadline_interval_ms = 10;
   c.ack_wait_ms = 1000;
   c.drain_ms = 2000;
   return c;

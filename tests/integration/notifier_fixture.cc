@@ -73,6 +73,7 @@ notifier::Config NotifierConfigFor(const Backends& backends, const std::string& 
   c.options.backoff_max_ms = 200;
   c.options.http_timeout_ms = 2000;
   c.loop_interval_ms = 5;
+  c.timer_interval_ms = 5;
   c.drain_ms = 2000;
   return c;
 }
