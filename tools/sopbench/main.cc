@@ -132,17 +132,22 @@ int main(int argc, char** argv) {
   }
   auto redis_server = std::make_unique<sopflow::testing::RedisServer>(work_dir);
   auto nats_server = std::make_unique<sopflow::testing::NatsServer>(work_dir);
-  std::vector<std::pair<std::string, std::unique_ptr<ChildProcess>>> children;
-  auto spawn = [&](const std::string& name, const std::vector<std::string>& argv, const std::string& log) {
-    children.emplace_back(name, std::make_unique<ChildProcess>());
-    children.back().second->Start(argv, {}, log);
+  struct Child {
+    std::string name;
+    int port;
+    std::unique_ptr<ChildProcess> process;
+  };
+  std::vector<Child> children;
+  auto spawn = [&](const std::string& name, int port, const std::vector<std::string>& argv, const std::string& log) {
+    children.push_back({name, port, std::make_unique<ChildProcess>()});
+    children.back().process->Start(argv, {}, log);
   };
   std::string redis = redis_server->address(), nats = nats_server->url();
   std::vector<int> router_ports, notifier_ports;
   for (int i = 0; i < routers; ++i) {
     int port = sopflow::testing::FreePort();
     router_ports.push_back(port);
-    spawn("router", {bin_dir + "/services/router/sopflow-router", "--listen", "127.0.0.1:" + std::to_string(port),
+    spawn("router", port, {bin_dir + "/services/router/sopflow-router", "--listen", "127.0.0.1:" + std::to_string(port),
                                         "--redis", redis, "--nats", nats, "--tokens", work_dir + "/tokens.yaml",
                                         "--log-level", "warn"},
           work_dir + "/router-" + std::to_string(i) + ".log");
@@ -150,19 +155,16 @@ int main(int argc, char** argv) {
   for (int i = 0; i < notifiers; ++i) {
     int port = sopflow::testing::FreePort();
     notifier_ports.push_back(port);
-    spawn("notifier", {bin_dir + "/services/notifier/sopflow-notifier", "--listen",
+    spawn("notifier", port, {bin_dir + "/services/notifier/sopflow-notifier", "--listen",
                                           "127.0.0.1:" + std::to_string(port), "--redis", redis, "--nats", nats, "--tokens",
                                           work_dir + "/tokens.yaml", "--templates", source + "/../../deploy/base/notifier/templates",
                                           "--log-level", "warn"},
           work_dir + "/notifier-" + std::to_string(i) + ".log");
   }
-  // children holds the routers, then the notifiers, in the order of their ports.
-  std::vector<int> ports = router_ports;
-  ports.insert(ports.end(), notifier_ports.begin(), notifier_ports.end());
-  for (size_t i = 0; i < children.size(); ++i) {
-    std::string why = children[i].second->WaitListening(ports[i], 15000);
+  for (const auto& child : children) {
+    std::string why = child.process->WaitListening(child.port, 15000);
     if (!why.empty()) {
-      std::cerr << "sopbench: " << children[i].first << " " << why;
+      std::cerr << "sopbench: " << child.name << " " << why;
       return 1;
     }
   }
@@ -252,7 +254,7 @@ int main(int argc, char** argv) {
 
   auto cpu_of = [&] {
     std::map<std::string, double> cpu{{"redis-server", CpuMs(redis_server->pid())}, {"nats-server", CpuMs(nats_server->pid())}};
-    for (auto& [name, child] : children) cpu[name] += CpuMs(child->pid());
+    for (const auto& child : children) cpu[child.name] += CpuMs(child.process->pid());
     return cpu;
   };
   std::map<std::string, double> cpu_before = cpu_of();

@@ -149,7 +149,8 @@ RedisServer::RedisServer(const std::string& dir) : port_(FreePort()) {
   process_.Start({"redis-server", "--port", std::to_string(port_), "--bind", "127.0.0.1", "--dir", dir,
                   "--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--protected-mode", "no"},
                  {}, dir + "/redis.log");
-  if (!WaitForPort(port_, 10000)) throw std::runtime_error("redis-server did not start; see " + dir + "/redis.log");
+  std::string why = process_.WaitListening(port_, 10000);
+  if (!why.empty()) throw std::runtime_error("redis-server " + why);
 }
 
 RedisServer::~RedisServer() { process_.Stop(); }
@@ -157,7 +158,8 @@ RedisServer::~RedisServer() { process_.Stop(); }
 NatsServer::NatsServer(const std::string& dir) : port_(FreePort()) {
   process_.Start({"nats-server", "-js", "-a", "127.0.0.1", "-p", std::to_string(port_), "-sd", dir + "/jetstream"},
                  {}, dir + "/nats.log");
-  if (!WaitForPort(port_, 10000)) throw std::runtime_error("nats-server did not start; see " + dir + "/nats.log");
+  std::string why = process_.WaitListening(port_, 10000);
+  if (!why.empty()) throw std::runtime_error("nats-server " + why);
 }
 
 NatsServer::~NatsServer() { process_.Stop(); }
