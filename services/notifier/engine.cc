@@ -78,10 +78,6 @@ bool Engine::RecordOnce(Record record) {
   return recorded;
 }
 
-void Engine::OnEvent(const v1::Event& event) {
-  if (auto record = RecordFor(event)) RecordOnce(std::move(*record));
-}
-
 void Engine::OnEvents(const std::vector<v1::Event>& events) {
   std::vector<Record> pending;
   auto commit_pending = [&] {

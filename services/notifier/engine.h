@@ -37,9 +37,9 @@ class Engine {
  public:
   Engine(Store* store, const Clock* clock, std::shared_ptr<const Composer> composer, Options options);
 
-  void OnEvent(const v1::Event& event);
-  // Events fetched together: the same result as OnEvent on each in order,
-  // with the webhooks read once and all records committed in one round trip.
+  // Events fetched together (one alone is a batch of one): the same result
+  // as recording each on its own in order, with the webhooks read once and
+  // all records committed in one round trip.
   void OnEvents(const std::vector<v1::Event>& events);
   // One pass over due timers; returns notifications recorded.
   size_t FireDueTimers(int limit = 100);
