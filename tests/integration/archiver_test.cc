@@ -309,9 +309,7 @@ TEST(ArchiverCrashTest, KilledAndRestartedItLosesNothing) {
     return port;
   };
   auto run_one = [&] {
-    v1::StartRunRequest req = Run003Request();
-    v1::Run run;
-    EXPECT_TRUE(stub->StartRun(AuthedContext(kSekretarisBlg).get(), req, &run).ok());
+    v1::Run run = StartRun003(*stub);
     EXPECT_EQ(demo::DriveRun(*stub, AllActors(), run.id(), kAdmin, {}).run().status(), v1::Run::COMPLETED);
     return run.id();
   };
