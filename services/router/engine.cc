@@ -271,7 +271,10 @@ v1::Run Engine::CancelRun(const User& user, const std::string& run_id, const std
     v1::Event e = NewEvent(run_id + "/cancelled", events::kRunCancelled, run_id, *run);
     *e.mutable_run_cancelled()->mutable_run() = *run;
     b.Emit(e);
-    if (store_->Commit(b) == 0) return *run;
+    if (store_->Commit(b) == 0) {
+      active_runs_.Forget(run_id);
+      return *run;
+    }
   }
   throw DomainError(ErrorCode::kUnavailable, "run " + run_id + " kept changing; retry");
 }
@@ -566,21 +569,42 @@ bool IsRoutingEvent(const v1::Event& event) { return event.has_run_started() || 
 
 bool Engine::OnEvent(const v1::Event& event) {
   if (!IsRoutingEvent(event)) return false;
-  auto transition = TransitionFor(event, store_->GetRun(event.run_id()));
+  auto run = RunsOf({&event}).front();
+  auto transition = TransitionFor(event, run.get());
   return transition && Applied(*transition, store_->Commit(transition->batch));
+}
+
+std::vector<std::shared_ptr<const v1::Run>> Engine::RunsOf(const std::vector<const v1::Event*>& events) {
+  std::vector<std::shared_ptr<const v1::Run>> runs(events.size());
+  std::vector<std::string> unknown_ids;
+  std::vector<size_t> unknown_at;
+  for (size_t i = 0; i < events.size(); ++i) {
+    const v1::Event& e = *events[i];
+    // A start carries its run: the replica that routes it never reads it.
+    if (e.has_run_started() && e.run_started().run().id() == e.run_id()) active_runs_.Remember(e.run_started().run());
+    runs[i] = active_runs_.Find(e.run_id());
+    if (!runs[i]) {
+      unknown_ids.push_back(e.run_id());
+      unknown_at.push_back(i);
+    }
+  }
+  auto read = store_->LookupRuns(unknown_ids);
+  for (size_t j = 0; j < read.size(); ++j) {
+    if (!read[j]) continue;
+    active_runs_.Remember(*read[j]);
+    runs[unknown_at[j]] = std::make_shared<const v1::Run>(std::move(*read[j]));
+  }
+  return runs;
 }
 
 void Engine::OnEvents(const std::vector<v1::Event>& events) {
   std::vector<const v1::Event*> segment;
   std::set<std::string> segment_runs;
   auto apply_segment = [&] {
-    std::vector<std::string> run_ids;
-    run_ids.reserve(segment.size());
-    for (const auto* e : segment) run_ids.push_back(e->run_id());
-    auto runs = store_->LookupRuns(run_ids);
+    auto runs = RunsOf(segment);
     std::vector<Transition> transitions;
     for (size_t i = 0; i < segment.size(); ++i)
-      if (auto t = TransitionFor(*segment[i], runs[i])) transitions.push_back(std::move(*t));
+      if (auto t = TransitionFor(*segment[i], runs[i].get())) transitions.push_back(std::move(*t));
     std::vector<const Batch*> batches;
     batches.reserve(transitions.size());
     for (const auto& t : transitions) batches.push_back(&t.batch);
@@ -602,7 +626,7 @@ void Engine::OnEvents(const std::vector<v1::Event>& events) {
   if (!segment.empty()) apply_segment();
 }
 
-std::optional<Engine::Transition> Engine::TransitionFor(const v1::Event& event, const std::optional<v1::Run>& run) {
+std::optional<Engine::Transition> Engine::TransitionFor(const v1::Event& event, const v1::Run* run) {
   // The outbox commits a run and its event together, so a missing run means
   // the event is foreign or its data was removed: nothing to do.
   if (!run || run->status() != v1::Run::ACTIVE) return std::nullopt;
@@ -615,6 +639,10 @@ std::optional<Engine::Transition> Engine::TransitionFor(const v1::Event& event, 
 }
 
 bool Engine::Applied(const Transition& transition, int commit_result) {
+  // The run ended since it was remembered (or by this transition): routing
+  // it again would only be refused.
+  if (commit_result == kRunNotActive || (commit_result == 0 && transition.ends_run))
+    active_runs_.Forget(transition.run_id);
   // Non-zero: applied before (a redelivery), or the run ended meanwhile.
   if (commit_result != 0) return false;
   if (transition.tasks_created)
@@ -628,9 +656,10 @@ Engine::Transition Engine::StepTasks(const v1::Event& cause, const v1::Run& run,
   auto tasks = flow::PlanTasks(*def, run, step, gen, now, *calendar_);
   Transition transition;
   transition.tasks_created = tasks.size();
+  transition.run_id = run.id();
   Batch& b = transition.batch;
   b.AddOnce(keys::RunApplied(run.id()), cause.id());
-  b.ExpectField(keys::Run(run.id()), "status", "ACTIVE");
+  b.ExpectField(keys::Run(run.id()), "status", "ACTIVE");  // guard kRunNotActive
   if (flow::StepOf(*def, step).kind() == v1::Step::FAN_OUT)
     b.Write({"HSET", keys::FanOut(run.id(), gen), "left", std::to_string(tasks.size())});
   for (const auto& t : tasks) {
@@ -654,9 +683,11 @@ Engine::Transition Engine::RunCompletion(const v1::Event& cause, const v1::Run& 
   run.set_status(v1::Run::COMPLETED);
   *run.mutable_ended_at() = Stamp(now);
   Transition transition;
+  transition.run_id = run.id();
+  transition.ends_run = true;
   Batch& b = transition.batch;
   b.AddOnce(keys::RunApplied(run.id()), cause.id());
-  b.ExpectField(keys::Run(run.id()), "status", "ACTIVE");
+  b.ExpectField(keys::Run(run.id()), "status", "ACTIVE");  // guard kRunNotActive
   b.PutRun(run);
   b.Write({"HINCRBY", keys::Run(run.id()), "rev", "1"});
   b.AppendHistory(run.id(), Entry(v1::HistoryEntry::RUN_COMPLETED, now));

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "active_runs.h"
 #include "calendar.h"
 #include "clock.h"
 #include "sopflow/v1/event.pb.h"
@@ -55,11 +56,14 @@ class Engine {
   // changed state.
   bool OnEvent(const v1::Event& event);
   // Applies run events fetched together, with the same result as OnEvent on
-  // each in order, in two Redis round trips per segment (read the runs,
-  // commit the transitions) instead of two per event. A segment ends where
-  // an event's run is already in it, so no event decides on a run that an
-  // earlier event of its segment changes.
+  // each in order, in at most two Redis round trips per segment (read the
+  // runs not known here, commit the transitions) instead of two per event.
+  // A segment ends where an event's run is already in it, so no event
+  // decides on a run that an earlier event of its segment changes.
   void OnEvents(const std::vector<v1::Event>& events);
+
+  // How many runs this replica keeps to route without reading them.
+  static constexpr size_t kActiveRunsKept = 20000;
 
  private:
   struct Finish {
@@ -82,13 +86,21 @@ class Engine {
   struct Transition {
     Batch batch;
     size_t tasks_created = 0;
+    std::string run_id;
+    bool ends_run = false;
   };
-  std::optional<Transition> TransitionFor(const v1::Event& event, const std::optional<v1::Run>& run);
+  std::optional<Transition> TransitionFor(const v1::Event& event, const v1::Run* run);
+  // The run of each event (nullptr if gone): from active_runs_ where known,
+  // the rest in one round trip.
+  std::vector<std::shared_ptr<const v1::Run>> RunsOf(const std::vector<const v1::Event*>& events);
   Transition StepTasks(const v1::Event& cause, const v1::Run& run, uint32_t step, uint32_t gen);
   Transition RunCompletion(const v1::Event& cause, const v1::Run& run);
   // Counts the hand-offs of a committed transition; false if it was not
   // applied (`commit_result` as Commit gives it).
   bool Applied(const Transition& transition, int commit_result);
+  // The first guard of a routing transition is its once-marker, the second
+  // that its run is still ACTIVE.
+  static constexpr int kRunNotActive = 2;
   v1::Task LoadTask(const std::string& task_id);
   v1::Event NewEvent(const std::string& id, const std::string& type, const std::string& subject,
                      const v1::Run& run) const;
@@ -98,6 +110,7 @@ class Engine {
   const Clock* clock_;
   std::string source_;
   std::shared_ptr<const WorkCalendar> calendar_;
+  ActiveRuns active_runs_{kActiveRunsKept};
   std::mutex defs_mu_;
   std::map<std::pair<std::string, uint32_t>, std::shared_ptr<const v1::Definition>> defs_;  // immutable versions
   std::shared_ptr<const v1::Definition> Definition(const std::string& id, uint32_t version);

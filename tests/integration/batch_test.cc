@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <hiredis/hiredis.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -117,6 +118,129 @@ TEST_F(BatchTest, RouterBatchWithRepeatsCreatesEachTaskOnce) {
 
   // The events as OnEvent sees them one by one: all applied already.
   for (const auto* e : {&started_a, &started_b, &step1}) EXPECT_FALSE(engine_->OnEvent(*e)) << e->id();
+}
+
+// Rewrites the stored run's period behind the engines' backs: an engine that
+// reads the run sees it, one that routes from memory does not.
+void RewriteStoredPeriod(const std::string& redis_address, const std::string& run_id, const std::string& period) {
+  RedisConnection conn(RedisAddress::Parse(redis_address));
+  auto run = ReplyMessage<v1::Run>(conn.Command({"HGET", keys::Run(run_id), "pb"}).get());
+  ASSERT_TRUE(run.has_value());
+  run->set_period(period);
+  conn.Command({"HSET", keys::Run(run_id), "pb", run->SerializeAsString()});
+}
+
+TEST_F(BatchTest, RouterRoutesARunItHasSeenWithoutReadingItAgain) {
+  v1::Run run = StartRun();
+  // The start carries the run: routing it reads nothing, and this replica
+  // keeps the run for the steps that follow.
+  engine_->OnEvents({Outbox().at(run.id() + "/started")});
+  v1::Task first = TasksOf(run).at(0);
+  EXPECT_EQ(first.period(), "2026-Q3");
+  engine_->Complete(UserOf(kSekretarisBlg), first.id(), "", v1::TaskOutput());
+  RewriteStoredPeriod(backends_->redis->address(), run.id(), "read-from-redis");
+
+  // Another replica (an engine that never saw the run) reads it; this one
+  // does not. Each routes the completion on its own copy of the data.
+  const v1::Event step1 = Outbox().at(run.id() + "/1/step_completed");
+  Engine other(store_.get(), &clock_, "test/router-2");
+  EXPECT_TRUE(other.OnEvent(step1));
+  EXPECT_EQ(TasksOf(run).at(1).period(), "read-from-redis");
+  // The same event through this engine: applied already, the once-marker
+  // refuses it whatever the run's copy says.
+  EXPECT_FALSE(engine_->OnEvent(step1));
+  ASSERT_EQ(TasksOf(run).size(), 2u);
+
+  // A second run, routed by this engine only: its step 2 shows the period
+  // the engine remembered, so it did not read the run.
+  v1::Run second = StartRun();
+  engine_->OnEvents({Outbox().at(second.id() + "/started")});
+  engine_->Complete(UserOf(kSekretarisBlg), TasksOf(second).at(0).id(), "", v1::TaskOutput());
+  RewriteStoredPeriod(backends_->redis->address(), second.id(), "read-from-redis");
+  engine_->OnEvents({Outbox().at(second.id() + "/1/step_completed")});
+  ASSERT_EQ(TasksOf(second).size(), 2u);
+  EXPECT_EQ(TasksOf(second).at(1).period(), "2026-Q3");
+}
+
+TEST_F(BatchTest, ARememberedRunThatWasCancelledIsNotRoutedFurther) {
+  // Cancelled through another replica, so this engine's copy still says
+  // ACTIVE: the commit's guard on the stored status refuses the step.
+  v1::Run run = StartRun();
+  engine_->OnEvents({Outbox().at(run.id() + "/started")});
+  engine_->Complete(UserOf(kSekretarisBlg), TasksOf(run).at(0).id(), "", v1::TaskOutput());
+  Engine other(store_.get(), &clock_, "test/router-2");
+  other.CancelRun(UserOf(kSekretarisBlg), run.id(), "salah periode");
+
+  const v1::Event step1 = Outbox().at(run.id() + "/1/step_completed");
+  engine_->OnEvents({step1});
+  EXPECT_EQ(TasksOf(run).size(), 1u) << "no task after the cancellation";
+  EXPECT_FALSE(engine_->OnEvent(step1));
+  EXPECT_EQ(store_->GetRun(run.id())->status(), v1::Run::CANCELLED);
+}
+
+TEST(ActiveRunsTest, KeepsOnlyActiveRunsAndTheNewestWhenFull) {
+  ActiveRuns runs(2);
+  auto run = [](const std::string& id, v1::Run::Status status = v1::Run::ACTIVE) {
+    v1::Run r;
+    r.set_id(id);
+    r.set_status(status);
+    return r;
+  };
+  runs.Remember(run("a"));
+  runs.Remember(run("done", v1::Run::COMPLETED));
+  EXPECT_NE(runs.Find("a"), nullptr);
+  EXPECT_EQ(runs.Find("done"), nullptr);
+  runs.Remember(run("b"));
+  runs.Remember(run("c"));
+  EXPECT_EQ(runs.size(), 2u);
+  EXPECT_EQ(runs.Find("a"), nullptr) << "the oldest went";
+  EXPECT_NE(runs.Find("c"), nullptr);
+  runs.Forget("c");
+  EXPECT_EQ(runs.Find("c"), nullptr);
+  // Forgetting and remembering again many times stays bounded.
+  for (int i = 0; i < 100; ++i) {
+    runs.Forget("b");
+    runs.Remember(run("b"));
+  }
+  EXPECT_LE(runs.size(), 2u);
+  EXPECT_NE(runs.Find("b"), nullptr);
+}
+
+TEST_F(BatchTest, NotifierReplicasDeliverToTheWebhooksCurrentWhenTheyRecord) {
+  notifier::Store notifier_store(pool_.get(), 1000);
+  auto composer = std::make_shared<notifier::Composer>(
+      users_, notifier::Templates::Load(SourcePath("deploy/base/notifier/templates")), WorkCalendar::Default());
+  notifier::Engine one(&notifier_store, &clock_, composer, notifier::Options());
+  notifier::Engine two(&notifier_store, &clock_, composer, notifier::Options());
+  auto task_created = [&] {
+    v1::Run run = StartRun();
+    engine_->OnEvents({Outbox().at(run.id() + "/started")});
+    return Outbox().at(TasksOf(run).at(0).id() + "/created");
+  };
+  auto deliveries_to = [&](const std::string& hook_id) {
+    return notifier_store.DeliveriesFor(hook_id, false, 100).size();
+  };
+
+  // Replica one records with no webhooks and keeps that set.
+  one.OnEvents({task_created()});
+  // A webhook registered through replica two: the next record of replica
+  // one delivers to it.
+  v1::RegisterWebhookRequest req;
+  req.set_url("http://127.0.0.1:9/hook");
+  v1::Webhook hook = two.RegisterWebhook(UserOf(kSekretarisBlg), req);
+  one.OnEvents({task_created()});
+  EXPECT_EQ(deliveries_to(hook.id()), 1u);
+  one.OnEvents({task_created()});
+  EXPECT_EQ(deliveries_to(hook.id()), 2u);
+  // Removed through replica two: replica one delivers to it no more.
+  two.RemoveWebhook(UserOf(kSekretarisBlg), hook.id());
+  one.OnEvents({task_created(), task_created()});
+  EXPECT_EQ(deliveries_to(hook.id()), 2u);
+  // Every task's assignment was recorded once, whatever was retried.
+  auto inbox = notifier_store.InboxOf("sekretaris-blg", 100, false);
+  EXPECT_EQ(std::count_if(inbox.begin(), inbox.end(),
+                          [](const v1::Notification& n) { return n.kind() == v1::Notification::TASK_ASSIGNED; }),
+            5);
 }
 
 TEST_F(BatchTest, NotifierCancellationInABatchSeesTheTasksCreatedBeforeIt) {
