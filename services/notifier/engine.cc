@@ -56,9 +56,14 @@ std::vector<v1::Webhook> Engine::HooksFor(const v1::Notification& n, const std::
   return out;
 }
 
-RedisBatch Engine::Sealed(Record& record, const std::vector<v1::Webhook>& hooks) const {
-  RedisBatch b = std::move(record.extra);
+RedisBatch Engine::Sealed(const Record& record, const Store::WebhookSet* hooks, int* hooks_guard) const {
+  RedisBatch b = record.extra;
   b.ExpectAbsent(keys::Done(record.cause));
+  *hooks_guard = 0;
+  if (!record.notifications.empty()) {
+    b.ExpectField(keys::kHooksMeta, "version", hooks->version);
+    *hooks_guard = static_cast<int>(b.guard_count());
+  }
   b.Write({"SET", keys::Done(record.cause), "1", "EX", kKeep});
   int64_t now = Millis(clock_->Now());
   for (const auto& n : record.notifications) {
@@ -66,33 +71,57 @@ RedisBatch Engine::Sealed(Record& record, const std::vector<v1::Webhook>& hooks)
     if (!options_.smtp.url.empty())
       for (const auto& id : n.users())
         if (auto u = composer_->users().FindById(id); u && !u->email.empty()) emails.emplace_back(u->id, u->email);
-    store_->Record(b, n, HooksFor(n, hooks), emails, now);
+    store_->Record(b, n, HooksFor(n, hooks->hooks), emails, now);
   }
   return b;
 }
 
-bool Engine::RecordOnce(Record record) {
-  auto hooks = record.notifications.empty() ? std::vector<v1::Webhook>{} : store_->Webhooks();
-  bool recorded = store_->Commit(Sealed(record, hooks)) == 0;
-  if (recorded) CountRecorded(record.notifications);
+std::shared_ptr<const Store::WebhookSet> Engine::Hooks(bool reread) {
+  {
+    std::lock_guard lock(hooks_mu_);
+    if (hooks_ && !reread) return hooks_;
+  }
+  auto fresh = std::make_shared<const Store::WebhookSet>(store_->Webhooks());
+  std::lock_guard lock(hooks_mu_);
+  hooks_ = fresh;
+  return fresh;
+}
+
+std::vector<bool> Engine::CommitRecords(const std::vector<Record>& records) {
+  constexpr int kMaxAttempts = 8;  // webhook changes racing this commit
+  std::vector<bool> recorded(records.size(), false);
+  std::vector<size_t> todo(records.size());
+  for (size_t i = 0; i < todo.size(); ++i) todo[i] = i;
+  for (int attempt = 0; !todo.empty(); ++attempt) {
+    if (attempt == kMaxAttempts) throw DomainError(ErrorCode::kUnavailable, "webhooks kept changing; retry");
+    bool any_notifications =
+        std::any_of(todo.begin(), todo.end(), [&](size_t i) { return !records[i].notifications.empty(); });
+    auto hooks = any_notifications ? Hooks(attempt > 0) : nullptr;
+    std::vector<RedisBatch> batches;
+    std::vector<int> hooks_guards(todo.size());
+    batches.reserve(todo.size());
+    for (size_t k = 0; k < todo.size(); ++k) batches.push_back(Sealed(records[todo[k]], hooks.get(), &hooks_guards[k]));
+    std::vector<const RedisBatch*> pointers;
+    for (const auto& b : batches) pointers.push_back(&b);
+    auto results = store_->CommitAll(pointers);
+    std::vector<size_t> again;
+    for (size_t k = 0; k < todo.size(); ++k) {
+      if (results[k] == 0) {
+        recorded[todo[k]] = true;
+        CountRecorded(records[todo[k]].notifications);
+      } else if (hooks_guards[k] != 0 && results[k] == hooks_guards[k]) {
+        again.push_back(todo[k]);  // the webhooks changed: read them and seal it again
+      }
+    }
+    todo = std::move(again);
+  }
   return recorded;
 }
 
 void Engine::OnEvents(const std::vector<v1::Event>& events) {
   std::vector<Record> pending;
   auto commit_pending = [&] {
-    bool any_notifications = std::any_of(pending.begin(), pending.end(), [](const Record& r) { return !r.notifications.empty(); });
-    auto hooks = any_notifications ? store_->Webhooks() : std::vector<v1::Webhook>{};
-    std::vector<RedisBatch> batches;
-    std::vector<const RedisBatch*> pointers;
-    batches.reserve(pending.size());
-    for (auto& r : pending) {
-      batches.push_back(Sealed(r, hooks));
-      pointers.push_back(&batches.back());
-    }
-    auto results = store_->CommitAll(pointers);
-    for (size_t i = 0; i < pending.size(); ++i)
-      if (results[i] == 0) CountRecorded(pending[i].notifications);
+    CommitRecords(pending);
     pending.clear();
   };
   for (const auto& event : events) {
@@ -294,6 +323,7 @@ v1::Webhook Engine::RegisterWebhook(const User& user, const v1::RegisterWebhookR
   *hook.mutable_created_at() = Stamp(Millis(clock_->Now()));
   RedisBatch b;
   b.Write({"HSET", keys::kHooks, hook.id(), hook.SerializeAsString()});
+  Store::BumpWebhooksVersion(b);
   store_->Commit(b);
   return hook;
 }
@@ -302,6 +332,7 @@ void Engine::DeclareWebhooks(const std::vector<v1::Webhook>& hooks) {
   if (hooks.empty()) return;
   RedisBatch b;
   for (const auto& hook : hooks) b.Write({"HSET", keys::kHooks, hook.id(), hook.SerializeAsString()});
+  Store::BumpWebhooksVersion(b);
   store_->Commit(b);
 }
 
@@ -309,7 +340,7 @@ std::vector<v1::Webhook> Engine::ListWebhooks(const User& user, const std::strin
   std::string want = unit.empty() && !user.admin ? user.unit : unit;
   if (!want.empty() && !MayManageUnit(user, want)) ThrowDenied("webhooks of unit '" + want + "' are not yours to see");
   std::vector<v1::Webhook> out;
-  for (auto& h : store_->Webhooks()) {
+  for (auto& h : store_->Webhooks().hooks) {
     if (!want.empty() && h.unit() != want) continue;
     h.clear_secret();
     out.push_back(std::move(h));
@@ -323,6 +354,7 @@ void Engine::RemoveWebhook(const User& user, const std::string& id) {
   if (!MayManageUnit(user, hook->unit())) ThrowDenied("webhook " + id + " belongs to unit '" + hook->unit() + "'");
   RedisBatch b;
   b.Write({"HDEL", keys::kHooks, id});
+  Store::BumpWebhooksVersion(b);
   store_->Commit(b);
 }
 

@@ -6,6 +6,7 @@
 
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <random>
 #include <string>
@@ -38,8 +39,8 @@ class Engine {
   Engine(Store* store, const Clock* clock, std::shared_ptr<const Composer> composer, Options options);
 
   // Events fetched together (one alone is a batch of one): the same result
-  // as recording each on its own in order, with the webhooks read once and
-  // all records committed in one round trip.
+  // as recording each on its own in order, with all records committed in
+  // one round trip.
   void OnEvents(const std::vector<v1::Event>& events);
   // One pass over due timers; returns notifications recorded.
   size_t FireDueTimers(int limit = 100);
@@ -73,11 +74,21 @@ class Engine {
   std::optional<Record> RecordFor(const v1::Event& event);
   Record TaskCreated(const v1::Event& event);
   Record RunCancelled(const v1::Event& event);  // reads the run's tasks
-  // The batch that writes `record`, guarded to apply once per cause. It
-  // takes over record.extra (the caller keeps cause and notifications).
-  RedisBatch Sealed(Record& record, const std::vector<v1::Webhook>& hooks) const;
-  // Commits Sealed(record); false if the cause was handled before.
-  bool RecordOnce(Record record);
+  // The batch that writes `record`, guarded to apply once per cause and, if
+  // it has notifications, on `hooks` still being the current webhooks
+  // (*hooks_guard: that guard's index, 0 if none).
+  RedisBatch Sealed(const Record& record, const Store::WebhookSet* hooks, int* hooks_guard) const;
+  // Commits the records in one round trip (more only if the webhooks
+  // changed meanwhile); true for each one recorded, false for each whose
+  // cause was handled before.
+  std::vector<bool> CommitRecords(const std::vector<Record>& records);
+  bool RecordOnce(Record record) { return CommitRecords({std::move(record)}).front(); }
+  // The webhooks as last read by this replica, read again if `reread`. Not
+  // read per event: every commit that used them is guarded on their
+  // version, so a change made through any replica fails that commit, which
+  // then reads them again. No delivery goes to a removed webhook or misses
+  // a new one.
+  std::shared_ptr<const Store::WebhookSet> Hooks(bool reread);
   std::vector<v1::Webhook> HooksFor(const v1::Notification& n, const std::vector<v1::Webhook>& all) const;
   void Attempt(const Claimed& claim);
   bool MayManageUnit(const User& user, const std::string& unit) const { return user.admin || user.unit == unit; }
@@ -88,6 +99,8 @@ class Engine {
   Options options_;
   std::mutex random_mu_;
   std::mt19937_64 random_;
+  std::mutex hooks_mu_;
+  std::shared_ptr<const Store::WebhookSet> hooks_;
 };
 
 }  // namespace sopflow::notifier

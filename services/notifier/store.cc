@@ -61,17 +61,20 @@ void Store::Record(RedisBatch& b, const v1::Notification& n, const std::vector<v
   for (const auto& [user, email] : emails) add_delivery(v1::Delivery::EMAIL, email, user);
 }
 
-std::vector<v1::Webhook> Store::Webhooks() {
+Store::WebhookSet Store::Webhooks() {
   auto conn = pool_->Acquire();
-  Reply r = conn->Command({"HVALS", keys::kHooks});
-  ThrowIfError(r.get());
-  std::vector<v1::Webhook> out;
-  for (const auto& s : ReplyStrings(r.get())) {
+  auto replies = conn->Pipeline({{"HGET", keys::kHooksMeta, "version"}, {"HVALS", keys::kHooks}});
+  for (const auto& r : replies) ThrowIfError(r.get());
+  WebhookSet out;
+  out.version = ReplyString(replies[0].get()).value_or("");
+  for (const auto& s : ReplyStrings(replies[1].get())) {
     v1::Webhook h;
-    if (h.ParseFromString(s)) out.push_back(std::move(h));
+    if (h.ParseFromString(s)) out.hooks.push_back(std::move(h));
   }
   return out;
 }
+
+void Store::BumpWebhooksVersion(RedisBatch& batch) { batch.Write({"HINCRBY", keys::kHooksMeta, "version", "1"}); }
 
 std::optional<v1::Webhook> Store::Webhook(const std::string& id) {
   auto conn = pool_->Acquire();

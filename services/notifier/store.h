@@ -24,6 +24,7 @@ std::string Item(const std::string& id);              // Notification by id
 std::string Inbox(const std::string& user);           // zset id by time
 std::string Unread(const std::string& user);          // set of ids
 inline constexpr char kHooks[] = "sf:n:hooks";        // hash id -> Webhook
+inline constexpr char kHooksMeta[] = "sf:n:hooks:meta";  // hash: version, bumped by every change of kHooks
 std::string Delivery(const std::string& id);          // hash: status, attempt, pb
 inline constexpr char kDue[] = "sf:n:due";            // zset delivery id by next attempt
 std::string DeliveriesOf(const std::string& target);  // zset delivery id by creation
@@ -45,7 +46,17 @@ class Store {
   int Commit(const RedisBatch& batch) { return sopflow::Commit(*pool_, batch); }
   std::vector<int> CommitAll(const std::vector<const RedisBatch*>& batches) { return sopflow::CommitAll(*pool_, batches); }
 
-  std::vector<v1::Webhook> Webhooks();
+  // Every webhook, with the version of the set it was read at. The version
+  // is read first, so a change in between pairs the new set with the old
+  // version (a commit guarded on it fails and reads again), never the old
+  // set with the new version.
+  struct WebhookSet {
+    std::string version;  // "" before the first change
+    std::vector<v1::Webhook> hooks;
+  };
+  WebhookSet Webhooks();
+  // Adds to `batch` the write that marks the webhooks changed.
+  static void BumpWebhooksVersion(RedisBatch& batch);
   std::optional<v1::Webhook> Webhook(const std::string& id);
   std::optional<v1::Notification> Item(const std::string& id);
   std::optional<v1::Delivery> Delivery(const std::string& id, int64_t* attempt = nullptr);
