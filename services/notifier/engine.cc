@@ -35,6 +35,15 @@ void PutTask(RedisBatch& b, const v1::Task& task, const std::string& status) {
   b.Write({"EXPIRE", keys::Task(task.id()), kKeep});
 }
 
+// Events of one task may be handled out of order by two replicas (one
+// replica slow with task.created while another already handled
+// task.completed): the first word on a task must not undo a later one.
+void PutTaskIfNew(RedisBatch& b, const v1::Task& task) {
+  b.Write({"HSETNX", keys::Task(task.id()), "status", "OPEN"});
+  b.Write({"HSETNX", keys::Task(task.id()), "pb", task.SerializeAsString()});
+  b.Write({"EXPIRE", keys::Task(task.id()), kKeep});
+}
+
 void CountRecorded(const std::vector<v1::Notification>& notifications) {
   for (const auto& n : notifications)
     Metrics::Global().Count("sopflow_notifications_total", "kind=\"" + v1::Notification::Kind_Name(n.kind()) + "\"");
@@ -139,7 +148,10 @@ std::optional<Engine::Record> Engine::RecordFor(const v1::Event& event) {
     case v1::Event::kTaskCreated:
       return TaskCreated(event);
     case v1::Event::kTaskClaimed: {
+      // Only an open task becomes claimed: not one done or cancelled by an
+      // event another replica handled first.
       Record r{event.id()};
+      r.extra.ExpectField(keys::Task(event.task_claimed().task().id()), "status", "OPEN");
       PutTask(r.extra, event.task_claimed().task(), "CLAIMED");
       return r;
     }
@@ -167,7 +179,7 @@ Engine::Record Engine::TaskCreated(const v1::Event& event) {
   const v1::Task& task = event.task_created().task();
   Record r{event.id()};
   RedisBatch& b = r.extra;
-  PutTask(b, task, "OPEN");
+  PutTaskIfNew(b, task);  // a timer of a task already done fires as a no-op
   b.Write({"SADD", keys::RunTasks(task.run_id()), task.id()});
   b.Write({"EXPIRE", keys::RunTasks(task.run_id()), kKeep});
   if (task.kind() != v1::Step::SYSTEM) {

@@ -243,6 +243,40 @@ TEST_F(BatchTest, NotifierReplicasDeliverToTheWebhooksCurrentWhenTheyRecord) {
             5);
 }
 
+TEST_F(BatchTest, NotifierEventsOfATaskHandledOutOfOrderDoNotReviveIt) {
+  // Two replicas share the notifier's consumer: one may still be recording
+  // task.created (or task.claimed) when the other has recorded
+  // task.completed. The task must stay done, and get no reminder.
+  v1::Run run = StartRun();
+  engine_->OnEvents({Outbox().at(run.id() + "/started")});
+  const v1::Task task = TasksOf(run).at(0);  // "15 menit"
+  engine_->Claim(UserOf(kSekretarisBlg), task.id());
+  engine_->Complete(UserOf(kSekretarisBlg), task.id(), "", v1::TaskOutput());
+  auto outbox = Outbox();
+
+  notifier::Store notifier_store(pool_.get(), 1000);
+  auto composer = std::make_shared<notifier::Composer>(
+      users_, notifier::Templates::Load(SourcePath("deploy/base/notifier/templates")), WorkCalendar::Default());
+  ManualClock notifier_clock(clock_.Now());
+  notifier::Engine notifier(&notifier_store, &notifier_clock, composer, notifier::Options());
+  notifier.OnEvents({outbox.at(task.id() + "/completed")});
+  notifier.OnEvents({outbox.at(task.id() + "/created")});
+  notifier.OnEvents({outbox.at(task.id() + "/claimed")});
+  auto stored = notifier_store.Task(task.id());
+  ASSERT_TRUE(stored.has_value());
+  EXPECT_EQ(stored->status(), v1::Task::DONE);
+
+  notifier_clock.Advance(std::chrono::hours(2));  // past its reminder and due time
+  EXPECT_EQ(notifier.FireDueTimers(), 0u);
+  auto inbox = notifier_store.InboxOf("sekretaris-blg", 100, false);
+  EXPECT_EQ(std::count_if(inbox.begin(), inbox.end(),
+                          [](const v1::Notification& n) {
+                            return n.kind() == v1::Notification::TASK_REMINDER ||
+                                   n.kind() == v1::Notification::TASK_OVERDUE;
+                          }),
+            0);
+}
+
 TEST_F(BatchTest, NotifierCancellationInABatchSeesTheTasksCreatedBeforeIt) {
   v1::Run run = StartRun();
   engine_->OnEvents({Outbox().at(run.id() + "/started")});
