@@ -26,7 +26,9 @@ EventConsumer::EventConsumer(NatsClient* nats, Options options, Handler handler)
 
 EventConsumer::EventConsumer(NatsClient* nats, Options options, BatchHandler handler)
     : nats_(nats), options_(std::move(options)), handler_(std::move(handler)),
-      consumer_(*nats, ToConsumerOptions(options_)) {}
+      consumer_(*nats, ToConsumerOptions(options_)),
+      acks_(std::make_unique<NatsClient>(NatsOptions{nats->options().url, nats->options().name + "-acks", false,
+                                                     nats->options().startup_wait_ms})) {}
 
 int64_t ConsumerBacklog(NatsClient& nats, const std::string& durable) {
   jsConsumerInfo* ci = nullptr;
@@ -48,6 +50,7 @@ void EventConsumer::Start() {
 void EventConsumer::Stop() {
   running_ = false;
   if (thread_.joinable()) thread_.join();
+  acks_->Flush(2000);  // what was handled is acknowledged before we go
 }
 
 void EventConsumer::Loop() {
@@ -80,7 +83,7 @@ size_t EventConsumer::RunOnce() {
   if (events.empty()) return messages.size();
   try {
     handler_(events);
-    for (auto& msg : decoded) msg.Ack();
+    for (auto& msg : decoded) msg.AckThrough(*acks_);
     return messages.size();
   } catch (const DomainError& e) {
     if (e.code() == ErrorCode::kUnavailable) {

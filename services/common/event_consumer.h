@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <functional>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -56,6 +57,7 @@ class EventConsumer {
   Options options_;
   BatchHandler handler_;
   PullConsumer consumer_;
+  std::unique_ptr<NatsClient> acks_;  // buffered: a batch's acks in one write
   std::atomic<bool> running_{false};
   std::thread thread_;
 };

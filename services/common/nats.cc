@@ -41,7 +41,7 @@ natsStatus RetryWhileStarting(const std::string& what, int wait_ms, jsErrCode* j
 }
 }  // namespace
 
-NatsClient::NatsClient(const NatsOptions& options) : startup_wait_ms_(options.startup_wait_ms) {
+NatsClient::NatsClient(const NatsOptions& options) : options_(options), startup_wait_ms_(options.startup_wait_ms) {
   // nats.c spins up to 2,000 trylocks on a busy mutex before blocking. Its
   // reader thread met the relay's flushing thread that way on every PONG:
   // ~14,000 instructions each, 4% of the router's (callgrind). On two
@@ -173,6 +173,16 @@ uint64_t IncomingMessage::delivery_count() const {
 }
 
 void IncomingMessage::Ack() { natsMsg_Ack(msg_, nullptr); }
+
+void IncomingMessage::AckThrough(NatsClient& buffered) {
+  const char* reply = natsMsg_GetReply(msg_);
+  if (reply) natsConnection_PublishString(buffered.connection(), reply, "+ACK");
+}
+
+void NatsClient::Flush(int timeout_ms) {
+  natsStatus s = natsConnection_FlushTimeout(conn_, timeout_ms);
+  if (s != NATS_OK) spdlog::warn("nats flush {}: {}", options_.name, natsStatus_GetText(s));
+}
 void IncomingMessage::Nak(int64_t delay_ms) { natsMsg_NakWithDelay(msg_, delay_ms, nullptr); }
 void IncomingMessage::Term() { natsMsg_Term(msg_, nullptr); }
 

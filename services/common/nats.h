@@ -41,6 +41,9 @@ class NatsClient {
   NatsClient& operator=(const NatsClient&) = delete;
 
   natsConnection* connection() const { return conn_; }
+  const NatsOptions& options() const { return options_; }
+  // Waits until the server has everything this connection buffered.
+  void Flush(int timeout_ms);
   jsCtx* jetstream() const { return js_; }
   int startup_wait_ms() const { return startup_wait_ms_; }
 
@@ -62,6 +65,7 @@ class NatsClient {
 
  private:
   static void OnPublishError(jsCtx* js, ::jsPubAckErr* err, void* closure);
+  NatsOptions options_;
   natsConnection* conn_ = nullptr;
   jsCtx* js_ = nullptr;
   int startup_wait_ms_;
@@ -83,6 +87,11 @@ class IncomingMessage {
   std::string header(const char* key) const;
   uint64_t delivery_count() const;
   void Ack();                       // done: never redeliver
+  // The same, written into `buffered`'s buffer: a consumer's own connection
+  // sends each message at once (its fetch requests need that), which made
+  // every ack a write of its own; through a buffered connection the acks of
+  // a batch leave in one write.
+  void AckThrough(NatsClient& buffered);
   void Nak(int64_t delay_ms);       // failed: redeliver after delay_ms
   void Term();                      // cannot ever be processed
 

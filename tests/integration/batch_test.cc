@@ -339,5 +339,35 @@ TEST_F(BatchTest, ConsumerFallsBackToOneByOneSoOnlyTheBadEventIsTerminated) {
   EXPECT_EQ(consumer.RunOnce(), 0u) << "no redelivery";
 }
 
+TEST_F(BatchTest, ConsumerAcknowledgesWhatItHandledBeforeStopReturns) {
+  // Acks of a batch go through a buffered connection, one write for all of
+  // them; Stop must not return before the server has them.
+  NatsClient nats(NatsOptions{backends_->nats->url(), "ack-test", true});
+  nats.EnsureEventStream();
+  std::vector<NatsClient::OutgoingMessage> messages;
+  for (int i = 1; i <= 20; ++i) {
+    v1::Event e;
+    e.set_id("a" + std::to_string(i));
+    e.set_type("sopflow.v1.test.ack");
+    messages.push_back({e.type(), e.id(), e.SerializeAsString(), {}});
+  }
+  ASSERT_TRUE(nats.PublishAll(messages).empty());
+
+  std::multiset<std::string> applied;
+  EventConsumer::Options options;
+  options.durable = "ack-test";
+  options.filter_subject = "sopflow.v1.test.ack";
+  EventConsumer consumer(&nats, options, EventConsumer::BatchHandler([&](const std::vector<v1::Event>& events) {
+    for (const auto& e : events) applied.insert(e.id());
+  }));
+  size_t handled = 0;
+  for (int pass = 0; pass < 50 && handled < 20; ++pass) handled += consumer.RunOnce();
+  ASSERT_EQ(handled, 20u);
+  consumer.Stop();
+  EXPECT_EQ(consumer.Backlog(), 0) << "every ack reached the server";
+  EXPECT_EQ(applied.size(), 20u);
+  EXPECT_EQ(consumer.RunOnce(), 0u) << "nothing comes back";
+}
+
 }  // namespace
 }  // namespace sopflow::testing
