@@ -372,12 +372,91 @@ v1::Task Engine::Complete(const User& user, const std::string& task_id, const st
   auto def = Definition(first.task.sop_id(), first.task.sop_version());
   std::string chosen = flow::CheckOutcome(flow::StepOf(*def, first.task.step()), outcome);
   Finish finish{chosen, false, "", user.id};
-  return FinishTask(std::move(first), [&](const v1::Task& t) {
-    if (!flow::MayActOn(user, t)) ThrowDenied("task " + task_id + " is for role '" + t.pelaksana() + "'");
-    if (t.kind() == v1::Step::SYSTEM) ThrowPrecondition("task " + task_id + " is a system job; workers use CompleteJob");
-    bool mine = t.status() == v1::Task::CLAIMED && t.assignee() == user.id;
-    if (t.status() != v1::Task::OPEN && !mine) ReportTaskConflict(task_id);
-  }, finish, output);
+  return FinishTask(std::move(first), [&](const v1::Task& t) { CheckMayComplete(user, t); }, finish, output);
+}
+
+void Engine::CheckMayComplete(const User& user, const v1::Task& t) {
+  if (!flow::MayActOn(user, t)) ThrowDenied("task " + t.id() + " is for role '" + t.pelaksana() + "'");
+  if (t.kind() == v1::Step::SYSTEM) ThrowPrecondition("task " + t.id() + " is a system job; workers use CompleteJob");
+  bool mine = t.status() == v1::Task::CLAIMED && t.assignee() == user.id;
+  if (t.status() != v1::Task::OPEN && !mine) ReportTaskConflict(t.id());
+}
+
+void Engine::CompleteAll(std::vector<CompleteCall>& calls) {
+  // Read every task with its (guessed) run in one round trip.
+  std::vector<std::pair<std::string, std::string>> wanted;
+  std::vector<size_t> wanted_at;
+  for (size_t i = 0; i < calls.size(); ++i) {
+    try {
+      RequireId(calls[i].task_id, "task_id");
+      wanted.emplace_back(calls[i].task_id, calls[i].task_id.substr(0, calls[i].task_id.find('.')));
+      wanted_at.push_back(i);
+    } catch (...) {
+      calls[i].error = std::current_exception();
+    }
+  }
+  auto read = store_->GetTasksAndRuns(wanted);
+
+  // Decide each on its own; fan-out members go the one-by-one way (their
+  // shared counter makes members of one group conflict).
+  TimePoint now = clock_->Now();
+  std::vector<Batch> batches;
+  std::vector<size_t> batch_of;
+  std::vector<v1::Task> finished;
+  std::vector<size_t> alone;
+  for (size_t k = 0; k < wanted_at.size(); ++k) {
+    CompleteCall& call = calls[wanted_at[k]];
+    try {
+      auto& [task, run] = read[k];
+      if (!task) ThrowNotFound("no task '" + call.task_id + "'");
+      if (task->kind() == v1::Step::FAN_OUT) {
+        alone.push_back(wanted_at[k]);
+        continue;
+      }
+      if (task->run_id() != wanted[k].second) run = store_->GetRun(task->run_id());
+      auto def = Definition(task->sop_id(), task->sop_version());
+      // Checked in the order Complete checks them, so a call gets the same
+      // error whichever way it went.
+      Finish finish{flow::CheckOutcome(flow::StepOf(*def, task->step()), call.outcome), false, "", call.user.id};
+      CheckOutput(call.output);
+      CheckMayComplete(call.user, *task);
+      if (!run) ThrowNotFound("no run '" + task->run_id() + "'");
+      if (run->status() != v1::Run::ACTIVE)
+        ThrowPrecondition("run " + task->run_id() + " is " + v1::Run::Status_Name(run->status()));
+      Batch b;
+      GuardCompletion(b, *task);
+      WriteCompletion(b, *task, *run, finish, call.output, now, true);
+      batches.push_back(std::move(b));
+      batch_of.push_back(wanted_at[k]);
+      finished.push_back(std::move(*task));
+    } catch (...) {
+      call.error = std::current_exception();
+    }
+  }
+
+  std::vector<const Batch*> pointers;
+  for (const auto& b : batches) pointers.push_back(&b);
+  auto results = store_->CommitAll(pointers);
+  for (size_t j = 0; j < results.size(); ++j) {
+    CompleteCall& call = calls[batch_of[j]];
+    try {
+      if (results[j] == 0) {
+        call.task = std::move(finished[j]);
+        continue;
+      }
+      if (results[j] <= 2) ReportTaskConflict(call.task_id);  // another caller (of this group, too) won
+      ThrowPrecondition("run " + finished[j].run_id() + " is no longer active");
+    } catch (...) {
+      call.error = std::current_exception();
+    }
+  }
+  for (size_t i : alone) {
+    try {
+      calls[i].task = Complete(calls[i].user, calls[i].task_id, calls[i].outcome, calls[i].output);
+    } catch (...) {
+      calls[i].error = std::current_exception();
+    }
+  }
 }
 
 v1::Task Engine::Return(const User& user, const std::string& task_id, const std::string& reason,
@@ -407,8 +486,7 @@ v1::Task Engine::FinishTask(TaskAndRun first, const std::function<void(const v1:
     TimePoint now = clock_->Now();
 
     Batch b;
-    ExpectUnchanged(b, t);
-    b.ExpectField(keys::Run(t.run_id()), "status", "ACTIVE");
+    GuardCompletion(b, t);
     // A fan-out step completes with its last member task. Members finishing
     // at once race on the counter: the loser retries with the new count.
     bool step_done = true;
@@ -420,36 +498,7 @@ v1::Task Engine::FinishTask(TaskAndRun first, const std::function<void(const v1:
       b.Write({"HSET", keys::FanOut(t.run_id(), t.gen()), "left", std::to_string(left - 1)});
       step_done = left == 1;
     }
-    Unlist(b, t);
-    t.set_status(v1::Task::DONE);
-    if (t.kind() != v1::Step::SYSTEM) t.set_assignee(finish.actor);
-    t.set_outcome(finish.outcome);
-    *t.mutable_output() = output;
-    *t.mutable_completed_at() = Stamp(now);
-    if (finish.returned) t.set_return_reason(finish.reason);
-    b.PutTask(t);
-
-    auto entry = flow::CompletionEntry(t, finish.actor, finish.outcome, finish.returned, finish.reason, now);
-    b.AppendHistory(t.run_id(), entry);
-    v1::Event done = NewEvent(t.id() + "/completed", finish.returned ? events::kTaskReturned : events::kTaskCompleted,
-                              t.id(), *run);
-    *done.mutable_task_completed()->mutable_task() = t;
-    *done.mutable_task_completed()->mutable_entry() = entry;
-    b.Emit(done);
-    if (step_done) {
-      auto step_entry = Entry(v1::HistoryEntry::STEP_COMPLETED, now, &t, finish.actor);
-      step_entry.set_outcome(finish.outcome);
-      step_entry.set_task_id("");
-      step_entry.set_member("");
-      b.AppendHistory(t.run_id(), step_entry);
-      v1::Event e = NewEvent(t.run_id() + "/" + std::to_string(t.gen()) + "/step_completed", events::kStepCompleted,
-                             t.run_id(), *run);
-      auto* sc = e.mutable_step_completed();
-      sc->set_step(t.step());
-      sc->set_gen(t.gen());
-      sc->set_outcome(finish.outcome);
-      b.Emit(e);
-    }
+    WriteCompletion(b, t, *run, finish, output, now, step_done);
     int failed = store_->Commit(b);
     if (failed == 0) return t;
     if (failed <= 2) ReportTaskConflict(task_id);
@@ -457,6 +506,45 @@ v1::Task Engine::FinishTask(TaskAndRun first, const std::function<void(const v1:
     // failed == 4: another member task of the fan-out finished first; retry.
   }
   throw DomainError(ErrorCode::kUnavailable, "task " + task_id + " kept conflicting; retry");
+}
+
+void Engine::GuardCompletion(Batch& b, const v1::Task& t) {
+  ExpectUnchanged(b, t);
+  b.ExpectField(keys::Run(t.run_id()), "status", "ACTIVE");
+}
+
+void Engine::WriteCompletion(Batch& b, v1::Task& t, const v1::Run& run, const Finish& finish,
+                             const v1::TaskOutput& output, TimePoint now, bool step_done) {
+  Unlist(b, t);
+  t.set_status(v1::Task::DONE);
+  if (t.kind() != v1::Step::SYSTEM) t.set_assignee(finish.actor);
+  t.set_outcome(finish.outcome);
+  *t.mutable_output() = output;
+  *t.mutable_completed_at() = Stamp(now);
+  if (finish.returned) t.set_return_reason(finish.reason);
+  b.PutTask(t);
+
+  auto entry = flow::CompletionEntry(t, finish.actor, finish.outcome, finish.returned, finish.reason, now);
+  b.AppendHistory(t.run_id(), entry);
+  v1::Event done = NewEvent(t.id() + "/completed", finish.returned ? events::kTaskReturned : events::kTaskCompleted,
+                            t.id(), run);
+  *done.mutable_task_completed()->mutable_task() = t;
+  *done.mutable_task_completed()->mutable_entry() = entry;
+  b.Emit(done);
+  if (step_done) {
+    auto step_entry = Entry(v1::HistoryEntry::STEP_COMPLETED, now, &t, finish.actor);
+    step_entry.set_outcome(finish.outcome);
+    step_entry.set_task_id("");
+    step_entry.set_member("");
+    b.AppendHistory(t.run_id(), step_entry);
+    v1::Event e = NewEvent(t.run_id() + "/" + std::to_string(t.gen()) + "/step_completed", events::kStepCompleted,
+                           t.run_id(), run);
+    auto* sc = e.mutable_step_completed();
+    sc->set_step(t.step());
+    sc->set_gen(t.gen());
+    sc->set_outcome(finish.outcome);
+    b.Emit(e);
+  }
 }
 
 // ----------------------------------------------------------------------- jobs

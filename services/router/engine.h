@@ -4,6 +4,7 @@
 // and the consumer feeds run events back into OnEvent.
 #pragma once
 
+#include <exception>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -43,6 +44,21 @@ class Engine {
   v1::Task Claim(const User& user, const std::string& task_id);
   v1::Task Complete(const User& user, const std::string& task_id, const std::string& outcome,
                     const v1::TaskOutput& output);
+  // One CompleteTask call of a group completed together.
+  struct CompleteCall {
+    User user;
+    std::string task_id;
+    std::string outcome;
+    v1::TaskOutput output;
+    std::optional<v1::Task> task;  // set when completed
+    std::exception_ptr error;      // set when not, as Complete would throw it
+  };
+  // Completes each call as Complete would, with the tasks (and runs) of all
+  // read in one round trip and committed in one script call: concurrent
+  // completions cost two round trips in all instead of two each. Calls on
+  // the same task resolve as one after the other would: the first wins.
+  // Fan-out members are completed one by one (their shared counter).
+  void CompleteAll(std::vector<CompleteCall>& calls);
   v1::Task Return(const User& user, const std::string& task_id, const std::string& reason,
                   const v1::TaskOutput& output);
 
@@ -82,6 +98,14 @@ class Engine {
   TaskAndRun LoadTaskAndRun(const std::string& task_id);
   v1::Task FinishTask(TaskAndRun first, const std::function<void(const v1::Task&)>& check, const Finish& finish,
                       const v1::TaskOutput& output);
+  // Who may complete `t` (a user's task, open or claimed by them).
+  void CheckMayComplete(const User& user, const v1::Task& t);
+  // The guards of every completion: the task as read (guards 1-2), its run
+  // ACTIVE (guard 3).
+  static void GuardCompletion(Batch& b, const v1::Task& t);
+  // Marks `t` finished and adds its record, history and events to `b`.
+  void WriteCompletion(Batch& b, v1::Task& t, const v1::Run& run, const Finish& finish, const v1::TaskOutput& output,
+                       TimePoint now, bool step_done);
   // What a routing event does to its run, prepared but not committed.
   struct Transition {
     Batch batch;

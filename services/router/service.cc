@@ -66,9 +66,26 @@ ServerUnaryReactor* RouterService::ClaimTask(CallbackServerContext* ctx, const v
 
 ServerUnaryReactor* RouterService::CompleteTask(CallbackServerContext* ctx, const v1::CompleteTaskRequest* req,
                                                 v1::Task* resp) {
-  return Unary(ctx, [&] {
-    *resp = engine_->Complete(CallerOf(*ctx, *users_), req->task_id(), req->outcome(), req->output());
+  auto* reactor = ctx->DefaultReactor();
+  Engine::CompleteCall call;
+  grpc::Status caller = GuardedCall([&] { call.user = CallerOf(*ctx, *users_); });
+  if (!caller.ok()) {
+    reactor->Finish(caller);
+    return reactor;
+  }
+  call.task_id = req->task_id();
+  call.outcome = req->outcome();
+  call.output = req->output();
+  // The request and response live until Finish; the group may finish this
+  // call on another thread, after this handler returned.
+  completions_.Submit(std::move(call), [reactor, resp](Engine::CompleteCall& done) {
+    grpc::Status status = GuardedCall([&] {
+      if (done.error) std::rethrow_exception(done.error);
+      *resp = std::move(*done.task);
+    });
+    reactor->Finish(status);
   });
+  return reactor;
 }
 
 ServerUnaryReactor* RouterService::ReturnTask(CallbackServerContext* ctx, const v1::ReturnTaskRequest* req,

@@ -3,6 +3,7 @@
 // and lets GuardedCall map domain errors to status codes.
 #pragma once
 
+#include "completion_groups.h"
 #include "engine.h"
 #include "sopflow/v1/router.grpc.pb.h"
 #include "users.h"
@@ -12,7 +13,7 @@ namespace sopflow {
 class RouterService final : public v1::Router::CallbackService {
  public:
   RouterService(Engine* engine, std::shared_ptr<const UserDirectory> users)
-      : engine_(engine), users_(std::move(users)) {}
+      : engine_(engine), users_(std::move(users)), completions_(engine) {}
 
   grpc::ServerUnaryReactor* DeployDefinition(grpc::CallbackServerContext*, const v1::DeployDefinitionRequest*,
                                              v1::DeployDefinitionResponse*) override;
@@ -43,6 +44,7 @@ class RouterService final : public v1::Router::CallbackService {
  private:
   Engine* engine_;
   std::shared_ptr<const UserDirectory> users_;
+  CompletionGroups completions_;  // CompleteTask calls, committed in groups
 };
 
 }  // namespace sopflow

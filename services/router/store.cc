@@ -88,10 +88,24 @@ std::optional<v1::Task> Store::GetTask(const std::string& task_id) {
 
 std::pair<std::optional<v1::Task>, std::optional<v1::Run>> Store::GetTaskAndRun(const std::string& task_id,
                                                                                const std::string& run_id) {
+  return GetTasksAndRuns({{task_id, run_id}}).front();
+}
+
+std::vector<std::pair<std::optional<v1::Task>, std::optional<v1::Run>>> Store::GetTasksAndRuns(
+    const std::vector<std::pair<std::string, std::string>>& task_and_run_ids) {
+  std::vector<std::pair<std::optional<v1::Task>, std::optional<v1::Run>>> out;
+  if (task_and_run_ids.empty()) return out;
+  std::vector<std::vector<std::string>> cmds;
+  for (const auto& [task_id, run_id] : task_and_run_ids) {
+    cmds.push_back({"HGET", keys::Task(task_id), "pb"});
+    cmds.push_back({"HGET", keys::Run(run_id), "pb"});
+  }
   auto conn = pool_->Acquire();
-  auto replies = conn->Pipeline({{"HGET", keys::Task(task_id), "pb"}, {"HGET", keys::Run(run_id), "pb"}});
+  auto replies = conn->Pipeline(cmds);
   for (const auto& r : replies) ThrowIfError(r.get());
-  return {ReplyMessage<v1::Task>(replies[0].get()), ReplyMessage<v1::Run>(replies[1].get())};
+  for (size_t i = 0; i + 1 < replies.size(); i += 2)
+    out.emplace_back(ReplyMessage<v1::Task>(replies[i].get()), ReplyMessage<v1::Run>(replies[i + 1].get()));
+  return out;
 }
 
 std::vector<v1::Task> Store::GetTasks(const std::vector<std::string>& ids) {

@@ -57,6 +57,9 @@ class Store {
   // A task and a run in one round trip.
   std::pair<std::optional<v1::Task>, std::optional<v1::Run>> GetTaskAndRun(const std::string& task_id,
                                                                           const std::string& run_id);
+  // Many (task id, run id) pairs in one round trip, each as GetTaskAndRun.
+  std::vector<std::pair<std::optional<v1::Task>, std::optional<v1::Run>>> GetTasksAndRuns(
+      const std::vector<std::pair<std::string, std::string>>& task_and_run_ids);
   std::vector<v1::Run> GetRuns(const std::vector<std::string>& run_ids);
   // One entry per id, nullopt where the run does not exist; one round trip.
   std::vector<std::optional<v1::Run>> LookupRuns(const std::vector<std::string>& run_ids);

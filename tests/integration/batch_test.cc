@@ -8,9 +8,12 @@
 
 #include <algorithm>
 #include <map>
+#include <mutex>
 #include <set>
+#include <thread>
 
 #include "../../services/notifier/engine.h"
+#include "../../services/router/completion_groups.h"
 #include "../../services/router/engine.h"
 #include "clock.h"
 #include "error.h"
@@ -367,6 +370,105 @@ TEST_F(BatchTest, ConsumerAcknowledgesWhatItHandledBeforeStopReturns) {
   EXPECT_EQ(consumer.Backlog(), 0) << "every ack reached the server";
   EXPECT_EQ(applied.size(), 20u);
   EXPECT_EQ(consumer.RunOnce(), 0u) << "nothing comes back";
+}
+
+// The code of the error a call ended with; nullopt if it succeeded.
+std::optional<ErrorCode> CodeOf(const Engine::CompleteCall& call) {
+  if (!call.error) return std::nullopt;
+  try {
+    std::rethrow_exception(call.error);
+  } catch (const DomainError& e) {
+    return e.code();
+  } catch (...) {
+    return ErrorCode::kInternal;
+  }
+}
+
+int64_t ScriptCalls(const std::string& redis_address) {
+  RedisConnection conn(RedisAddress::Parse(redis_address));
+  auto info = ReplyString(conn.Command({"INFO", "commandstats"}).get()).value_or("");
+  auto at = info.find("cmdstat_evalsha:calls=");
+  return at == std::string::npos ? 0 : std::stoll(info.substr(at + 22));
+}
+
+TEST_F(BatchTest, CompletionsOfAGroupAreReadTogetherCommittedOnceAndEachEndsAsAloneItWould) {
+  v1::Run a = StartRun(), b = StartRun(), c = StartRun();
+  engine_->OnEvents({Outbox().at(a.id() + "/started"), Outbox().at(b.id() + "/started"),
+                     Outbox().at(c.id() + "/started")});
+  const std::string task_a = TasksOf(a).at(0).id(), task_b = TasksOf(b).at(0).id(), task_c = TasksOf(c).at(0).id();
+  auto call = [&](const char* token, const std::string& task_id, const std::string& outcome = "") {
+    Engine::CompleteCall call;
+    call.user = UserOf(token);
+    call.task_id = task_id;
+    call.outcome = outcome;
+    call.output.set_note("laporan");
+    return call;
+  };
+  std::vector<Engine::CompleteCall> calls{
+      call(kSekretarisBlg, task_a),
+      call(kSekretarisBlg, task_b),
+      call(kSekretarisBlg, task_a),          // the same task again: the first call won
+      call(kOutsider, task_c),               // not theirs
+      call(kSekretarisBlg, "no-such.1"),     // unknown
+      call(kSekretarisBlg, task_c, "bogus"), // not a review: no such outcome
+      call(kSekretarisBlg, ""),              // no id
+  };
+  int64_t scripts_before = ScriptCalls(backends_->redis->address());
+  engine_->CompleteAll(calls);
+  EXPECT_EQ(ScriptCalls(backends_->redis->address()) - scripts_before, 1) << "one commit for the group";
+
+  ASSERT_TRUE(calls[0].task.has_value());
+  EXPECT_EQ(calls[0].task->status(), v1::Task::DONE);
+  EXPECT_EQ(calls[0].task->output().note(), "laporan");
+  ASSERT_TRUE(calls[1].task.has_value());
+  EXPECT_EQ(CodeOf(calls[2]), ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(CodeOf(calls[3]), ErrorCode::kPermissionDenied);
+  EXPECT_EQ(CodeOf(calls[4]), ErrorCode::kNotFound);
+  EXPECT_EQ(CodeOf(calls[5]), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(CodeOf(calls[6]), ErrorCode::kInvalidArgument);
+  for (size_t i = 2; i < calls.size(); ++i) EXPECT_FALSE(calls[i].task.has_value()) << i;
+
+  // What was stored and queued is what two Complete calls leave.
+  EXPECT_EQ(store_->GetTask(task_a)->status(), v1::Task::DONE);
+  EXPECT_EQ(store_->GetTask(task_b)->status(), v1::Task::DONE);
+  EXPECT_EQ(store_->GetTask(task_c)->status(), v1::Task::OPEN);
+  auto outbox = Outbox();
+  EXPECT_EQ(outbox.count(a.id() + "/1/step_completed"), 1u);
+  EXPECT_EQ(outbox.count(b.id() + "/1/step_completed"), 1u);
+  EXPECT_EQ(outbox.count(c.id() + "/1/step_completed"), 0u);
+  EXPECT_EQ(outbox.count(task_a + "/completed"), 1u);
+}
+
+TEST_F(BatchTest, CompletionGroupsFinishEveryCallOnceWhateverThreadCommitsIt) {
+  constexpr int kRuns = 24;
+  std::vector<v1::Run> runs;
+  std::vector<v1::Event> starts;
+  for (int i = 0; i < kRuns; ++i) runs.push_back(StartRun());
+  auto outbox = Outbox();
+  for (const auto& r : runs) starts.push_back(outbox.at(r.id() + "/started"));
+  engine_->OnEvents(starts);
+
+  CompletionGroups groups(engine_.get(), 5);  // small groups: several per burst
+  std::mutex mu;
+  std::map<std::string, int> finished;  // task id -> times done ran
+  std::vector<std::thread> callers;
+  for (int i = 0; i < kRuns; ++i)
+    callers.emplace_back([&, i] {
+      Engine::CompleteCall call;
+      call.user = UserOf(kSekretarisBlg);
+      call.task_id = TasksOf(runs[i]).at(0).id();
+      groups.Submit(std::move(call), [&](Engine::CompleteCall& done) {
+        std::lock_guard lock(mu);
+        EXPECT_TRUE(done.task.has_value()) << done.task_id;
+        ++finished[done.task_id];
+      });
+    });
+  for (auto& t : callers) t.join();
+  // Submit returns before its call is done only if another thread is
+  // committing, which finishes it; once all have returned, all are done.
+  ASSERT_EQ(finished.size(), static_cast<size_t>(kRuns));
+  for (const auto& [id, times] : finished) EXPECT_EQ(times, 1) << id;
+  for (const auto& r : runs) EXPECT_EQ(TasksOf(r).at(0).status(), v1::Task::DONE);
 }
 
 }  // namespace
