@@ -64,6 +64,24 @@ class BatchTest : public ::testing::Test {
 
   std::vector<v1::Task> TasksOf(const v1::Run& run) { return store_->GetTasks(store_->RunTaskIds(run.id())); }
 
+  std::shared_ptr<const notifier::Composer> Composer() const {
+    return std::make_shared<notifier::Composer>(
+        users_, notifier::Templates::Load(SourcePath("deploy/base/notifier/templates")), WorkCalendar::Default());
+  }
+
+  // Publishes one event of `type` per id to the event stream.
+  static void PublishTestEvents(NatsClient& nats, const std::string& type, const std::vector<std::string>& ids) {
+    nats.EnsureEventStream();
+    std::vector<NatsClient::OutgoingMessage> messages;
+    for (const auto& id : ids) {
+      v1::Event e;
+      e.set_id(id);
+      e.set_type(type);
+      messages.push_back({e.type(), e.id(), e.SerializeAsString(), {}});
+    }
+    ASSERT_TRUE(nats.PublishAll(messages).empty());
+  }
+
   std::unique_ptr<Backends> backends_;
   std::shared_ptr<const UserDirectory> users_;
   SystemClock clock_;
@@ -211,8 +229,7 @@ TEST(ActiveRunsTest, KeepsOnlyActiveRunsAndTheNewestWhenFull) {
 
 TEST_F(BatchTest, NotifierReplicasDeliverToTheWebhooksCurrentWhenTheyRecord) {
   notifier::Store notifier_store(pool_.get(), 1000);
-  auto composer = std::make_shared<notifier::Composer>(
-      users_, notifier::Templates::Load(SourcePath("deploy/base/notifier/templates")), WorkCalendar::Default());
+  auto composer = Composer();
   notifier::Engine one(&notifier_store, &clock_, composer, notifier::Options());
   notifier::Engine two(&notifier_store, &clock_, composer, notifier::Options());
   auto task_created = [&] {
@@ -258,8 +275,7 @@ TEST_F(BatchTest, NotifierEventsOfATaskHandledOutOfOrderDoNotReviveIt) {
   auto outbox = Outbox();
 
   notifier::Store notifier_store(pool_.get(), 1000);
-  auto composer = std::make_shared<notifier::Composer>(
-      users_, notifier::Templates::Load(SourcePath("deploy/base/notifier/templates")), WorkCalendar::Default());
+  auto composer = Composer();
   ManualClock notifier_clock(clock_.Now());
   notifier::Engine notifier(&notifier_store, &notifier_clock, composer, notifier::Options());
   notifier.OnEvents({outbox.at(task.id() + "/completed")});
@@ -289,8 +305,7 @@ TEST_F(BatchTest, NotifierCancellationInABatchSeesTheTasksCreatedBeforeIt) {
   const v1::Event created = outbox.at(task.id() + "/created"), cancelled = outbox.at(run.id() + "/cancelled");
 
   notifier::Store notifier_store(pool_.get(), 1000);
-  auto composer = std::make_shared<notifier::Composer>(
-      users_, notifier::Templates::Load(SourcePath("deploy/base/notifier/templates")), WorkCalendar::Default());
+  auto composer = Composer();
   notifier::Engine notifier(&notifier_store, &clock_, composer, notifier::Options());
   // The creation and the cancellation arrive in one fetch: the cancellation
   // must find the task the creation recorded (and cancel it), as it would
@@ -309,15 +324,7 @@ TEST_F(BatchTest, NotifierCancellationInABatchSeesTheTasksCreatedBeforeIt) {
 
 TEST_F(BatchTest, ConsumerFallsBackToOneByOneSoOnlyTheBadEventIsTerminated) {
   NatsClient nats(NatsOptions{backends_->nats->url(), "batch-test", true});
-  nats.EnsureEventStream();
-  std::vector<NatsClient::OutgoingMessage> messages;
-  for (int i = 1; i <= 5; ++i) {
-    v1::Event e;
-    e.set_id(i == 3 ? "poison" : "e" + std::to_string(i));
-    e.set_type("sopflow.v1.test.thing");
-    messages.push_back({e.type(), e.id(), e.SerializeAsString(), {}});
-  }
-  ASSERT_TRUE(nats.PublishAll(messages).empty());
+  PublishTestEvents(nats, "sopflow.v1.test.thing", {"e1", "e2", "poison", "e4", "e5"});
 
   std::vector<size_t> batch_sizes;
   std::multiset<std::string> applied;
@@ -346,15 +353,9 @@ TEST_F(BatchTest, ConsumerAcknowledgesWhatItHandledBeforeStopReturns) {
   // Acks of a batch go through a buffered connection, one write for all of
   // them; Stop must not return before the server has them.
   NatsClient nats(NatsOptions{backends_->nats->url(), "ack-test", true});
-  nats.EnsureEventStream();
-  std::vector<NatsClient::OutgoingMessage> messages;
-  for (int i = 1; i <= 20; ++i) {
-    v1::Event e;
-    e.set_id("a" + std::to_string(i));
-    e.set_type("sopflow.v1.test.ack");
-    messages.push_back({e.type(), e.id(), e.SerializeAsString(), {}});
-  }
-  ASSERT_TRUE(nats.PublishAll(messages).empty());
+  std::vector<std::string> ids;
+  for (int i = 1; i <= 20; ++i) ids.push_back("a" + std::to_string(i));
+  PublishTestEvents(nats, "sopflow.v1.test.ack", ids);
 
   std::multiset<std::string> applied;
   EventConsumer::Options options;
