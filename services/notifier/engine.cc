@@ -111,6 +111,7 @@ std::vector<bool> Engine::CommitRecords(const std::vector<Record>& records) {
     batches.reserve(todo.size());
     for (size_t k = 0; k < todo.size(); ++k) batches.push_back(Sealed(records[todo[k]], hooks.get(), &hooks_guards[k]));
     std::vector<const RedisBatch*> pointers;
+    pointers.reserve(batches.size());
     for (const auto& b : batches) pointers.push_back(&b);
     auto results = store_->CommitAll(pointers);
     std::vector<size_t> again;

@@ -1,5 +1,7 @@
 #include "completion_groups.h"
 
+#include <algorithm>
+#include <cstddef>
 #include <exception>
 #include <iterator>
 #include <utility>
@@ -27,7 +29,7 @@ void CompletionGroups::CommitGroups() {
         committing_ = false;
         return;
       }
-      size_t n = std::min(queue_.size(), max_group_);
+      auto n = static_cast<std::ptrdiff_t>(std::min(queue_.size(), max_group_));
       group.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.begin() + n));
       queue_.erase(queue_.begin(), queue_.begin() + n);
     }

@@ -435,6 +435,7 @@ void Engine::CompleteAll(std::vector<CompleteCall>& calls) {
   }
 
   std::vector<const Batch*> pointers;
+  pointers.reserve(batches.size());
   for (const auto& b : batches) pointers.push_back(&b);
   auto results = store_->CommitAll(pointers);
   for (size_t j = 0; j < results.size(); ++j) {
