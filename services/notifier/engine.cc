@@ -67,13 +67,14 @@ std::vector<v1::Webhook> Engine::HooksFor(const v1::Notification& n, const std::
 
 RedisBatch Engine::Sealed(const Record& record, const Store::WebhookSet* hooks, int* hooks_guard) const {
   RedisBatch b = record.extra;
-  b.ExpectAbsent(keys::Done(record.cause));
   *hooks_guard = 0;
   if (!record.notifications.empty()) {
+    // The first notification's item (its id is made from the cause) marks
+    // the cause handled: no marker key of its own per event.
+    b.ExpectAbsent(keys::Item(record.notifications.front().id()));
     b.ExpectField(keys::kHooksMeta, "version", hooks->version);
     *hooks_guard = static_cast<int>(b.guard_count());
   }
-  b.Write({"SET", keys::Done(record.cause), "1", "EX", kKeep});
   int64_t now = Millis(clock_->Now());
   for (const auto& n : record.notifications) {
     std::vector<std::pair<std::string, std::string>> emails;

@@ -1,7 +1,9 @@
 // The notifier's operations: events in, notifications out. Every change is
-// one atomic RedisBatch guarded by a "done" marker of its cause (an event,
-// a timer), so a redelivered event or a timer fired by two replicas records
-// nothing twice.
+// one atomic RedisBatch. One that records notifications is guarded by the
+// first one's item (its id is made from the cause: an event, a timer), so a
+// redelivered event or a timer fired by two replicas records nothing twice;
+// one without notifications only writes what may be written again (the
+// task's copy as the events tell it, timers removed).
 #pragma once
 
 #include <functional>
@@ -64,7 +66,8 @@ class Engine {
 
  private:
   // What one cause (an event, a timer) leaves to record: notifications
-  // (with their deliveries) and other writes, applied once per cause.
+  // (with their deliveries) and other writes. With notifications it is
+  // applied once per cause; without, its writes must be idempotent.
   struct Record {
     std::string cause;
     std::vector<v1::Notification> notifications;
@@ -79,8 +82,8 @@ class Engine {
   // (*hooks_guard: that guard's index, 0 if none).
   RedisBatch Sealed(const Record& record, const Store::WebhookSet* hooks, int* hooks_guard) const;
   // Commits the records in one round trip (more only if the webhooks
-  // changed meanwhile); true for each one recorded, false for each whose
-  // cause was handled before.
+  // changed meanwhile); true for each one applied, false for each whose
+  // cause was handled before (or whose own guard refused it).
   std::vector<bool> CommitRecords(const std::vector<Record>& records);
   bool RecordOnce(Record record) { return CommitRecords({std::move(record)}).front(); }
   // The webhooks as last read by this replica, read again if `reread`. Not

@@ -14,7 +14,6 @@ namespace sopflow::notifier {
 using google::protobuf::util::TimeUtil;
 
 namespace keys {
-std::string Done(const std::string& id) { return "sf:n:done:" + id; }
 std::string Item(const std::string& id) { return "sf:n:item:" + id; }
 std::string Inbox(const std::string& user) { return "sf:n:inbox:" + user; }
 std::string Unread(const std::string& user) { return "sf:n:unread:" + user; }

@@ -19,7 +19,6 @@ namespace sopflow::notifier {
 
 namespace keys {
 inline constexpr char kLog[] = "sf:n:log";            // stream: field n -> Notification
-std::string Done(const std::string& id);              // marker: this cause was handled
 std::string Item(const std::string& id);              // Notification by id
 std::string Inbox(const std::string& user);           // zset id by time
 std::string Unread(const std::string& user);          // set of ids

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "../../services/notifier/engine.h"
+#include "../../services/notifier/log_tail.h"
 #include "../../services/router/completion_groups.h"
 #include "../../services/router/engine.h"
 #include "clock.h"
@@ -281,12 +282,25 @@ TEST_F(BatchTest, NotifierEventsOfATaskHandledOutOfOrderDoNotReviveIt) {
   notifier.OnEvents({outbox.at(task.id() + "/completed")});
   notifier.OnEvents({outbox.at(task.id() + "/created")});
   notifier.OnEvents({outbox.at(task.id() + "/claimed")});
+  notifier.OnEvents({outbox.at(task.id() + "/completed")});  // redelivered: writes the same again
   auto stored = notifier_store.Task(task.id());
   ASSERT_TRUE(stored.has_value());
   EXPECT_EQ(stored->status(), v1::Task::DONE);
 
   notifier_clock.Advance(std::chrono::hours(2));  // past its reminder and due time
   EXPECT_EQ(notifier.FireDueTimers(), 0u);
+  // The assignment is recorded once, a redelivery too; no marker key per
+  // event is kept: the notification's item marks it.
+  notifier.OnEvents({outbox.at(task.id() + "/created")});
+  RedisConnection conn(RedisAddress::Parse(backends_->redis->address()));
+  Reply log = conn.Command({"XRANGE", notifier::keys::kLog, "-", "+"});  // a repeat would show here twice
+  int assigned = 0;
+  for (const auto& entry : notifier::ParseLogEntries(log.get()))
+    if (entry.notification && entry.notification->kind() == v1::Notification::TASK_ASSIGNED &&
+        entry.notification->task_id() == task.id())
+      ++assigned;
+  EXPECT_EQ(assigned, 1);
+  EXPECT_TRUE(ReplyStrings(conn.Command({"KEYS", "sf:n:done:*"}).get()).empty());
   auto inbox = notifier_store.InboxOf("sekretaris-blg", 100, false);
   EXPECT_EQ(std::count_if(inbox.begin(), inbox.end(),
                           [](const v1::Notification& n) {
