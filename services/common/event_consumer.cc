@@ -17,6 +17,13 @@ ConsumerOptions ToConsumerOptions(const EventConsumer::Options& o) {
   c.ack_wait_ms = o.ack_wait_ms;
   return c;
 }
+
+// The consumer's own connection, but buffered: acks need no send-asap.
+NatsOptions AckOptions(NatsOptions options) {
+  options.name += "-acks";
+  options.send_asap = false;
+  return options;
+}
 }  // namespace
 
 EventConsumer::EventConsumer(NatsClient* nats, Options options, Handler handler)
@@ -26,9 +33,7 @@ EventConsumer::EventConsumer(NatsClient* nats, Options options, Handler handler)
 
 EventConsumer::EventConsumer(NatsClient* nats, Options options, BatchHandler handler)
     : nats_(nats), options_(std::move(options)), handler_(std::move(handler)),
-      consumer_(*nats, ToConsumerOptions(options_)),
-      acks_(std::make_unique<NatsClient>(NatsOptions{nats->options().url, nats->options().name + "-acks", false,
-                                                     nats->options().startup_wait_ms})) {}
+      consumer_(*nats, ToConsumerOptions(options_)), acks_(std::make_unique<NatsClient>(AckOptions(nats->options()))) {}
 
 int64_t ConsumerBacklog(NatsClient& nats, const std::string& durable) {
   jsConsumerInfo* ci = nullptr;
@@ -83,9 +88,9 @@ size_t EventConsumer::RunOnce() {
   if (events.empty()) return messages.size();
   try {
     handler_(events);
-    // A few acks go out at once, as each did before; more share one write
-    // (the buffered connection's flusher sends them a moment later, which
-    // at light load would only add a wake-up beside the chain's own).
+    // A few acks go out at once; more share one write (the buffered
+    // connection's flusher sends them a moment later, which at light load
+    // would only add a wake-up beside the chain's own).
     bool batched = decoded.size() > kAckAtOnceMax;
     for (auto& msg : decoded) batched ? msg.AckThrough(*acks_) : msg.Ack();
     return messages.size();

@@ -41,7 +41,7 @@ natsStatus RetryWhileStarting(const std::string& what, int wait_ms, jsErrCode* j
 }
 }  // namespace
 
-NatsClient::NatsClient(const NatsOptions& options) : options_(options), startup_wait_ms_(options.startup_wait_ms) {
+NatsClient::NatsClient(const NatsOptions& options) : options_(options) {
   // nats.c spins up to 2,000 trylocks on a busy mutex before blocking. Its
   // reader thread met the relay's flushing thread that way on every PONG:
   // ~14,000 instructions each, 4% of the router's (callgrind). On two
@@ -59,7 +59,7 @@ NatsClient::NatsClient(const NatsOptions& options) : options_(options), startup_
   if (s == NATS_OK && options.send_asap) s = natsOptions_SetSendAsap(opts, true);
   jsErrCode jerr = static_cast<jsErrCode>(0);
   if (s == NATS_OK)
-    s = RetryWhileStarting("nats connect " + options.url, startup_wait_ms_, &jerr,
+    s = RetryWhileStarting("nats connect " + options.url, options.startup_wait_ms, &jerr,
                            [&] { return natsConnection_Connect(&conn_, opts); });
   natsOptions_Destroy(opts);
   if (s != NATS_OK) ThrowNats("nats connect " + options.url, s);
@@ -93,7 +93,7 @@ void NatsClient::EnsureEventStream(int replicas, int64_t duplicate_window_ms, in
   cfg.Duplicates = duplicate_window_ms * 1000000;
   cfg.MaxAge = max_age_hours * 3600LL * 1000000000LL;
   jsErrCode jerr = static_cast<jsErrCode>(0);
-  natsStatus s = RetryWhileStarting("create stream " + std::string(kEventStream), startup_wait_ms_, &jerr, [&] {
+  natsStatus s = RetryWhileStarting("create stream " + std::string(kEventStream), startup_wait_ms(), &jerr, [&] {
     jsStreamInfo* si = nullptr;
     natsStatus added = js_AddStream(&si, js_, &cfg, nullptr, &jerr);
     if (si) jsStreamInfo_Destroy(si);
@@ -101,6 +101,11 @@ void NatsClient::EnsureEventStream(int replicas, int64_t duplicate_window_ms, in
   });
   if (s == NATS_OK || jerr == JSStreamNameExistErr) return;
   ThrowNats("create stream " + std::string(kEventStream), s, jerr);
+}
+
+void NatsClient::Flush(int timeout_ms) {
+  natsStatus s = natsConnection_FlushTimeout(conn_, timeout_ms);
+  if (s != NATS_OK) spdlog::warn("nats flush {}: {}", options_.name, natsStatus_GetText(s));
 }
 
 void NatsClient::OnPublishError(jsCtx*, jsPubAckErr* err, void* closure) {
@@ -179,10 +184,6 @@ void IncomingMessage::AckThrough(NatsClient& buffered) {
   if (reply) natsConnection_PublishString(buffered.connection(), reply, "+ACK");
 }
 
-void NatsClient::Flush(int timeout_ms) {
-  natsStatus s = natsConnection_FlushTimeout(conn_, timeout_ms);
-  if (s != NATS_OK) spdlog::warn("nats flush {}: {}", options_.name, natsStatus_GetText(s));
-}
 void IncomingMessage::Nak(int64_t delay_ms) { natsMsg_NakWithDelay(msg_, delay_ms, nullptr); }
 void IncomingMessage::Term() { natsMsg_Term(msg_, nullptr); }
 

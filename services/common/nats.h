@@ -45,7 +45,7 @@ class NatsClient {
   // Waits until the server has everything this connection buffered.
   void Flush(int timeout_ms);
   jsCtx* jetstream() const { return js_; }
-  int startup_wait_ms() const { return startup_wait_ms_; }
+  int startup_wait_ms() const { return options_.startup_wait_ms; }
 
   // Creates the event stream (file storage, `replicas` copies across a
   // JetStream cluster) if it does not exist yet.
@@ -68,7 +68,6 @@ class NatsClient {
   NatsOptions options_;
   natsConnection* conn_ = nullptr;
   jsCtx* js_ = nullptr;
-  int startup_wait_ms_;
   std::mutex publish_mu_;  // one batch at a time, so failures belong to it
   std::mutex failed_mu_;
   std::set<std::string> failed_;
