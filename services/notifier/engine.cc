@@ -336,8 +336,7 @@ v1::Webhook Engine::RegisterWebhook(const User& user, const v1::RegisterWebhookR
   hook.set_created_by(user.id);
   *hook.mutable_created_at() = Stamp(Millis(clock_->Now()));
   RedisBatch b;
-  b.Write({"HSET", keys::kHooks, hook.id(), hook.SerializeAsString()});
-  Store::BumpWebhooksVersion(b);
+  Store::PutWebhook(b, hook);
   store_->Commit(b);
   return hook;
 }
@@ -345,8 +344,7 @@ v1::Webhook Engine::RegisterWebhook(const User& user, const v1::RegisterWebhookR
 void Engine::DeclareWebhooks(const std::vector<v1::Webhook>& hooks) {
   if (hooks.empty()) return;
   RedisBatch b;
-  for (const auto& hook : hooks) b.Write({"HSET", keys::kHooks, hook.id(), hook.SerializeAsString()});
-  Store::BumpWebhooksVersion(b);
+  for (const auto& hook : hooks) Store::PutWebhook(b, hook);
   store_->Commit(b);
 }
 
@@ -367,8 +365,7 @@ void Engine::RemoveWebhook(const User& user, const std::string& id) {
   if (!hook) ThrowNotFound("no webhook '" + id + "'");
   if (!MayManageUnit(user, hook->unit())) ThrowDenied("webhook " + id + " belongs to unit '" + hook->unit() + "'");
   RedisBatch b;
-  b.Write({"HDEL", keys::kHooks, id});
-  Store::BumpWebhooksVersion(b);
+  Store::RemoveWebhook(b, id);
   store_->Commit(b);
 }
 

@@ -77,8 +77,8 @@ class Engine {
   std::optional<Record> RecordFor(const v1::Event& event);
   Record TaskCreated(const v1::Event& event);
   Record RunCancelled(const v1::Event& event);  // reads the run's tasks
-  // The batch that writes `record`, guarded to apply once per cause and, if
-  // it has notifications, on `hooks` still being the current webhooks
+  // The batch that writes `record`. With notifications it is guarded to
+  // apply once per cause and on `hooks` still being the current webhooks
   // (*hooks_guard: that guard's index, 0 if none).
   RedisBatch Sealed(const Record& record, const Store::WebhookSet* hooks, int* hooks_guard) const;
   // Commits the records in one round trip (more only if the webhooks

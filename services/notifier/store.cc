@@ -73,7 +73,19 @@ Store::WebhookSet Store::Webhooks() {
   return out;
 }
 
-void Store::BumpWebhooksVersion(RedisBatch& batch) { batch.Write({"HINCRBY", keys::kHooksMeta, "version", "1"}); }
+namespace {
+void BumpWebhooksVersion(RedisBatch& batch) { batch.Write({"HINCRBY", keys::kHooksMeta, "version", "1"}); }
+}  // namespace
+
+void Store::PutWebhook(RedisBatch& batch, const v1::Webhook& hook) {
+  batch.Write({"HSET", keys::kHooks, hook.id(), hook.SerializeAsString()});
+  BumpWebhooksVersion(batch);
+}
+
+void Store::RemoveWebhook(RedisBatch& batch, const std::string& id) {
+  batch.Write({"HDEL", keys::kHooks, id});
+  BumpWebhooksVersion(batch);
+}
 
 std::optional<v1::Webhook> Store::Webhook(const std::string& id) {
   auto conn = pool_->Acquire();

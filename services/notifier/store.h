@@ -54,8 +54,10 @@ class Store {
     std::vector<v1::Webhook> hooks;
   };
   WebhookSet Webhooks();
-  // Adds to `batch` the write that marks the webhooks changed.
-  static void BumpWebhooksVersion(RedisBatch& batch);
+  // Every change of the webhooks goes through these, so each bumps the
+  // version the replicas' cached sets are checked against.
+  static void PutWebhook(RedisBatch& batch, const v1::Webhook& hook);
+  static void RemoveWebhook(RedisBatch& batch, const std::string& id);
   std::optional<v1::Webhook> Webhook(const std::string& id);
   std::optional<v1::Notification> Item(const std::string& id);
   std::optional<v1::Delivery> Delivery(const std::string& id, int64_t* attempt = nullptr);
