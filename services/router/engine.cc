@@ -290,13 +290,40 @@ v1::Task Engine::LoadTask(const std::string& task_id) {
 
 Engine::TaskAndRun Engine::LoadTaskAndRun(const std::string& task_id) {
   RequireId(task_id, "task_id");
-  // Task ids start with their run's id (flow::TaskId), so both are read in
-  // one round trip; the run is read again only if the guess was wrong.
-  std::string run_guess = task_id.substr(0, task_id.find('.'));
-  auto [task, run] = store_->GetTaskAndRun(task_id, run_guess);
-  if (!task) ThrowNotFound("no task '" + task_id + "'");
-  if (task->run_id() != run_guess) run = store_->GetRun(task->run_id());
-  return {std::move(*task), std::move(run)};
+  auto found = LoadTasksAndRuns({task_id}).front();
+  if (!found) ThrowNotFound("no task '" + task_id + "'");
+  return std::move(*found);
+}
+
+std::vector<std::optional<Engine::TaskAndRun>> Engine::LoadTasksAndRuns(const std::vector<std::string>& task_ids) {
+  // Task ids start with their run's id (flow::TaskId), so tasks and runs are
+  // read in one round trip; a run is read again only if the guess was wrong.
+  std::vector<std::pair<std::string, std::string>> wanted;
+  wanted.reserve(task_ids.size());
+  for (const auto& id : task_ids) wanted.emplace_back(id, id.substr(0, id.find('.')));
+  auto read = store_->GetTasksAndRuns(wanted);
+  std::vector<std::optional<TaskAndRun>> out;
+  out.reserve(read.size());
+  for (size_t i = 0; i < read.size(); ++i) {
+    auto& [task, run] = read[i];
+    if (!task) {
+      out.emplace_back();
+      continue;
+    }
+    if (task->run_id() != wanted[i].second) run = store_->GetRun(task->run_id());
+    out.push_back(TaskAndRun{std::move(*task), std::move(run)});
+  }
+  return out;
+}
+
+void Engine::RequireActiveRun(const v1::Task& t, const std::optional<v1::Run>& run) {
+  if (!run) ThrowNotFound("no run '" + t.run_id() + "'");
+  if (run->status() != v1::Run::ACTIVE) ThrowPrecondition("run " + t.run_id() + " is " + v1::Run::Status_Name(run->status()));
+}
+
+void Engine::ReportCompletionRefused(const v1::Task& t, int failed_guard) {
+  if (failed_guard <= 2) ReportTaskConflict(t.id());  // someone else changed the task first
+  ThrowPrecondition("run " + t.run_id() + " is no longer active");
 }
 
 void Engine::ReportTaskConflict(const std::string& task_id) {
@@ -383,19 +410,19 @@ void Engine::CheckMayComplete(const User& user, const v1::Task& t) {
 }
 
 void Engine::CompleteAll(std::vector<CompleteCall>& calls) {
-  // Read every task with its (guessed) run in one round trip.
-  std::vector<std::pair<std::string, std::string>> wanted;
+  // Read every task with its run in one round trip.
+  std::vector<std::string> wanted;
   std::vector<size_t> wanted_at;
   for (size_t i = 0; i < calls.size(); ++i) {
     try {
       RequireId(calls[i].task_id, "task_id");
-      wanted.emplace_back(calls[i].task_id, calls[i].task_id.substr(0, calls[i].task_id.find('.')));
+      wanted.push_back(calls[i].task_id);
       wanted_at.push_back(i);
     } catch (...) {
       calls[i].error = std::current_exception();
     }
   }
-  auto read = store_->GetTasksAndRuns(wanted);
+  auto read = LoadTasksAndRuns(wanted);
 
   // Decide each on its own; fan-out members go the one-by-one way (their
   // shared counter makes members of one group conflict).
@@ -407,28 +434,25 @@ void Engine::CompleteAll(std::vector<CompleteCall>& calls) {
   for (size_t k = 0; k < wanted_at.size(); ++k) {
     CompleteCall& call = calls[wanted_at[k]];
     try {
-      auto& [task, run] = read[k];
-      if (!task) ThrowNotFound("no task '" + call.task_id + "'");
-      if (task->kind() == v1::Step::FAN_OUT) {
+      if (!read[k]) ThrowNotFound("no task '" + call.task_id + "'");
+      auto& [task, run] = *read[k];
+      if (task.kind() == v1::Step::FAN_OUT) {
         alone.push_back(wanted_at[k]);
         continue;
       }
-      if (task->run_id() != wanted[k].second) run = store_->GetRun(task->run_id());
-      auto def = Definition(task->sop_id(), task->sop_version());
+      auto def = Definition(task.sop_id(), task.sop_version());
       // Checked in the order Complete checks them, so a call gets the same
       // error whichever way it went.
-      Finish finish{flow::CheckOutcome(flow::StepOf(*def, task->step()), call.outcome), false, "", call.user.id};
+      Finish finish{flow::CheckOutcome(flow::StepOf(*def, task.step()), call.outcome), false, "", call.user.id};
       CheckOutput(call.output);
-      CheckMayComplete(call.user, *task);
-      if (!run) ThrowNotFound("no run '" + task->run_id() + "'");
-      if (run->status() != v1::Run::ACTIVE)
-        ThrowPrecondition("run " + task->run_id() + " is " + v1::Run::Status_Name(run->status()));
+      CheckMayComplete(call.user, task);
+      RequireActiveRun(task, run);
       Batch b;
-      GuardCompletion(b, *task);
-      WriteCompletion(b, *task, *run, finish, call.output, now, true);
+      GuardCompletion(b, task);
+      WriteCompletion(b, task, *run, finish, call.output, now, true);
       batches.push_back(std::move(b));
       batch_of.push_back(wanted_at[k]);
-      finished.push_back(std::move(*task));
+      finished.push_back(std::move(task));
     } catch (...) {
       call.error = std::current_exception();
     }
@@ -445,8 +469,7 @@ void Engine::CompleteAll(std::vector<CompleteCall>& calls) {
         call.task = std::move(finished[j]);
         continue;
       }
-      if (results[j] <= 2) ReportTaskConflict(call.task_id);  // another caller (of this group, too) won
-      ThrowPrecondition("run " + finished[j].run_id() + " is no longer active");
+      ReportCompletionRefused(finished[j], results[j]);  // another caller (of this group, too) won
     } catch (...) {
       call.error = std::current_exception();
     }
@@ -482,8 +505,7 @@ v1::Task Engine::FinishTask(TaskAndRun first, const std::function<void(const v1:
     if (attempt > 0) current = LoadTaskAndRun(task_id);
     auto& [t, run] = current;
     check(t);
-    if (!run) ThrowNotFound("no run '" + t.run_id() + "'");
-    if (run->status() != v1::Run::ACTIVE) ThrowPrecondition("run " + t.run_id() + " is " + v1::Run::Status_Name(run->status()));
+    RequireActiveRun(t, run);
     TimePoint now = clock_->Now();
 
     Batch b;
@@ -502,8 +524,7 @@ v1::Task Engine::FinishTask(TaskAndRun first, const std::function<void(const v1:
     WriteCompletion(b, t, *run, finish, output, now, step_done);
     int failed = store_->Commit(b);
     if (failed == 0) return t;
-    if (failed <= 2) ReportTaskConflict(task_id);
-    if (failed == 3) ThrowPrecondition("run " + t.run_id() + " is no longer active");
+    if (failed <= 3) ReportCompletionRefused(t, failed);
     // failed == 4: another member task of the fan-out finished first; retry.
   }
   throw DomainError(ErrorCode::kUnavailable, "task " + task_id + " kept conflicting; retry");

@@ -96,6 +96,13 @@ class Engine {
   };
   // A task and its run, usually in one round trip; NOT_FOUND without the task.
   TaskAndRun LoadTaskAndRun(const std::string& task_id);
+  // The same for many, in one round trip; nullopt where the task is missing.
+  std::vector<std::optional<TaskAndRun>> LoadTasksAndRuns(const std::vector<std::string>& task_ids);
+  // NOT_FOUND without the run, FAILED_PRECONDITION unless it is ACTIVE.
+  static void RequireActiveRun(const v1::Task& t, const std::optional<v1::Run>& run);
+  // Why a completion's commit was refused by guard `failed_guard` (1-3, as
+  // GuardCompletion adds them): someone else changed the task, or the run ended.
+  [[noreturn]] void ReportCompletionRefused(const v1::Task& t, int failed_guard);
   v1::Task FinishTask(TaskAndRun first, const std::function<void(const v1::Task&)>& check, const Finish& finish,
                       const v1::TaskOutput& output);
   // Who may complete `t` (a user's task, open or claimed by them).

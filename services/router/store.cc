@@ -86,11 +86,6 @@ std::optional<v1::Task> Store::GetTask(const std::string& task_id) {
   return ReplyMessage<v1::Task>(r.get());
 }
 
-std::pair<std::optional<v1::Task>, std::optional<v1::Run>> Store::GetTaskAndRun(const std::string& task_id,
-                                                                               const std::string& run_id) {
-  return GetTasksAndRuns({{task_id, run_id}}).front();
-}
-
 std::vector<std::pair<std::optional<v1::Task>, std::optional<v1::Run>>> Store::GetTasksAndRuns(
     const std::vector<std::pair<std::string, std::string>>& task_and_run_ids) {
   std::vector<std::pair<std::optional<v1::Task>, std::optional<v1::Run>>> out;

@@ -54,10 +54,8 @@ class Store {
   std::optional<v1::Task> GetTask(const std::string& task_id);
   std::vector<v1::Task> GetTasks(const std::vector<std::string>& task_ids);  // skips missing
   std::optional<v1::Run> GetRun(const std::string& run_id, int64_t* rev = nullptr);
-  // A task and a run in one round trip.
-  std::pair<std::optional<v1::Task>, std::optional<v1::Run>> GetTaskAndRun(const std::string& task_id,
-                                                                          const std::string& run_id);
-  // Many (task id, run id) pairs in one round trip, each as GetTaskAndRun.
+  // For each (task id, run id) pair the task and the run (nullopt where
+  // missing), all in one round trip.
   std::vector<std::pair<std::optional<v1::Task>, std::optional<v1::Run>>> GetTasksAndRuns(
       const std::vector<std::pair<std::string, std::string>>& task_and_run_ids);
   std::vector<v1::Run> GetRuns(const std::vector<std::string>& run_ids);
