@@ -100,10 +100,24 @@ void NatsClient::EnsureEventStream(int replicas, int64_t duplicate_window_ms, in
     return added;
   });
   if (s == NATS_OK || jerr == JSStreamNameExistErr) return;
+  // Services start together and each creates the stream; the server may
+  // answer a loser of that race "subjects overlap with an existing stream"
+  // (the winner's). Either way, what start-up needs is that it exists.
+  jsStreamInfo* si = nullptr;
+  jsErrCode lookup_err = static_cast<jsErrCode>(0);
+  bool exists = js_GetStreamInfo(&si, js_, kEventStream, nullptr, &lookup_err) == NATS_OK;
+  if (si) jsStreamInfo_Destroy(si);
+  if (exists) return;
   ThrowNats("create stream " + std::string(kEventStream), s, jerr);
 }
 
 void NatsClient::Flush(int timeout_ms) {
+  if (natsConnection_Buffered(conn_) <= 0) return;  // nothing to wait for
+  if (natsConnection_Status(conn_) != NATS_CONN_STATUS_CONNECTED) {
+    // NATS is away (a drain after its shutdown): waiting cannot deliver it.
+    spdlog::warn("nats {}: not connected, {} buffered bytes not sent", options_.name, natsConnection_Buffered(conn_));
+    return;
+  }
   natsStatus s = natsConnection_FlushTimeout(conn_, timeout_ms);
   if (s != NATS_OK) spdlog::warn("nats flush {}: {}", options_.name, natsStatus_GetText(s));
 }

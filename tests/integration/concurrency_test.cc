@@ -248,5 +248,31 @@ TEST(NatsStartupTest, AServiceWaitsForANatsServerThatIsStillStarting) {
   RemoveTree(dir);
 }
 
+// All services create the event stream at start, often at the same moment
+// (the demo starts four at once). The losers of that race must find the
+// stream made, not fail: nats-server answers one of them "subjects overlap
+// with an existing stream" (10065), as the demo once showed on CI.
+TEST(NatsStartupTest, ServicesCreatingTheStreamAtOnceAllSucceed) {
+  Backends backends;
+  constexpr int kServices = 12;
+  for (int round = 0; round < 40; ++round) {
+    std::vector<std::unique_ptr<NatsClient>> clients;
+    for (int i = 0; i < kServices; ++i)
+      clients.push_back(std::make_unique<NatsClient>(NatsOptions{backends.nats->url(), "racer-" + std::to_string(i)}));
+    std::vector<std::future<std::string>> created;
+    for (auto& c : clients)
+      created.push_back(std::async(std::launch::async, [&c]() -> std::string {
+        try {
+          c->EnsureEventStream();
+          return "";
+        } catch (const std::exception& e) {
+          return e.what();
+        }
+      }));
+    for (auto& f : created) EXPECT_EQ(f.get(), "") << "round " << round;
+    ASSERT_EQ(js_DeleteStream(clients[0]->jetstream(), kEventStream, nullptr, nullptr), NATS_OK);
+  }
+}
+
 }  // namespace
 }  // namespace sopflow::testing
