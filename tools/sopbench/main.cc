@@ -2,8 +2,10 @@
 // by default: starts redis-server (appendonly, fsync every second),
 // nats-server -js (file storage), router and notifier replicas, deploys a
 // 10-step SOP, starts N runs, and has one worker per actor learn of each
-// task from a notifier Subscribe stream and complete it at once. The last
-// line printed is one JSON object with the figures.
+// task from a notifier Subscribe stream and complete it at once. Given
+// --redis and --nats it starts only the services, against those; given
+// --router and --notifier it starts nothing and loads that deployment. The
+// last line printed is one JSON object with the figures.
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 #include <unistd.h>
@@ -34,6 +36,47 @@ namespace {
 
 constexpr int kSteps = 10;
 
+struct Options {
+  int runs = 2000, routers = 1, notifiers = 1, rate = 0, timeout_s = 600, inflight = 64;
+  std::string bin_dir, work_dir;
+  std::string redis, nats;                                // running infrastructure: start only the services
+  std::vector<std::string> router_addrs, notifier_addrs;  // a running deployment: start nothing
+  std::string ca_file;
+  std::string admin_token = "bench-admin", token_prefix = "bench-";
+  bool print_users = false;
+
+  bool connected() const { return !router_addrs.empty(); }
+  bool own_infrastructure() const { return !connected() && redis.empty(); }
+  std::string ActorToken(int step) const { return token_prefix + std::to_string(step); }
+};
+
+// The users the benchmark acts as: an admin that deploys its SOP, and one
+// user per actor role. A deployment it connects to must know them
+// (`sopbench --print-users` prints this file).
+std::string UsersYaml(const Options& o) {
+  std::ostringstream t;
+  t << "users:\n  - {id: bench-admin, unit: bench, roles: [], admin: true, token: " << o.admin_token << "}\n";
+  for (int i = 1; i <= kSteps; ++i)
+    t << "  - {id: actor-" << i << ", unit: bench, roles: [step-" << i << "], token: " << o.ActorToken(i) << "}\n";
+  return t.str();
+}
+
+// Options that contradict each other, or "" when they do not.
+std::string OptionConflict(const Options& o, const CLI::App& app) {
+  if (o.router_addrs.empty() != o.notifier_addrs.empty()) return "--router and --notifier go together";
+  if (o.redis.empty() != o.nats.empty()) return "--redis and --nats go together";
+  if (o.connected()) {
+    for (const char* own : {"--routers", "--notifiers", "--redis", "--nats", "--bin-dir"})
+      if (app.count(own) > 0)
+        return std::string(own) + " applies when sopbench starts the services; with --router/--notifier it starts nothing";
+  }
+  if (!o.ca_file.empty()) {
+    if (!o.connected()) return "--ca-file applies to a deployment given with --router/--notifier";
+    if (!std::ifstream(o.ca_file)) return "--ca-file " + o.ca_file + ": cannot read it";
+  }
+  return "";
+}
+
 // CPU time (user + system) of a process so far, in milliseconds.
 double CpuMs(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
@@ -58,6 +101,65 @@ double Percentile(std::vector<double>& v, double p) {
 }
 
 double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+// What the benchmark loads: the gRPC addresses of the services, and the
+// processes it started itself, whose CPU time it can measure. Members are
+// destroyed in reverse order: the services stop before NATS and Redis.
+struct Deployment {
+  std::vector<std::string> routers, notifiers;
+  std::string ca_file;
+  std::unique_ptr<sopflow::testing::RedisServer> redis_server;
+  std::unique_ptr<sopflow::testing::NatsServer> nats_server;
+  struct Child {
+    std::string name;
+    int port;
+    std::unique_ptr<ChildProcess> process;
+  };
+  std::vector<Child> children;
+
+  // Process name -> pids, for the processes this benchmark started.
+  std::map<std::string, std::vector<pid_t>> Measured() const {
+    std::map<std::string, std::vector<pid_t>> pids;
+    if (redis_server) pids["redis-server"].push_back(redis_server->pid());
+    if (nats_server) pids["nats-server"].push_back(nats_server->pid());
+    for (const auto& child : children) pids[child.name].push_back(child.process->pid());
+    return pids;
+  }
+};
+
+// Starts the router and notifier replicas (and Redis and NATS unless given);
+// "" or why it could not.
+std::string StartLocal(const Options& o, const std::string& source, Deployment& d) {
+  {
+    std::ofstream t(o.work_dir + "/tokens.yaml");
+    t << UsersYaml(o);
+  }
+  std::string redis = o.redis, nats = o.nats;
+  if (o.own_infrastructure()) {
+    d.redis_server = std::make_unique<sopflow::testing::RedisServer>(o.work_dir);
+    d.nats_server = std::make_unique<sopflow::testing::NatsServer>(o.work_dir);
+    redis = d.redis_server->address();
+    nats = d.nats_server->url();
+  }
+  auto spawn = [&](const std::string& name, int index, std::vector<std::string> extra) {
+    int port = sopflow::testing::FreePort();
+    std::string listen = "127.0.0.1:" + std::to_string(port);
+    std::vector<std::string> argv{o.bin_dir + "/services/" + name + "/sopflow-" + name, "--listen", listen, "--redis", redis,
+                                  "--nats", nats, "--tokens", o.work_dir + "/tokens.yaml", "--log-level", "warn"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    d.children.push_back({name, port, std::make_unique<ChildProcess>()});
+    d.children.back().process->Start(argv, {}, o.work_dir + "/" + name + "-" + std::to_string(index) + ".log");
+    (name == "router" ? d.routers : d.notifiers).push_back(listen);
+  };
+  for (int i = 0; i < o.routers; ++i) spawn("router", i, {});
+  for (int i = 0; i < o.notifiers; ++i)
+    spawn("notifier", i, {"--templates", source + "/../../deploy/base/notifier/templates"});
+  for (const auto& child : d.children) {
+    std::string why = child.process->WaitListening(child.port, 15000);
+    if (!why.empty()) return child.name + " " + why;
+  }
+  return "";
+}
 
 // One CompleteTask in flight: what the callback needs alive until it runs.
 struct Completion {
@@ -99,231 +201,293 @@ struct Timings {
   std::vector<double> handoffs, runs;
 };
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  int runs = 2000, routers = 1, notifiers = 1, rate = 0, timeout_s = 600, inflight = 64;
-  std::string bin_dir, work_dir;
-  CLI::App app{"sopbench: hand-off throughput and latency of the sopflow event chain"};
-  app.add_option("--runs", runs, "runs to start")->capture_default_str()->check(CLI::Range(1, 1000000));
-  app.add_option("--rate", rate, "open loop: runs started per second (0: as fast as possible)")->capture_default_str();
-  app.add_option("--routers", routers, "router replicas")->capture_default_str()->check(CLI::Range(1, 8));
-  app.add_option("--notifiers", notifiers, "notifier replicas")->capture_default_str()->check(CLI::Range(1, 8));
-  app.add_option("--inflight", inflight, "CompleteTask calls each worker has in flight at most")
-      ->capture_default_str()
-      ->check(CLI::Range(1, 4096));
-  app.add_option("--bin-dir", bin_dir, "the build folder (default: next to this program)");
-  app.add_option("--work-dir", work_dir, "data folder (default: a new temporary one)");
-  app.add_option("--timeout", timeout_s, "give up after this many seconds")->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
-  if (bin_dir.empty()) bin_dir = fs::canonical("/proc/self/exe").parent_path().parent_path().parent_path().string();
-  if (work_dir.empty()) {
-    std::string tmpl = (fs::temp_directory_path() / "sopbench-XXXXXX").string();
-    work_dir = mkdtemp(tmpl.data());
-  }
-  std::string source = fs::canonical(fs::path(__FILE__).parent_path()).string();
-
-  // Users: an admin and one user per actor role.
-  {
-    std::ofstream t(work_dir + "/tokens.yaml");
-    t << "users:\n  - {id: admin, unit: bench, roles: [], admin: true, token: bench-admin}\n";
-    for (int i = 1; i <= kSteps; ++i)
-      t << "  - {id: actor-" << i << ", unit: bench, roles: [step-" << i << "], token: bench-" << i << "}\n";
-  }
-  auto redis_server = std::make_unique<sopflow::testing::RedisServer>(work_dir);
-  auto nats_server = std::make_unique<sopflow::testing::NatsServer>(work_dir);
-  struct Child {
-    std::string name;
-    int port;
-    std::unique_ptr<ChildProcess> process;
-  };
-  std::vector<Child> children;
-  auto spawn = [&](const std::string& name, int port, const std::vector<std::string>& argv, const std::string& log) {
-    children.push_back({name, port, std::make_unique<ChildProcess>()});
-    children.back().process->Start(argv, {}, log);
-  };
-  std::string redis = redis_server->address(), nats = nats_server->url();
-  std::vector<int> router_ports, notifier_ports;
-  for (int i = 0; i < routers; ++i) {
-    int port = sopflow::testing::FreePort();
-    router_ports.push_back(port);
-    spawn("router", port, {bin_dir + "/services/router/sopflow-router", "--listen", "127.0.0.1:" + std::to_string(port),
-                                        "--redis", redis, "--nats", nats, "--tokens", work_dir + "/tokens.yaml",
-                                        "--log-level", "warn"},
-          work_dir + "/router-" + std::to_string(i) + ".log");
-  }
-  for (int i = 0; i < notifiers; ++i) {
-    int port = sopflow::testing::FreePort();
-    notifier_ports.push_back(port);
-    spawn("notifier", port, {bin_dir + "/services/notifier/sopflow-notifier", "--listen",
-                                          "127.0.0.1:" + std::to_string(port), "--redis", redis, "--nats", nats, "--tokens",
-                                          work_dir + "/tokens.yaml", "--templates", source + "/../../deploy/base/notifier/templates",
-                                          "--log-level", "warn"},
-          work_dir + "/notifier-" + std::to_string(i) + ".log");
-  }
-  for (const auto& child : children) {
-    std::string why = child.process->WaitListening(child.port, 15000);
-    if (!why.empty()) {
-      std::cerr << "sopbench: " << child.name << " " << why;
-      return 1;
-    }
+// The load: one worker per actor, completing each task it is told of, and
+// starters opening runs. Counters and timings are what the report reads.
+class Load {
+ public:
+  Load(const Options& o, const Deployment& d) : o_(o), d_(d) {
+    for (const auto& a : d.routers) router_stubs_.push_back(v1::Router::NewStub(OpenChannel(a, d.ca_file)));
   }
 
-  std::vector<std::unique_ptr<v1::Router::Stub>> router_stubs;
-  for (int p : router_ports) router_stubs.push_back(v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(p))));
-  {
+  // "" or why the benchmark SOP could not be deployed.
+  std::string DeploySop(const std::string& source) {
     std::ifstream in(source + "/bench-10.yaml");
     v1::DeployDefinitionRequest req;
     req.set_yaml(std::string((std::istreambuf_iterator<char>(in)), {}));
     req.set_file_name("bench-10.yaml");
     v1::DeployDefinitionResponse resp;
-    auto st = router_stubs[0]->DeployDefinition(AuthedContext("bench-admin").get(), req, &resp);
+    auto st = router_stubs_[0]->DeployDefinition(AuthedContext(o_.admin_token).get(), req, &resp);
+    return st.ok() ? "" : StatusCodeName(st.error_code()) + ": " + st.error_message();
+  }
+
+  void StartWorkers() {
+    stream_contexts_.resize(kSteps);
+    for (int step = 1; step <= kSteps; ++step) workers_.emplace_back([this, step] { Work(step); });
+    // Bounded: each worker opens its stream at once (or fails, and counts).
+    for (int i = 0; i < 2000 && streams_ready_ < kSteps; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the streams are reading
+  }
+
+  // Starts the runs (open loop at --rate, or as fast as a few threads go)
+  // and waits until they are done or the timeout passes.
+  void StartRunsAndWait(Clock::time_point t0) {
+    constexpr int kStarterThreads = 4;
+    std::atomic<int> next{0};
+    std::vector<std::thread> starters;
+    for (int s = 0; s < kStarterThreads; ++s)
+      starters.emplace_back([&, s] {
+        auto& router = *router_stubs_[s % router_stubs_.size()];
+        for (int i = next++; i < o_.runs; i = next++) {
+          if (o_.rate > 0)
+            std::this_thread::sleep_until(t0 + std::chrono::microseconds(static_cast<int64_t>(i * 1e6 / o_.rate)));
+          StartOneRun(router);
+        }
+      });
+    for (auto& t : starters) t.join();
+    auto deadline = t0 + std::chrono::seconds(o_.timeout_s);
+    while (runs_done_ < o_.runs - errors_ && Clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+
+  void Stop() {
+    stop_ = true;
+    for (auto& ctx : stream_contexts_)
+      if (ctx) ctx->TryCancel();
+    for (auto& w : workers_) w.join();
+  }
+
+  int runs_done() const { return runs_done_; }
+  int errors() const { return errors_; }
+  Timings& timings() { return timings_; }
+
+ private:
+  void StartOneRun(v1::Router::Stub& router) {
+    v1::StartRunRequest req;
+    req.set_sop_id("sopbench-10");
+    req.set_period("2026-Q4");
+    req.set_unit("bench");
+    v1::Run run;
+    auto before = Clock::now();
+    auto st = router.StartRun(AuthedContext(o_.ActorToken(1)).get(), req, &run);
     if (!st.ok()) {
-      std::cerr << "deploy: " << st.error_message() << "\n";
-      return 1;
+      ReportError("StartRun", st);
+      return;
+    }
+    std::lock_guard lock(timings_.mu);
+    timings_.started[run.id()] = before;
+  }
+
+  // The first error of each kind is printed, so a failing run says why.
+  void ReportError(const char* what, const grpc::Status& st) {
+    if (errors_++ < 5) std::cerr << "sopbench: " << what << ": " << StatusCodeName(st.error_code()) << ": " << st.error_message() << "\n";
+  }
+
+  void Work(int step) {
+    auto notifier =
+        v1::Notifier::NewStub(OpenChannel(d_.notifiers[step % d_.notifiers.size()], d_.ca_file));
+    auto& router = *router_stubs_[step % router_stubs_.size()];
+    std::string token = o_.ActorToken(step);
+    v1::SubscribeRequest sub;
+    sub.set_role("step-" + std::to_string(step));
+    stream_contexts_[step - 1] = AuthedContext(token, std::chrono::hours(24));
+    auto reader = notifier->Subscribe(stream_contexts_[step - 1].get(), sub);
+    ++streams_ready_;
+    // Completions go out asynchronously, at most `inflight` at a time per
+    // worker, as a real client working several tasks would; a worker that
+    // waited for each reply would cap the chain at workers / latency.
+    InflightWindow window(o_.inflight);
+    v1::Notification n;
+    while (!stop_ && reader->Read(&n)) {
+      if (n.kind() != v1::Notification::TASK_ASSIGNED) continue;
+      Received(n.run_id(), n.step());
+      window.Acquire();
+      Complete(router, token, n, window);
+    }
+    if (!stop_) ReportError("Subscribe", reader->Finish());
+    window.WaitIdle();
+  }
+
+  void Received(const std::string& run_id, uint32_t gen) {
+    auto now = Clock::now();
+    std::lock_guard lock(timings_.mu);
+    timings_.received[run_id][gen] = now;
+    if (gen > 1) {
+      auto prev = timings_.completed[run_id][gen - 1];
+      if (prev.time_since_epoch().count() != 0) timings_.handoffs.push_back(Ms(now - prev));
     }
   }
 
-  Timings timings;
-  std::atomic<int> runs_done{0}, errors{0};
-  std::atomic<bool> stop{false};
-  const std::string output_blob(200, 'x');  // ~200 bytes of output per step
-  std::vector<std::unique_ptr<grpc::ClientContext>> stream_contexts(kSteps);
-  std::vector<std::thread> workers;
-  std::atomic<int> streams_ready{0};
-  for (int step = 1; step <= kSteps; ++step) {
-    workers.emplace_back([&, step] {
-      auto notifier = v1::Notifier::NewStub(
-          OpenChannel("127.0.0.1:" + std::to_string(notifier_ports[step % notifier_ports.size()])));
-      auto& router = *router_stubs[step % router_stubs.size()];
-      std::string token = "bench-" + std::to_string(step);
-      v1::SubscribeRequest sub;
-      sub.set_role("step-" + std::to_string(step));
-      stream_contexts[step - 1] = AuthedContext(token, std::chrono::hours(24));
-      auto reader = notifier->Subscribe(stream_contexts[step - 1].get(), sub);
-      ++streams_ready;
-      // Completions go out asynchronously, at most `inflight` at a time per
-      // worker, as a real client working several tasks would; a worker that
-      // waited for each reply would cap the chain at workers / latency.
-      InflightWindow window(inflight);
-      v1::Notification n;
-      while (!stop && reader->Read(&n)) {
-        if (n.kind() != v1::Notification::TASK_ASSIGNED) continue;
-        auto now = Clock::now();
-        uint32_t gen = n.step();
-        {
-          std::lock_guard lock(timings.mu);
-          timings.received[n.run_id()][gen] = now;
-          if (gen > 1) {
-            auto prev = timings.completed[n.run_id()][gen - 1];
-            if (prev.time_since_epoch().count() != 0) timings.handoffs.push_back(Ms(now - prev));
-          }
-        }
-        window.Acquire();
-        auto* call = new Completion;
-        call->context = AuthedContext(token);
-        call->request.set_task_id(n.task_id());
-        call->request.mutable_output()->set_note(output_blob);
-        std::string run_id = n.run_id();
-        router.async()->CompleteTask(call->context.get(), &call->request, &call->response,
-                                     [&, call, run_id, gen](grpc::Status st) {
-          auto done = Clock::now();
-          if (!st.ok()) {
-            ++errors;
-          } else {
-            std::lock_guard lock(timings.mu);
-            timings.completed[run_id][gen] = done;
-            // The next task may reach its worker before this reply reaches
-            // us: that hand-off took no time after CompleteTask returned.
-            if (gen < kSteps && timings.received[run_id][gen + 1].time_since_epoch().count() != 0)
-              timings.handoffs.push_back(0);
-            if (gen == kSteps) {
-              timings.runs.push_back(Ms(done - timings.started[run_id]));
-              ++runs_done;
-            }
-          }
-          delete call;
-          window.Release();
-        });
-      }
-      window.WaitIdle();
-    });
+  void Complete(v1::Router::Stub& router, const std::string& token, const v1::Notification& n, InflightWindow& window) {
+    auto* call = new Completion;
+    call->context = AuthedContext(token);
+    call->request.set_task_id(n.task_id());
+    call->request.mutable_output()->set_note(output_blob_);
+    router.async()->CompleteTask(call->context.get(), &call->request, &call->response,
+                                 [this, call, run_id = n.run_id(), gen = n.step(), &window](grpc::Status st) {
+                                   if (st.ok())
+                                     Completed(run_id, gen);
+                                   else
+                                     ReportError("CompleteTask", st);
+                                   delete call;
+                                   window.Release();
+                                 });
   }
-  while (streams_ready < kSteps) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the streams are reading
 
-  auto cpu_of = [&] {
-    std::map<std::string, double> cpu{{"redis-server", CpuMs(redis_server->pid())}, {"nats-server", CpuMs(nats_server->pid())}};
-    for (const auto& child : children) cpu[child.name] += CpuMs(child.process->pid());
-    return cpu;
-  };
-  std::map<std::string, double> cpu_before = cpu_of();
-  double bench_before = CpuMs(getpid());
-  auto t0 = Clock::now();
-  // Starters: open loop at --rate, or as fast as a few threads go.
-  int starter_threads = 4;
-  std::atomic<int> next{0};
-  std::vector<std::thread> starters;
-  for (int s = 0; s < starter_threads; ++s)
-    starters.emplace_back([&, s] {
-      auto& router = *router_stubs[s % router_stubs.size()];
-      for (int i = next++; i < runs; i = next++) {
-        if (rate > 0) std::this_thread::sleep_until(t0 + std::chrono::microseconds(static_cast<int64_t>(i * 1e6 / rate)));
-        v1::StartRunRequest req;
-        req.set_sop_id("sopbench-10");
-        req.set_period("2026-Q4");
-        req.set_unit("bench");
-        v1::Run run;
-        auto before = Clock::now();
-        auto st = router.StartRun(AuthedContext("bench-1").get(), req, &run);
-        if (!st.ok()) {
-          ++errors;
-          continue;
-        }
-        std::lock_guard lock(timings.mu);
-        timings.started[run.id()] = before;
-      }
-    });
-  for (auto& t : starters) t.join();
-  auto deadline = Clock::now() + std::chrono::seconds(timeout_s);
-  while (runs_done < runs - errors && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  double elapsed_s = Ms(Clock::now() - t0) / 1000.0;
-  std::map<std::string, double> cpu_after = cpu_of();
-  double bench_cpu = CpuMs(getpid()) - bench_before;
+  void Completed(const std::string& run_id, uint32_t gen) {
+    auto done = Clock::now();
+    std::lock_guard lock(timings_.mu);
+    timings_.completed[run_id][gen] = done;
+    // The next task may reach its worker before this reply reaches us: that
+    // hand-off took no time after CompleteTask returned.
+    if (gen < kSteps && timings_.received[run_id][gen + 1].time_since_epoch().count() != 0)
+      timings_.handoffs.push_back(0);
+    if (gen == kSteps) {
+      timings_.runs.push_back(Ms(done - timings_.started[run_id]));
+      ++runs_done_;
+    }
+  }
 
-  stop = true;
-  for (auto& ctx : stream_contexts)
-    if (ctx) ctx->TryCancel();
-  for (auto& w : workers) w.join();
-  children.clear();  // SIGTERM, then SIGKILL after a grace
-  nats_server.reset();
-  redis_server.reset();
+  const Options& o_;
+  const Deployment& d_;
+  const std::string output_blob_ = std::string(200, 'x');  // ~200 bytes of output per step
+  std::vector<std::unique_ptr<v1::Router::Stub>> router_stubs_;
+  std::vector<std::unique_ptr<grpc::ClientContext>> stream_contexts_;
+  std::vector<std::thread> workers_;
+  std::atomic<int> streams_ready_{0}, runs_done_{0}, errors_{0};
+  std::atomic<bool> stop_{false};
+  Timings timings_;
+};
 
-  double handoffs = static_cast<double>(timings.handoffs.size());
-  nlohmann::json cpu;
-  for (const char* name : {"router", "notifier", "redis-server", "nats-server"})
-    cpu[name] = handoffs > 0 ? (cpu_after[name] - cpu_before[name]) / handoffs : 0;
-  cpu["bench"] = handoffs > 0 ? bench_cpu / handoffs : 0;
-  nlohmann::json out = {
-      {"runs", runs},
-      {"runs_completed", runs_done.load()},
-      {"errors", errors.load()},
+std::map<std::string, double> CpuOf(const Deployment& d) {
+  std::map<std::string, double> cpu;
+  for (const auto& [name, pids] : d.Measured())
+    for (pid_t pid : pids) cpu[name] += CpuMs(pid);
+  return cpu;
+}
+
+nlohmann::json Settings(const Options& o, const Deployment& d) {
+  nlohmann::json s = {{"steps", kSteps},
+                      {"rate", o.rate},
+                      {"routers", d.routers.size()},
+                      {"notifiers", d.notifiers.size()},
+                      {"workers", "one per actor, notifier Subscribe stream + asynchronous CompleteTask"},
+                      {"inflight_per_worker", o.inflight},
+                      {"output_bytes", 200}};
+  if (o.connected()) {
+    s["deployment"] = "connected";
+    s["router_addresses"] = d.routers;
+    s["notifier_addresses"] = d.notifiers;
+  } else {
+    s["deployment"] = o.own_infrastructure() ? "self-contained" : "own services, given redis and nats";
+  }
+  if (o.own_infrastructure()) {
+    s["redis"] = "appendonly yes, appendfsync everysec";
+    s["jetstream"] = "file storage";
+  }
+  return s;
+}
+
+nlohmann::json Report(const Options& o, const Deployment& d, Load& load, double elapsed_s,
+                      const std::map<std::string, double>& cpu_ms) {
+  auto& t = load.timings();
+  double handoffs = static_cast<double>(t.handoffs.size());
+  // CPU only of the processes this benchmark started: a connected run
+  // reports the benchmark's own.
+  nlohmann::json cpu = nlohmann::json::object();
+  for (const auto& [name, ms] : cpu_ms) cpu[name] = handoffs > 0 ? ms / handoffs : 0;
+  return {
+      {"runs", o.runs},
+      {"runs_completed", load.runs_done()},
+      {"errors", load.errors()},
+      {"handoffs", t.handoffs.size()},
       {"seconds", elapsed_s},
-      {"runs_per_s", runs_done / elapsed_s},
+      {"runs_per_s", load.runs_done() / elapsed_s},
       {"handoffs_per_s", handoffs / elapsed_s},
       {"handoff_latency_ms",
-       {{"p50", Percentile(timings.handoffs, 50)},
-        {"p95", Percentile(timings.handoffs, 95)},
-        {"p99", Percentile(timings.handoffs, 99)},
-        {"max", timings.handoffs.empty() ? 0 : *std::max_element(timings.handoffs.begin(), timings.handoffs.end())}}},
-      {"run_latency_ms", {{"p50", Percentile(timings.runs, 50)}, {"p99", Percentile(timings.runs, 99)}}},
+       {{"p50", Percentile(t.handoffs, 50)},
+        {"p95", Percentile(t.handoffs, 95)},
+        {"p99", Percentile(t.handoffs, 99)},
+        {"max", t.handoffs.empty() ? 0 : *std::max_element(t.handoffs.begin(), t.handoffs.end())}}},
+      {"run_latency_ms", {{"p50", Percentile(t.runs, 50)}, {"p99", Percentile(t.runs, 99)}}},
       {"cpu_ms_per_handoff", cpu},
-      {"settings",
-       {{"steps", kSteps}, {"rate", rate}, {"routers", routers}, {"notifiers", notifiers},
-        {"redis", "appendonly yes, appendfsync everysec"}, {"jetstream", "file storage"},
-        {"workers", "one per actor, notifier Subscribe stream + asynchronous CompleteTask"},
-        {"inflight_per_worker", inflight}, {"output_bytes", 200}}},
+      {"settings", Settings(o, d)},
   };
-  std::cout << out.dump() << std::endl;
-  return runs_done == runs ? 0 : 2;
+}
+
+void AddOptions(CLI::App& app, Options& o) {
+  app.add_option("--runs", o.runs, "runs to start")->capture_default_str()->check(CLI::Range(1, 1000000));
+  app.add_option("--rate", o.rate, "open loop: runs started per second (0: as fast as possible)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1000000));
+  app.add_option("--routers", o.routers, "router replicas to start")->capture_default_str()->check(CLI::Range(1, 8));
+  app.add_option("--notifiers", o.notifiers, "notifier replicas to start")->capture_default_str()->check(CLI::Range(1, 8));
+  app.add_option("--inflight", o.inflight, "CompleteTask calls each worker has in flight at most")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
+  app.add_option("--redis", o.redis, "a running Redis (host:port): start only the services, against it and --nats");
+  app.add_option("--nats", o.nats, "a running NATS with JetStream (nats://host:port), with --redis");
+  app.add_option("--router", o.router_addrs, "a running deployment: router address(es), comma-separated; starts nothing")
+      ->delimiter(',');
+  app.add_option("--notifier", o.notifier_addrs, "notifier address(es) of that deployment, comma-separated")->delimiter(',');
+  app.add_option("--ca-file", o.ca_file, "TLS: the CA that signed the deployment's certificates (default: plaintext)");
+  app.add_option("--admin-token", o.admin_token, "token of the admin that deploys the benchmark SOP")->capture_default_str();
+  app.add_option("--token-prefix", o.token_prefix, "actor N's token is this prefix followed by N")->capture_default_str();
+  app.add_flag("--print-users", o.print_users, "print the users a deployment must know (tokens YAML) and exit");
+  app.add_option("--bin-dir", o.bin_dir, "the build folder (default: next to this program)");
+  app.add_option("--work-dir", o.work_dir, "data folder (default: a new temporary one)");
+  app.add_option("--timeout", o.timeout_s, "give up after this many seconds")->capture_default_str()->check(CLI::Range(1, 86400));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  CLI::App app{"sopbench: hand-off throughput and latency of the sopflow event chain"};
+  AddOptions(app, o);
+  CLI11_PARSE(app, argc, argv);
+  if (o.print_users) {
+    std::cout << UsersYaml(o);
+    return 0;
+  }
+  if (std::string conflict = OptionConflict(o, app); !conflict.empty()) {
+    std::cerr << "sopbench: " << conflict << "\n";
+    return 1;
+  }
+  if (o.bin_dir.empty()) o.bin_dir = fs::canonical("/proc/self/exe").parent_path().parent_path().parent_path().string();
+  if (o.work_dir.empty()) {
+    std::string tmpl = (fs::temp_directory_path() / "sopbench-XXXXXX").string();
+    o.work_dir = mkdtemp(tmpl.data());
+  }
+  std::string source = fs::canonical(fs::path(__FILE__).parent_path()).string();
+
+  Deployment d;
+  if (o.connected()) {
+    d.routers = o.router_addrs;
+    d.notifiers = o.notifier_addrs;
+    d.ca_file = o.ca_file;
+  } else if (std::string why = StartLocal(o, source, d); !why.empty()) {
+    std::cerr << "sopbench: " << why;
+    return 1;
+  }
+  Load load(o, d);
+  if (std::string why = load.DeploySop(source); !why.empty()) {
+    std::cerr << "sopbench: deploying bench-10.yaml: " << why << "\n";
+    return 1;
+  }
+  load.StartWorkers();
+
+  auto cpu_before = CpuOf(d);
+  double bench_before = CpuMs(getpid());
+  auto t0 = Clock::now();
+  load.StartRunsAndWait(t0);
+  double elapsed_s = Ms(Clock::now() - t0) / 1000.0;
+  auto cpu_ms = CpuOf(d);
+  for (auto& [name, ms] : cpu_ms) ms -= cpu_before[name];
+  cpu_ms["bench"] = CpuMs(getpid()) - bench_before;
+
+  load.Stop();
+  d.children.clear();  // SIGTERM, then SIGKILL after a grace
+
+  std::cout << Report(o, d, load, elapsed_s, cpu_ms).dump() << std::endl;
+  return load.runs_done() == o.runs ? 0 : 2;
 }

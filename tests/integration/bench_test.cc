@@ -1,0 +1,157 @@
+// sopbench as users run it: self-contained, against a given Redis and NATS,
+// and against a running deployment. Small runs: these check what it
+// prints and that every hand-off is counted, never how fast anything is.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "router_fixture.h"
+
+namespace sopflow::testing {
+namespace {
+
+constexpr int kRuns = 3;
+constexpr int kHandoffsPerRun = 9;  // 10 steps
+
+struct BenchResult {
+  int exit_code = -1;
+  std::string log;      // stdout and stderr
+  nlohmann::json last;  // the last line, when it is JSON
+};
+
+// Runs sopbench to its end (bounded) and reads what it printed.
+BenchResult RunBench(const std::string& dir, const std::string& name, std::vector<std::string> args) {
+  args.insert(args.begin(), SOPFLOW_BENCH_BIN);
+  ChildProcess bench;
+  std::string log_file = dir + "/" + name + ".log";
+  bench.Start(args, {}, log_file);
+  BenchResult r;
+  r.exit_code = bench.WaitExit(180000);
+  if (r.exit_code < 0) bench.Kill();
+  std::ifstream in(log_file);
+  std::stringstream all;
+  all << in.rdbuf();
+  r.log = all.str();
+  std::string line, last_json;
+  for (std::istringstream lines(r.log); std::getline(lines, line);)
+    if (!line.empty() && line.front() == '{') last_json = line;
+  if (!last_json.empty()) r.last = nlohmann::json::parse(last_json, nullptr, false);
+  return r;
+}
+
+std::vector<std::string> Keys(const nlohmann::json& object) {
+  std::vector<std::string> keys;
+  for (const auto& [k, v] : object.items()) keys.push_back(k);
+  return keys;
+}
+
+// Every run finished, every hand-off counted once, figures present.
+void ExpectCompleteReport(const BenchResult& r) {
+  ASSERT_EQ(r.exit_code, 0) << r.log;
+  ASSERT_TRUE(r.last.is_object()) << r.log;
+  EXPECT_EQ(r.last["runs_completed"], kRuns);
+  EXPECT_EQ(r.last["errors"], 0);
+  EXPECT_EQ(r.last["handoffs"], kRuns * kHandoffsPerRun);
+  EXPECT_GT(r.last["handoffs_per_s"].get<double>(), 0);
+  EXPECT_GT(r.last["runs_per_s"].get<double>(), 0);
+  for (const char* p : {"p50", "p95", "p99", "max"}) EXPECT_GE(r.last["handoff_latency_ms"][p].get<double>(), 0) << p;
+  EXPECT_LE(r.last["handoff_latency_ms"]["p50"].get<double>(), r.last["handoff_latency_ms"]["max"].get<double>());
+  for (const char* p : {"p50", "p99"}) EXPECT_GT(r.last["run_latency_ms"][p].get<double>(), 0) << p;
+  EXPECT_EQ(r.last["settings"]["steps"], 10);
+}
+
+TEST(BenchTest, SelfContainedRunStartsEverythingAndReportsEveryProcess) {
+  std::string dir = MakeTempDir("bench");
+  auto r = RunBench(dir, "self-contained", {"--runs", std::to_string(kRuns), "--work-dir", dir, "--timeout", "120"});
+  ExpectCompleteReport(r);
+  EXPECT_EQ(Keys(r.last["cpu_ms_per_handoff"]),
+            (std::vector<std::string>{"bench", "nats-server", "notifier", "redis-server", "router"}));
+  EXPECT_EQ(r.last["settings"]["deployment"], "self-contained");
+  EXPECT_EQ(r.last["settings"]["redis"], "appendonly yes, appendfsync everysec");
+  EXPECT_EQ(r.last["settings"]["jetstream"], "file storage");
+  RemoveTree(dir);
+}
+
+// An ops team's setting: the services already run; sopbench is given their
+// addresses and acts as users the deployment knows (--print-users).
+TEST(BenchTest, LoadsARunningDeploymentAtTheAddressesItIsGiven) {
+  Backends b;
+  auto users = RunBench(b.dir, "users", {"--print-users", "--token-prefix", "ops-bench-"});
+  ASSERT_EQ(users.exit_code, 0) << users.log;
+  ASSERT_NE(users.log.find("token: ops-bench-10"), std::string::npos) << users.log;
+  std::string tokens = b.dir + "/bench-users.yaml";
+  std::ofstream(tokens) << users.log;
+
+  int router_port = FreePort(), notifier_port = FreePort();
+  ChildProcess router, notifier;
+  router.Start({SOPFLOW_ROUTER_BIN, "--listen", "127.0.0.1:" + std::to_string(router_port), "--redis", b.redis->address(),
+                "--nats", b.nats->url(), "--tokens", tokens, "--log-level", "warn"},
+               {}, b.dir + "/router.log");
+  notifier.Start({SOPFLOW_NOTIFIER_BIN, "--listen", "127.0.0.1:" + std::to_string(notifier_port), "--redis",
+                  b.redis->address(), "--nats", b.nats->url(), "--tokens", tokens, "--templates",
+                  std::string(SOPFLOW_SOURCE_DIR) + "/deploy/base/notifier/templates", "--log-level", "warn"},
+                 {}, b.dir + "/notifier.log");
+  ASSERT_TRUE(Listens(router, router_port));
+  ASSERT_TRUE(Listens(notifier, notifier_port));
+
+  std::string router_addr = "127.0.0.1:" + std::to_string(router_port);
+  auto r = RunBench(b.dir, "connected",
+                    {"--router", router_addr, "--notifier", "127.0.0.1:" + std::to_string(notifier_port), "--runs",
+                     std::to_string(kRuns), "--token-prefix", "ops-bench-", "--timeout", "120"});
+  ExpectCompleteReport(r);
+  // It started nothing, so it can only measure itself.
+  EXPECT_EQ(Keys(r.last["cpu_ms_per_handoff"]), std::vector<std::string>{"bench"});
+  EXPECT_EQ(r.last["settings"]["deployment"], "connected");
+  EXPECT_EQ(r.last["settings"]["router_addresses"], nlohmann::json::array({router_addr}));
+  EXPECT_FALSE(r.last["settings"].contains("redis"));
+
+  // Users the deployment does not know get a clear refusal, not a hang.
+  auto stranger = RunBench(b.dir, "stranger",
+                           {"--router", router_addr, "--notifier", "127.0.0.1:" + std::to_string(notifier_port),
+                            "--runs", "1", "--admin-token", "not-a-user", "--timeout", "30"});
+  EXPECT_EQ(stranger.exit_code, 1);
+  EXPECT_NE(stranger.log.find("deploying bench-10.yaml: UNAUTHENTICATED"), std::string::npos) << stranger.log;
+}
+
+TEST(BenchTest, StartsOnlyTheServicesAgainstAGivenRedisAndNats) {
+  Backends b;
+  std::string work_dir = b.dir + "/bench";
+  std::filesystem::create_directories(work_dir);
+  auto r = RunBench(b.dir, "given-infrastructure",
+                    {"--redis", b.redis->address(), "--nats", b.nats->url(), "--runs", std::to_string(kRuns),
+                     "--routers", "2", "--work-dir", work_dir, "--timeout", "120"});
+  ExpectCompleteReport(r);
+  EXPECT_EQ(Keys(r.last["cpu_ms_per_handoff"]), (std::vector<std::string>{"bench", "notifier", "router"}));
+  EXPECT_EQ(r.last["settings"]["routers"], 2);
+  EXPECT_EQ(r.last["settings"]["deployment"], "own services, given redis and nats");
+}
+
+TEST(BenchTest, RefusesOptionsThatContradictEachOtherBeforeStartingAnything) {
+  std::string dir = MakeTempDir("bench-options");
+  struct Case {
+    std::vector<std::string> args;
+    std::string says;
+  };
+  for (const auto& c : std::vector<Case>{
+           {{"--router", "127.0.0.1:1"}, "--router and --notifier go together"},
+           {{"--redis", "127.0.0.1:1"}, "--redis and --nats go together"},
+           {{"--router", "127.0.0.1:1", "--notifier", "127.0.0.1:2", "--routers", "2"},
+            "--routers applies when sopbench starts the services"},
+           {{"--router", "127.0.0.1:1", "--notifier", "127.0.0.1:2", "--ca-file", dir + "/missing.pem"},
+            "--ca-file " + dir + "/missing.pem: cannot read it"},
+           {{"--ca-file", dir + "/missing.pem"}, "--ca-file applies to a deployment given with --router/--notifier"},
+       }) {
+    auto r = RunBench(dir, "refused", c.args);
+    EXPECT_EQ(r.exit_code, 1) << r.log;
+    EXPECT_NE(r.log.find(c.says), std::string::npos) << r.log;
+    EXPECT_TRUE(r.last.is_null()) << "printed figures: " << r.log;
+    std::filesystem::remove(dir + "/refused.log");
+  }
+  RemoveTree(dir);
+}
+
+}  // namespace
+}  // namespace sopflow::testing
