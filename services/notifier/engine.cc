@@ -65,15 +65,15 @@ std::vector<v1::Webhook> Engine::HooksFor(const v1::Notification& n, const std::
   return out;
 }
 
-RedisBatch Engine::Sealed(const Record& record, const Store::WebhookSet* hooks, int* hooks_guard) const {
-  RedisBatch b = record.extra;
-  *hooks_guard = 0;
+Engine::Sealed Engine::Seal(const Record& record, const Store::WebhookSet* hooks) const {
+  Sealed sealed{record.extra};
+  RedisBatch& b = sealed.batch;
   if (!record.notifications.empty()) {
     // The first notification's item (its id is made from the cause) marks
     // the cause handled: no marker key of its own per event.
     b.ExpectAbsent(keys::Item(record.notifications.front().id()));
     b.ExpectField(keys::kHooksMeta, "version", hooks->version);
-    *hooks_guard = static_cast<int>(b.guard_count());
+    sealed.hooks_guard = static_cast<int>(b.guard_count());
   }
   int64_t now = Millis(clock_->Now());
   for (const auto& n : record.notifications) {
@@ -81,9 +81,11 @@ RedisBatch Engine::Sealed(const Record& record, const Store::WebhookSet* hooks, 
     if (!options_.smtp.url.empty())
       for (const auto& id : n.users())
         if (auto u = composer_->users().FindById(id); u && !u->email.empty()) emails.emplace_back(u->id, u->email);
-    store_->Record(b, n, HooksFor(n, hooks->hooks), emails, now);
+    auto n_hooks = HooksFor(n, hooks->hooks);
+    sealed.schedules_deliveries |= !n_hooks.empty() || !emails.empty();
+    store_->Record(b, n, n_hooks, emails, now);
   }
-  return b;
+  return sealed;
 }
 
 std::shared_ptr<const Store::WebhookSet> Engine::Hooks(bool reread) {
@@ -107,23 +109,25 @@ std::vector<bool> Engine::CommitRecords(const std::vector<Record>& records) {
     bool any_notifications =
         std::any_of(todo.begin(), todo.end(), [&](size_t i) { return !records[i].notifications.empty(); });
     auto hooks = any_notifications ? Hooks(attempt > 0) : nullptr;
-    std::vector<RedisBatch> batches;
-    std::vector<int> hooks_guards(todo.size());
-    batches.reserve(todo.size());
-    for (size_t k = 0; k < todo.size(); ++k) batches.push_back(Sealed(records[todo[k]], hooks.get(), &hooks_guards[k]));
+    std::vector<Sealed> sealed;
+    sealed.reserve(todo.size());
+    for (size_t i : todo) sealed.push_back(Seal(records[i], hooks.get()));
     std::vector<const RedisBatch*> pointers;
-    pointers.reserve(batches.size());
-    for (const auto& b : batches) pointers.push_back(&b);
+    pointers.reserve(sealed.size());
+    for (const auto& s : sealed) pointers.push_back(&s.batch);
     auto results = store_->CommitAll(pointers);
     std::vector<size_t> again;
+    bool deliveries = false;
     for (size_t k = 0; k < todo.size(); ++k) {
       if (results[k] == 0) {
         recorded[todo[k]] = true;
+        deliveries |= sealed[k].schedules_deliveries;
         CountRecorded(records[todo[k]].notifications);
-      } else if (hooks_guards[k] != 0 && results[k] == hooks_guards[k]) {
+      } else if (sealed[k].hooks_guard != 0 && results[k] == sealed[k].hooks_guard) {
         again.push_back(todo[k]);  // the webhooks changed: read them and seal it again
       }
     }
+    if (deliveries && deliveries_scheduled_) deliveries_scheduled_();
     todo = std::move(again);
   }
   return recorded;

@@ -61,6 +61,10 @@ class Engine {
   // Checks the caller may subscribe so; returns the matching rule.
   std::function<bool(const v1::Notification&)> SubscriptionFilter(const User& user, const v1::SubscribeRequest& req);
 
+  // Called after a commit that scheduled deliveries, so idle delivery
+  // workers start at once rather than at their next poll.
+  void OnDeliveriesScheduled(std::function<void()> wake) { deliveries_scheduled_ = std::move(wake); }
+
   Store& store() { return *store_; }
   const Composer& composer() const { return *composer_; }
 
@@ -79,8 +83,13 @@ class Engine {
   Record RunCancelled(const v1::Event& event);  // reads the run's tasks
   // The batch that writes `record`. With notifications it is guarded to
   // apply once per cause and on `hooks` still being the current webhooks
-  // (*hooks_guard: that guard's index, 0 if none).
-  RedisBatch Sealed(const Record& record, const Store::WebhookSet* hooks, int* hooks_guard) const;
+  // (hooks_guard: that guard's index, 0 if none).
+  struct Sealed {
+    RedisBatch batch;
+    int hooks_guard = 0;
+    bool schedules_deliveries = false;  // webhook or e-mail deliveries
+  };
+  Sealed Seal(const Record& record, const Store::WebhookSet* hooks) const;
   // Commits the records in one round trip (more only if the webhooks
   // changed meanwhile); true for each one applied, false for each whose
   // cause was handled before (or whose own guard refused it).
@@ -104,6 +113,7 @@ class Engine {
   std::mt19937_64 random_;
   std::mutex hooks_mu_;
   std::shared_ptr<const Store::WebhookSet> hooks_;
+  std::function<void()> deliveries_scheduled_;
 };
 
 }  // namespace sopflow::notifier

@@ -28,6 +28,9 @@ int main(int argc, char** argv) {
   app.add_option("--timer-interval-ms", c.timer_interval_ms, "how often due reminders and escalations are looked for")
       ->envname("SOPFLOW_TIMER_INTERVAL_MS")->capture_default_str()->check(CLI::Range(1, 60000));
   app.add_option("--delivery-workers", c.delivery_workers)->envname("SOPFLOW_DELIVERY_WORKERS")->capture_default_str();
+  app.add_option("--delivery-idle-max-ms", c.delivery_idle_max_ms,
+                 "longest pause between looks for due deliveries (retries, other replicas' left-overs)")
+      ->envname("SOPFLOW_DELIVERY_IDLE_MAX_MS")->capture_default_str()->check(CLI::Range(1, 60000));
   CLI11_PARSE(app, argc, argv);
   return sopflow::ServeUntilSignal<sopflow::notifier::NotifierProcess>("notifier", c, log_level);
 }

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <thread>
 
@@ -10,6 +11,7 @@
 #include "grpc_server.h"
 #include "ids.h"
 #include "service.h"
+#include "wake_signal.h"
 
 namespace sopflow::notifier {
 
@@ -26,6 +28,7 @@ struct NotifierProcess::Impl {
   std::unique_ptr<ServerHost> server;
   std::unique_ptr<MetricsEndpoint> metrics;
   std::atomic<bool> running{false};
+  WakeSignal deliveries_scheduled;
   std::vector<std::thread> loops;
 
   void TimerLoop() {
@@ -41,7 +44,15 @@ struct NotifierProcess::Impl {
     }
   }
 
+  // Polls due deliveries: at once again while there are some, then less and
+  // less often while there are none (up to delivery_idle_max_ms), and at
+  // once when this replica schedules one. An idle notifier so costs Redis
+  // about one script call per worker per second instead of fifty; what
+  // another replica schedules, that replica's own workers take.
   void DeliveryLoop() {
+    IdleBackoff backoff(std::chrono::milliseconds(config.loop_interval_ms),
+                        std::chrono::milliseconds(std::max(config.loop_interval_ms, config.delivery_idle_max_ms)));
+    WakeSignal::Cursor cursor;
     while (running) {
       size_t done = 0;
       try {
@@ -49,7 +60,8 @@ struct NotifierProcess::Impl {
       } catch (const std::exception& e) {
         spdlog::warn("deliveries: {}", e.what());
       }
-      if (done == 0) std::this_thread::sleep_for(std::chrono::milliseconds(config.loop_interval_ms));
+      if (done > 0) continue;
+      if (deliveries_scheduled.WaitFor(cursor, backoff.After(false))) backoff.Reset();
     }
   }
 };
@@ -72,6 +84,7 @@ void NotifierProcess::Start() {
   impl_->nats = std::make_unique<NatsClient>(NatsOptions{c.nats, "sopflow-notifier-" + c.replica_id, true});
   impl_->nats->EnsureEventStream(c.stream_replicas);
   impl_->engine = std::make_unique<Engine>(impl_->store.get(), impl_->clock, composer, c.options);
+  impl_->engine->OnDeliveriesScheduled([impl = impl_.get()] { impl->deliveries_scheduled.Notify(); });
   if (!c.webhooks_file.empty()) impl_->engine->DeclareWebhooks(LoadDeclaredWebhooks(c.webhooks_file, ProcessEnvironment()));
   EventConsumer::Options consumer_options;
   consumer_options.durable = "notifier";
@@ -103,6 +116,7 @@ void NotifierProcess::Shutdown() {
   impl_->metrics.reset();
   impl_->consumer->Stop();
   impl_->running = false;
+  impl_->deliveries_scheduled.Notify();  // idle delivery workers stop waiting
   for (auto& t : impl_->loops) t.join();
   impl_->loops.clear();
   impl_->server.reset();

@@ -19,7 +19,11 @@ struct Config : ServiceConfig {
   Options options;
   size_t log_max_len = 1000000;   // notifications kept for Subscribe resumes
   int delivery_workers = 2;
-  int loop_interval_ms = 20;      // delivery polling when idle
+  // Delivery polling: every loop_interval_ms while deliveries are due,
+  // backing off to delivery_idle_max_ms while none are; a delivery this
+  // replica schedules starts at once whatever the pause.
+  int loop_interval_ms = 20;
+  int delivery_idle_max_ms = 1000;
   // How often due reminders and escalations are looked for. Each look asks
   // JetStream for the consumer's backlog first; SOP times are minutes to
   // days, so once a second is plenty (it was every 20 ms: half the idle

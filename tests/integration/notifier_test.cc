@@ -322,6 +322,23 @@ TEST_F(NotifierChannelsTest, RunsEndingAndLateUnitsAreAnnounced) {
 // Ops declare a webhook in a ConfigMap file with its secret in a Secret
 // (an environment variable): it is listed without the secret and signs
 // what it delivers with it.
+bool AnyPostMentions(WebhookReceiver& receiver, const std::string& text) {
+  for (const auto& r : receiver.received())
+    if (r.body.find(text) != std::string::npos) return true;
+  return false;
+}
+
+// The Balangan dashboard declared in a webhooks file for `config`, its
+// secret in the environment variable the file names (set here; unset it
+// once the notifier has started).
+void DeclareBalanganDashboard(notifier::Config& config, const Backends& backends, const WebhookReceiver& receiver,
+                              const std::string& secret) {
+  ASSERT_EQ(setenv("SOPFLOW_TEST_WEBHOOK_SECRET", secret.c_str(), 1), 0);
+  config.webhooks_file = backends.dir + "/webhooks.yaml";
+  std::ofstream(config.webhooks_file) << "webhooks:\n  - {id: balangan-dashboard, url: \"" << receiver.url()
+                                      << "\", unit: balangan-satpolpp, secret_env: SOPFLOW_TEST_WEBHOOK_SECRET}\n";
+}
+
 TEST(DeclaredWebhooksTest, AWebhookFromTheFileSignsWithTheSecretFromTheEnvironment) {
   Backends backends;
   SystemClock clock;
@@ -329,11 +346,8 @@ TEST(DeclaredWebhooksTest, AWebhookFromTheFileSignsWithTheSecretFromTheEnvironme
   router.Start();
   WebhookReceiver receiver;
   const std::string secret = "declared-secret-0123456789";
-  ASSERT_EQ(setenv("SOPFLOW_TEST_WEBHOOK_SECRET", secret.c_str(), 1), 0);
   auto config = NotifierConfigFor(backends, "");
-  config.webhooks_file = backends.dir + "/webhooks.yaml";
-  std::ofstream(config.webhooks_file) << "webhooks:\n  - {id: balangan-dashboard, url: \"" << receiver.url()
-                                      << "\", unit: balangan-satpolpp, secret_env: SOPFLOW_TEST_WEBHOOK_SECRET}\n";
+  DeclareBalanganDashboard(config, backends, receiver, secret);
   notifier::NotifierProcess notifier(config, &clock);
   notifier.Start();
   unsetenv("SOPFLOW_TEST_WEBHOOK_SECRET");
@@ -348,14 +362,40 @@ TEST(DeclaredWebhooksTest, AWebhookFromTheFileSignsWithTheSecretFromTheEnvironme
   auto stub = v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(router.port())));
   v1::Run run = StartRun003(*stub);
   ASSERT_FALSE(run.id().empty());
-  ASSERT_TRUE(WaitUntil([&] {
-    for (const auto& r : receiver.received())
-      if (r.body.find(run.id()) != std::string::npos) return true;
-    return false;
-  }));
+  ASSERT_TRUE(WaitUntil([&] { return AnyPostMentions(receiver, run.id()); }));
   for (const auto& r : receiver.received())
     EXPECT_EQ(r.signature, "sha256=" + notifier::HmacSha256Hex(secret, r.body));
   notifier.Shutdown();
+  router.Shutdown();
+}
+
+// Delivery workers of an idle notifier back off (up to a minute here) and
+// are woken by their own replica scheduling a delivery: the webhook is
+// posted at once, which polling alone would do only a minute later.
+TEST(DeliveryWakeTest, AnIdleNotifierPostsTheWebhooksItSchedulesAtOnceAndStopsWithoutWaitingOutItsPause) {
+  Backends backends;
+  SystemClock clock;
+  RouterProcess router(backends.RouterConfigFor(), &clock);
+  router.Start();
+  WebhookReceiver receiver;
+  auto config = NotifierConfigFor(backends, "");
+  config.loop_interval_ms = 60000;
+  config.delivery_idle_max_ms = 60000;
+  DeclareBalanganDashboard(config, backends, receiver, "wake-secret-0123456789");
+  notifier::NotifierProcess notifier(config, &clock);
+  notifier.Start();
+  unsetenv("SOPFLOW_TEST_WEBHOOK_SECRET");
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the workers' first look found nothing
+
+  auto stub = v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(router.port())));
+  v1::Run run = StartRun003(*stub);
+  ASSERT_FALSE(run.id().empty());
+  EXPECT_TRUE(WaitUntil([&] { return AnyPostMentions(receiver, run.id()); }, 20000))
+      << "not posted within 20 s: the workers were not woken";
+
+  auto before = std::chrono::steady_clock::now();
+  notifier.Shutdown();
+  EXPECT_LT(std::chrono::steady_clock::now() - before, std::chrono::seconds(30)) << "shutdown waited out the pause";
   router.Shutdown();
 }
 
