@@ -61,14 +61,36 @@ void ExpectCompleteReport(const BenchResult& r) {
   EXPECT_LE(r.last["handoff_latency_ms"]["p50"].get<double>(), r.last["handoff_latency_ms"]["max"].get<double>());
   for (const char* p : {"p50", "p99"}) EXPECT_GT(r.last["run_latency_ms"][p].get<double>(), 0) << p;
   EXPECT_EQ(r.last["settings"]["steps"], 10);
+  EXPECT_GE(r.last["host"]["cpus"].get<int>(), 1);
+  for (const char* pct : {"busy_pct", "steal_pct"}) {
+    EXPECT_GE(r.last["host"][pct].get<double>(), 0) << pct;
+    EXPECT_LE(r.last["host"][pct].get<double>(), 100) << pct;
+  }
 }
 
 TEST(BenchTest, SelfContainedRunStartsEverythingAndReportsEveryProcess) {
   std::string dir = MakeTempDir("bench");
-  auto r = RunBench(dir, "self-contained", {"--runs", std::to_string(kRuns), "--work-dir", dir, "--timeout", "120"});
+  std::string latency_log = dir + "/latencies.txt";
+  auto r = RunBench(dir, "self-contained",
+                    {"--runs", std::to_string(kRuns), "--work-dir", dir, "--timeout", "120", "--latency-log", latency_log});
   ExpectCompleteReport(r);
-  EXPECT_EQ(Keys(r.last["cpu_ms_per_handoff"]),
-            (std::vector<std::string>{"bench", "nats-server", "notifier", "redis-server", "router"}));
+  const std::vector<std::string> all{"bench", "nats-server", "notifier", "redis-server", "router"};
+  EXPECT_EQ(Keys(r.last["cpu_ms_per_handoff"]), all);
+  EXPECT_EQ(Keys(r.last["context_switches_per_handoff"]), all);
+  // Every hand-off is a line of the log: when, how long, which task.
+  std::ifstream in(latency_log);
+  std::string line;
+  int lines = 0;
+  for (; std::getline(in, line); ++lines) {
+    std::istringstream fields(line);
+    double at_ms = -1, latency_ms = -1;
+    std::string task;
+    fields >> at_ms >> latency_ms >> task;
+    EXPECT_GE(at_ms, 0) << line;
+    EXPECT_GE(latency_ms, 0) << line;
+    EXPECT_NE(task.find('.'), std::string::npos) << line;
+  }
+  EXPECT_EQ(lines, kRuns * kHandoffsPerRun);
   EXPECT_EQ(r.last["settings"]["deployment"], "self-contained");
   EXPECT_EQ(r.last["settings"]["redis"], "appendonly yes, appendfsync everysec");
   EXPECT_EQ(r.last["settings"]["jetstream"], "file storage");
@@ -104,6 +126,7 @@ TEST(BenchTest, LoadsARunningDeploymentAtTheAddressesItIsGiven) {
   ExpectCompleteReport(r);
   // It started nothing, so it can only measure itself.
   EXPECT_EQ(Keys(r.last["cpu_ms_per_handoff"]), std::vector<std::string>{"bench"});
+  EXPECT_EQ(Keys(r.last["context_switches_per_handoff"]), std::vector<std::string>{"bench"});
   EXPECT_EQ(r.last["settings"]["deployment"], "connected");
   EXPECT_EQ(r.last["settings"]["router_addresses"], nlohmann::json::array({router_addr}));
   EXPECT_FALSE(r.last["settings"].contains("redis"));

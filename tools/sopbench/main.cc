@@ -42,6 +42,7 @@ struct Options {
   std::string redis, nats;                                // running infrastructure: start only the services
   std::vector<std::string> router_addrs, notifier_addrs;  // a running deployment: start nothing
   std::string ca_file;
+  std::string latency_log;
   std::string admin_token = "bench-admin", token_prefix = "bench-";
   bool print_users = false;
 
@@ -91,6 +92,40 @@ double CpuMs(pid_t pid) {
     if (i == 15) stime = std::stoull(field);
   }
   return static_cast<double>(utime + stime) * 1000.0 / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// Context switches (voluntary and not) of a process's threads so far: each
+// is a thread put to sleep or preempted, the cost that dominates a hand-off.
+uint64_t ContextSwitches(pid_t pid) {
+  uint64_t total = 0;
+  std::error_code ec;
+  for (const auto& task : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    std::ifstream in(task.path() / "status");
+    std::string line;
+    while (std::getline(in, line))
+      if (line.rfind("voluntary_ctxt_switches:", 0) == 0 || line.rfind("nonvoluntary_ctxt_switches:", 0) == 0)
+        total += std::stoull(line.substr(line.find(':') + 1));
+  }
+  return total;
+}
+
+// The whole machine's CPU time so far (/proc/stat, clock ticks): what was
+// busy, and what the hypervisor took (steal), which on a shared VM moves
+// every figure.
+struct HostTicks {
+  uint64_t busy = 0, steal = 0, total = 0;
+};
+
+HostTicks ReadHostTicks() {
+  std::ifstream in("/proc/stat");
+  std::string cpu;
+  uint64_t user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
+  in >> cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq >> steal;
+  HostTicks t;
+  t.busy = user + nice + system + irq + softirq;
+  t.steal = steal;
+  t.total = t.busy + idle + iowait + steal;
+  return t;
 }
 
 double Percentile(std::vector<double>& v, double p) {
@@ -199,6 +234,15 @@ struct Timings {
   std::map<std::string, std::array<Clock::time_point, kSteps + 2>> received, completed;  // by run, by gen
   std::map<std::string, Clock::time_point> started;
   std::vector<double> handoffs, runs;
+  // Each hand-off as "<ms since the first run started> <latency ms> <task id>",
+  // for --latency-log: where the slow ones fall in time.
+  std::vector<std::string> handoff_lines;
+  Clock::time_point t0;
+  void Record(Clock::time_point at, double latency_ms, const std::string& run_id, uint32_t gen) {
+    handoffs.push_back(latency_ms);
+    handoff_lines.push_back(std::to_string(Ms(at - t0)) + " " + std::to_string(latency_ms) + " " + run_id + "." +
+                            std::to_string(gen));
+  }
 };
 
 // The load: one worker per actor, completing each task it is told of, and
@@ -231,6 +275,10 @@ class Load {
   // Starts the runs (open loop at --rate, or as fast as a few threads go)
   // and waits until they are done or the timeout passes.
   void StartRunsAndWait(Clock::time_point t0) {
+    {
+      std::lock_guard lock(timings_.mu);
+      timings_.t0 = t0;
+    }
     constexpr int kStarterThreads = 4;
     std::atomic<int> next{0};
     std::vector<std::thread> starters;
@@ -313,7 +361,7 @@ class Load {
     timings_.received[run_id][gen] = now;
     if (gen > 1) {
       auto prev = timings_.completed[run_id][gen - 1];
-      if (prev.time_since_epoch().count() != 0) timings_.handoffs.push_back(Ms(now - prev));
+      if (prev.time_since_epoch().count() != 0) timings_.Record(now, Ms(now - prev), run_id, gen);
     }
   }
 
@@ -340,7 +388,7 @@ class Load {
     // The next task may reach its worker before this reply reaches us: that
     // hand-off took no time after CompleteTask returned.
     if (gen < kSteps && timings_.received[run_id][gen + 1].time_since_epoch().count() != 0)
-      timings_.handoffs.push_back(0);
+      timings_.Record(done, 0, run_id, gen + 1);
     if (gen == kSteps) {
       timings_.runs.push_back(Ms(done - timings_.started[run_id]));
       ++runs_done_;
@@ -358,11 +406,42 @@ class Load {
   Timings timings_;
 };
 
-std::map<std::string, double> CpuOf(const Deployment& d) {
-  std::map<std::string, double> cpu;
-  for (const auto& [name, pids] : d.Measured())
-    for (pid_t pid : pids) cpu[name] += CpuMs(pid);
-  return cpu;
+struct ProcessSample {
+  double cpu_ms = 0;
+  uint64_t context_switches = 0;
+};
+
+// Every process this benchmark started, and itself ("bench"), by name;
+// replicas of one service add up.
+std::map<std::string, ProcessSample> SampleProcesses(const Deployment& d) {
+  auto pids = d.Measured();
+  pids["bench"].push_back(getpid());
+  std::map<std::string, ProcessSample> out;
+  for (const auto& [name, list] : pids)
+    for (pid_t pid : list) {
+      out[name].cpu_ms += CpuMs(pid);
+      out[name].context_switches += ContextSwitches(pid);
+    }
+  return out;
+}
+
+// What the processes and the machine spent between two samples.
+struct Spent {
+  std::map<std::string, ProcessSample> processes;
+  HostTicks host;
+};
+
+Spent Between(const std::map<std::string, ProcessSample>& before, const HostTicks& host_before,
+              const std::map<std::string, ProcessSample>& after, const HostTicks& host_after) {
+  Spent spent;
+  for (const auto& [name, a] : after) {
+    auto it = before.find(name);
+    ProcessSample b = it == before.end() ? ProcessSample{} : it->second;
+    spent.processes[name] = {a.cpu_ms - b.cpu_ms, a.context_switches - b.context_switches};
+  }
+  spent.host = {host_after.busy - host_before.busy, host_after.steal - host_before.steal,
+                host_after.total - host_before.total};
+  return spent;
 }
 
 nlohmann::json Settings(const Options& o, const Deployment& d) {
@@ -387,14 +466,20 @@ nlohmann::json Settings(const Options& o, const Deployment& d) {
   return s;
 }
 
-nlohmann::json Report(const Options& o, const Deployment& d, Load& load, double elapsed_s,
-                      const std::map<std::string, double>& cpu_ms) {
+nlohmann::json Report(const Options& o, const Deployment& d, Load& load, double elapsed_s, const Spent& spent) {
   auto& t = load.timings();
   double handoffs = static_cast<double>(t.handoffs.size());
-  // CPU only of the processes this benchmark started: a connected run
-  // reports the benchmark's own.
-  nlohmann::json cpu = nlohmann::json::object();
-  for (const auto& [name, ms] : cpu_ms) cpu[name] = handoffs > 0 ? ms / handoffs : 0;
+  auto per_handoff = [&](double x) { return handoffs > 0 ? x / handoffs : 0; };
+  // Only of the processes this benchmark started: a connected run reports
+  // the benchmark's own.
+  nlohmann::json cpu = nlohmann::json::object(), switches = nlohmann::json::object();
+  for (const auto& [name, p] : spent.processes) {
+    cpu[name] = per_handoff(p.cpu_ms);
+    switches[name] = per_handoff(static_cast<double>(p.context_switches));
+  }
+  auto host_pct = [&](uint64_t ticks) {
+    return spent.host.total > 0 ? 100.0 * static_cast<double>(ticks) / static_cast<double>(spent.host.total) : 0;
+  };
   return {
       {"runs", o.runs},
       {"runs_completed", load.runs_done()},
@@ -410,6 +495,10 @@ nlohmann::json Report(const Options& o, const Deployment& d, Load& load, double 
         {"max", t.handoffs.empty() ? 0 : *std::max_element(t.handoffs.begin(), t.handoffs.end())}}},
       {"run_latency_ms", {{"p50", Percentile(t.runs, 50)}, {"p99", Percentile(t.runs, 99)}}},
       {"cpu_ms_per_handoff", cpu},
+      {"context_switches_per_handoff", switches},
+      {"host", {{"cpus", std::thread::hardware_concurrency()},
+                {"busy_pct", host_pct(spent.host.busy)},
+                {"steal_pct", host_pct(spent.host.steal)}}},
       {"settings", Settings(o, d)},
   };
 }
@@ -432,6 +521,7 @@ void AddOptions(CLI::App& app, Options& o) {
   app.add_option("--ca-file", o.ca_file, "TLS: the CA that signed the deployment's certificates (default: plaintext)");
   app.add_option("--admin-token", o.admin_token, "token of the admin that deploys the benchmark SOP")->capture_default_str();
   app.add_option("--token-prefix", o.token_prefix, "actor N's token is this prefix followed by N")->capture_default_str();
+  app.add_option("--latency-log", o.latency_log, "write each hand-off (ms since start, latency ms, task) to this file");
   app.add_flag("--print-users", o.print_users, "print the users a deployment must know (tokens YAML) and exit");
   app.add_option("--bin-dir", o.bin_dir, "the build folder (default: next to this program)");
   app.add_option("--work-dir", o.work_dir, "data folder (default: a new temporary one)");
@@ -476,18 +566,20 @@ int main(int argc, char** argv) {
   }
   load.StartWorkers();
 
-  auto cpu_before = CpuOf(d);
-  double bench_before = CpuMs(getpid());
+  auto processes_before = SampleProcesses(d);
+  auto host_before = ReadHostTicks();
   auto t0 = Clock::now();
   load.StartRunsAndWait(t0);
   double elapsed_s = Ms(Clock::now() - t0) / 1000.0;
-  auto cpu_ms = CpuOf(d);
-  for (auto& [name, ms] : cpu_ms) ms -= cpu_before[name];
-  cpu_ms["bench"] = CpuMs(getpid()) - bench_before;
+  Spent spent = Between(processes_before, host_before, SampleProcesses(d), ReadHostTicks());
 
   load.Stop();
   d.children.clear();  // SIGTERM, then SIGKILL after a grace
 
-  std::cout << Report(o, d, load, elapsed_s, cpu_ms).dump() << std::endl;
+  if (!o.latency_log.empty()) {
+    std::ofstream log(o.latency_log);
+    for (const auto& line : load.timings().handoff_lines) log << line << "\n";
+  }
+  std::cout << Report(o, d, load, elapsed_s, spent).dump() << std::endl;
   return load.runs_done() == o.runs ? 0 : 2;
 }
