@@ -18,12 +18,6 @@ ConsumerOptions ToConsumerOptions(const EventConsumer::Options& o) {
   return c;
 }
 
-// The consumer's own connection, but buffered: acks need no send-asap.
-NatsOptions AckOptions(NatsOptions options) {
-  options.name += "-acks";
-  options.send_asap = false;
-  return options;
-}
 }  // namespace
 
 EventConsumer::EventConsumer(NatsClient* nats, Options options, Handler handler)
@@ -33,7 +27,9 @@ EventConsumer::EventConsumer(NatsClient* nats, Options options, Handler handler)
 
 EventConsumer::EventConsumer(NatsClient* nats, Options options, BatchHandler handler)
     : nats_(nats), options_(std::move(options)), handler_(std::move(handler)),
-      consumer_(*nats, ToConsumerOptions(options_)), acks_(std::make_unique<NatsClient>(AckOptions(nats->options()))) {}
+      consumer_(*nats, ToConsumerOptions(options_)),
+      // Acks go out buffered: they need no send-asap.
+      acks_(std::make_unique<NatsClient>(SiblingOptions(nats->options(), "-acks", false))) {}
 
 int64_t ConsumerBacklog(NatsClient& nats, const std::string& durable) {
   jsConsumerInfo* ci = nullptr;

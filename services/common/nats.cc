@@ -9,6 +9,13 @@
 #include "error.h"
 
 namespace sopflow {
+
+NatsOptions SiblingOptions(NatsOptions options, const std::string& name_suffix, bool send_asap) {
+  options.name += name_suffix;
+  options.send_asap = send_asap;
+  return options;
+}
+
 namespace {
 [[noreturn]] void ThrowNats(const std::string& what, natsStatus s, jsErrCode jerr = static_cast<jsErrCode>(0)) {
   std::string msg = what + ": " + natsStatus_GetText(s);
@@ -131,7 +138,7 @@ void NatsClient::OnPublishError(jsCtx*, jsPubAckErr* err, void* closure) {
   }
 }
 
-std::vector<std::string> NatsClient::PublishAll(const std::vector<OutgoingMessage>& messages, int timeout_ms, bool flush) {
+std::vector<std::string> NatsClient::PublishAll(const std::vector<OutgoingMessage>& messages, int timeout_ms) {
   std::lock_guard publish_lock(publish_mu_);
   {
     std::lock_guard lock(failed_mu_);
@@ -148,7 +155,6 @@ std::vector<std::string> NatsClient::PublishAll(const std::vector<OutgoingMessag
     if (msg) natsMsg_Destroy(msg);
     if (s != NATS_OK) not_sent.push_back(m.msg_id);
   }
-  if (flush) natsConnection_FlushTimeout(conn_, timeout_ms);  // a failed flush shows as missing acks below
   jsPubOptions po;
   jsPubOptions_Init(&po);
   po.MaxWait = timeout_ms;

@@ -33,6 +33,12 @@ struct NatsOptions {
   int startup_wait_ms = 30000;
 };
 
+// A sibling connection's options: the same server and settings, its own
+// name (`name_suffix` appended) and its own choice of send-asap. Sibling
+// connections let one component both batch (buffered) and answer promptly
+// (send-asap) without one mode's cost on the other's traffic.
+NatsOptions SiblingOptions(NatsOptions options, const std::string& name_suffix, bool send_asap);
+
 class NatsClient {
  public:
   explicit NatsClient(const NatsOptions& options);  // throws DomainError(kUnavailable)
@@ -59,9 +65,10 @@ class NatsClient {
   };
   // Publishes asynchronously and waits until the stream acknowledged every
   // message. Returns the msg_ids that were NOT stored (to retry later).
-  // `flush` sends them at once (with a PING round trip) rather than when
-  // nats.c's flusher thread gets to it, about 1 ms later.
-  std::vector<std::string> PublishAll(const std::vector<OutgoingMessage>& messages, int timeout_ms = 5000, bool flush = false);
+  // On a send-asap connection each message is written at once; on a
+  // buffered one nats.c's flusher thread writes them (about 1 ms later at
+  // light load, in few writes under load).
+  std::vector<std::string> PublishAll(const std::vector<OutgoingMessage>& messages, int timeout_ms = 5000);
 
  private:
   static void OnPublishError(jsCtx* js, ::jsPubAckErr* err, void* closure);

@@ -76,7 +76,10 @@ NatsClient::OutgoingMessage ToMessage(const Entry& entry) {
 }  // namespace
 
 OutboxRelay::OutboxRelay(RedisAddress redis, NatsClient* nats, Options options)
-    : redis_(std::move(redis)), nats_(nats), options_(std::move(options)) {
+    : redis_(std::move(redis)),
+      nats_(nats),
+      prompt_(std::make_unique<NatsClient>(SiblingOptions(nats->options(), "-prompt", true))),
+      options_(std::move(options)) {
   // Start at "0": entries queued before any relay existed are published too.
   Reply r = redis_.Command({"XGROUP", "CREATE", options_.stream, kGroup, "0", "MKSTREAM"});
   if (ReplyIsError(r.get()) && ReplyErrorText(r.get()).rfind("BUSYGROUP", 0) != 0)
@@ -148,8 +151,8 @@ size_t OutboxRelay::RunOnce() {
   std::vector<NatsClient::OutgoingMessage> messages;
   messages.reserve(entries.size());
   for (const auto& e : entries) messages.push_back(ToMessage(e));
-  bool small = static_cast<int>(messages.size()) <= options_.flush_batch_max;
-  auto failed_ids = nats_->PublishAll(messages, 5000, small);
+  bool small = static_cast<int>(messages.size()) <= options_.prompt_batch_max;
+  auto failed_ids = (small ? *prompt_ : *nats_).PublishAll(messages, 5000);
   std::set<std::string> failed(failed_ids.begin(), failed_ids.end());
 
   std::vector<std::string> ack{"XACK", options_.stream, kGroup};

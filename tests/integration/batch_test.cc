@@ -20,6 +20,7 @@
 #include "error.h"
 #include "event_consumer.h"
 #include "nats.h"
+#include "outbox_relay.h"
 #include "redis.h"
 #include "router_fixture.h"
 #include "sopflow/v1/event.pb.h"
@@ -361,6 +362,49 @@ TEST_F(BatchTest, ConsumerFallsBackToOneByOneSoOnlyTheBadEventIsTerminated) {
   for (const char* id : {"e1", "e2", "e4", "e5"}) EXPECT_EQ(applied.count(id), 1u) << id;
   EXPECT_TRUE(WaitUntil([&] { return consumer.Backlog() == 0; }, 5000));
   EXPECT_EQ(consumer.RunOnce(), 0u) << "no redelivery";
+}
+
+// Small batches leave on the relay's send-asap sibling connection, large
+// ones on the buffered one it was given: both end in the stream, each event
+// once, and the outbox is emptied either way.
+TEST_F(BatchTest, RelayPublishesSmallAndLargeBatchesEachOnce) {
+  NatsClient nats(NatsOptions{backends_->nats->url(), "relay-test", false});
+  nats.EnsureEventStream();
+  OutboxRelay::Options options;
+  options.consumer_name = "relay-test";
+  options.prompt_batch_max = 4;
+  OutboxRelay relay(RedisAddress::Parse(backends_->redis->address()), &nats, options);
+  auto queue = [&](const std::string& prefix, int n) {
+    RedisBatch b;
+    for (int i = 0; i < n; ++i) {
+      v1::Event e;
+      e.set_id(prefix + std::to_string(i));
+      e.set_type("sopflow.v1.test.relay");
+      b.Emit(e);
+    }
+    ASSERT_EQ(Commit(*pool_, b), 0);
+  };
+  size_t published = 0;
+  queue("small-", 3);
+  for (int pass = 0; pass < 20 && published < 3; ++pass) published += relay.RunOnce();  // the first pass reads own pending
+  EXPECT_EQ(published, 3u);
+  queue("large-", 20);
+  for (int pass = 0; pass < 20 && published < 23; ++pass) published += relay.RunOnce();
+  EXPECT_EQ(published, 23u);
+  EXPECT_TRUE(Outbox().empty()) << "what was stored is deleted from the outbox";
+
+  std::multiset<std::string> stored;
+  EventConsumer::Options consumer_options;
+  consumer_options.durable = "relay-test";
+  consumer_options.filter_subject = "sopflow.v1.test.relay";
+  EventConsumer consumer(&nats, consumer_options, EventConsumer::BatchHandler([&](const std::vector<v1::Event>& events) {
+    for (const auto& e : events) stored.insert(e.id());
+  }));
+  for (int pass = 0; pass < 50 && stored.size() < 23; ++pass) consumer.RunOnce();
+  std::multiset<std::string> expected;
+  for (int i = 0; i < 3; ++i) expected.insert("small-" + std::to_string(i));
+  for (int i = 0; i < 20; ++i) expected.insert("large-" + std::to_string(i));
+  EXPECT_EQ(stored, expected);
 }
 
 TEST_F(BatchTest, ConsumerAcknowledgesWhatItHandledBeforeStopReturns) {
