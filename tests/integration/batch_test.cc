@@ -84,6 +84,18 @@ class BatchTest : public ::testing::Test {
     ASSERT_TRUE(nats.PublishAll(messages).empty());
   }
 
+  // A consumer (durable `name`, filter `subject`) that adds each event id
+  // it is handed to `ids`.
+  static std::unique_ptr<EventConsumer> CollectingConsumer(NatsClient& nats, const std::string& name,
+                                                           const std::string& subject, std::multiset<std::string>& ids) {
+    EventConsumer::Options options;
+    options.durable = name;
+    options.filter_subject = subject;
+    return std::make_unique<EventConsumer>(&nats, options, EventConsumer::BatchHandler([&ids](const std::vector<v1::Event>& events) {
+      for (const auto& e : events) ids.insert(e.id());
+    }));
+  }
+
   std::unique_ptr<Backends> backends_;
   std::shared_ptr<const UserDirectory> users_;
   SystemClock clock_;
@@ -394,13 +406,8 @@ TEST_F(BatchTest, RelayPublishesSmallAndLargeBatchesEachOnce) {
   EXPECT_TRUE(Outbox().empty()) << "what was stored is deleted from the outbox";
 
   std::multiset<std::string> stored;
-  EventConsumer::Options consumer_options;
-  consumer_options.durable = "relay-test";
-  consumer_options.filter_subject = "sopflow.v1.test.relay";
-  EventConsumer consumer(&nats, consumer_options, EventConsumer::BatchHandler([&](const std::vector<v1::Event>& events) {
-    for (const auto& e : events) stored.insert(e.id());
-  }));
-  for (int pass = 0; pass < 50 && stored.size() < 23; ++pass) consumer.RunOnce();
+  auto consumer = CollectingConsumer(nats, "relay-test", "sopflow.v1.test.relay", stored);
+  for (int pass = 0; pass < 50 && stored.size() < 23; ++pass) consumer->RunOnce();
   std::multiset<std::string> expected;
   for (int i = 0; i < 3; ++i) expected.insert("small-" + std::to_string(i));
   for (int i = 0; i < 20; ++i) expected.insert("large-" + std::to_string(i));
@@ -416,12 +423,8 @@ TEST_F(BatchTest, ConsumerAcknowledgesWhatItHandledBeforeStopReturns) {
   PublishTestEvents(nats, "sopflow.v1.test.ack", ids);
 
   std::multiset<std::string> applied;
-  EventConsumer::Options options;
-  options.durable = "ack-test";
-  options.filter_subject = "sopflow.v1.test.ack";
-  EventConsumer consumer(&nats, options, EventConsumer::BatchHandler([&](const std::vector<v1::Event>& events) {
-    for (const auto& e : events) applied.insert(e.id());
-  }));
+  auto owned = CollectingConsumer(nats, "ack-test", "sopflow.v1.test.ack", applied);
+  EventConsumer& consumer = *owned;
   size_t handled = 0;
   for (int pass = 0; pass < 50 && handled < 20; ++pass) handled += consumer.RunOnce();
   ASSERT_EQ(handled, 20u);
