@@ -56,6 +56,7 @@ void LogTail::Stop() {
     std::lock_guard lock(mu_);
     if (!running_) return;
     running_ = false;
+    for (const auto& w : waiters_) w->cv.notify_one();
   }
   grown_.notify_all();
   if (thread_.joinable()) thread_.join();
@@ -76,6 +77,10 @@ void LogTail::Loop() {
       auto fresh = ParseLogEntries(r->element[0]->element[1]);
       if (fresh.empty()) continue;
       read_from_ = fresh.back().id;
+      std::vector<std::shared_ptr<const v1::Notification>> notifications;
+      notifications.reserve(fresh.size());
+      for (const auto& e : fresh)
+        if (e.notification) notifications.push_back(e.notification);
       {
         std::lock_guard lock(mu_);
         for (auto& e : fresh) entries_.push_back(std::move(e));
@@ -86,6 +91,7 @@ void LogTail::Loop() {
         }
       }
       grown_.notify_all();
+      WakeWaitersFor(notifications);
     } catch (const std::exception& e) {
       spdlog::warn("notification log tail: {}", e.what());
       redis.reset();
@@ -103,12 +109,39 @@ std::optional<std::vector<LogEntry>> LogTail::Collect(const StreamId& after, siz
   return out;
 }
 
-std::optional<std::vector<LogEntry>> LogTail::After(const std::string& cursor, size_t max, int wait_ms) {
+void LogTail::WakeWaitersFor(const std::vector<std::shared_ptr<const v1::Notification>>& fresh) {
+  std::vector<std::shared_ptr<Waiter>> waiting;
+  {
+    std::lock_guard lock(mu_);
+    waiting = waiters_;
+  }
+  // Filters run here, outside the lock: the entries are already in memory,
+  // so a stream that starts waiting meanwhile finds them without a wake-up.
+  std::vector<std::shared_ptr<Waiter>> wanting;
+  for (const auto& w : waiting)
+    if (std::any_of(fresh.begin(), fresh.end(), [&](const auto& n) { return w->wants(*n); })) wanting.push_back(w);
+  if (wanting.empty()) return;
+  std::lock_guard lock(mu_);
+  for (const auto& w : wanting) {
+    w->woken = true;
+    w->cv.notify_one();
+  }
+}
+
+std::optional<std::vector<LogEntry>> LogTail::After(const std::string& cursor, size_t max, int wait_ms, Wants wants) {
   StreamId after = ParseStreamId(cursor);
   std::unique_lock lock(mu_);
   auto found = Collect(after, max);
   if (!found || !found->empty() || !running_) return found;
-  grown_.wait_for(lock, std::chrono::milliseconds(wait_ms));
+  if (!wants) {
+    grown_.wait_for(lock, std::chrono::milliseconds(wait_ms));
+    return Collect(after, max);
+  }
+  auto waiter = std::make_shared<Waiter>();
+  waiter->wants = std::move(wants);
+  waiters_.push_back(waiter);
+  waiter->cv.wait_for(lock, std::chrono::milliseconds(wait_ms), [&] { return waiter->woken || !running_; });
+  waiters_.erase(std::find(waiters_.begin(), waiters_.end(), waiter));
   return Collect(after, max);
 }
 

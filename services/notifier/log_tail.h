@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -42,20 +43,38 @@ class LogTail {
   void Start();  // throws if Redis cannot be reached
   void Stop();   // wakes every waiting stream
 
-  // Up to `max` entries after `cursor`, waiting up to wait_ms for one.
+  // Which notifications a waiting stream would send.
+  using Wants = std::function<bool(const v1::Notification&)>;
+  // Up to `max` entries after `cursor`, waiting up to wait_ms for one that
+  // `wants` accepts (any entry if `wants` is empty). A waiting stream is
+  // woken only by a notification it will send: with S streams, a
+  // notification wakes the streams it concerns, not all S. It may still
+  // return entries `wants` refuses (those before the one that woke it, or
+  // all of them when the wait runs out); the caller filters.
   // nullopt: `cursor` is older than memory holds; read Redis after it.
-  std::optional<std::vector<LogEntry>> After(const std::string& cursor, size_t max, int wait_ms);
+  std::optional<std::vector<LogEntry>> After(const std::string& cursor, size_t max, int wait_ms, Wants wants = {});
   // The id memory starts after (entries after it are all in memory).
   std::string floor() const;
 
  private:
+  // A stream waiting for what it wants. Shared, so the tail can test its
+  // filter outside the lock while the stream may give up waiting.
+  struct Waiter {
+    Wants wants;
+    bool woken = false;
+    std::condition_variable cv;
+  };
+
   void Loop();
   std::optional<std::vector<LogEntry>> Collect(const StreamId& after, size_t max) const;
+  // Wakes the waiters that want one of `fresh` (just appended).
+  void WakeWaitersFor(const std::vector<std::shared_ptr<const v1::Notification>>& fresh);
 
   RedisAddress redis_;
   size_t capacity_;
   mutable std::mutex mu_;
-  std::condition_variable grown_;
+  std::condition_variable grown_;                 // for waits without a filter
+  std::vector<std::shared_ptr<Waiter>> waiters_;  // waits with one
   std::deque<LogEntry> entries_;
   std::string floor_ = "0-0";
   StreamId floor_order_{0, 0};

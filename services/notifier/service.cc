@@ -51,7 +51,7 @@ grpc::Status NotifierService::Subscribe(grpc::ServerContext* ctx, const v1::Subs
     // when the stream is idle.
     bool idle = false;
     while (!stopping_ && !(idle && ctx->IsCancelled())) {
-      auto entries = tail_.After(cursor, 200, kBlockMs);
+      auto entries = tail_.After(cursor, 200, kBlockMs, matches);
       idle = entries && entries->empty();
       if (!entries) {
         // Resuming from before what the tail holds: catch up from Redis.

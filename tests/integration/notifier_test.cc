@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <fstream>
+#include <future>
 #include <set>
 
 #include "delivery.h"
@@ -449,6 +450,51 @@ TEST(LogTailTest, ServesWhatFollowsACursorAndSendsOlderCursorsToRedis) {
   ASSERT_TRUE(none.has_value());
   EXPECT_TRUE(none->empty()) << "nothing newer yet";
   tail.Stop();
+}
+
+// A waiting stream is woken by what it will send, not by every
+// notification: with many subscribers, each notification would otherwise
+// wake them all.
+TEST(LogTailTest, AWaitingStreamIsWokenOnlyByANotificationItWants) {
+  Backends backends;
+  RedisConnection redis(RedisAddress::Parse(backends.redis->address()));
+  auto add = [&](const std::string& id, const std::string& unit) {
+    v1::Notification n;
+    n.set_id(id);
+    n.set_unit(unit);
+    Reply r = redis.Command({"XADD", notifier::keys::kLog, "*", "n", n.SerializeAsString()});
+    return ReplyString(r.get()).value_or("");
+  };
+  std::string start = add("n0", "elsewhere");
+  notifier::LogTail tail(RedisAddress::Parse(backends.redis->address()));
+  tail.Start();
+  auto of_unit = [](const std::string& unit) {
+    return [unit](const v1::Notification& n) { return n.unit() == unit; };
+  };
+  // Each waits a minute at most; being woken is the only way to return sooner.
+  auto wait = [&](const std::string& unit) {
+    return std::async(std::launch::async, [&tail, &start, wants = of_unit(unit)] { return tail.After(start, 10, 60000, wants); });
+  };
+  auto balangan = wait("balangan-satpolpp");
+  auto gowa = wait("gowa-bappeda");
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // both are waiting
+  add("n1", "balangan-satpolpp");
+  ASSERT_EQ(balangan.wait_for(std::chrono::seconds(20)), std::future_status::ready);
+  auto got = balangan.get();
+  ASSERT_TRUE(got && got->size() == 1);
+  EXPECT_EQ(got->front().notification->id(), "n1");
+  EXPECT_EQ(gowa.wait_for(std::chrono::milliseconds(300)), std::future_status::timeout)
+      << "woken by a notification it does not want";
+  add("n2", "gowa-bappeda");
+  ASSERT_EQ(gowa.wait_for(std::chrono::seconds(20)), std::future_status::ready);
+  auto theirs = gowa.get();
+  ASSERT_TRUE(theirs.has_value());
+  EXPECT_EQ(theirs->size(), 2u) << "what follows its cursor, n1 included: the stream filters";
+
+  auto late = wait("nobody");
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  tail.Stop();
+  EXPECT_EQ(late.wait_for(std::chrono::seconds(20)), std::future_status::ready) << "Stop wakes every waiting stream";
 }
 
 // A subscriber reading from the start on a notifier started after the
