@@ -72,7 +72,8 @@ TEST(BenchTest, SelfContainedRunStartsEverythingAndReportsEveryProcess) {
   std::string dir = MakeTempDir("bench");
   std::string latency_log = dir + "/latencies.txt";
   auto r = RunBench(dir, "self-contained",
-                    {"--runs", std::to_string(kRuns), "--work-dir", dir, "--timeout", "120", "--latency-log", latency_log});
+                    {"--runs", std::to_string(kRuns), "--work-dir", dir, "--timeout", "120", "--latency-log", latency_log,
+                     "--idle-subscribers", "3"});
   ExpectCompleteReport(r);
   const std::vector<std::string> all{"bench", "nats-server", "notifier", "redis-server", "router"};
   EXPECT_EQ(Keys(r.last["cpu_ms_per_handoff"]), all);
@@ -92,6 +93,7 @@ TEST(BenchTest, SelfContainedRunStartsEverythingAndReportsEveryProcess) {
   }
   EXPECT_EQ(lines, kRuns * kHandoffsPerRun);
   EXPECT_EQ(r.last["settings"]["deployment"], "self-contained");
+  EXPECT_EQ(r.last["settings"]["idle_subscribers"], 3);
   EXPECT_EQ(r.last["settings"]["redis"], "appendonly yes, appendfsync everysec");
   EXPECT_EQ(r.last["settings"]["jetstream"], "file storage");
   RemoveTree(dir);

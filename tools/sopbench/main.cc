@@ -37,7 +37,7 @@ namespace {
 constexpr int kSteps = 10;
 
 struct Options {
-  int runs = 2000, routers = 1, notifiers = 1, rate = 0, timeout_s = 600, inflight = 64;
+  int runs = 2000, routers = 1, notifiers = 1, rate = 0, timeout_s = 600, inflight = 64, idle_subscribers = 0;
   std::string bin_dir, work_dir;
   std::string redis, nats;                                // running infrastructure: start only the services
   std::vector<std::string> router_addrs, notifier_addrs;  // a running deployment: start nothing
@@ -297,11 +297,33 @@ class Load {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
 
+  // Streams of other subscribers (units with no work here), as a notifier
+  // serving many connected users has: they receive nothing but are open.
+  void StartIdleSubscribers(int n) {
+    idle_contexts_.resize(static_cast<size_t>(n));
+    std::atomic<int> open{0};
+    for (int i = 0; i < n; ++i)
+      idle_.emplace_back([this, i, &open] {
+        auto notifier = v1::Notifier::NewStub(OpenChannel(d_.notifiers[i % d_.notifiers.size()], d_.ca_file));
+        v1::SubscribeRequest sub;
+        sub.set_unit("sopbench-idle-" + std::to_string(i));
+        idle_contexts_[i] = AuthedContext(o_.admin_token, std::chrono::hours(24));
+        auto reader = notifier->Subscribe(idle_contexts_[i].get(), sub);
+        ++open;
+        v1::Notification n;
+        while (!stop_ && reader->Read(&n)) {
+        }
+      });
+    for (int i = 0; i < 2000 && open < n; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+
   void Stop() {
     stop_ = true;
-    for (auto& ctx : stream_contexts_)
-      if (ctx) ctx->TryCancel();
-    for (auto& w : workers_) w.join();
+    for (auto* contexts : {&stream_contexts_, &idle_contexts_})
+      for (auto& ctx : *contexts)
+        if (ctx) ctx->TryCancel();
+    for (auto* threads : {&workers_, &idle_})
+      for (auto& t : *threads) t.join();
   }
 
   int runs_done() const { return runs_done_; }
@@ -399,7 +421,8 @@ class Load {
   const Deployment& d_;
   const std::string output_blob_ = std::string(200, 'x');  // ~200 bytes of output per step
   std::vector<std::unique_ptr<v1::Router::Stub>> router_stubs_;
-  std::vector<std::unique_ptr<grpc::ClientContext>> stream_contexts_;
+  std::vector<std::unique_ptr<grpc::ClientContext>> stream_contexts_, idle_contexts_;
+  std::vector<std::thread> idle_;
   std::vector<std::thread> workers_;
   std::atomic<int> streams_ready_{0}, runs_done_{0}, errors_{0};
   std::atomic<bool> stop_{false};
@@ -451,6 +474,7 @@ nlohmann::json Settings(const Options& o, const Deployment& d) {
                       {"notifiers", d.notifiers.size()},
                       {"workers", "one per actor, notifier Subscribe stream + asynchronous CompleteTask"},
                       {"inflight_per_worker", o.inflight},
+                      {"idle_subscribers", o.idle_subscribers},
                       {"output_bytes", 200}};
   if (o.connected()) {
     s["deployment"] = "connected";
@@ -513,6 +537,10 @@ void AddOptions(CLI::App& app, Options& o) {
   app.add_option("--inflight", o.inflight, "CompleteTask calls each worker has in flight at most")
       ->capture_default_str()
       ->check(CLI::Range(1, 4096));
+  app.add_option("--idle-subscribers", o.idle_subscribers,
+                 "extra Subscribe streams for units with no work here, as many connected users are")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1000));
   app.add_option("--redis", o.redis, "a running Redis (host:port): start only the services, against it and --nats");
   app.add_option("--nats", o.nats, "a running NATS with JetStream (nats://host:port), with --redis");
   app.add_option("--router", o.router_addrs, "a running deployment: router address(es), comma-separated; starts nothing")
@@ -564,6 +592,7 @@ int main(int argc, char** argv) {
     std::cerr << "sopbench: deploying bench-10.yaml: " << why << "\n";
     return 1;
   }
+  load.StartIdleSubscribers(o.idle_subscribers);
   load.StartWorkers();
 
   auto processes_before = SampleProcesses(d);
