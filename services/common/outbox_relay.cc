@@ -96,12 +96,20 @@ void OutboxRelay::Start() {
 void OutboxRelay::Stop() {
   running_ = false;
   if (thread_.joinable()) thread_.join();
+  try {
+    FlushDone();
+  } catch (const std::exception& e) {
+    // Left pending: another replica takes them over and re-publishes them,
+    // which the stream drops as duplicates.
+    spdlog::warn("outbox relay: deleting what was published: {}", e.what());
+  }
 }
 
 void OutboxRelay::Drain() {
   Stop();
   try {
     RunOnce();
+    FlushDone();
   } catch (const std::exception& e) {
     spdlog::warn("final outbox relay: {}", e.what());
   }
@@ -123,8 +131,8 @@ size_t OutboxRelay::RunOnce() {
   int64_t now_ms = UnixMillis(SystemClock().Now());
   if (now_ms - last_reclaim_ms_ >= 1000) {
     last_reclaim_ms_ = now_ms;
-    Reply r = redis_.Command({"XAUTOCLAIM", options_.stream, kGroup, options_.consumer_name,
-                              std::to_string(options_.reclaim_idle_ms), "0-0", "COUNT", std::to_string(options_.batch)});
+    Reply r = CommandAfterDone({"XAUTOCLAIM", options_.stream, kGroup, options_.consumer_name,
+                                std::to_string(options_.reclaim_idle_ms), "0-0", "COUNT", std::to_string(options_.batch)});
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 2) entries = ParseEntries(r->element[1]);
   }
   if (entries.empty()) {
@@ -134,7 +142,7 @@ size_t OutboxRelay::RunOnce() {
                                  std::to_string(options_.batch)};
     if (!reread_own_pending_) cmd.insert(cmd.end(), {"BLOCK", std::to_string(options_.block_ms)});
     cmd.insert(cmd.end(), {"STREAMS", options_.stream, from});
-    Reply r = redis_.Command(cmd);
+    Reply r = CommandAfterDone(cmd);
     if (ReplyIsError(r.get())) throw DomainError(ErrorCode::kInternal, "XREADGROUP: " + ReplyErrorText(r.get()));
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements > 0) {
       const redisReply* stream = r->element[0];
@@ -155,19 +163,40 @@ size_t OutboxRelay::RunOnce() {
   auto failed_ids = (small ? *prompt_ : *nats_).PublishAll(messages, 5000);
   std::set<std::string> failed(failed_ids.begin(), failed_ids.end());
 
-  std::vector<std::string> ack{"XACK", options_.stream, kGroup};
-  std::vector<std::string> del{"XDEL", options_.stream};
+  size_t published = 0;
   for (const auto& e : entries) {
     if (failed.count(e.event_id)) continue;
-    ack.push_back(e.stream_id);
-    del.push_back(e.stream_id);
+    done_.push_back(e.stream_id);
+    ++published;
   }
   if (!failed.empty()) {
     spdlog::warn("outbox relay: {} event(s) not stored by JetStream; will retry", failed.size());
     reread_own_pending_ = true;
   }
-  if (ack.size() > 3) redis_.Pipeline({ack, del});
-  return ack.size() - 3;
+  return published;
+}
+
+std::vector<std::vector<std::string>> OutboxRelay::DoneCommands() const {
+  if (done_.empty()) return {};
+  std::vector<std::string> ack{"XACK", options_.stream, kGroup}, del{"XDEL", options_.stream};
+  ack.insert(ack.end(), done_.begin(), done_.end());
+  del.insert(del.end(), done_.begin(), done_.end());
+  return {std::move(ack), std::move(del)};
+}
+
+Reply OutboxRelay::CommandAfterDone(const std::vector<std::string>& command) {
+  auto commands = DoneCommands();
+  commands.push_back(command);
+  auto replies = redis_.Pipeline(commands);
+  done_.clear();  // the pipeline went through: Redis has the XACK and XDEL
+  return std::move(replies.back());
+}
+
+void OutboxRelay::FlushDone() {
+  auto commands = DoneCommands();
+  if (commands.empty()) return;
+  redis_.Pipeline(commands);
+  done_.clear();
 }
 
 }  // namespace sopflow

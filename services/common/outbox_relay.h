@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "nats.h"
 #include "redis.h"
@@ -43,11 +44,18 @@ class OutboxRelay {
   // fails (Redis or NATS already gone) it is logged: the entries stay in the
   // outbox and another replica relays them.
   void Drain();
-  // One pass: reclaim, read, publish, delete. Returns events published.
+  // One pass: delete what the last pass published, reclaim, read, publish.
+  // Returns events published. The deletion rides in the same round trip as
+  // the next read (one Redis round trip per batch, not two); Stop sends it.
   size_t RunOnce();
 
  private:
   void Loop();
+  // XACK and XDEL of the entries published and not yet deleted (none: empty).
+  std::vector<std::vector<std::string>> DoneCommands() const;
+  // Sends those, then `command`, in one round trip; `command`'s reply.
+  Reply CommandAfterDone(const std::vector<std::string>& command);
+  void FlushDone();
   RedisConnection redis_;
   NatsClient* nats_;
   std::unique_ptr<NatsClient> prompt_;  // send-asap sibling of nats_, for small batches
@@ -55,6 +63,7 @@ class OutboxRelay {
   std::atomic<bool> running_{false};
   std::thread thread_;
   bool reread_own_pending_ = true;   // after a failed publish, and at start
+  std::vector<std::string> done_;    // stream ids published, to XACK and XDEL
   int64_t last_reclaim_ms_ = 0;
 };
 

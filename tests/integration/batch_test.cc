@@ -400,10 +400,13 @@ TEST_F(BatchTest, RelayPublishesSmallAndLargeBatchesEachOnce) {
   queue("small-", 3);
   for (int pass = 0; pass < 20 && published < 3; ++pass) published += relay.RunOnce();  // the first pass reads own pending
   EXPECT_EQ(published, 3u);
+  EXPECT_EQ(Outbox().size(), 3u) << "deleted with the next read, in its round trip";
   queue("large-", 20);
   for (int pass = 0; pass < 20 && published < 23; ++pass) published += relay.RunOnce();
   EXPECT_EQ(published, 23u);
-  EXPECT_TRUE(Outbox().empty()) << "what was stored is deleted from the outbox";
+  EXPECT_EQ(Outbox().size(), 20u) << "the small batch went with the read of the large one";
+  relay.Stop();
+  EXPECT_TRUE(Outbox().empty()) << "Stop deletes what was published";
 
   std::multiset<std::string> stored;
   auto consumer = CollectingConsumer(nats, "relay-test", "sopflow.v1.test.relay", stored);
