@@ -282,6 +282,7 @@ class Load {
     constexpr int kStarterThreads = 4;
     std::atomic<int> next{0};
     std::vector<std::thread> starters;
+    starters.reserve(kStarterThreads);
     for (int s = 0; s < kStarterThreads; ++s)
       starters.emplace_back([&, s] {
         auto& router = *router_stubs_[s % router_stubs_.size()];
@@ -301,20 +302,20 @@ class Load {
   // serving many connected users has: they receive nothing but are open.
   void StartIdleSubscribers(int n) {
     idle_contexts_.resize(static_cast<size_t>(n));
-    std::atomic<int> open{0};
+    idle_.reserve(static_cast<size_t>(n));
     for (int i = 0; i < n; ++i)
-      idle_.emplace_back([this, i, &open] {
+      idle_.emplace_back([this, i] {
         auto notifier = v1::Notifier::NewStub(OpenChannel(d_.notifiers[i % d_.notifiers.size()], d_.ca_file));
         v1::SubscribeRequest sub;
         sub.set_unit("sopbench-idle-" + std::to_string(i));
         idle_contexts_[i] = AuthedContext(o_.admin_token, std::chrono::hours(24));
         auto reader = notifier->Subscribe(idle_contexts_[i].get(), sub);
-        ++open;
+        ++idle_open_;
         v1::Notification n;
         while (!stop_ && reader->Read(&n)) {
         }
       });
-    for (int i = 0; i < 2000 && open < n; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    for (int i = 0; i < 2000 && idle_open_ < n; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
 
   void Stop() {
@@ -393,7 +394,7 @@ class Load {
     call->request.set_task_id(n.task_id());
     call->request.mutable_output()->set_note(output_blob_);
     router.async()->CompleteTask(call->context.get(), &call->request, &call->response,
-                                 [this, call, run_id = n.run_id(), gen = n.step(), &window](grpc::Status st) {
+                                 [this, call, run_id = n.run_id(), gen = n.step(), &window](const grpc::Status& st) {
                                    if (st.ok())
                                      Completed(run_id, gen);
                                    else
@@ -424,7 +425,7 @@ class Load {
   std::vector<std::unique_ptr<grpc::ClientContext>> stream_contexts_, idle_contexts_;
   std::vector<std::thread> idle_;
   std::vector<std::thread> workers_;
-  std::atomic<int> streams_ready_{0}, runs_done_{0}, errors_{0};
+  std::atomic<int> streams_ready_{0}, idle_open_{0}, runs_done_{0}, errors_{0};
   std::atomic<bool> stop_{false};
   Timings timings_;
 };
