@@ -99,8 +99,9 @@ TEST(BenchTest, SelfContainedRunStartsEverythingAndReportsEveryProcess) {
   RemoveTree(dir);
 }
 
-// An ops team's setting: the services already run; sopbench is given their
-// addresses and acts as users the deployment knows (--print-users).
+// An ops team's setting: the services already run, with TLS; sopbench is
+// given their addresses and the CA, and acts as users the deployment knows
+// (--print-users).
 TEST(BenchTest, LoadsARunningDeploymentAtTheAddressesItIsGiven) {
   Backends b;
   auto users = RunBench(b.dir, "users", {"--print-users", "--token-prefix", "ops-bench-"});
@@ -109,21 +110,27 @@ TEST(BenchTest, LoadsARunningDeploymentAtTheAddressesItIsGiven) {
   std::string tokens = b.dir + "/bench-users.yaml";
   std::ofstream(tokens) << users.log;
 
+  const std::string key = b.dir + "/tls.key", cert = b.dir + "/tls.crt";
+  ASSERT_TRUE(MakeCertificate(key, cert, b.dir + "/openssl.log"));
+
   int router_port = FreePort(), notifier_port = FreePort();
   ChildProcess router, notifier;
-  router.Start({SOPFLOW_ROUTER_BIN, "--listen", "127.0.0.1:" + std::to_string(router_port), "--redis", b.redis->address(),
-                "--nats", b.nats->url(), "--tokens", tokens, "--log-level", "warn"},
+  router.Start({SOPFLOW_ROUTER_BIN, "--listen", "127.0.0.1:" + std::to_string(router_port), "--tls-cert", cert,
+                "--tls-key", key, "--redis", b.redis->address(), "--nats", b.nats->url(), "--tokens", tokens,
+                "--log-level", "warn"},
                {}, b.dir + "/router.log");
-  notifier.Start({SOPFLOW_NOTIFIER_BIN, "--listen", "127.0.0.1:" + std::to_string(notifier_port), "--redis",
-                  b.redis->address(), "--nats", b.nats->url(), "--tokens", tokens, "--templates",
-                  std::string(SOPFLOW_SOURCE_DIR) + "/deploy/base/notifier/templates", "--log-level", "warn"},
+  notifier.Start({SOPFLOW_NOTIFIER_BIN, "--listen", "127.0.0.1:" + std::to_string(notifier_port), "--tls-cert", cert,
+                  "--tls-key", key, "--redis", b.redis->address(), "--nats", b.nats->url(), "--tokens", tokens,
+                  "--templates", std::string(SOPFLOW_SOURCE_DIR) + "/deploy/base/notifier/templates", "--log-level",
+                  "warn"},
                  {}, b.dir + "/notifier.log");
   ASSERT_TRUE(Listens(router, router_port));
   ASSERT_TRUE(Listens(notifier, notifier_port));
 
   std::string router_addr = "127.0.0.1:" + std::to_string(router_port);
+  std::string notifier_addr = "127.0.0.1:" + std::to_string(notifier_port);
   auto r = RunBench(b.dir, "connected",
-                    {"--router", router_addr, "--notifier", "127.0.0.1:" + std::to_string(notifier_port), "--runs",
+                    {"--router", router_addr, "--notifier", notifier_addr, "--ca-file", cert, "--runs",
                      std::to_string(kRuns), "--token-prefix", "ops-bench-", "--timeout", "120"});
   ExpectCompleteReport(r);
   // It started nothing, so it can only measure itself.
@@ -135,10 +142,17 @@ TEST(BenchTest, LoadsARunningDeploymentAtTheAddressesItIsGiven) {
 
   // Users the deployment does not know get a clear refusal, not a hang.
   auto stranger = RunBench(b.dir, "stranger",
-                           {"--router", router_addr, "--notifier", "127.0.0.1:" + std::to_string(notifier_port),
-                            "--runs", "1", "--admin-token", "not-a-user", "--timeout", "30"});
+                           {"--router", router_addr, "--notifier", notifier_addr, "--ca-file", cert, "--runs", "1",
+                            "--admin-token", "not-a-user", "--timeout", "30"});
   EXPECT_EQ(stranger.exit_code, 1);
   EXPECT_NE(stranger.log.find("deploying bench-10.yaml: UNAUTHENTICATED"), std::string::npos) << stranger.log;
+
+  // Plaintext to a TLS deployment: a clear failure, not a hang.
+  auto plaintext = RunBench(b.dir, "plaintext",
+                            {"--router", router_addr, "--notifier", notifier_addr, "--runs", "1",
+                             "--token-prefix", "ops-bench-", "--timeout", "30"});
+  EXPECT_EQ(plaintext.exit_code, 1);
+  EXPECT_NE(plaintext.log.find("deploying bench-10.yaml: UNAVAILABLE"), std::string::npos) << plaintext.log;
 }
 
 TEST(BenchTest, StartsOnlyTheServicesAgainstAGivenRedisAndNats) {

@@ -56,6 +56,15 @@ RouterConfig Backends::RouterConfigFor() const {
   return c;
 }
 
+::testing::AssertionResult MakeCertificate(const std::string& key, const std::string& cert, const std::string& log) {
+  ChildProcess openssl;
+  openssl.Start({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days",
+                 "1", "-subj", "/CN=sopflow-router", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"},
+                {}, log);
+  if (openssl.WaitExit(30000) == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "openssl failed; see " << log;
+}
+
 bool WaitUntil(const std::function<bool()>& done, int timeout_ms) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   while (std::chrono::steady_clock::now() < deadline) {

@@ -64,6 +64,9 @@ inline ::testing::AssertionResult Listens(ChildProcess& child, int port, int tim
   return ::testing::AssertionFailure() << "the child process " << why;
 }
 
+// A self-signed certificate for 127.0.0.1 and its key, made by openssl.
+::testing::AssertionResult MakeCertificate(const std::string& key, const std::string& cert, const std::string& log);
+
 class RouterTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite();

@@ -155,16 +155,6 @@ TEST(MetricsEndpointTest, PrometheusScrapesRequestsHandoffsAndConsumerBacklog) {
 // How the router runs on Kubernetes: TLS on the API port (clients trust the
 // CA), a plaintext health-only port for kubelet's gRPC probes, and on
 // SIGTERM NOT_SERVING while calls are still answered, then a clean exit.
-// A self-signed certificate for 127.0.0.1 and its key, made by openssl.
-::testing::AssertionResult MakeCertificate(const std::string& key, const std::string& cert, const std::string& log) {
-  ChildProcess openssl;
-  openssl.Start({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days",
-                 "1", "-subj", "/CN=sopflow-router", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"},
-                {}, log);
-  if (openssl.WaitExit(30000) == 0) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "openssl failed; see " << log;
-}
-
 TEST(DeploymentShapeTest, TlsApiPlaintextHealthPortAndNotServingDuringTheDrain) {
   Backends backends;
   const std::string key = backends.dir + "/tls.key", cert = backends.dir + "/tls.crt";
