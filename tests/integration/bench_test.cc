@@ -95,7 +95,7 @@ TEST(BenchTest, SelfContainedRunStartsEverythingAndReportsEveryProcess) {
   EXPECT_EQ(r.last["settings"]["deployment"], "self-contained");
   EXPECT_EQ(r.last["settings"]["idle_subscribers"], 3);
   EXPECT_EQ(r.last["settings"]["redis"], "appendonly yes, appendfsync everysec");
-  EXPECT_EQ(r.last["settings"]["jetstream"], "file storage");
+  EXPECT_EQ(r.last["settings"]["jetstream"], "file storage, nats-server GOMAXPROCS=1");
   RemoveTree(dir);
 }
 

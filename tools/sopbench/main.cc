@@ -486,7 +486,7 @@ nlohmann::json Settings(const Options& o, const Deployment& d) {
   }
   if (o.own_infrastructure()) {
     s["redis"] = "appendonly yes, appendfsync everysec";
-    s["jetstream"] = "file storage";
+    s["jetstream"] = "file storage, nats-server GOMAXPROCS=1";
   }
   return s;
 }

@@ -156,8 +156,13 @@ RedisServer::RedisServer(const std::string& dir) : port_(FreePort()) {
 RedisServer::~RedisServer() { process_.Stop(); }
 
 NatsServer::NatsServer(const std::string& dir) : port_(FreePort()) {
+  // One Go scheduler thread: here nats-server shares two cores with the
+  // services and their clients, and with two it hands goroutines between
+  // OS threads; sopbench then fell at random into a mode where nats-server
+  // cost twice the CPU per hand-off (docs/performance.md, sixth session).
+  // On Kubernetes GOMAXPROCS follows the pod's CPU limit (deploy/base/nats.yaml).
   process_.Start({"nats-server", "-js", "-a", "127.0.0.1", "-p", std::to_string(port_), "-sd", dir + "/jetstream"},
-                 {}, dir + "/nats.log");
+                 {{"GOMAXPROCS", "1"}}, dir + "/nats.log");
   std::string why = process_.WaitListening(port_, 10000);
   if (!why.empty()) throw std::runtime_error("nats-server " + why);
 }
