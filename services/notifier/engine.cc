@@ -156,26 +156,26 @@ std::optional<Engine::Record> Engine::RecordFor(const v1::Event& event) {
     case v1::Event::kTaskClaimed: {
       // Only an open task becomes claimed: not one done or cancelled by an
       // event another replica handled first.
-      Record r{event.id()};
+      Record r;
       r.extra.ExpectField(keys::Task(event.task_claimed().task().id()), "status", "OPEN");
       PutTask(r.extra, event.task_claimed().task(), "CLAIMED");
       return r;
     }
     case v1::Event::kTaskCompleted: {
       // Done (or returned): no reminder, no escalation from here on.
-      Record r{event.id()};
+      Record r;
       PutTask(r.extra, event.task_completed().task(), "DONE");
       ForgetTimers(r.extra, event.task_completed().task().id());
       return r;
     }
     case v1::Event::kRunCompleted: {
       const auto& run = event.run_completed().run();
-      return Record{event.id(), {composer_->ForRun(v1::Notification::RUN_COMPLETED, run, event.id(), {run.started_by()}, now)}};
+      return Record{{composer_->ForRun(v1::Notification::RUN_COMPLETED, run, event.id(), {run.started_by()}, now)}};
     }
     case v1::Event::kRunCancelled:
       return RunCancelled(event);
     case v1::Event::kSubmissionsLate:
-      return Record{event.id(), composer_->ForLateSubmissions(event, now)};
+      return Record{composer_->ForLateSubmissions(event, now)};
     default:
       return std::nullopt;  // step completions and run starts are the router's business
   }
@@ -183,7 +183,7 @@ std::optional<Engine::Record> Engine::RecordFor(const v1::Event& event) {
 
 Engine::Record Engine::TaskCreated(const v1::Event& event) {
   const v1::Task& task = event.task_created().task();
-  Record r{event.id()};
+  Record r;
   RedisBatch& b = r.extra;
   PutTaskIfNew(b, task);  // a timer of a task already done fires as a no-op
   b.Write({"SADD", keys::RunTasks(task.run_id()), task.id()});
@@ -201,7 +201,7 @@ Engine::Record Engine::TaskCreated(const v1::Event& event) {
 
 Engine::Record Engine::RunCancelled(const v1::Event& event) {
   const auto& run = event.run_cancelled().run();
-  Record r{event.id()};
+  Record r;
   std::set<std::string> users{run.started_by()};
   for (const auto& id : store_->RunTasks(run.id())) {
     auto task = store_->Task(id);
@@ -240,7 +240,7 @@ size_t Engine::FireDueTimers(int limit) {
       }
     }
     size_t count = notifications.size();
-    if (RecordOnce(Record{timer, std::move(notifications), std::move(b)})) recorded += count;
+    if (RecordOnce(Record{std::move(notifications), std::move(b)})) recorded += count;
   }
   return recorded;
 }

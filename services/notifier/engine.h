@@ -71,9 +71,9 @@ class Engine {
  private:
   // What one cause (an event, a timer) leaves to record: notifications
   // (with their deliveries) and other writes. With notifications it is
-  // applied once per cause; without, its writes must be idempotent.
+  // applied once per cause (their ids are made from it); without, its
+  // writes must be idempotent.
   struct Record {
-    std::string cause;
     std::vector<v1::Notification> notifications;
     RedisBatch extra;
   };
