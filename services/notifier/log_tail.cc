@@ -58,7 +58,6 @@ void LogTail::Stop() {
     running_ = false;
     for (const auto& w : waiters_) w->cv.notify_one();
   }
-  grown_.notify_all();
   if (thread_.joinable()) thread_.join();
 }
 
@@ -77,10 +76,9 @@ void LogTail::Loop() {
       auto fresh = ParseLogEntries(r->element[0]->element[1]);
       if (fresh.empty()) continue;
       read_from_ = fresh.back().id;
-      std::vector<std::shared_ptr<const v1::Notification>> notifications;
+      std::vector<std::shared_ptr<const v1::Notification>> notifications;  // null: unreadable
       notifications.reserve(fresh.size());
-      for (const auto& e : fresh)
-        if (e.notification) notifications.push_back(e.notification);
+      for (const auto& e : fresh) notifications.push_back(e.notification);
       {
         std::lock_guard lock(mu_);
         for (auto& e : fresh) entries_.push_back(std::move(e));
@@ -90,7 +88,6 @@ void LogTail::Loop() {
           entries_.pop_front();
         }
       }
-      grown_.notify_all();
       WakeWaitersFor(notifications);
     } catch (const std::exception& e) {
       spdlog::warn("notification log tail: {}", e.what());
@@ -119,7 +116,8 @@ void LogTail::WakeWaitersFor(const std::vector<std::shared_ptr<const v1::Notific
   // so a stream that starts waiting meanwhile finds them without a wake-up.
   std::vector<std::shared_ptr<Waiter>> wanting;
   for (const auto& w : waiting)
-    if (std::any_of(fresh.begin(), fresh.end(), [&](const auto& n) { return w->wants(*n); })) wanting.push_back(w);
+    if (!w->wants || std::any_of(fresh.begin(), fresh.end(), [&](const auto& n) { return n && w->wants(*n); }))
+      wanting.push_back(w);
   if (wanting.empty()) return;
   std::lock_guard lock(mu_);
   for (const auto& w : wanting) {
@@ -133,10 +131,6 @@ std::optional<std::vector<LogEntry>> LogTail::After(const std::string& cursor, s
   std::unique_lock lock(mu_);
   auto found = Collect(after, max);
   if (!found || !found->empty() || !running_) return found;
-  if (!wants) {
-    grown_.wait_for(lock, std::chrono::milliseconds(wait_ms));
-    return Collect(after, max);
-  }
   auto waiter = std::make_shared<Waiter>();
   waiter->wants = std::move(wants);
   waiters_.push_back(waiter);

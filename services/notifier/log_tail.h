@@ -60,21 +60,21 @@ class LogTail {
   // A stream waiting for what it wants. Shared, so the tail can test its
   // filter outside the lock while the stream may give up waiting.
   struct Waiter {
-    Wants wants;
+    Wants wants;  // empty: any entry
     bool woken = false;
     std::condition_variable cv;
   };
 
   void Loop();
   std::optional<std::vector<LogEntry>> Collect(const StreamId& after, size_t max) const;
-  // Wakes the waiters that want one of `fresh` (just appended).
+  // Wakes the waiters that want one of `fresh` (just appended; null where
+  // an entry was unreadable).
   void WakeWaitersFor(const std::vector<std::shared_ptr<const v1::Notification>>& fresh);
 
   RedisAddress redis_;
   size_t capacity_;
   mutable std::mutex mu_;
-  std::condition_variable grown_;                 // for waits without a filter
-  std::vector<std::shared_ptr<Waiter>> waiters_;  // waits with one
+  std::vector<std::shared_ptr<Waiter>> waiters_;
   std::deque<LogEntry> entries_;
   std::string floor_ = "0-0";
   StreamId floor_order_{0, 0};
