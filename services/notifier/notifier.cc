@@ -60,8 +60,9 @@ struct NotifierProcess::Impl {
       } catch (const std::exception& e) {
         spdlog::warn("deliveries: {}", e.what());
       }
-      if (done > 0) continue;
-      if (deliveries_scheduled.WaitFor(cursor, backoff.After(false))) backoff.Reset();
+      auto pause = backoff.After(done > 0);
+      if (done > 0) continue;  // more may be due: look again at once
+      if (deliveries_scheduled.WaitFor(cursor, pause)) backoff.Reset();
     }
   }
 };
