@@ -126,13 +126,14 @@ void LogTail::WakeWaitersFor(const std::vector<std::shared_ptr<const v1::Notific
   }
 }
 
-std::optional<std::vector<LogEntry>> LogTail::After(const std::string& cursor, size_t max, int wait_ms, Wants wants) {
+std::optional<std::vector<LogEntry>> LogTail::After(const std::string& cursor, size_t max, int wait_ms,
+                                                    const Wants& wants) {
   StreamId after = ParseStreamId(cursor);
   std::unique_lock lock(mu_);
   auto found = Collect(after, max);
   if (!found || !found->empty() || !running_) return found;
   auto waiter = std::make_shared<Waiter>();
-  waiter->wants = std::move(wants);
+  waiter->wants = wants;  // copied only when it waits: most calls find entries
   waiters_.push_back(waiter);
   waiter->cv.wait_for(lock, std::chrono::milliseconds(wait_ms), [&] { return waiter->woken || !running_; });
   waiters_.erase(std::find(waiters_.begin(), waiters_.end(), waiter));

@@ -52,7 +52,7 @@ class LogTail {
   // return entries `wants` refuses (those before the one that woke it, or
   // all of them when the wait runs out); the caller filters.
   // nullopt: `cursor` is older than memory holds; read Redis after it.
-  std::optional<std::vector<LogEntry>> After(const std::string& cursor, size_t max, int wait_ms, Wants wants = {});
+  std::optional<std::vector<LogEntry>> After(const std::string& cursor, size_t max, int wait_ms, const Wants& wants = {});
   // The id memory starts after (entries after it are all in memory).
   std::string floor() const;
 

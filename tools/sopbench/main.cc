@@ -267,8 +267,8 @@ class Load {
   void StartWorkers() {
     stream_contexts_.resize(kSteps);
     for (int step = 1; step <= kSteps; ++step) workers_.emplace_back([this, step] { Work(step); });
-    // Bounded: each worker opens its stream at once (or fails, and counts).
-    for (int i = 0; i < 2000 && streams_ready_ < kSteps; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    // Each worker opens its stream at once (or fails, and counts).
+    WaitForStreams(streams_ready_, kSteps);
     std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the streams are reading
   }
 
@@ -315,7 +315,7 @@ class Load {
         while (!stop_ && reader->Read(&n)) {
         }
       });
-    for (int i = 0; i < 2000 && idle_open_ < n; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    WaitForStreams(idle_open_, n);
   }
 
   void Stop() {
@@ -332,6 +332,11 @@ class Load {
   Timings& timings() { return timings_; }
 
  private:
+  // Until `opened` reaches `want`, at most 10 s.
+  static void WaitForStreams(const std::atomic<int>& opened, int want) {
+    for (int i = 0; i < 2000 && opened < want; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+
   void StartOneRun(v1::Router::Stub& router) {
     v1::StartRunRequest req;
     req.set_sop_id("sopbench-10");
