@@ -119,12 +119,15 @@ void NatsClient::EnsureEventStream(int replicas, int64_t duplicate_window_ms, in
 }
 
 void NatsClient::Flush(int timeout_ms) {
-  if (natsConnection_Buffered(conn_) <= 0) return;  // nothing to wait for
   if (natsConnection_Status(conn_) != NATS_CONN_STATUS_CONNECTED) {
     // NATS is away (a drain after its shutdown): waiting cannot deliver it.
-    spdlog::warn("nats {}: not connected, {} buffered bytes not sent", options_.name, natsConnection_Buffered(conn_));
+    int buffered = natsConnection_Buffered(conn_);
+    if (buffered > 0) spdlog::warn("nats {}: not connected, {} buffered bytes not sent", options_.name, buffered);
     return;
   }
+  // The PING round trip even when nats.c's buffer is empty: its flusher
+  // thread may have written the buffer without the server having read it,
+  // and only the PONG says the server has everything sent before.
   natsStatus s = natsConnection_FlushTimeout(conn_, timeout_ms);
   if (s != NATS_OK) spdlog::warn("nats flush {}: {}", options_.name, natsStatus_GetText(s));
 }
