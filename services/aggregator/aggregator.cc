@@ -42,8 +42,9 @@ struct AggregatorProcess::Impl {
     v1::Task out;
     grpc::Status st = router->AttachDocument(AuthedContext(config.router_token).get(), req, &out);
     if (st.ok()) return;
-    // NOT_FOUND: the router has not created the next task yet (it does so
-    // from the same event); the event comes back and we try again.
+    // The router created the next task before the event was published
+    // (in the transaction that ended the step), so NOT_FOUND is unexpected;
+    // like UNAVAILABLE it is retried: the event comes back.
     if (st.error_code() == grpc::StatusCode::NOT_FOUND || st.error_code() == grpc::StatusCode::UNAVAILABLE ||
         st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED)
       throw DomainError(ErrorCode::kUnavailable, "attach to " + task_id + ": " + st.error_message());

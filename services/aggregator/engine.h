@@ -20,7 +20,8 @@ namespace sopflow::aggregator {
 inline constexpr char kOutbox[] = "sf:a:outbox";
 
 // Attaches a document to a router task; throws DomainError(kUnavailable)
-// while the task does not exist yet (it is created from the same event).
+// when the router cannot be reached or does not know the task (the event
+// comes back and it is tried again).
 using AttachFn = std::function<void(const std::string& task_id, const v1::DocumentRef& document)>;
 
 class Engine {

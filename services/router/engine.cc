@@ -3,7 +3,6 @@
 #include <google/protobuf/util/time_util.h>
 
 #include <algorithm>
-#include <set>
 
 #include "definition.h"
 #include "error.h"
@@ -206,6 +205,7 @@ v1::Run Engine::StartRun(const User& user, const v1::StartRunRequest& req) {
   v1::Event e = NewEvent(run.id() + "/started", events::kRunStarted, run.id(), run);
   *e.mutable_run_started()->mutable_run() = run;
   b.Emit(e);
+  size_t created = AddStepTasks(b, run, def->steps(0).number(), 1, now);
   if (store_->Commit(b) != 0) {
     // The same request_id started a run before: return that one.
     auto id = store_->GetString(keys::Request(req.request_id()));
@@ -214,6 +214,7 @@ v1::Run Engine::StartRun(const User& user, const v1::StartRunRequest& req) {
     if (!prior) throw DomainError(ErrorCode::kUnavailable, "request_id race; retry");
     return *prior;
   }
+  CountHandoffs(created);
   return run;
 }
 
@@ -271,10 +272,7 @@ v1::Run Engine::CancelRun(const User& user, const std::string& run_id, const std
     v1::Event e = NewEvent(run_id + "/cancelled", events::kRunCancelled, run_id, *run);
     *e.mutable_run_cancelled()->mutable_run() = *run;
     b.Emit(e);
-    if (store_->Commit(b) == 0) {
-      active_runs_.Forget(run_id);
-      return *run;
-    }
+    if (store_->Commit(b) == 0) return *run;
   }
   throw DomainError(ErrorCode::kUnavailable, "run " + run_id + " kept changing; retry");
 }
@@ -429,6 +427,7 @@ void Engine::CompleteAll(std::vector<CompleteCall>& calls) {
   TimePoint now = clock_->Now();
   std::vector<Batch> batches;
   std::vector<size_t> batch_of;
+  std::vector<size_t> created;  // tasks each batch creates
   std::vector<v1::Task> finished;
   std::vector<size_t> alone;
   for (size_t k = 0; k < wanted_at.size(); ++k) {
@@ -449,7 +448,7 @@ void Engine::CompleteAll(std::vector<CompleteCall>& calls) {
       RequireActiveRun(task, run);
       Batch b;
       GuardCompletion(b, task);
-      WriteCompletion(b, task, *run, finish, call.output, now, true);
+      created.push_back(WriteCompletion(b, task, *run, finish, call.output, now, true));
       batches.push_back(std::move(b));
       batch_of.push_back(wanted_at[k]);
       finished.push_back(std::move(task));
@@ -466,6 +465,7 @@ void Engine::CompleteAll(std::vector<CompleteCall>& calls) {
     CompleteCall& call = calls[batch_of[j]];
     try {
       if (results[j] == 0) {
+        CountHandoffs(created[j]);
         call.task = std::move(finished[j]);
         continue;
       }
@@ -521,9 +521,12 @@ v1::Task Engine::FinishTask(TaskAndRun first, const std::function<void(const v1:
       b.Write({"HSET", keys::FanOut(t.run_id(), t.gen()), "left", std::to_string(left - 1)});
       step_done = left == 1;
     }
-    WriteCompletion(b, t, *run, finish, output, now, step_done);
+    size_t created = WriteCompletion(b, t, *run, finish, output, now, step_done);
     int failed = store_->Commit(b);
-    if (failed == 0) return t;
+    if (failed == 0) {
+      CountHandoffs(created);
+      return t;
+    }
     if (failed <= 3) ReportCompletionRefused(t, failed);
     // failed == 4: another member task of the fan-out finished first; retry.
   }
@@ -535,8 +538,8 @@ void Engine::GuardCompletion(Batch& b, const v1::Task& t) {
   b.ExpectField(keys::Run(t.run_id()), "status", "ACTIVE");
 }
 
-void Engine::WriteCompletion(Batch& b, v1::Task& t, const v1::Run& run, const Finish& finish,
-                             const v1::TaskOutput& output, TimePoint now, bool step_done) {
+size_t Engine::WriteCompletion(Batch& b, v1::Task& t, const v1::Run& run, const Finish& finish,
+                               const v1::TaskOutput& output, TimePoint now, bool step_done) {
   Unlist(b, t);
   t.set_status(v1::Task::DONE);
   if (t.kind() != v1::Step::SYSTEM) t.set_assignee(finish.actor);
@@ -553,7 +556,8 @@ void Engine::WriteCompletion(Batch& b, v1::Task& t, const v1::Run& run, const Fi
   *done.mutable_task_completed()->mutable_task() = t;
   *done.mutable_task_completed()->mutable_entry() = entry;
   b.Emit(done);
-  if (step_done) {
+  if (!step_done) return 0;
+  {
     auto step_entry = Entry(v1::HistoryEntry::STEP_COMPLETED, now, &t, finish.actor);
     step_entry.set_outcome(finish.outcome);
     step_entry.set_task_id("");
@@ -567,6 +571,7 @@ void Engine::WriteCompletion(Batch& b, v1::Task& t, const v1::Run& run, const Fi
     sc->set_outcome(finish.outcome);
     b.Emit(e);
   }
+  return RouteAfterStep(b, run, t.step(), t.gen(), finish.outcome, now);
 }
 
 // ----------------------------------------------------------------------- jobs
@@ -671,111 +676,28 @@ v1::Task Engine::AttachDocument(const User& user, const v1::AttachDocumentReques
   throw DomainError(ErrorCode::kUnavailable, "task " + req.task_id() + " kept changing; retry");
 }
 
-// --------------------------------------------------------------------- events
+// -------------------------------------------------------------------- routing
 
-namespace {
-bool IsRoutingEvent(const v1::Event& event) { return event.has_run_started() || event.has_step_completed(); }
-}  // namespace
-
-bool Engine::OnEvent(const v1::Event& event) {
-  if (!IsRoutingEvent(event)) return false;
-  auto run = RunsOf({&event}).front();
-  auto transition = TransitionFor(event, run.get());
-  return transition && Applied(*transition, store_->Commit(transition->batch));
-}
-
-std::vector<std::shared_ptr<const v1::Run>> Engine::RunsOf(const std::vector<const v1::Event*>& events) {
-  std::vector<std::shared_ptr<const v1::Run>> runs(events.size());
-  std::vector<std::string> unknown_ids;
-  std::vector<size_t> unknown_at;
-  for (size_t i = 0; i < events.size(); ++i) {
-    const v1::Event& e = *events[i];
-    // A start carries its run: the replica that routes it never reads it.
-    if (e.has_run_started() && e.run_started().run().id() == e.run_id()) active_runs_.Remember(e.run_started().run());
-    runs[i] = active_runs_.Find(e.run_id());
-    if (!runs[i]) {
-      unknown_ids.push_back(e.run_id());
-      unknown_at.push_back(i);
-    }
-  }
-  auto read = store_->LookupRuns(unknown_ids);
-  for (size_t j = 0; j < read.size(); ++j) {
-    if (!read[j]) continue;
-    active_runs_.Remember(*read[j]);
-    runs[unknown_at[j]] = std::make_shared<const v1::Run>(std::move(*read[j]));
-  }
-  return runs;
-}
-
-void Engine::OnEvents(const std::vector<v1::Event>& events) {
-  std::vector<const v1::Event*> segment;
-  std::set<std::string> segment_runs;
-  auto apply_segment = [&] {
-    auto runs = RunsOf(segment);
-    std::vector<Transition> transitions;
-    for (size_t i = 0; i < segment.size(); ++i)
-      if (auto t = TransitionFor(*segment[i], runs[i].get())) transitions.push_back(std::move(*t));
-    std::vector<const Batch*> batches;
-    batches.reserve(transitions.size());
-    for (const auto& t : transitions) batches.push_back(&t.batch);
-    auto results = store_->CommitAll(batches);
-    for (size_t i = 0; i < transitions.size(); ++i) Applied(transitions[i], results[i]);
-    segment.clear();
-    segment_runs.clear();
-  };
-  for (const auto& event : events) {
-    if (!IsRoutingEvent(event)) continue;
-    // A run already in the segment was read before this event's predecessor
-    // changed it: start a new segment, as applying one by one would.
-    if (!segment_runs.insert(event.run_id()).second) {
-      apply_segment();
-      segment_runs.insert(event.run_id());
-    }
-    segment.push_back(&event);
-  }
-  if (!segment.empty()) apply_segment();
-}
-
-std::optional<Engine::Transition> Engine::TransitionFor(const v1::Event& event, const v1::Run* run) {
-  // The outbox commits a run and its event together, so a missing run means
-  // the event is foreign or its data was removed: nothing to do.
-  if (!run || run->status() != v1::Run::ACTIVE) return std::nullopt;
-  auto def = Definition(run->sop_id(), run->sop_version());
-  if (event.has_run_started()) return StepTasks(event, *run, def->steps(0).number(), 1);
-  const auto& sc = event.step_completed();
-  flow::Next next = flow::NextAfter(*def, sc.step(), sc.outcome());
-  if (next.ends_run) return RunCompletion(event, *run);
-  return StepTasks(event, *run, next.step, sc.gen() + 1);
-}
-
-bool Engine::Applied(const Transition& transition, int commit_result) {
-  // The run ended since it was remembered (or by this transition): routing
-  // it again would only be refused.
-  if (commit_result == kRunNotActive || (commit_result == 0 && transition.ends_run))
-    active_runs_.Forget(transition.run_id);
-  // Non-zero: applied before (a redelivery), or the run ended meanwhile.
-  if (commit_result != 0) return false;
-  if (transition.tasks_created)
-    Metrics::Global().Count("sopflow_handoffs_total", "", static_cast<double>(transition.tasks_created));
-  return true;
-}
-
-Engine::Transition Engine::StepTasks(const v1::Event& cause, const v1::Run& run, uint32_t step, uint32_t gen) {
+size_t Engine::RouteAfterStep(Batch& b, const v1::Run& run, uint32_t step, uint32_t gen, const std::string& outcome,
+                              TimePoint now) {
   auto def = Definition(run.sop_id(), run.sop_version());
-  TimePoint now = clock_->Now();
+  flow::Next next = flow::NextAfter(*def, step, outcome);
+  if (next.ends_run) {
+    AddRunCompletion(b, run, now);
+    return 0;
+  }
+  return AddStepTasks(b, run, next.step, gen + 1, now);
+}
+
+size_t Engine::AddStepTasks(Batch& b, const v1::Run& run, uint32_t step, uint32_t gen, TimePoint now) {
+  auto def = Definition(run.sop_id(), run.sop_version());
   auto tasks = flow::PlanTasks(*def, run, step, gen, now, *calendar_);
-  Transition transition;
-  transition.tasks_created = tasks.size();
-  transition.run_id = run.id();
-  Batch& b = transition.batch;
-  b.AddOnce(keys::RunApplied(run.id()), cause.id());
-  b.ExpectField(keys::Run(run.id()), "status", "ACTIVE");  // guard kRunNotActive
   if (flow::StepOf(*def, step).kind() == v1::Step::FAN_OUT)
     b.Write({"HSET", keys::FanOut(run.id(), gen), "left", std::to_string(tasks.size())});
+  const std::string score = std::to_string(UnixMillis(now));
   for (const auto& t : tasks) {
     b.PutTask(t);
     b.Write({"RPUSH", keys::RunTasks(run.id()), t.id()});
-    std::string score = std::to_string(UnixMillis(now));
     if (t.kind() == v1::Step::SYSTEM) b.Write({"ZADD", keys::Jobs(t.job_type()), score, t.id()});
     else b.Write({"ZADD", keys::Inbox(t), score, t.id()});
     b.AppendHistory(run.id(), Entry(v1::HistoryEntry::TASK_CREATED, now, &t));
@@ -783,28 +705,25 @@ Engine::Transition Engine::StepTasks(const v1::Event& cause, const v1::Run& run,
     *e.mutable_task_created()->mutable_task() = t;
     b.Emit(e);
   }
+  // A run's set of tasks changed: CancelRun, guarded on `rev`, sees it.
   b.Write({"HINCRBY", keys::Run(run.id()), "rev", "1"});
-  return transition;
+  return tasks.size();
 }
 
-Engine::Transition Engine::RunCompletion(const v1::Event& cause, const v1::Run& run_in) {
+void Engine::AddRunCompletion(Batch& b, const v1::Run& run_in, TimePoint now) {
   v1::Run run = run_in;
-  TimePoint now = clock_->Now();
   run.set_status(v1::Run::COMPLETED);
   *run.mutable_ended_at() = Stamp(now);
-  Transition transition;
-  transition.run_id = run.id();
-  transition.ends_run = true;
-  Batch& b = transition.batch;
-  b.AddOnce(keys::RunApplied(run.id()), cause.id());
-  b.ExpectField(keys::Run(run.id()), "status", "ACTIVE");  // guard kRunNotActive
   b.PutRun(run);
   b.Write({"HINCRBY", keys::Run(run.id()), "rev", "1"});
   b.AppendHistory(run.id(), Entry(v1::HistoryEntry::RUN_COMPLETED, now));
   v1::Event e = NewEvent(run.id() + "/completed", events::kRunCompleted, run.id(), run);
   *e.mutable_run_completed()->mutable_run() = run;
   b.Emit(e);
-  return transition;
+}
+
+void Engine::CountHandoffs(size_t tasks_created) {
+  if (tasks_created) Metrics::Global().Count("sopflow_handoffs_total", "", static_cast<double>(tasks_created));
 }
 
 }  // namespace sopflow

@@ -1,7 +1,15 @@
 // The router's operations. Each reads what it needs, decides with the rules
 // in flow.h, and commits one atomic Batch that also queues its events in
-// the outbox. Nothing here talks to NATS: the relay publishes the outbox,
-// and the consumer feeds run events back into OnEvent.
+// the outbox. Nothing here talks to NATS: the relay publishes the outbox.
+//
+// Routing happens in the transaction that ends a step: the batch that
+// marks a task done also creates the next step's task(s), or completes the
+// run, and queues task.completed, run.step_completed and task.created (or
+// run.completed) together — as Zeebe's stream processor writes a command's
+// follow-up records in one batch. The task's guards make that transaction
+// happen once, so each next task is created exactly once without a marker
+// per event, and the next actor is told by the notifier consuming
+// task.created.
 #pragma once
 
 #include <exception>
@@ -12,7 +20,6 @@
 #include <string>
 #include <vector>
 
-#include "active_runs.h"
 #include "calendar.h"
 #include "clock.h"
 #include "sopflow/v1/event.pb.h"
@@ -67,20 +74,6 @@ class Engine {
   v1::Task FailJob(const User& user, const v1::FailJobRequest& req);
   v1::Task AttachDocument(const User& user, const v1::AttachDocumentRequest& req);
 
-  // Applies a run event from the stream (run.started, run.step_completed).
-  // Idempotent: an event applied before changes nothing. Returns true if it
-  // changed state.
-  bool OnEvent(const v1::Event& event);
-  // Applies run events fetched together, with the same result as OnEvent on
-  // each in order, in at most two Redis round trips per segment (read the
-  // runs not known here, commit the transitions) instead of two per event.
-  // A segment ends where an event's run is already in it, so no event
-  // decides on a run that an earlier event of its segment changes.
-  void OnEvents(const std::vector<v1::Event>& events);
-
-  // How many runs this replica keeps to route without reading them.
-  static constexpr size_t kActiveRunsKept = 20000;
-
  private:
   struct Finish {
     std::string outcome;
@@ -110,28 +103,22 @@ class Engine {
   // The guards of every completion: the task as read (guards 1-2), its run
   // ACTIVE (guard 3).
   static void GuardCompletion(Batch& b, const v1::Task& t);
-  // Marks `t` finished and adds its record, history and events to `b`.
-  void WriteCompletion(Batch& b, v1::Task& t, const v1::Run& run, const Finish& finish, const v1::TaskOutput& output,
-                       TimePoint now, bool step_done);
-  // What a routing event does to its run, prepared but not committed.
-  struct Transition {
-    Batch batch;
-    size_t tasks_created = 0;
-    std::string run_id;
-    bool ends_run = false;
-  };
-  std::optional<Transition> TransitionFor(const v1::Event& event, const v1::Run* run);
-  // The run of each event (nullptr if gone): from active_runs_ where known,
-  // the rest in one round trip.
-  std::vector<std::shared_ptr<const v1::Run>> RunsOf(const std::vector<const v1::Event*>& events);
-  Transition StepTasks(const v1::Event& cause, const v1::Run& run, uint32_t step, uint32_t gen);
-  Transition RunCompletion(const v1::Event& cause, const v1::Run& run);
-  // Counts the hand-offs of a committed transition; false if it was not
-  // applied (`commit_result` as Commit gives it).
-  bool Applied(const Transition& transition, int commit_result);
-  // The first guard of a routing transition is its once-marker, the second
-  // that its run is still ACTIVE.
-  static constexpr int kRunNotActive = 2;
+  // Marks `t` finished and adds its record, history and events to `b`; when
+  // that ends the step, also where the run goes next (RouteAfterStep).
+  // Returns the number of tasks the batch creates.
+  size_t WriteCompletion(Batch& b, v1::Task& t, const v1::Run& run, const Finish& finish,
+                         const v1::TaskOutput& output, TimePoint now, bool step_done);
+  // Adds to `b` what follows step `step` (visit `gen`) ending with
+  // `outcome`: the next step's task(s), or the run's completion. Returns the
+  // number of tasks created. The caller's guards (task unchanged, run
+  // ACTIVE) make it happen once.
+  size_t RouteAfterStep(Batch& b, const v1::Run& run, uint32_t step, uint32_t gen, const std::string& outcome,
+                        TimePoint now);
+  // Adds the task(s) of step `step` as visit `gen` of the run.
+  size_t AddStepTasks(Batch& b, const v1::Run& run, uint32_t step, uint32_t gen, TimePoint now);
+  void AddRunCompletion(Batch& b, const v1::Run& run, TimePoint now);
+  // Counts committed hand-offs (sopflow_handoffs_total).
+  static void CountHandoffs(size_t tasks_created);
   v1::Task LoadTask(const std::string& task_id);
   v1::Event NewEvent(const std::string& id, const std::string& type, const std::string& subject,
                      const v1::Run& run) const;
@@ -141,7 +128,6 @@ class Engine {
   const Clock* clock_;
   std::string source_;
   std::shared_ptr<const WorkCalendar> calendar_;
-  ActiveRuns active_runs_{kActiveRunsKept};
   std::mutex defs_mu_;
   std::map<std::pair<std::string, uint32_t>, std::shared_ptr<const v1::Definition>> defs_;  // immutable versions
   std::shared_ptr<const v1::Definition> Definition(const std::string& id, uint32_t version);
@@ -157,8 +143,6 @@ inline constexpr char kTaskCreated[] = "sopflow.v1.task.created";
 inline constexpr char kTaskClaimed[] = "sopflow.v1.task.claimed";
 inline constexpr char kTaskCompleted[] = "sopflow.v1.task.completed";
 inline constexpr char kTaskReturned[] = "sopflow.v1.task.returned";
-// What the router's own consumer reads.
-inline constexpr char kRouterFilter[] = "sopflow.v1.run.>";
 }  // namespace events
 
 }  // namespace sopflow

@@ -6,9 +6,10 @@
 #include <fstream>
 #include <sstream>
 
-#include "event_consumer.h"
 #include "engine.h"
 #include "grpc_server.h"
+#include "metrics.h"
+#include "metrics_http.h"
 #include "ids.h"
 #include "outbox_relay.h"
 #include "service.h"
@@ -22,11 +23,9 @@ struct RouterProcess::Impl {
   std::shared_ptr<const UserDirectory> users;
   std::unique_ptr<RedisPool> pool;
   std::unique_ptr<Store> store;
-  std::unique_ptr<NatsClient> publisher;   // batches acks: no send-asap
-  std::unique_ptr<NatsClient> subscriber;  // fetches: send-asap for latency
+  std::unique_ptr<NatsClient> publisher;  // buffered; the relay adds a send-asap sibling
   std::unique_ptr<Engine> engine;
   std::unique_ptr<OutboxRelay> relay;
-  std::unique_ptr<EventConsumer> consumer;
   std::unique_ptr<RouterService> service;
   std::unique_ptr<ServerHost> server;
   std::unique_ptr<MetricsEndpoint> metrics;
@@ -64,7 +63,6 @@ void RouterProcess::Start() {
   impl_->store = std::make_unique<Store>(impl_->pool.get());
   impl_->publisher = std::make_unique<NatsClient>(NatsOptions{c.nats, "sopflow-router-pub-" + c.replica_id, false});
   impl_->publisher->EnsureEventStream(c.stream_replicas);
-  impl_->subscriber = std::make_unique<NatsClient>(NatsOptions{c.nats, "sopflow-router-sub-" + c.replica_id, true});
   auto calendar = c.calendar_file.empty() ? WorkCalendar::Default() : WorkCalendar::LoadFile(c.calendar_file);
   impl_->engine =
       std::make_unique<Engine>(impl_->store.get(), impl_->clock, "sopflow/router/" + c.replica_id, calendar);
@@ -74,23 +72,25 @@ void RouterProcess::Start() {
   relay_options.consumer_name = c.replica_id;
   relay_options.reclaim_idle_ms = c.relay_reclaim_idle_ms;
   impl_->relay = std::make_unique<OutboxRelay>(RedisAddress::Parse(c.redis), impl_->publisher.get(), relay_options);
-  EventConsumer::Options consumer_options;
-  consumer_options.durable = "router";
-  consumer_options.filter_subject = events::kRouterFilter;
-  consumer_options.ack_wait_ms = c.ack_wait_ms;
-  Engine* engine = impl_->engine.get();
-  impl_->consumer = std::make_unique<EventConsumer>(impl_->subscriber.get(), consumer_options,
-                                                    EventConsumer::BatchHandler([engine](const std::vector<v1::Event>& events) {
-                                                      engine->OnEvents(events);
-                                                    }));
 
   impl_->service = std::make_unique<RouterService>(impl_->engine.get(), impl_->users);
   impl_->server = std::make_unique<ServerHost>(ServerOptionsFor(c, impl_->users));
   impl_->server->AddService(impl_->service.get());
   impl_->server->Start();
   impl_->relay->Start();
-  impl_->consumer->Start();
-  impl_->metrics = ServeMetrics(c.metrics_listen, impl_->consumer.get());
+  if (!c.metrics_listen.empty()) {
+    Store* store = impl_->store.get();
+    impl_->metrics = std::make_unique<MetricsEndpoint>(c.metrics_listen, [store] {
+      // The router consumes no events (it routes in the completing
+      // transaction); what can lag is the relay.
+      double backlog = -1;  // as the consumers' gauge says "no answer"
+      try {
+        backlog = static_cast<double>(store->OutboxLength());
+      } catch (const std::exception&) {
+      }
+      Metrics::Global().Set("sopflow_outbox_backlog", "", backlog);
+    });
+  }
   spdlog::info("router {} listening on port {}", c.replica_id, impl_->server->port());
 }
 
@@ -101,7 +101,6 @@ void RouterProcess::Shutdown() {
   if (!impl_ || !impl_->server) return;
   impl_->server->Shutdown(std::chrono::milliseconds(impl_->config.drain_ms));
   impl_->metrics.reset();
-  impl_->consumer->Stop();
   impl_->relay->Drain();  // after the server: events of the last calls still go out
   impl_->server.reset();
 }

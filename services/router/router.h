@@ -1,4 +1,5 @@
-// A router replica: gRPC server, engine, outbox relay and event consumer,
+// A router replica: gRPC server, engine and outbox relay (it consumes no
+// events: it routes in the transaction that ends a step),
 // wired from one config. Tests run replicas in-process through this class;
 // main.cc runs one per process.
 #pragma once

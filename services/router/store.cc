@@ -11,7 +11,6 @@ std::string Definition(const std::string& id) { return "sf:def:" + id; }
 std::string Run(const std::string& id) { return "sf:run:" + id; }
 std::string RunTasks(const std::string& id) { return "sf:run:" + id + ":tasks"; }
 std::string RunHistory(const std::string& id) { return "sf:run:" + id + ":history"; }
-std::string RunApplied(const std::string& id) { return "sf:run:" + id + ":applied"; }
 std::string RunsOf(const std::string& sop) { return "sf:runs:" + sop; }
 std::string Request(const std::string& id) { return "sf:req:" + id; }
 std::string Task(const std::string& id) { return "sf:task:" + id; }
@@ -150,6 +149,13 @@ std::optional<std::string> Store::GetString(const std::string& key) {
   Reply r = conn->Command({"GET", key});
   ThrowIfError(r.get());
   return ReplyString(r.get());
+}
+
+int64_t Store::OutboxLength() {
+  auto conn = pool_->Acquire();
+  Reply r = conn->Command({"XLEN", kDefaultOutbox});
+  ThrowIfError(r.get());
+  return ReplyInteger(r.get());
 }
 
 std::optional<std::string> Store::HashField(const std::string& key, const std::string& field) {

@@ -20,7 +20,6 @@ inline constexpr char kDefinitions[] = "sf:defs";     // set of SOP ids
 std::string Run(const std::string& run_id);           // hash: status, rev, pb
 std::string RunTasks(const std::string& run_id);      // list of task ids
 std::string RunHistory(const std::string& run_id);    // list of HistoryEntry
-std::string RunApplied(const std::string& run_id);    // set of event ids applied
 inline constexpr char kRuns[] = "sf:runs";            // zset run id by start ms
 std::string RunsOf(const std::string& sop_id);        // zset run id by start ms
 std::string Request(const std::string& request_id);   // run id of a StartRun request_id
@@ -70,6 +69,8 @@ class Store {
   std::vector<std::string> ZRangeByScore(const std::string& key, int64_t max_score, size_t limit);
   std::vector<std::string> ZRevRange(const std::string& key, size_t limit);
   std::vector<std::string> SetMembers(const std::string& key);
+  // Events committed and not yet published and deleted by a relay.
+  int64_t OutboxLength();
 
   RedisPool* pool() { return pool_; }
 

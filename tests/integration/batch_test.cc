@@ -1,8 +1,11 @@
-// Events applied as a fetched batch (Engine::OnEvents) must end exactly as
-// applying them one by one would, including repeats of one run's events in
-// the same batch. The engines run here against a real redis-server with no
-// relay or consumer, so the test decides what each batch holds; the events
-// are the ones the engines themselves queued in the outbox.
+// Work done in groups must end exactly as one at a time would: the
+// notifier's events applied as a fetched batch (Engine::OnEvents, repeats
+// included), completions committed as a group, the relay's and consumers'
+// batches. The engines run here against a real redis-server with no relay
+// or consumer, so the test decides what each batch holds; the events are the
+// ones the engines themselves queued in the outbox. With no consumer here,
+// these tests also show that the router routes in the transaction that ends
+// a step, not from the events.
 #include <gtest/gtest.h>
 #include <hiredis/hiredis.h>
 
@@ -60,6 +63,21 @@ class BatchTest : public ::testing::Test {
           EXPECT_TRUE(e.ParseFromString(fields[f + 1]));
           out[e.id()] = e;
         }
+    }
+    return out;
+  }
+
+  // The ids of the events in the outbox, in the order they were queued.
+  std::vector<std::string> OutboxIds() {
+    RedisConnection conn(RedisAddress::Parse(backends_->redis->address()));
+    Reply r = conn.Command({"XRANGE", "sf:outbox", "-", "+"});
+    std::vector<std::string> out;
+    for (size_t i = 0; r && i < r->elements; ++i) {
+      auto fields = ReplyStrings(r->element[i]->element[1]);
+      for (size_t f = 0; f + 1 < fields.size(); f += 2) {
+        v1::Event e;
+        if (fields[f] == "e" && e.ParseFromString(fields[f + 1])) out.push_back(e.id());
+      }
     }
     return out;
   }
@@ -126,119 +144,67 @@ TEST_F(BatchTest, CommitAllAppliesEachBatchOnItsOwnInOrder) {
   EXPECT_EQ(Commit(*pool_, first), 1) << "applied once only";
 }
 
-TEST_F(BatchTest, RouterBatchWithRepeatsCreatesEachTaskOnce) {
-  v1::Run a = StartRun(), b = StartRun();
-  auto outbox = Outbox();
-  const v1::Event started_a = outbox.at(a.id() + "/started"), started_b = outbox.at(b.id() + "/started");
+TEST_F(BatchTest, TheTransactionThatEndsAStepCreatesTheNextTaskOrCompletesTheRun) {
+  // No consumer routes anything here: each call's own commit does.
+  v1::Run run = StartRun();
+  ASSERT_EQ(TasksOf(run).size(), 1u);
+  EXPECT_EQ(OutboxIds(), (std::vector<std::string>{run.id() + "/started", run.id() + ".1/created"}));
 
-  // Both runs' starts, with run a's twice: the repeat is recognised as
-  // applied.
-  engine_->OnEvents({started_a, started_b, started_a});
-  ASSERT_EQ(TasksOf(a).size(), 1u);
-  ASSERT_EQ(TasksOf(b).size(), 1u);
-  v1::Task first = TasksOf(a)[0];
-  EXPECT_EQ(first.step(), 1u);
-  EXPECT_EQ(first.status(), v1::Task::OPEN);
-
-  // Run a's first step done; its completion, a repeat of it and of run b's
-  // start in one batch: step 2 is created once, nothing else changes.
+  const v1::Task first = TasksOf(run).at(0);
   engine_->Complete(UserOf(kSekretarisBlg), first.id(), "", v1::TaskOutput());
-  const v1::Event step1 = Outbox().at(a.id() + "/1/step_completed");
-  engine_->OnEvents({step1, started_b, step1, started_a});
-  auto tasks = TasksOf(a);
+  auto tasks = TasksOf(run);
   ASSERT_EQ(tasks.size(), 2u);
+  EXPECT_EQ(tasks[1].step(), 2u);
   EXPECT_EQ(tasks[1].gen(), 2u);
   EXPECT_EQ(tasks[1].status(), v1::Task::OPEN);
-  EXPECT_EQ(TasksOf(b).size(), 1u);
+  // The completion's events in the order their consumers need them.
+  EXPECT_EQ(OutboxIds(), (std::vector<std::string>{run.id() + "/started", run.id() + ".1/created",
+                                                   first.id() + "/completed", run.id() + "/1/step_completed",
+                                                   run.id() + ".2/created"}));
 
-  // The events as OnEvent sees them one by one: all applied already.
-  for (const auto* e : {&started_a, &started_b, &step1}) EXPECT_FALSE(engine_->OnEvent(*e)) << e->id();
+  // A repeated completion is refused and writes nothing.
+  EXPECT_THROW(engine_->Complete(UserOf(kSekretarisBlg), first.id(), "", v1::TaskOutput()), DomainError);
+  EXPECT_EQ(TasksOf(run).size(), 2u);
+  EXPECT_EQ(OutboxIds().size(), 5u);
+
+  // To the end: the last step's completion completes the run.
+  auto actors = AllActors();
+  for (int step = 0; step < 20 && store_->GetRun(run.id())->status() == v1::Run::ACTIVE; ++step) {
+    const v1::Task open = TasksOf(run).back();
+    for (const auto& a : actors) {
+      try {
+        engine_->Complete(UserOf(a.token), open.id(), "", v1::TaskOutput());
+        break;
+      } catch (const DomainError&) {
+      }
+    }
+  }
+  EXPECT_EQ(store_->GetRun(run.id())->status(), v1::Run::COMPLETED);
+  tasks = TasksOf(run);
+  EXPECT_EQ(tasks.size(), 9u);
+  for (const auto& t : tasks) EXPECT_EQ(t.status(), v1::Task::DONE) << t.id();
+  auto ids = OutboxIds();
+  EXPECT_EQ(ids.back(), run.id() + "/completed");
+  EXPECT_EQ(ids.end()[-2], run.id() + "/9/step_completed");
+  EXPECT_EQ(std::count_if(ids.begin(), ids.end(), [](const std::string& id) { return id.ends_with("/created"); }), 9);
 }
 
-// Rewrites the stored run's period behind the engines' backs: an engine that
-// reads the run sees it, one that routes from memory does not.
-void RewriteStoredPeriod(const std::string& redis_address, const std::string& run_id, const std::string& period) {
-  RedisConnection conn(RedisAddress::Parse(redis_address));
-  auto run = ReplyMessage<v1::Run>(conn.Command({"HGET", keys::Run(run_id), "pb"}).get());
-  ASSERT_TRUE(run.has_value());
-  run->set_period(period);
-  conn.Command({"HSET", keys::Run(run_id), "pb", run->SerializeAsString()});
-}
-
-TEST_F(BatchTest, RouterRoutesARunItHasSeenWithoutReadingItAgain) {
+TEST_F(BatchTest, ACompletionOnARunCancelledMeanwhileCreatesNothing) {
+  // The run is read with the task; cancelled between that read and the
+  // commit, the commit's guard on the run refuses the whole transition.
   v1::Run run = StartRun();
-  // The start carries the run: routing it reads nothing, and this replica
-  // keeps the run for the steps that follow.
-  engine_->OnEvents({Outbox().at(run.id() + "/started")});
-  v1::Task first = TasksOf(run).at(0);
-  EXPECT_EQ(first.period(), "2026-Q3");
-  engine_->Complete(UserOf(kSekretarisBlg), first.id(), "", v1::TaskOutput());
-  RewriteStoredPeriod(backends_->redis->address(), run.id(), "read-from-redis");
-
-  // Another replica (an engine that never saw the run) reads it; this one
-  // does not. Each routes the completion on its own copy of the data.
-  const v1::Event step1 = Outbox().at(run.id() + "/1/step_completed");
-  Engine other(store_.get(), &clock_, "test/router-2");
-  EXPECT_TRUE(other.OnEvent(step1));
-  EXPECT_EQ(TasksOf(run).at(1).period(), "read-from-redis");
-  // The same event through this engine: applied already, the once-marker
-  // refuses it whatever the run's copy says.
-  EXPECT_FALSE(engine_->OnEvent(step1));
-  ASSERT_EQ(TasksOf(run).size(), 2u);
-
-  // A second run, routed by this engine only: its step 2 shows the period
-  // the engine remembered, so it did not read the run.
-  v1::Run second = StartRun();
-  engine_->OnEvents({Outbox().at(second.id() + "/started")});
-  engine_->Complete(UserOf(kSekretarisBlg), TasksOf(second).at(0).id(), "", v1::TaskOutput());
-  RewriteStoredPeriod(backends_->redis->address(), second.id(), "read-from-redis");
-  engine_->OnEvents({Outbox().at(second.id() + "/1/step_completed")});
-  ASSERT_EQ(TasksOf(second).size(), 2u);
-  EXPECT_EQ(TasksOf(second).at(1).period(), "2026-Q3");
-}
-
-TEST_F(BatchTest, ARememberedRunThatWasCancelledIsNotRoutedFurther) {
-  // Cancelled through another replica, so this engine's copy still says
-  // ACTIVE: the commit's guard on the stored status refuses the step.
-  v1::Run run = StartRun();
-  engine_->OnEvents({Outbox().at(run.id() + "/started")});
-  engine_->Complete(UserOf(kSekretarisBlg), TasksOf(run).at(0).id(), "", v1::TaskOutput());
+  const v1::Task first = TasksOf(run).at(0);
   Engine other(store_.get(), &clock_, "test/router-2");
   other.CancelRun(UserOf(kSekretarisBlg), run.id(), "salah periode");
-
-  const v1::Event step1 = Outbox().at(run.id() + "/1/step_completed");
-  engine_->OnEvents({step1});
-  EXPECT_EQ(TasksOf(run).size(), 1u) << "no task after the cancellation";
-  EXPECT_FALSE(engine_->OnEvent(step1));
-  EXPECT_EQ(store_->GetRun(run.id())->status(), v1::Run::CANCELLED);
-}
-
-TEST(ActiveRunsTest, KeepsOnlyActiveRunsAndTheNewestWhenFull) {
-  ActiveRuns runs(2);
-  auto run = [](const std::string& id, v1::Run::Status status = v1::Run::ACTIVE) {
-    v1::Run r;
-    r.set_id(id);
-    r.set_status(status);
-    return r;
-  };
-  runs.Remember(run("a"));
-  runs.Remember(run("done", v1::Run::COMPLETED));
-  EXPECT_NE(runs.Find("a"), nullptr);
-  EXPECT_EQ(runs.Find("done"), nullptr);
-  runs.Remember(run("b"));
-  runs.Remember(run("c"));
-  EXPECT_EQ(runs.size(), 2u);
-  EXPECT_EQ(runs.Find("a"), nullptr) << "the oldest went";
-  EXPECT_NE(runs.Find("c"), nullptr);
-  runs.Forget("c");
-  EXPECT_EQ(runs.Find("c"), nullptr);
-  // Forgetting and remembering again many times stays bounded.
-  for (int i = 0; i < 100; ++i) {
-    runs.Forget("b");
-    runs.Remember(run("b"));
+  try {
+    engine_->Complete(UserOf(kSekretarisBlg), first.id(), "", v1::TaskOutput());
+    ADD_FAILURE() << "completed on a cancelled run";
+  } catch (const DomainError& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kFailedPrecondition) << e.what();
   }
-  EXPECT_LE(runs.size(), 2u);
-  EXPECT_NE(runs.Find("b"), nullptr);
+  EXPECT_EQ(TasksOf(run).size(), 1u) << "no task after the cancellation";
+  EXPECT_EQ(TasksOf(run).at(0).status(), v1::Task::CANCELLED);
+  EXPECT_EQ(store_->GetRun(run.id())->status(), v1::Run::CANCELLED);
 }
 
 TEST_F(BatchTest, NotifierReplicasDeliverToTheWebhooksCurrentWhenTheyRecord) {
@@ -248,7 +214,6 @@ TEST_F(BatchTest, NotifierReplicasDeliverToTheWebhooksCurrentWhenTheyRecord) {
   notifier::Engine two(&notifier_store, &clock_, composer, notifier::Options());
   auto task_created = [&] {
     v1::Run run = StartRun();
-    engine_->OnEvents({Outbox().at(run.id() + "/started")});
     return Outbox().at(TasksOf(run).at(0).id() + "/created");
   };
   auto deliveries_to = [&](const std::string& hook_id) {
@@ -282,7 +247,6 @@ TEST_F(BatchTest, NotifierEventsOfATaskHandledOutOfOrderDoNotReviveIt) {
   // task.created (or task.claimed) when the other has recorded
   // task.completed. The task must stay done, and get no reminder.
   v1::Run run = StartRun();
-  engine_->OnEvents({Outbox().at(run.id() + "/started")});
   const v1::Task task = TasksOf(run).at(0);  // "15 menit"
   engine_->Claim(UserOf(kSekretarisBlg), task.id());
   engine_->Complete(UserOf(kSekretarisBlg), task.id(), "", v1::TaskOutput());
@@ -325,7 +289,6 @@ TEST_F(BatchTest, NotifierEventsOfATaskHandledOutOfOrderDoNotReviveIt) {
 
 TEST_F(BatchTest, NotifierCancellationInABatchSeesTheTasksCreatedBeforeIt) {
   v1::Run run = StartRun();
-  engine_->OnEvents({Outbox().at(run.id() + "/started")});
   engine_->CancelRun(UserOf(kSekretarisBlg), run.id(), "salah periode");
   auto outbox = Outbox();
   const v1::Task task = TasksOf(run)[0];
@@ -458,8 +421,6 @@ int64_t ScriptCalls(const std::string& redis_address) {
 
 TEST_F(BatchTest, CompletionsOfAGroupAreReadTogetherCommittedOnceAndEachEndsAsAloneItWould) {
   v1::Run a = StartRun(), b = StartRun(), c = StartRun();
-  engine_->OnEvents({Outbox().at(a.id() + "/started"), Outbox().at(b.id() + "/started"),
-                     Outbox().at(c.id() + "/started")});
   const std::string task_a = TasksOf(a).at(0).id(), task_b = TasksOf(b).at(0).id(), task_c = TasksOf(c).at(0).id();
   auto call = [&](const char* token, const std::string& task_id, const std::string& outcome = "") {
     Engine::CompleteCall call;
@@ -502,16 +463,18 @@ TEST_F(BatchTest, CompletionsOfAGroupAreReadTogetherCommittedOnceAndEachEndsAsAl
   EXPECT_EQ(outbox.count(b.id() + "/1/step_completed"), 1u);
   EXPECT_EQ(outbox.count(c.id() + "/1/step_completed"), 0u);
   EXPECT_EQ(outbox.count(task_a + "/completed"), 1u);
+  // Each completed step's next task was created in the group's commit.
+  EXPECT_EQ(TasksOf(a).size(), 2u);
+  EXPECT_EQ(TasksOf(b).size(), 2u);
+  EXPECT_EQ(TasksOf(c).size(), 1u);
+  EXPECT_EQ(outbox.count(a.id() + ".2/created"), 1u);
+  EXPECT_EQ(outbox.count(c.id() + ".2/created"), 0u);
 }
 
 TEST_F(BatchTest, CompletionGroupsFinishEveryCallOnceWhateverThreadCommitsIt) {
   constexpr int kRuns = 24;
   std::vector<v1::Run> runs;
-  std::vector<v1::Event> starts;
   for (int i = 0; i < kRuns; ++i) runs.push_back(StartRun());
-  auto outbox = Outbox();
-  for (const auto& r : runs) starts.push_back(outbox.at(r.id() + "/started"));
-  engine_->OnEvents(starts);
 
   CompletionGroups groups(engine_.get(), 5);  // small groups: several per burst
   std::mutex mu;

@@ -1,5 +1,6 @@
-// Races, replicas, redelivery and a crash between the Redis write and the
-// publish: no step applied twice, no task lost or created twice.
+// Races, replicas, routing in the completing transaction, and a crash between
+// the Redis write and the publish: no step applied twice, no task lost or
+// created twice.
 #include <nats/nats.h>
 
 #include <atomic>
@@ -130,41 +131,35 @@ TEST_F(ConcurrencyTest, TwoReplicasRun100RunsWithNoTaskLostOrDuplicated) {
   second.Shutdown();
 }
 
-TEST_F(ConcurrencyTest, RedeliveredEventsCreateNothingTwice) {
+// Routing happens in the transaction that completes the step: when
+// StartRun or CompleteTask returns, the next task is already stored and in
+// its actor's inbox, with no event handled in between.
+TEST_F(ConcurrencyTest, TheNextTaskExistsWhenTheCallThatCausesItReturns) {
   v1::Run run = Start003();
-  AdvanceTo(run.id(), 3);
-  auto before = GetRun(run.id());
-  ASSERT_EQ(before.tasks_size(), 3);
+  auto started = GetRun(run.id());
+  ASSERT_EQ(started.tasks_size(), 1) << "the first task is created with the run";
+  EXPECT_EQ(started.tasks(0).status(), v1::Task::OPEN);
+  EXPECT_EQ(started.tasks(0).step(), 1u);
+  ASSERT_EQ(InboxOf(kSekretarisBlg, run.id()).size(), 1u);
 
-  // Publish the run.started and the step 1 completion again, as a redelivery
-  // would, under new message ids so that the stream does not drop them.
-  NatsClient nats(NatsOptions{backends_->nats->url(), "redeliver-test", false});
-  v1::Event started;
-  started.set_id(run.id() + "/started");
-  started.set_type("sopflow.v1.run.started");
-  started.set_run_id(run.id());
-  *started.mutable_run_started()->mutable_run() = run;
-  v1::Event step1;
-  step1.set_id(run.id() + "/1/step_completed");
-  step1.set_type("sopflow.v1.run.step_completed");
-  step1.set_run_id(run.id());
-  step1.mutable_step_completed()->set_step(1);
-  step1.mutable_step_completed()->set_gen(1);
-  step1.mutable_step_completed()->set_outcome("selesai");
-  std::vector<NatsClient::OutgoingMessage> again;
-  for (int copy = 0; copy < 3; ++copy) {
-    again.push_back({started.type(), "replay-a-" + std::to_string(copy), started.SerializeAsString(), {}});
-    again.push_back({step1.type(), "replay-b-" + std::to_string(copy), step1.SerializeAsString(), {}});
-  }
-  ASSERT_TRUE(nats.PublishAll(again).empty());
-  ASSERT_TRUE(WaitUntil([&] { return ConsumerBacklog(nats, "router") == 0; }));
-
+  v1::Task done;
+  ASSERT_TRUE(Complete(kSekretarisBlg, started.tasks(0).id(), "", &done).ok());
   auto after = GetRun(run.id());
-  EXPECT_EQ(after.tasks_size(), 3);
-  int created = 0;
-  for (const auto& h : after.history()) created += h.kind() == v1::HistoryEntry::TASK_CREATED;
-  EXPECT_EQ(created, 3);
-  EXPECT_EQ(after.history_size(), before.history_size());
+  ASSERT_EQ(after.tasks_size(), 2);
+  EXPECT_EQ(after.tasks(1).step(), 2u);
+  EXPECT_EQ(after.tasks(1).gen(), 2u);
+  EXPECT_EQ(after.tasks(1).status(), v1::Task::OPEN);
+  // One transaction wrote the completion, the step's end and the creation.
+  std::vector<v1::HistoryEntry::Kind> kinds;
+  for (const auto& h : after.history()) kinds.push_back(h.kind());
+  EXPECT_EQ(kinds, (std::vector<v1::HistoryEntry::Kind>{
+                       v1::HistoryEntry::RUN_STARTED, v1::HistoryEntry::TASK_CREATED,
+                       v1::HistoryEntry::TASK_COMPLETED, v1::HistoryEntry::STEP_COMPLETED,
+                       v1::HistoryEntry::TASK_CREATED}));
+
+  // Completing it again is refused and creates nothing.
+  EXPECT_EQ(Complete(kSekretarisBlg, started.tasks(0).id(), "").error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(GetRun(run.id()).history_size(), after.history_size());
 }
 
 TEST(RouterCrashTest, KilledBetweenRedisWriteAndPublishTheRunStillFinishes) {
