@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <set>
 #include <cstdlib>
@@ -18,14 +19,20 @@ namespace {
 
 constexpr char kGroup[] = "relay";
 
-struct Entry {
-  std::string stream_id;
+struct QueuedEvent {
   std::string event_id;
   std::string subject;
   std::string data;
 };
 
-// Parses [[id, [field, value, ...]], ...].
+// One stream entry: the events one transition queued (RedisBatch::Emit).
+struct Entry {
+  std::string stream_id;
+  std::vector<QueuedEvent> events;
+};
+
+// Parses [[id, [field, value, ...]], ...]; the fields are i, s, e per
+// event, in order.
 std::vector<Entry> ParseEntries(const redisReply* list) {
   std::vector<Entry> out;
   if (!list || list->type != REDIS_REPLY_ARRAY) return out;
@@ -39,9 +46,10 @@ std::vector<Entry> ParseEntries(const redisReply* list) {
     for (size_t f = 0; f + 1 < fields->elements; f += 2) {
       std::string name = ReplyString(fields->element[f]).value_or("");
       std::string value = ReplyString(fields->element[f + 1]).value_or("");
-      if (name == "i") e.event_id = std::move(value);
-      else if (name == "s") e.subject = std::move(value);
-      else if (name == "e") e.data = std::move(value);
+      if (name == "i") e.events.push_back({std::move(value), "", ""});  // each event starts with its id
+      else if (e.events.empty()) continue;
+      else if (name == "s") e.events.back().subject = std::move(value);
+      else if (name == "e") e.events.back().data = std::move(value);
     }
     out.push_back(std::move(e));
   }
@@ -55,7 +63,7 @@ bool CrashBeforePublish() {
   return fp && std::string(fp) == "relay_crash_before_publish";
 }
 
-NatsClient::OutgoingMessage ToMessage(const Entry& entry) {
+NatsClient::OutgoingMessage ToMessage(const QueuedEvent& entry) {
   NatsClient::OutgoingMessage m;
   m.subject = entry.subject;
   m.msg_id = entry.event_id;
@@ -157,17 +165,21 @@ size_t OutboxRelay::RunOnce() {
   }
 
   std::vector<NatsClient::OutgoingMessage> messages;
-  messages.reserve(entries.size());
-  for (const auto& e : entries) messages.push_back(ToMessage(e));
+  messages.reserve(entries.size() * 3);
+  for (const auto& entry : entries)
+    for (const auto& e : entry.events) messages.push_back(ToMessage(e));
   bool small = static_cast<int>(messages.size()) <= options_.prompt_batch_max;
   auto failed_ids = (small ? *prompt_ : *nats_).PublishAll(messages, 5000);
   std::set<std::string> failed(failed_ids.begin(), failed_ids.end());
 
+  // An entry is done when all its events are stored; otherwise all of it is
+  // published again, and the stream drops the ones it has (Nats-Msg-Id).
   size_t published = 0;
-  for (const auto& e : entries) {
-    if (failed.count(e.event_id)) continue;
-    done_.push_back(e.stream_id);
-    ++published;
+  for (const auto& entry : entries) {
+    size_t stored = std::count_if(entry.events.begin(), entry.events.end(),
+                                  [&](const QueuedEvent& e) { return failed.count(e.event_id) == 0; });
+    if (stored == entry.events.size()) done_.push_back(entry.stream_id);
+    published += stored;
   }
   if (!failed.empty()) {
     spdlog::warn("outbox relay: {} event(s) not stored by JetStream; will retry", failed.size());

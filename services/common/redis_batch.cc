@@ -74,8 +74,23 @@ void RedisBatch::AddOnce(const std::string& set_key, const std::string& member) 
 
 void RedisBatch::Write(std::vector<std::string> argv) { writes_.push_back(std::move(argv)); }
 
+std::vector<std::string>& RedisBatch::Joinable(const std::string& command, const std::string& key,
+                                               std::vector<std::string> head) {
+  const std::string name = command + " " + key;
+  for (const auto& [joined, at] : joinable_)
+    if (joined == name) return writes_[at];
+  joinable_.emplace_back(name, writes_.size());
+  writes_.push_back(std::move(head));
+  return writes_.back();
+}
+
+void RedisBatch::Push(const std::string& key, std::string value) {
+  Joinable("RPUSH", key, {"RPUSH", key}).push_back(std::move(value));
+}
+
 void RedisBatch::Emit(const v1::Event& event, const std::string& outbox) {
-  Write({"XADD", outbox, "*", "i", event.id(), "s", event.type(), "e", event.SerializeAsString()});
+  auto& xadd = Joinable("XADD", outbox, {"XADD", outbox, "*"});
+  xadd.insert(xadd.end(), {"i", event.id(), "s", event.type(), "e", event.SerializeAsString()});
 }
 
 void RedisBatch::AppendArgs(std::vector<std::string>& args) const {

@@ -26,8 +26,15 @@ class RedisBatch {
   // apply each event once.
   void AddOnce(const std::string& set_key, const std::string& member);
   void Write(std::vector<std::string> argv);
+  // Appends `value` to the list at `key`. The pushes of a batch to one list
+  // become one RPUSH, in order: inside the script every command costs about
+  // as much again as its work, and a transition appends several history
+  // lines. Use it only for lists the batch does nothing else to.
+  void Push(const std::string& key, std::string value);
   // Queues `event` in an outbox stream, in the same transaction as the state
-  // it describes; the OutboxRelay publishes it to JetStream.
+  // it describes; the OutboxRelay publishes it to JetStream. The events of a
+  // batch share one stream entry (fields i, s, e repeated per event, in
+  // order), written by one XADD.
   void Emit(const v1::Event& event, const std::string& outbox = kDefaultOutbox);
 
   size_t guard_count() const { return guard_count_; }
@@ -39,6 +46,10 @@ class RedisBatch {
   std::vector<std::string> guards_;
   size_t guard_count_ = 0;
   std::vector<std::vector<std::string>> writes_;
+  // Where the command that later values for (command, key) join is.
+  std::vector<std::pair<std::string, size_t>> joinable_;  // "<command> <key>" -> writes_ index
+  std::vector<std::string>& Joinable(const std::string& command, const std::string& key,
+                                     std::vector<std::string> head);
 };
 
 // 0 when applied; otherwise the 1-based index of the first guard that

@@ -697,7 +697,7 @@ size_t Engine::AddStepTasks(Batch& b, const v1::Run& run, uint32_t step, uint32_
   const std::string score = std::to_string(UnixMillis(now));
   for (const auto& t : tasks) {
     b.PutTask(t);
-    b.Write({"RPUSH", keys::RunTasks(run.id()), t.id()});
+    b.Push(keys::RunTasks(run.id()), t.id());
     if (t.kind() == v1::Step::SYSTEM) b.Write({"ZADD", keys::Jobs(t.job_type()), score, t.id()});
     else b.Write({"ZADD", keys::Inbox(t), score, t.id()});
     b.AppendHistory(run.id(), Entry(v1::HistoryEntry::TASK_CREATED, now, &t));

@@ -68,7 +68,7 @@ void Batch::PutRun(const v1::Run& run) {
 }
 
 void Batch::AppendHistory(const std::string& run_id, const v1::HistoryEntry& entry) {
-  Write({"RPUSH", keys::RunHistory(run_id), entry.SerializeAsString()});
+  Push(keys::RunHistory(run_id), entry.SerializeAsString());
 }
 
 

@@ -82,6 +82,16 @@ class BatchTest : public ::testing::Test {
     return out;
   }
 
+  // How often Redis ran `command` so far (INFO commandstats), scripts' own
+  // commands included.
+  int64_t CommandCalls(const std::string& command) {
+    RedisConnection conn(RedisAddress::Parse(backends_->redis->address()));
+    auto info = ReplyString(conn.Command({"INFO", "commandstats"}).get()).value_or("");
+    const std::string key = "cmdstat_" + command + ":calls=";
+    auto at = info.find(key);
+    return at == std::string::npos ? 0 : std::stoll(info.substr(at + key.size()));
+  }
+
   std::vector<v1::Task> TasksOf(const v1::Run& run) { return store_->GetTasks(store_->RunTaskIds(run.id())); }
 
   std::shared_ptr<const notifier::Composer> Composer() const {
@@ -151,7 +161,12 @@ TEST_F(BatchTest, TheTransactionThatEndsAStepCreatesTheNextTaskOrCompletesTheRun
   EXPECT_EQ(OutboxIds(), (std::vector<std::string>{run.id() + "/started", run.id() + ".1/created"}));
 
   const v1::Task first = TasksOf(run).at(0);
+  const int64_t xadds = CommandCalls("xadd"), rpushes = CommandCalls("rpush");
   engine_->Complete(UserOf(kSekretarisBlg), first.id(), "", v1::TaskOutput());
+  // Its three events share one outbox entry; its three history lines are
+  // one push, the run's new task another.
+  EXPECT_EQ(CommandCalls("xadd") - xadds, 1);
+  EXPECT_EQ(CommandCalls("rpush") - rpushes, 2);
   auto tasks = TasksOf(run);
   ASSERT_EQ(tasks.size(), 2u);
   EXPECT_EQ(tasks[1].step(), 2u);
@@ -412,12 +427,6 @@ std::optional<ErrorCode> CodeOf(const Engine::CompleteCall& call) {
   }
 }
 
-int64_t ScriptCalls(const std::string& redis_address) {
-  RedisConnection conn(RedisAddress::Parse(redis_address));
-  auto info = ReplyString(conn.Command({"INFO", "commandstats"}).get()).value_or("");
-  auto at = info.find("cmdstat_evalsha:calls=");
-  return at == std::string::npos ? 0 : std::stoll(info.substr(at + 22));
-}
 
 TEST_F(BatchTest, CompletionsOfAGroupAreReadTogetherCommittedOnceAndEachEndsAsAloneItWould) {
   v1::Run a = StartRun(), b = StartRun(), c = StartRun();
@@ -439,9 +448,9 @@ TEST_F(BatchTest, CompletionsOfAGroupAreReadTogetherCommittedOnceAndEachEndsAsAl
       call(kSekretarisBlg, task_c, "bogus"), // not a review: no such outcome
       call(kSekretarisBlg, ""),              // no id
   };
-  int64_t scripts_before = ScriptCalls(backends_->redis->address());
+  int64_t scripts_before = CommandCalls("evalsha");
   engine_->CompleteAll(calls);
-  EXPECT_EQ(ScriptCalls(backends_->redis->address()) - scripts_before, 1) << "one commit for the group";
+  EXPECT_EQ(CommandCalls("evalsha") - scripts_before, 1) << "one commit for the group";
 
   ASSERT_TRUE(calls[0].task.has_value());
   EXPECT_EQ(calls[0].task->status(), v1::Task::DONE);
