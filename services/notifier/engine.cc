@@ -192,8 +192,8 @@ Engine::Record Engine::TaskCreated(const v1::Event& event) {
     r.notifications.push_back(composer_->ForTask(v1::Notification::TASK_ASSIGNED, task, event.id(), clock_->Now()));
     TaskTimers timers = TimersFor(task, options_.reminder_share, options_.time_factor);
     if (timers.has_due) {
-      b.Write({"ZADD", keys::kTimers, std::to_string(Millis(timers.reminder)), TimerId(task.id(), kReminder)});
-      b.Write({"ZADD", keys::kTimers, std::to_string(Millis(timers.due)), TimerId(task.id(), kDue)});
+      b.Write({"ZADD", keys::kTimers, std::to_string(Millis(timers.reminder)), TimerId(task.id(), kReminder),
+               std::to_string(Millis(timers.due)), TimerId(task.id(), kDue)});
     }
   }
   return r;
