@@ -20,7 +20,6 @@ local results = {}
 local i = 2
 for b = 1, tonumber(ARGV[1]) do
   local failed = 0
-  local adds = {}
   local n = tonumber(ARGV[i])
   i = i + 1
   for g = 1, n do
@@ -31,16 +30,10 @@ for b = 1, tonumber(ARGV[1]) do
         local v = redis.call('HGET', key, field)
         if not v then v = '' end
         if v ~= value then failed = g end
-      elseif kind == 'absent' then
+      else  -- 'absent'
         if redis.call('EXISTS', key) == 1 then failed = g end
-      else
-        if redis.call('SISMEMBER', key, field) == 1 then failed = g end
-        adds[#adds + 1] = {key, field}
       end
     end
-  end
-  if failed == 0 then
-    for _, a in ipairs(adds) do redis.call('SADD', a[1], a[2]) end
   end
   local writes = tonumber(ARGV[i])
   i = i + 1
@@ -64,11 +57,6 @@ void RedisBatch::ExpectField(const std::string& key, const std::string& field, c
 
 void RedisBatch::ExpectAbsent(const std::string& key) {
   guards_.insert(guards_.end(), {"absent", key, "", ""});
-  ++guard_count_;
-}
-
-void RedisBatch::AddOnce(const std::string& set_key, const std::string& member) {
-  guards_.insert(guards_.end(), {"once", set_key, member, ""});
   ++guard_count_;
 }
 

@@ -22,9 +22,6 @@ class RedisBatch {
   // The hash field must equal `value` ("" matches a missing field).
   void ExpectField(const std::string& key, const std::string& field, const std::string& value);
   void ExpectAbsent(const std::string& key);
-  // `member` must not be in the set yet; it is added on success. Used to
-  // apply each event once.
-  void AddOnce(const std::string& set_key, const std::string& member);
   void Write(std::vector<std::string> argv);
   // Appends `value` to the list at `key`. The pushes of a batch to one list
   // become one RPUSH, in order: inside the script every command costs about

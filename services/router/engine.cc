@@ -557,20 +557,18 @@ size_t Engine::WriteCompletion(Batch& b, v1::Task& t, const v1::Run& run, const 
   *done.mutable_task_completed()->mutable_entry() = entry;
   b.Emit(done);
   if (!step_done) return 0;
-  {
-    auto step_entry = Entry(v1::HistoryEntry::STEP_COMPLETED, now, &t, finish.actor);
-    step_entry.set_outcome(finish.outcome);
-    step_entry.set_task_id("");
-    step_entry.set_member("");
-    b.AppendHistory(t.run_id(), step_entry);
-    v1::Event e = NewEvent(t.run_id() + "/" + std::to_string(t.gen()) + "/step_completed", events::kStepCompleted,
-                           t.run_id(), run);
-    auto* sc = e.mutable_step_completed();
-    sc->set_step(t.step());
-    sc->set_gen(t.gen());
-    sc->set_outcome(finish.outcome);
-    b.Emit(e);
-  }
+  auto step_entry = Entry(v1::HistoryEntry::STEP_COMPLETED, now, &t, finish.actor);
+  step_entry.set_outcome(finish.outcome);
+  step_entry.set_task_id("");
+  step_entry.set_member("");
+  b.AppendHistory(t.run_id(), step_entry);
+  v1::Event e = NewEvent(t.run_id() + "/" + std::to_string(t.gen()) + "/step_completed", events::kStepCompleted,
+                         t.run_id(), run);
+  auto* sc = e.mutable_step_completed();
+  sc->set_step(t.step());
+  sc->set_gen(t.gen());
+  sc->set_outcome(finish.outcome);
+  b.Emit(e);
   return RouteAfterStep(b, run, t.step(), t.gen(), finish.outcome, now);
 }
 

@@ -120,10 +120,6 @@ std::vector<v1::Run> Store::GetRuns(const std::vector<std::string>& ids) {
 }
 
 
-std::vector<std::optional<v1::Run>> Store::LookupRuns(const std::vector<std::string>& run_ids) {
-  return ReadMessages<v1::Run>(*pool_, run_ids, keys::Run);
-}
-
 std::vector<v1::HistoryEntry> Store::GetHistory(const std::string& run_id) {
   auto conn = pool_->Acquire();
   Reply r = conn->Command({"LRANGE", keys::RunHistory(run_id), "0", "-1"});

@@ -58,8 +58,6 @@ class Store {
   std::vector<std::pair<std::optional<v1::Task>, std::optional<v1::Run>>> GetTasksAndRuns(
       const std::vector<std::pair<std::string, std::string>>& task_and_run_ids);
   std::vector<v1::Run> GetRuns(const std::vector<std::string>& run_ids);
-  // One entry per id, nullopt where the run does not exist; one round trip.
-  std::vector<std::optional<v1::Run>> LookupRuns(const std::vector<std::string>& run_ids);
   std::vector<v1::HistoryEntry> GetHistory(const std::string& run_id);
   std::vector<std::string> RunTaskIds(const std::string& run_id);
   std::optional<std::string> GetString(const std::string& key);
