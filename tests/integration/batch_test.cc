@@ -50,35 +50,32 @@ class BatchTest : public ::testing::Test {
     return engine_->StartRun(UserOf(kSekretarisBlg), Run003Request());
   }
 
-  // Every event queued in the outbox so far, oldest first, by id.
-  std::map<std::string, v1::Event> Outbox() {
+  // Every event queued in the outbox so far, in the order queued.
+  std::vector<v1::Event> OutboxEvents() {
     RedisConnection conn(RedisAddress::Parse(backends_->redis->address()));
     Reply r = conn.Command({"XRANGE", "sf:outbox", "-", "+"});
-    std::map<std::string, v1::Event> out;
+    std::vector<v1::Event> out;
     for (size_t i = 0; r && i < r->elements; ++i) {
       auto fields = ReplyStrings(r->element[i]->element[1]);
       for (size_t f = 0; f + 1 < fields.size(); f += 2)
         if (fields[f] == "e") {
-          v1::Event e;
-          EXPECT_TRUE(e.ParseFromString(fields[f + 1]));
-          out[e.id()] = e;
+          EXPECT_TRUE(out.emplace_back().ParseFromString(fields[f + 1]));
         }
     }
     return out;
   }
 
-  // The ids of the events in the outbox, in the order they were queued.
+  // The same by id.
+  std::map<std::string, v1::Event> Outbox() {
+    std::map<std::string, v1::Event> out;
+    for (auto& e : OutboxEvents()) out[e.id()] = std::move(e);
+    return out;
+  }
+
+  // Their ids, in the order queued.
   std::vector<std::string> OutboxIds() {
-    RedisConnection conn(RedisAddress::Parse(backends_->redis->address()));
-    Reply r = conn.Command({"XRANGE", "sf:outbox", "-", "+"});
     std::vector<std::string> out;
-    for (size_t i = 0; r && i < r->elements; ++i) {
-      auto fields = ReplyStrings(r->element[i]->element[1]);
-      for (size_t f = 0; f + 1 < fields.size(); f += 2) {
-        v1::Event e;
-        if (fields[f] == "e" && e.ParseFromString(fields[f + 1])) out.push_back(e.id());
-      }
-    }
+    for (const auto& e : OutboxEvents()) out.push_back(e.id());
     return out;
   }
 
