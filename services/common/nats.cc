@@ -176,6 +176,8 @@ std::vector<std::string> NatsClient::PublishAll(const std::vector<OutgoingMessag
   return not_sent;
 }
 
+int64_t NatsClient::MaxPayload() const { return natsConnection_GetMaxPayload(conn_); }
+
 IncomingMessage::~IncomingMessage() {
   if (msg_) natsMsg_Destroy(msg_);
 }

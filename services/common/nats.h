@@ -52,6 +52,8 @@ class NatsClient {
   void Flush(int timeout_ms);
   jsCtx* jetstream() const { return js_; }
   int startup_wait_ms() const { return options_.startup_wait_ms; }
+  // The largest message the server takes (its max_payload), headers included.
+  int64_t MaxPayload() const;
 
   // Creates the event stream (file storage, `replicas` copies across a
   // JetStream cluster) if it does not exist yet.

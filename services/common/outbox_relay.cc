@@ -143,20 +143,27 @@ size_t OutboxRelay::RunOnce() {
                                 std::to_string(options_.reclaim_idle_ms), "0-0", "COUNT", std::to_string(options_.batch)});
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 2) entries = ParseEntries(r->element[1]);
   }
+  bool own_pending = false;
   if (entries.empty()) {
     // ">" reads new entries; "0" re-reads this consumer's unacknowledged ones.
-    std::string from = reread_own_pending_ ? "0" : ">";
+    own_pending = own_pending_at_ms_ >= 0 && now_ms >= own_pending_at_ms_;
     std::vector<std::string> cmd{"XREADGROUP", "GROUP", kGroup, options_.consumer_name, "COUNT",
                                  std::to_string(options_.batch)};
-    if (!reread_own_pending_) cmd.insert(cmd.end(), {"BLOCK", std::to_string(options_.block_ms)});
-    cmd.insert(cmd.end(), {"STREAMS", options_.stream, from});
+    // Block only while no retry of own entries is due soon.
+    int64_t block_ms = options_.block_ms;
+    if (own_pending_at_ms_ >= 0) block_ms = std::clamp<int64_t>(own_pending_at_ms_ - now_ms, 1, block_ms);
+    if (!own_pending) cmd.insert(cmd.end(), {"BLOCK", std::to_string(block_ms)});
+    cmd.insert(cmd.end(), {"STREAMS", options_.stream, own_pending ? "0" : ">"});
     Reply r = CommandAfterDone(cmd);
     if (ReplyIsError(r.get())) throw DomainError(ErrorCode::kInternal, "XREADGROUP: " + ReplyErrorText(r.get()));
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements > 0) {
       const redisReply* stream = r->element[0];
       if (stream->type == REDIS_REPLY_ARRAY && stream->elements == 2) entries = ParseEntries(stream->element[1]);
     }
-    if (reread_own_pending_ && entries.empty()) reread_own_pending_ = false;
+    if (own_pending && entries.empty()) {
+      own_pending_at_ms_ = -1;
+      own_pending_pause_ms_ = kOwnPendingPauseMinMs;
+    }
   }
   if (entries.empty()) return 0;
   if (CrashBeforePublish()) {
@@ -182,8 +189,14 @@ size_t OutboxRelay::RunOnce() {
     published += stored;
   }
   if (!failed.empty()) {
-    spdlog::warn("outbox relay: {} event(s) not stored by JetStream; will retry", failed.size());
-    reread_own_pending_ = true;
+    // Retried after a pause that doubles while they keep failing (an event
+    // larger than the server's max_payload fails until that is raised).
+    spdlog::warn("outbox relay: {} event(s) not stored by JetStream (first: {}); retrying in {} ms", failed.size(),
+                 *failed.begin(), own_pending_pause_ms_);
+    own_pending_at_ms_ = now_ms + own_pending_pause_ms_;
+    if (own_pending) own_pending_pause_ms_ = std::min(own_pending_pause_ms_ * 2, kOwnPendingPauseMaxMs);
+  } else if (own_pending) {
+    own_pending_at_ms_ = now_ms;  // more of them may be left: read on
   }
   return published;
 }

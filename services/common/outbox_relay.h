@@ -62,7 +62,14 @@ class OutboxRelay {
   Options options_;
   std::atomic<bool> running_{false};
   std::thread thread_;
-  bool reread_own_pending_ = true;   // after a failed publish, and at start
+  // When to read this relay's own pending entries again (read before, not
+  // yet stored by JetStream): at start (0), after a failed publish once its
+  // pause is over; -1: none to read. New entries are read meanwhile, so an
+  // event the stream keeps refusing does not hold up the others.
+  int64_t own_pending_at_ms_ = 0;
+  int64_t own_pending_pause_ms_ = kOwnPendingPauseMinMs;
+  static constexpr int64_t kOwnPendingPauseMinMs = 200;
+  static constexpr int64_t kOwnPendingPauseMaxMs = 30000;
   std::vector<std::string> done_;    // stream ids published, to XACK and XDEL
   int64_t last_reclaim_ms_ = 0;
 };

@@ -555,6 +555,12 @@ size_t Engine::WriteCompletion(Batch& b, v1::Task& t, const v1::Run& run, const 
                             t.id(), run);
   *done.mutable_task_completed()->mutable_task() = t;
   *done.mutable_task_completed()->mutable_entry() = entry;
+  // The completion event carries the output; the other events of the
+  // transition are small.
+  if (max_event_bytes_ && done.ByteSizeLong() > max_event_bytes_)
+    ThrowInvalid("output", "with it the task's completion event is " + std::to_string(done.ByteSizeLong()) +
+                               " bytes, more than the event stream takes (" + std::to_string(max_event_bytes_) +
+                               "); keep documents by reference");
   b.Emit(done);
   if (!step_done) return 0;
   auto step_entry = Entry(v1::HistoryEntry::STEP_COMPLETED, now, &t, finish.actor);

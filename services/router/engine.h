@@ -69,6 +69,12 @@ class Engine {
   v1::Task Return(const User& user, const std::string& task_id, const std::string& reason,
                   const v1::TaskOutput& output);
 
+  // The largest event the stream takes (its server's max_payload less room
+  // for headers); 0: no limit. A completion whose event would be larger is
+  // refused (INVALID_ARGUMENT on `output`), before anything is written: an
+  // event committed but never publishable would hold up its run forever.
+  void LimitEventBytes(size_t max_bytes) { max_event_bytes_ = max_bytes; }
+
   std::vector<v1::Task> ActivateJobs(const User& user, const v1::ActivateJobsRequest& req);
   v1::Task CompleteJob(const User& user, const v1::CompleteJobRequest& req);
   v1::Task FailJob(const User& user, const v1::FailJobRequest& req);
@@ -128,6 +134,7 @@ class Engine {
   const Clock* clock_;
   std::string source_;
   std::shared_ptr<const WorkCalendar> calendar_;
+  size_t max_event_bytes_ = 0;
   std::mutex defs_mu_;
   std::map<std::pair<std::string, uint32_t>, std::shared_ptr<const v1::Definition>> defs_;  // immutable versions
   std::shared_ptr<const v1::Definition> Definition(const std::string& id, uint32_t version);

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -66,6 +67,9 @@ void RouterProcess::Start() {
   auto calendar = c.calendar_file.empty() ? WorkCalendar::Default() : WorkCalendar::LoadFile(c.calendar_file);
   impl_->engine =
       std::make_unique<Engine>(impl_->store.get(), impl_->clock, "sopflow/router/" + c.replica_id, calendar);
+  // Room for the CloudEvents headers and the subject.
+  constexpr int64_t kHeaderRoom = 8192;
+  impl_->engine->LimitEventBytes(static_cast<size_t>(std::max<int64_t>(impl_->publisher->MaxPayload() - kHeaderRoom, 0)));
   if (!c.definitions_dir.empty()) DeployDirectory(*impl_->engine, c.definitions_dir);
 
   OutboxRelay::Options relay_options;

@@ -391,6 +391,41 @@ TEST_F(BatchTest, RelayPublishesSmallAndLargeBatchesEachOnce) {
   EXPECT_EQ(stored, expected);
 }
 
+// An event the stream refuses (here larger than the server's max_payload)
+// stays in the outbox and is retried after a pause, while the relay goes on
+// publishing what was queued after it.
+TEST_F(BatchTest, RelayKeepsPublishingPastAnEventTheStreamRefuses) {
+  NatsClient nats(NatsOptions{backends_->nats->url(), "refused-test", false});
+  nats.EnsureEventStream();
+  OutboxRelay::Options options;
+  options.consumer_name = "refused-test";
+  OutboxRelay relay(RedisAddress::Parse(backends_->redis->address()), &nats, options);
+  auto queue = [&](const std::string& id, size_t note_bytes) {
+    v1::Event e;
+    e.set_id(id);
+    e.set_type("sopflow.v1.test.refused");
+    e.mutable_task_completed()->mutable_task()->mutable_output()->set_note(std::string(note_bytes, 'x'));
+    RedisBatch b;
+    b.Emit(e);
+    ASSERT_EQ(Commit(*pool_, b), 0);
+  };
+  queue("too-big", 1200000);
+  size_t published = 0;
+  for (int pass = 0; pass < 5; ++pass) published += relay.RunOnce();
+  EXPECT_EQ(published, 0u);
+  for (int i = 0; i < 5; ++i) queue("after-" + std::to_string(i), 10);
+  for (int pass = 0; pass < 50 && published < 5; ++pass) published += relay.RunOnce();
+  EXPECT_EQ(published, 5u) << "the entries after the refused one went out";
+  relay.Stop();
+  EXPECT_EQ(OutboxIds(), (std::vector<std::string>{"too-big"})) << "the refused one waits in the outbox";
+
+  std::multiset<std::string> stored;
+  auto consumer = CollectingConsumer(nats, "refused-test", "sopflow.v1.test.refused", stored);
+  for (int pass = 0; pass < 50 && stored.size() < 5; ++pass) consumer->RunOnce();
+  EXPECT_EQ(stored.size(), 5u);
+  EXPECT_EQ(stored.count("too-big"), 0u);
+}
+
 TEST_F(BatchTest, ConsumerAcknowledgesWhatItHandledBeforeStopReturns) {
   // Acks of a batch go through a buffered connection, one write for all of
   // them; Stop must not return before the server has them.

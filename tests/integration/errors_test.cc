@@ -2,6 +2,7 @@
 // changes nothing; definitions are versioned.
 #include <google/protobuf/util/time_util.h>
 
+#include "redis.h"
 #include "router_fixture.h"
 
 namespace sopflow::testing {
@@ -136,6 +137,29 @@ TEST_F(ErrorsTest, BadArgumentsAreInvalidAndNameTheField) {
   v1::GetRunRequest get;
   v1::GetRunResponse got;
   EXPECT_CODE(stub().GetRun(AuthedContext(kAdmin).get(), get, &got), StatusCode::INVALID_ARGUMENT, "run_id:");
+}
+
+// An output the event stream could not take (its server's max_payload, 1 MB
+// by default) is refused at the call: committed, its event would never be
+// published and the run would stop there. One that fits goes through.
+TEST_F(ErrorsTest, AnOutputTooLargeForTheEventStreamIsRefusedBeforeAnythingIsWritten) {
+  v1::Run run = Start003();
+  v1::Task task = WaitForOpenTask(run.id(), 1);
+  const std::string before = Snapshot(task.id());
+  v1::CompleteTaskRequest req;
+  req.set_task_id(task.id());
+  req.mutable_output()->set_note(std::string(1040000, 'x'));  // under the 1 MiB output limit
+  v1::Task out;
+  EXPECT_CODE(stub().CompleteTask(AuthedContext(kSekretarisBlg).get(), req, &out), StatusCode::INVALID_ARGUMENT,
+              "output: with it the task's completion event is");
+  EXPECT_EQ(Snapshot(task.id()), before);
+  EXPECT_EQ(GetRun(run.id()).tasks_size(), 1);
+
+  req.mutable_output()->set_note(std::string(500000, 'x'));
+  ASSERT_TRUE(stub().CompleteTask(AuthedContext(kSekretarisBlg).get(), req, &out).ok());
+  RedisConnection redis(RedisAddress::Parse(backends_->redis->address()));
+  EXPECT_TRUE(WaitUntil([&] { return ReplyInteger(redis.Command({"XLEN", "sf:outbox"}).get()) == 0; }))
+      << "the completion's events were published";
 }
 
 TEST_F(ErrorsTest, UnknownThingsAreNotFound) {
