@@ -148,7 +148,7 @@ TEST_F(ErrorsTest, AnOutputTooLargeForTheEventStreamIsRefusedBeforeAnythingIsWri
   const std::string before = Snapshot(task.id());
   v1::CompleteTaskRequest req;
   req.set_task_id(task.id());
-  req.mutable_output()->set_note(std::string(1040000, 'x'));  // under the 1 MiB output limit
+  req.mutable_output()->set_note(std::string(1045000, 'x'));  // under the 1 MiB output limit, over 1 MB less header room
   v1::Task out;
   EXPECT_CODE(stub().CompleteTask(AuthedContext(kSekretarisBlg).get(), req, &out), StatusCode::INVALID_ARGUMENT,
               "output: with it the task's completion event is");
