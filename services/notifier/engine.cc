@@ -134,18 +134,12 @@ std::vector<bool> Engine::CommitRecords(const std::vector<Record>& records) {
 }
 
 void Engine::OnEvents(const std::vector<v1::Event>& events) {
-  std::vector<Record> pending;
-  auto commit_pending = [&] {
-    CommitRecords(pending);
-    pending.clear();
-  };
-  for (const auto& event : events) {
-    // A cancellation reads the run's tasks, which the events before it in
-    // this batch may change: those are committed first.
-    if (event.has_run_cancelled() && !pending.empty()) commit_pending();
-    if (auto record = RecordFor(event)) pending.push_back(std::move(*record));
-  }
-  if (!pending.empty()) commit_pending();
+  // Records commit in order, each on its own, so a batch ends as handling
+  // its events one by one would; none reads state another may change.
+  std::vector<Record> records;
+  for (const auto& event : events)
+    if (auto record = RecordFor(event)) records.push_back(std::move(*record));
+  if (!records.empty()) CommitRecords(records);
 }
 
 std::optional<Engine::Record> Engine::RecordFor(const v1::Event& event) {
@@ -185,9 +179,7 @@ Engine::Record Engine::TaskCreated(const v1::Event& event) {
   const v1::Task& task = event.task_created().task();
   Record r;
   RedisBatch& b = r.extra;
-  PutTaskIfNew(b, task);  // a timer of a task already done fires as a no-op
-  b.Write({"SADD", keys::RunTasks(task.run_id()), task.id()});
-  b.Write({"EXPIRE", keys::RunTasks(task.run_id()), kKeep});
+  PutTaskIfNew(b, task);  // a timer of a task already done or cancelled fires as a no-op
   if (task.kind() != v1::Step::SYSTEM) {
     r.notifications.push_back(composer_->ForTask(v1::Notification::TASK_ASSIGNED, task, event.id(), clock_->Now()));
     TaskTimers timers = TimersFor(task, options_.reminder_share, options_.time_factor);
@@ -203,13 +195,13 @@ Engine::Record Engine::RunCancelled(const v1::Event& event) {
   const auto& run = event.run_cancelled().run();
   Record r;
   std::set<std::string> users{run.started_by()};
-  for (const auto& id : store_->RunTasks(run.id())) {
-    auto task = store_->Task(id);
-    if (!task || task->status() == v1::Task::DONE) continue;
-    ForgetTimers(r.extra, id);
-    for (const auto& u : Audience(composer_->users(), task->pelaksana(), task->unit(), task->member())) users.insert(u.id);
-    task->set_status(v1::Task::CANCELLED);
-    PutTask(r.extra, *task, "CANCELLED");
+  // The router says which tasks it closed. Written as CANCELLED even if
+  // their task.created comes later (another replica, a redelivery): that
+  // one's write-if-new keeps them cancelled and their timers fire as no-ops.
+  for (const auto& task : event.run_cancelled().cancelled_tasks()) {
+    ForgetTimers(r.extra, task.id());
+    for (const auto& u : Audience(composer_->users(), task.pelaksana(), task.unit(), task.member())) users.insert(u.id);
+    PutTask(r.extra, task, "CANCELLED");
   }
   std::vector<std::string> list(users.begin(), users.end());
   r.notifications.push_back(composer_->ForRun(v1::Notification::RUN_CANCELLED, run, event.id(), list, clock_->Now()));

@@ -20,7 +20,6 @@ std::string Unread(const std::string& user) { return "sf:n:unread:" + user; }
 std::string Delivery(const std::string& id) { return "sf:n:delivery:" + id; }
 std::string DeliveriesOf(const std::string& target) { return "sf:n:deliveries:" + target; }
 std::string Task(const std::string& id) { return "sf:n:task:" + id; }
-std::string RunTasks(const std::string& run) { return "sf:n:run:" + run; }
 }  // namespace keys
 
 namespace {
@@ -115,13 +114,6 @@ std::optional<v1::Task> Store::Task(const std::string& id) {
   Reply r = conn->Command({"HGET", keys::Task(id), "pb"});
   ThrowIfError(r.get());
   return ReplyMessage<v1::Task>(r.get());
-}
-
-std::vector<std::string> Store::RunTasks(const std::string& run_id) {
-  auto conn = pool_->Acquire();
-  Reply r = conn->Command({"SMEMBERS", keys::RunTasks(run_id)});
-  ThrowIfError(r.get());
-  return ReplyStrings(r.get());
 }
 
 std::vector<Claimed> Store::ClaimDeliveries(int64_t now_ms, int64_t lease_ms, int limit) {

@@ -29,7 +29,6 @@ inline constexpr char kDue[] = "sf:n:due";            // zset delivery id by nex
 std::string DeliveriesOf(const std::string& target);  // zset delivery id by creation
 inline constexpr char kDead[] = "sf:n:dead";          // zset delivery id by death
 std::string Task(const std::string& id);              // hash: status, pb (as last heard)
-std::string RunTasks(const std::string& run);         // set of task ids
 inline constexpr char kTimers[] = "sf:n:timers";      // zset "<task>|reminder" / "<task>|due" by fire time
 }  // namespace keys
 
@@ -62,7 +61,6 @@ class Store {
   std::optional<v1::Notification> Item(const std::string& id);
   std::optional<v1::Delivery> Delivery(const std::string& id, int64_t* attempt = nullptr);
   std::optional<v1::Task> Task(const std::string& id);
-  std::vector<std::string> RunTasks(const std::string& run_id);
 
   // Up to `limit` due entries of a lease zset, each pushed `lease_ms` into
   // the future; deliveries also count the attempt.

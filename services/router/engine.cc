@@ -254,12 +254,14 @@ v1::Run Engine::CancelRun(const User& user, const std::string& run_id, const std
     Batch b;
     b.ExpectField(keys::Run(run_id), "status", "ACTIVE");
     b.ExpectField(keys::Run(run_id), "rev", std::to_string(rev));
+    v1::Event e = NewEvent(run_id + "/cancelled", events::kRunCancelled, run_id, *run);
     for (auto t : store_->GetTasks(store_->RunTaskIds(run_id))) {
       if (t.status() == v1::Task::DONE || t.status() == v1::Task::CANCELLED) continue;
       ExpectUnchanged(b, t);
       Unlist(b, t);
       t.set_status(v1::Task::CANCELLED);
       b.PutTask(t);
+      *e.mutable_run_cancelled()->add_cancelled_tasks() = std::move(t);
     }
     run->set_status(v1::Run::CANCELLED);
     run->set_cancel_reason(reason);
@@ -269,7 +271,6 @@ v1::Run Engine::CancelRun(const User& user, const std::string& run_id, const std
     auto entry = Entry(v1::HistoryEntry::RUN_CANCELLED, now, nullptr, user.id);
     entry.set_reason(reason);
     b.AppendHistory(run_id, entry);
-    v1::Event e = NewEvent(run_id + "/cancelled", events::kRunCancelled, run_id, *run);
     *e.mutable_run_cancelled()->mutable_run() = *run;
     b.Emit(e);
     if (store_->Commit(b) == 0) return *run;

@@ -323,6 +323,36 @@ TEST_F(BatchTest, NotifierCancellationInABatchSeesTheTasksCreatedBeforeIt) {
   EXPECT_EQ(kinds[v1::Notification::RUN_CANCELLED], 1);
 }
 
+TEST_F(BatchTest, NotifierCancellationHandledBeforeTheTasksCreationKeepsItCancelled) {
+  // Two replicas share the notifier's consumer: one may handle run.cancelled
+  // before the other has handled task.created of the run's open task. The
+  // cancellation names the tasks it closed, so the task stays cancelled and
+  // gets no reminder, and its audience is told of the cancellation.
+  v1::Run run = StartRun();
+  const v1::Task task = TasksOf(run).at(0);  // "15 menit"
+  engine_->CancelRun(UserOf(kSekretarisBlg), run.id(), "salah periode");
+  auto outbox = Outbox();
+  const v1::Event cancelled = outbox.at(run.id() + "/cancelled");
+  ASSERT_EQ(cancelled.run_cancelled().cancelled_tasks_size(), 1);
+  EXPECT_EQ(cancelled.run_cancelled().cancelled_tasks(0).id(), task.id());
+  EXPECT_EQ(cancelled.run_cancelled().cancelled_tasks(0).status(), v1::Task::CANCELLED);
+
+  notifier::Store notifier_store(pool_.get(), 1000);
+  ManualClock notifier_clock(clock_.Now());
+  notifier::Engine notifier(&notifier_store, &notifier_clock, Composer(), notifier::Options());
+  notifier.OnEvents({cancelled});
+  notifier.OnEvents({outbox.at(task.id() + "/created")});
+  auto stored = notifier_store.Task(task.id());
+  ASSERT_TRUE(stored.has_value());
+  EXPECT_EQ(stored->status(), v1::Task::CANCELLED);
+  notifier_clock.Advance(std::chrono::hours(2));  // past its reminder and due time
+  EXPECT_EQ(notifier.FireDueTimers(), 0u);
+  auto inbox = notifier_store.InboxOf("sekretaris-blg", 100, false);
+  EXPECT_EQ(std::count_if(inbox.begin(), inbox.end(),
+                          [](const v1::Notification& n) { return n.kind() == v1::Notification::RUN_CANCELLED; }),
+            1);
+}
+
 TEST_F(BatchTest, ConsumerFallsBackToOneByOneSoOnlyTheBadEventIsTerminated) {
   NatsClient nats(NatsOptions{backends_->nats->url(), "batch-test", true});
   PublishTestEvents(nats, "sopflow.v1.test.thing", {"e1", "e2", "poison", "e4", "e5"});
