@@ -52,7 +52,7 @@ void CountRecorded(const std::vector<v1::Notification>& notifications) {
 }  // namespace
 
 Engine::Engine(Store* store, const Clock* clock, std::shared_ptr<const Composer> composer, Options options)
-    : store_(store), clock_(clock), composer_(std::move(composer)), options_(options), random_(std::random_device{}()) {}
+    : store_(store), clock_(clock), composer_(std::move(composer)), options_(std::move(options)), random_(std::random_device{}()) {}
 
 std::vector<v1::Webhook> Engine::HooksFor(const v1::Notification& n, const std::vector<v1::Webhook>& all) const {
   std::vector<v1::Webhook> out;
@@ -425,7 +425,7 @@ std::function<bool(const v1::Notification&)> Engine::SubscriptionFilter(const Us
   if (req.role().empty())
     return [unit](const v1::Notification& n) { return n.unit() == unit || n.member() == unit; };
   if (!user.admin && !user.HasRole(req.role())) ThrowDenied("you do not hold role '" + req.role() + "'");
-  std::string role = req.role();
+  const std::string& role = req.role();
   return [unit, role](const v1::Notification& n) {
     return n.role() == role && (n.member().empty() ? n.unit() == unit : n.member() == unit);
   };
