@@ -96,6 +96,14 @@ TEST(BenchTest, SelfContainedRunStartsEverythingAndReportsEveryProcess) {
   EXPECT_EQ(r.last["settings"]["idle_subscribers"], 3);
   EXPECT_EQ(r.last["settings"]["redis"], "appendonly yes, appendfsync everysec");
   EXPECT_EQ(r.last["settings"]["jetstream"], "file storage, nats-server GOMAXPROCS=1");
+  // What Redis ran per hand-off (31 at the time of writing: the router's and
+  // the notifier's transaction and the relay). The ceiling is loose: idle
+  // polls add a few on a slow machine; a doubling would be a regression.
+  ASSERT_TRUE(r.last.contains("redis"));
+  EXPECT_GT(r.last["redis"]["commands_per_handoff"].get<double>(), 10);
+  EXPECT_LT(r.last["redis"]["commands_per_handoff"].get<double>(), 60);
+  EXPECT_GT(r.last["redis"]["script_calls_per_handoff"].get<double>(), 0);
+  EXPECT_GT(r.last["redis"]["calls_per_handoff"]["xadd"].get<double>(), 0);
   RemoveTree(dir);
 }
 
@@ -139,6 +147,7 @@ TEST(BenchTest, LoadsARunningDeploymentAtTheAddressesItIsGiven) {
   EXPECT_EQ(r.last["settings"]["deployment"], "connected");
   EXPECT_EQ(r.last["settings"]["router_addresses"], nlohmann::json::array({router_addr}));
   EXPECT_FALSE(r.last["settings"].contains("redis"));
+  EXPECT_FALSE(r.last.contains("redis")) << "it does not know the deployment's Redis";
 
   // Users the deployment does not know get a clear refusal, not a hang.
   auto stranger = RunBench(b.dir, "stranger",

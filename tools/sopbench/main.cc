@@ -20,9 +20,11 @@
 #include <iostream>
 #include <map>
 #include <mutex>
+#include <sstream>
 #include <thread>
 
 #include "grpc_client.h"
+#include "redis.h"
 #include "servers.h"
 #include "sopflow/v1/notifier.grpc.pb.h"
 #include "sopflow/v1/router.grpc.pb.h"
@@ -143,6 +145,7 @@ double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(
 struct Deployment {
   std::vector<std::string> routers, notifiers;
   std::string ca_file;
+  std::string redis;  // host:port when known (not for a connected run)
   std::unique_ptr<sopflow::testing::RedisServer> redis_server;
   std::unique_ptr<sopflow::testing::NatsServer> nats_server;
   struct Child {
@@ -176,6 +179,7 @@ std::string StartLocal(const Options& o, const std::string& source, Deployment& 
     redis = d.redis_server->address();
     nats = d.nats_server->url();
   }
+  d.redis = redis;
   auto spawn = [&](const std::string& name, int index, std::vector<std::string> extra) {
     int port = sopflow::testing::FreePort();
     std::string listen = "127.0.0.1:" + std::to_string(port);
@@ -454,10 +458,30 @@ std::map<std::string, ProcessSample> SampleProcesses(const Deployment& d) {
   return out;
 }
 
+// Commands Redis ran so far, by name (INFO commandstats; a script's own
+// commands are counted as well as the script call). Empty when unknown.
+std::map<std::string, int64_t> RedisCommandCalls(const std::string& address) {
+  std::map<std::string, int64_t> calls;
+  if (address.empty()) return calls;
+  try {
+    sopflow::RedisConnection conn(sopflow::RedisAddress::Parse(address));
+    std::istringstream info(sopflow::ReplyString(conn.Command({"INFO", "commandstats"}).get()).value_or(""));
+    for (std::string line; std::getline(info, line);) {
+      auto colon = line.find(':'), at = line.find("calls=");
+      if (line.rfind("cmdstat_", 0) != 0 || colon == std::string::npos || at == std::string::npos) continue;
+      calls[line.substr(8, colon - 8)] = std::stoll(line.substr(at + 6));
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "sopbench: INFO commandstats: " << e.what() << "\n";
+  }
+  return calls;
+}
+
 // What the processes and the machine spent between two samples.
 struct Spent {
   std::map<std::string, ProcessSample> processes;
   HostTicks host;
+  std::map<std::string, int64_t> redis_calls;  // commands Redis ran meanwhile, by name
 };
 
 Spent Between(const std::map<std::string, ProcessSample>& before, const HostTicks& host_before,
@@ -471,6 +495,29 @@ Spent Between(const std::map<std::string, ProcessSample>& before, const HostTick
   spent.host = {host_after.busy - host_before.busy, host_after.steal - host_before.steal,
                 host_after.total - host_before.total};
   return spent;
+}
+
+// Redis commands per hand-off: those run by scripts and directly (not the
+// script calls themselves, nor this benchmark's INFO), the script calls,
+// and the ten most frequent. With --redis, other clients of that Redis
+// count too.
+nlohmann::json RedisPerHandoff(const std::map<std::string, int64_t>& calls, double handoffs) {
+  if (calls.empty() || handoffs <= 0) return nullptr;
+  auto is_script = [](const std::string& name) { return name == "evalsha" || name == "eval" || name == "fcall"; };
+  int64_t commands = 0, scripts = 0;
+  std::vector<std::pair<int64_t, std::string>> by_calls;
+  for (const auto& [name, n] : calls) {
+    if (name == "info" || n <= 0) continue;
+    (is_script(name) ? scripts : commands) += n;
+    by_calls.emplace_back(n, name);
+  }
+  std::sort(by_calls.rbegin(), by_calls.rend());
+  nlohmann::json top = nlohmann::json::object();
+  for (size_t i = 0; i < by_calls.size() && i < 10; ++i)
+    top[by_calls[i].second] = static_cast<double>(by_calls[i].first) / handoffs;
+  return {{"commands_per_handoff", static_cast<double>(commands) / handoffs},
+          {"script_calls_per_handoff", static_cast<double>(scripts) / handoffs},
+          {"calls_per_handoff", top}};
 }
 
 nlohmann::json Settings(const Options& o, const Deployment& d) {
@@ -510,7 +557,7 @@ nlohmann::json Report(const Options& o, const Deployment& d, Load& load, double 
   auto host_pct = [&](uint64_t ticks) {
     return spent.host.total > 0 ? 100.0 * static_cast<double>(ticks) / static_cast<double>(spent.host.total) : 0;
   };
-  return {
+  nlohmann::json out = {
       {"runs", o.runs},
       {"runs_completed", load.runs_done()},
       {"errors", load.errors()},
@@ -531,6 +578,8 @@ nlohmann::json Report(const Options& o, const Deployment& d, Load& load, double 
                 {"steal_pct", host_pct(spent.host.steal)}}},
       {"settings", Settings(o, d)},
   };
+  if (auto redis = RedisPerHandoff(spent.redis_calls, handoffs); !redis.is_null()) out["redis"] = redis;
+  return out;
 }
 
 void AddOptions(CLI::App& app, Options& o) {
@@ -603,10 +652,15 @@ int main(int argc, char** argv) {
 
   auto processes_before = SampleProcesses(d);
   auto host_before = ReadHostTicks();
+  auto redis_before = RedisCommandCalls(d.redis);
   auto t0 = Clock::now();
   load.StartRunsAndWait(t0);
   double elapsed_s = Ms(Clock::now() - t0) / 1000.0;
   Spent spent = Between(processes_before, host_before, SampleProcesses(d), ReadHostTicks());
+  for (const auto& [name, n] : RedisCommandCalls(d.redis)) {
+    auto it = redis_before.find(name);
+    spent.redis_calls[name] = n - (it == redis_before.end() ? 0 : it->second);
+  }
 
   load.Stop();
   d.children.clear();  // SIGTERM, then SIGKILL after a grace
