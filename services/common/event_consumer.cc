@@ -5,7 +5,6 @@
 #include <spdlog/spdlog.h>
 
 #include "error.h"
-#include "metrics.h"
 
 namespace sopflow {
 
@@ -122,11 +121,8 @@ void EventConsumer::ApplyAlone(IncomingMessage& msg, const v1::Event& event) {
 }
 
 std::unique_ptr<MetricsEndpoint> ServeMetrics(const std::string& listen, EventConsumer* consumer) {
-  if (listen.empty()) return nullptr;
-  return std::make_unique<MetricsEndpoint>(listen, [consumer] {
-    Metrics::Global().Set("sopflow_consumer_backlog", "consumer=\"" + consumer->durable() + "\"",
-                          static_cast<double>(consumer->Backlog()));
-  });
+  return ServeMetricsWithGauge(listen, "sopflow_consumer_backlog", "consumer=\"" + consumer->durable() + "\"",
+                               [consumer] { return static_cast<double>(consumer->Backlog()); });
 }
 
 }  // namespace sopflow

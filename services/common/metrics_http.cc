@@ -27,4 +27,17 @@ MetricsEndpoint::~MetricsEndpoint() {
   if (thread_.joinable()) thread_.join();
 }
 
+std::unique_ptr<MetricsEndpoint> ServeMetricsWithGauge(const std::string& listen, const std::string& name,
+                                                       const std::string& labels, std::function<double()> value) {
+  if (listen.empty()) return nullptr;
+  return std::make_unique<MetricsEndpoint>(listen, [name, labels, value = std::move(value)] {
+    double v = -1;
+    try {
+      v = value();
+    } catch (const std::exception&) {
+    }
+    Metrics::Global().Set(name, labels, v);
+  });
+}
+
 }  // namespace sopflow

@@ -27,4 +27,10 @@ class MetricsEndpoint {
   int port_ = 0;
 };
 
+// Serves /metrics on `listen` (nothing when empty), setting the gauge
+// `name{labels}` to `value()` before each scrape; -1 when `value` throws
+// (its source did not answer), so a scrape never fails for one gauge.
+std::unique_ptr<MetricsEndpoint> ServeMetricsWithGauge(const std::string& listen, const std::string& name,
+                                                       const std::string& labels, std::function<double()> value);
+
 }  // namespace sopflow

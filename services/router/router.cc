@@ -9,7 +9,6 @@
 
 #include "engine.h"
 #include "grpc_server.h"
-#include "metrics.h"
 #include "metrics_http.h"
 #include "ids.h"
 #include "outbox_relay.h"
@@ -82,19 +81,10 @@ void RouterProcess::Start() {
   impl_->server->AddService(impl_->service.get());
   impl_->server->Start();
   impl_->relay->Start();
-  if (!c.metrics_listen.empty()) {
-    Store* store = impl_->store.get();
-    impl_->metrics = std::make_unique<MetricsEndpoint>(c.metrics_listen, [store] {
-      // The router consumes no events (it routes in the completing
-      // transaction); what can lag is the relay.
-      double backlog = -1;  // as the consumers' gauge says "no answer"
-      try {
-        backlog = static_cast<double>(store->OutboxLength());
-      } catch (const std::exception&) {
-      }
-      Metrics::Global().Set("sopflow_outbox_backlog", "", backlog);
-    });
-  }
+  // The router consumes no events (it routes in the completing
+  // transaction); what can lag is the relay.
+  impl_->metrics = ServeMetricsWithGauge(c.metrics_listen, "sopflow_outbox_backlog", "",
+                                         [store = impl_->store.get()] { return static_cast<double>(store->OutboxLength()); });
   spdlog::info("router {} listening on port {}", c.replica_id, impl_->server->port());
 }
 
