@@ -205,7 +205,7 @@ v1::Run Engine::StartRun(const User& user, const v1::StartRunRequest& req) {
   v1::Event e = NewEvent(run.id() + "/started", events::kRunStarted, run.id(), run);
   *e.mutable_run_started()->mutable_run() = run;
   b.Emit(e);
-  size_t created = AddStepTasks(b, run, def->steps(0).number(), 1, now);
+  size_t created = AddStepTasks(b, *def, run, def->steps(0).number(), 1, now);
   if (store_->Commit(b) != 0) {
     // The same request_id started a run before: return that one.
     auto id = store_->GetString(keys::Request(req.request_id()));
@@ -691,13 +691,13 @@ size_t Engine::RouteAfterStep(Batch& b, const v1::Run& run, uint32_t step, uint3
     AddRunCompletion(b, run, now);
     return 0;
   }
-  return AddStepTasks(b, run, next.step, gen + 1, now);
+  return AddStepTasks(b, *def, run, next.step, gen + 1, now);
 }
 
-size_t Engine::AddStepTasks(Batch& b, const v1::Run& run, uint32_t step, uint32_t gen, TimePoint now) {
-  auto def = Definition(run.sop_id(), run.sop_version());
-  auto tasks = flow::PlanTasks(*def, run, step, gen, now, *calendar_);
-  if (flow::StepOf(*def, step).kind() == v1::Step::FAN_OUT)
+size_t Engine::AddStepTasks(Batch& b, const v1::Definition& def, const v1::Run& run, uint32_t step, uint32_t gen,
+                            TimePoint now) {
+  auto tasks = flow::PlanTasks(def, run, step, gen, now, *calendar_);
+  if (flow::StepOf(def, step).kind() == v1::Step::FAN_OUT)
     b.Write({"HSET", keys::FanOut(run.id(), gen), "left", std::to_string(tasks.size())});
   const std::string score = std::to_string(UnixMillis(now));
   for (const auto& t : tasks) {

@@ -120,8 +120,10 @@ class Engine {
   // ACTIVE) make it happen once.
   size_t RouteAfterStep(Batch& b, const v1::Run& run, uint32_t step, uint32_t gen, const std::string& outcome,
                         TimePoint now);
-  // Adds the task(s) of step `step` as visit `gen` of the run.
-  size_t AddStepTasks(Batch& b, const v1::Run& run, uint32_t step, uint32_t gen, TimePoint now);
+  // Adds the task(s) of step `step` of `def` (the run's definition) as
+  // visit `gen` of the run.
+  size_t AddStepTasks(Batch& b, const v1::Definition& def, const v1::Run& run, uint32_t step, uint32_t gen,
+                      TimePoint now);
   void AddRunCompletion(Batch& b, const v1::Run& run, TimePoint now);
   // Counts committed hand-offs (sopflow_handoffs_total).
   static void CountHandoffs(size_t tasks_created);
