@@ -3,6 +3,7 @@
 #include <hiredis/hiredis.h>
 
 #include <cstring>
+#include <sstream>
 
 #include "error.h"
 
@@ -187,6 +188,20 @@ void RedisPool::Release(std::unique_ptr<RedisConnection> conn) {
 
 RedisPool::Lease::~Lease() {
   if (conn_) pool_->Release(std::move(conn_));
+}
+
+std::map<std::string, int64_t> CommandCalls(RedisConnection& conn) {
+  Reply r = conn.Command({"INFO", "commandstats"});
+  ThrowIfError(r.get());
+  std::map<std::string, int64_t> calls;
+  std::istringstream info(ReplyString(r.get()).value_or(""));
+  for (std::string line; std::getline(info, line);) {
+    // cmdstat_<name>:calls=<n>,usec=...
+    auto colon = line.find(':'), at = line.find("calls=");
+    if (line.rfind("cmdstat_", 0) != 0 || colon == std::string::npos || at == std::string::npos) continue;
+    calls[line.substr(8, colon - 8)] = std::stoll(line.substr(at + 6));
+  }
+  return calls;
 }
 
 }  // namespace sopflow

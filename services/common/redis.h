@@ -3,6 +3,8 @@
 #pragma once
 
 #include <condition_variable>
+#include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -124,5 +126,10 @@ class RedisPool {
   std::condition_variable cv_;
   std::vector<std::unique_ptr<RedisConnection>> idle_;
 };
+
+// How often Redis ran each command since its start or CONFIG RESETSTAT, by
+// lower-case name (INFO commandstats: a script's own commands count as well
+// as the script call). For measurements (tests, sopbench), not the services.
+std::map<std::string, int64_t> CommandCalls(RedisConnection& conn);
 
 }  // namespace sopflow

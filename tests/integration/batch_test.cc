@@ -83,10 +83,9 @@ class BatchTest : public ::testing::Test {
   // commands included.
   int64_t CommandCalls(const std::string& command) {
     RedisConnection conn(RedisAddress::Parse(backends_->redis->address()));
-    auto info = ReplyString(conn.Command({"INFO", "commandstats"}).get()).value_or("");
-    const std::string key = "cmdstat_" + command + ":calls=";
-    auto at = info.find(key);
-    return at == std::string::npos ? 0 : std::stoll(info.substr(at + key.size()));
+    auto calls = sopflow::CommandCalls(conn);
+    auto it = calls.find(command);
+    return it == calls.end() ? 0 : it->second;
   }
 
   std::vector<v1::Task> TasksOf(const v1::Run& run) { return store_->GetTasks(store_->RunTaskIds(run.id())); }

@@ -461,39 +461,39 @@ std::map<std::string, ProcessSample> SampleProcesses(const Deployment& d) {
 // Commands Redis ran so far, by name (INFO commandstats; a script's own
 // commands are counted as well as the script call). Empty when unknown.
 std::map<std::string, int64_t> RedisCommandCalls(const std::string& address) {
-  std::map<std::string, int64_t> calls;
-  if (address.empty()) return calls;
+  if (address.empty()) return {};
   try {
     sopflow::RedisConnection conn(sopflow::RedisAddress::Parse(address));
-    std::istringstream info(sopflow::ReplyString(conn.Command({"INFO", "commandstats"}).get()).value_or(""));
-    for (std::string line; std::getline(info, line);) {
-      auto colon = line.find(':'), at = line.find("calls=");
-      if (line.rfind("cmdstat_", 0) != 0 || colon == std::string::npos || at == std::string::npos) continue;
-      calls[line.substr(8, colon - 8)] = std::stoll(line.substr(at + 6));
-    }
+    return sopflow::CommandCalls(conn);
   } catch (const std::exception& e) {
     std::cerr << "sopbench: INFO commandstats: " << e.what() << "\n";
+    return {};
   }
-  return calls;
 }
 
-// What the processes and the machine spent between two samples.
-struct Spent {
+// What the benchmark counts: per process it started (and itself), the
+// machine, and the commands Redis ran by name. A sample holds the totals
+// at one moment; Between gives what was spent from one sample to another.
+struct Counters {
   std::map<std::string, ProcessSample> processes;
   HostTicks host;
-  std::map<std::string, int64_t> redis_calls;  // commands Redis ran meanwhile, by name
+  std::map<std::string, int64_t> redis_calls;
 };
 
-Spent Between(const std::map<std::string, ProcessSample>& before, const HostTicks& host_before,
-              const std::map<std::string, ProcessSample>& after, const HostTicks& host_after) {
-  Spent spent;
-  for (const auto& [name, a] : after) {
-    auto it = before.find(name);
-    ProcessSample b = it == before.end() ? ProcessSample{} : it->second;
+Counters TakeSample(const Deployment& d) { return {SampleProcesses(d), ReadHostTicks(), RedisCommandCalls(d.redis)}; }
+
+Counters Between(const Counters& first, const Counters& last) {
+  Counters spent;
+  for (const auto& [name, a] : last.processes) {
+    auto it = first.processes.find(name);
+    ProcessSample b = it == first.processes.end() ? ProcessSample{} : it->second;
     spent.processes[name] = {a.cpu_ms - b.cpu_ms, a.context_switches - b.context_switches};
   }
-  spent.host = {host_after.busy - host_before.busy, host_after.steal - host_before.steal,
-                host_after.total - host_before.total};
+  spent.host = {last.host.busy - first.host.busy, last.host.steal - first.host.steal, last.host.total - first.host.total};
+  for (const auto& [name, n] : last.redis_calls) {
+    auto it = first.redis_calls.find(name);
+    spent.redis_calls[name] = n - (it == first.redis_calls.end() ? 0 : it->second);
+  }
   return spent;
 }
 
@@ -543,7 +543,7 @@ nlohmann::json Settings(const Options& o, const Deployment& d) {
   return s;
 }
 
-nlohmann::json Report(const Options& o, const Deployment& d, Load& load, double elapsed_s, const Spent& spent) {
+nlohmann::json Report(const Options& o, const Deployment& d, Load& load, double elapsed_s, const Counters& spent) {
   auto& t = load.timings();
   double handoffs = static_cast<double>(t.handoffs.size());
   auto per_handoff = [&](double x) { return handoffs > 0 ? x / handoffs : 0; };
@@ -650,17 +650,11 @@ int main(int argc, char** argv) {
   load.StartIdleSubscribers(o.idle_subscribers);
   load.StartWorkers();
 
-  auto processes_before = SampleProcesses(d);
-  auto host_before = ReadHostTicks();
-  auto redis_before = RedisCommandCalls(d.redis);
+  Counters before = TakeSample(d);
   auto t0 = Clock::now();
   load.StartRunsAndWait(t0);
   double elapsed_s = Ms(Clock::now() - t0) / 1000.0;
-  Spent spent = Between(processes_before, host_before, SampleProcesses(d), ReadHostTicks());
-  for (const auto& [name, n] : RedisCommandCalls(d.redis)) {
-    auto it = redis_before.find(name);
-    spent.redis_calls[name] = n - (it == redis_before.end() ? 0 : it->second);
-  }
+  Counters spent = Between(before, TakeSample(d));
 
   load.Stop();
   d.children.clear();  // SIGTERM, then SIGKILL after a grace
