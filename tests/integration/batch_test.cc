@@ -108,6 +108,20 @@ class BatchTest : public ::testing::Test {
     ASSERT_TRUE(nats.PublishAll(messages).empty());
   }
 
+  // Commits one transition queuing an event of `type` per (id, bytes of
+  // output note): one outbox entry, as the services' transitions make.
+  void QueueTransition(const std::string& type, const std::vector<std::pair<std::string, size_t>>& events) {
+    RedisBatch b;
+    for (const auto& [id, note_bytes] : events) {
+      v1::Event e;
+      e.set_id(id);
+      e.set_type(type);
+      if (note_bytes) e.mutable_task_completed()->mutable_task()->mutable_output()->set_note(std::string(note_bytes, 'x'));
+      b.Emit(e);
+    }
+    ASSERT_EQ(Commit(*pool_, b), 0);
+  }
+
   // A consumer (durable `name`, filter `subject`) that adds each event id
   // it is handed to `ids`.
   static std::unique_ptr<EventConsumer> CollectingConsumer(NatsClient& nats, const std::string& name,
@@ -390,14 +404,9 @@ TEST_F(BatchTest, RelayPublishesSmallAndLargeBatchesEachOnce) {
   options.prompt_batch_max = 4;
   OutboxRelay relay(RedisAddress::Parse(backends_->redis->address()), &nats, options);
   auto queue = [&](const std::string& prefix, int n) {
-    RedisBatch b;
-    for (int i = 0; i < n; ++i) {
-      v1::Event e;
-      e.set_id(prefix + std::to_string(i));
-      e.set_type("sopflow.v1.test.relay");
-      b.Emit(e);
-    }
-    ASSERT_EQ(Commit(*pool_, b), 0);
+    std::vector<std::pair<std::string, size_t>> events;
+    for (int i = 0; i < n; ++i) events.emplace_back(prefix + std::to_string(i), 0);
+    QueueTransition("sopflow.v1.test.relay", events);
   };
   size_t published = 0;
   queue("small-", 3);
@@ -429,17 +438,8 @@ TEST_F(BatchTest, RelayKeepsPublishingPastAnEventTheStreamRefuses) {
   OutboxRelay::Options options;
   options.consumer_name = "refused-test";
   OutboxRelay relay(RedisAddress::Parse(backends_->redis->address()), &nats, options);
-  // One transition's events, each (id, note size), in one outbox entry.
   auto queue = [&](const std::vector<std::pair<std::string, size_t>>& events) {
-    RedisBatch b;
-    for (const auto& [id, note_bytes] : events) {
-      v1::Event e;
-      e.set_id(id);
-      e.set_type("sopflow.v1.test.refused");
-      e.mutable_task_completed()->mutable_task()->mutable_output()->set_note(std::string(note_bytes, 'x'));
-      b.Emit(e);
-    }
-    ASSERT_EQ(Commit(*pool_, b), 0);
+    QueueTransition("sopflow.v1.test.refused", events);
   };
   // The entry's first event is stored; the entry stays for its second.
   queue({{"beside-too-big", 10}, {"too-big", 1200000}});
