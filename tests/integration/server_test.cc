@@ -138,21 +138,21 @@ TEST(MetricsEndpointTest, PrometheusScrapesRequestsHandoffsAndOutboxBacklog) {
   ASSERT_FALSE(run.id().empty());
   httplib::Client http("127.0.0.1", router.metrics_port());
   std::string body;
-  ASSERT_TRUE(WaitUntil([&] {
-    auto res = http.Get("/metrics");
-    body = res && res->status == 200 ? res->body : "";
-    return body.find("sopflow_handoffs_total ") != std::string::npos;  // the first task was created
-  }));
+  // Scrapes until the page holds `text`.
+  auto scrape_until = [&](const std::string& text) {
+    return WaitUntil([&] {
+      auto res = http.Get("/metrics");
+      body = res && res->status == 200 ? res->body : "";
+      return body.find(text) != std::string::npos;
+    });
+  };
+  ASSERT_TRUE(scrape_until("sopflow_handoffs_total "));  // the first task was created
   EXPECT_NE(body.find("# TYPE sopflow_grpc_requests_total counter"), std::string::npos);
   EXPECT_NE(body.find("sopflow_grpc_requests_total{method=\"/sopflow.v1.Router/StartRun\",code=\"OK\"}"), std::string::npos);
   // The router consumes no events; what can lag behind it is the relay,
   // which empties the outbox once JetStream has the events.
   EXPECT_NE(body.find("# TYPE sopflow_outbox_backlog gauge"), std::string::npos);
-  EXPECT_TRUE(WaitUntil([&] {
-    auto res = http.Get("/metrics");
-    body = res && res->status == 200 ? res->body : "";
-    return body.find("\nsopflow_outbox_backlog 0\n") != std::string::npos;
-  })) << body;
+  EXPECT_TRUE(scrape_until("\nsopflow_outbox_backlog 0\n")) << body;
   EXPECT_NE(body.find("sopflow_grpc_request_duration_seconds_bucket{method=\"/sopflow.v1.Router/StartRun\",le=\"+Inf\"}"),
             std::string::npos);
   router.Shutdown();
