@@ -52,13 +52,35 @@ void LogTail::Start() {
 }
 
 void LogTail::Stop() {
+  std::vector<std::shared_ptr<const Listener>> listening;
   {
     std::lock_guard lock(mu_);
     if (!running_) return;
     running_ = false;
-    for (const auto& w : waiters_) w->cv.notify_one();
+    listening = listeners_;
   }
+  // Each finds the tail stopped and ends its stream: now, not after the
+  // tail's read in progress returns.
+  for (const auto& l : listening) l->wakeup();
   if (thread_.joinable()) thread_.join();
+}
+
+bool LogTail::running() const {
+  std::lock_guard lock(mu_);
+  return running_;
+}
+
+std::shared_ptr<const LogTail::Listener> LogTail::Listen(Wants wants, std::function<void()> wakeup) {
+  auto listener = std::make_shared<const Listener>(Listener{std::move(wants), std::move(wakeup)});
+  std::lock_guard lock(mu_);
+  listeners_.push_back(listener);
+  return listener;
+}
+
+void LogTail::Unlisten(const std::shared_ptr<const Listener>& listener) {
+  std::lock_guard lock(mu_);
+  auto it = std::find(listeners_.begin(), listeners_.end(), listener);
+  if (it != listeners_.end()) listeners_.erase(it);
 }
 
 void LogTail::Loop() {
@@ -79,6 +101,7 @@ void LogTail::Loop() {
       std::vector<std::shared_ptr<const v1::Notification>> notifications;  // null: unreadable
       notifications.reserve(fresh.size());
       for (const auto& e : fresh) notifications.push_back(e.notification);
+      bool everyone = false;
       {
         std::lock_guard lock(mu_);
         for (auto& e : fresh) entries_.push_back(std::move(e));
@@ -86,9 +109,14 @@ void LogTail::Loop() {
           floor_ = entries_.front().id;
           floor_order_ = entries_.front().order;
           entries_.pop_front();
+          ++dropped_since_wakeup_;
+        }
+        if (dropped_since_wakeup_ >= capacity_ / 2 && dropped_since_wakeup_ > 0) {
+          everyone = true;
+          dropped_since_wakeup_ = 0;
         }
       }
-      WakeWaitersFor(notifications);
+      WakeListenersFor(notifications, everyone);
     } catch (const std::exception& e) {
       spdlog::warn("notification log tail: {}", e.what());
       redis.reset();
@@ -97,47 +125,33 @@ void LogTail::Loop() {
   }
 }
 
-std::optional<std::vector<LogEntry>> LogTail::Collect(const StreamId& after, size_t max) const {
-  if (after < floor_order_) return std::nullopt;
-  auto first = std::partition_point(entries_.begin(), entries_.end(),
-                                    [&](const LogEntry& e) { return !(after < e.order); });
-  std::vector<LogEntry> out;
-  for (auto it = first; it != entries_.end() && out.size() < max; ++it) out.push_back(*it);
-  return out;
-}
-
-void LogTail::WakeWaitersFor(const std::vector<std::shared_ptr<const v1::Notification>>& fresh) {
-  std::vector<std::shared_ptr<Waiter>> waiting;
+void LogTail::WakeListenersFor(const std::vector<std::shared_ptr<const v1::Notification>>& fresh, bool everyone) {
+  std::vector<std::shared_ptr<const Listener>> listening;
   {
     std::lock_guard lock(mu_);
-    waiting = waiters_;
+    listening = listeners_;
   }
-  // Filters run here, outside the lock: the entries are already in memory,
-  // so a stream that starts waiting meanwhile finds them without a wake-up.
-  std::vector<std::shared_ptr<Waiter>> wanting;
-  for (const auto& w : waiting)
-    if (!w->wants || std::any_of(fresh.begin(), fresh.end(), [&](const auto& n) { return n && w->wants(*n); }))
-      wanting.push_back(w);
-  if (wanting.empty()) return;
-  std::lock_guard lock(mu_);
-  for (const auto& w : wanting) {
-    w->woken = true;
-    w->cv.notify_one();
-  }
+  // Filters and wakeups run outside the lock: the entries are already in
+  // memory, so a stream that looks meanwhile finds them, and a wakeup may
+  // take the stream's own lock and then read the tail.
+  for (const auto& l : listening)
+    if (everyone || !l->wants ||
+        std::any_of(fresh.begin(), fresh.end(), [&](const auto& n) { return n && l->wants(*n); }))
+      l->wakeup();
 }
 
-std::optional<std::vector<LogEntry>> LogTail::After(const std::string& cursor, size_t max, int wait_ms,
-                                                    const Wants& wants) {
+std::optional<LogTail::Batch> LogTail::Next(const std::string& cursor, size_t max, const Wants& wants) const {
   StreamId after = ParseStreamId(cursor);
-  std::unique_lock lock(mu_);
-  auto found = Collect(after, max);
-  if (!found || !found->empty() || !running_) return found;
-  auto waiter = std::make_shared<Waiter>();
-  waiter->wants = wants;  // copied only when it waits: most calls find entries
-  waiters_.push_back(waiter);
-  waiter->cv.wait_for(lock, std::chrono::milliseconds(wait_ms), [&] { return waiter->woken || !running_; });
-  waiters_.erase(std::find(waiters_.begin(), waiters_.end(), waiter));
-  return Collect(after, max);
+  std::lock_guard lock(mu_);
+  if (after < floor_order_) return std::nullopt;
+  auto it = std::partition_point(entries_.begin(), entries_.end(),
+                                 [&](const LogEntry& e) { return !(after < e.order); });
+  Batch batch{{}, cursor};
+  for (; it != entries_.end() && batch.wanted.size() < max; ++it) {
+    batch.cursor = it->id;
+    if (it->notification && (!wants || wants(*it->notification))) batch.wanted.push_back(*it);
+  }
+  return batch;
 }
 
 std::string LogTail::floor() const {

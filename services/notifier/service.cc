@@ -5,12 +5,11 @@
 #include <regex>
 
 #include "grpc_server.h"
+#include "subscribe_stream.h"
 
 namespace sopflow::notifier {
 
 namespace {
-
-constexpr int kBlockMs = 500;
 
 // The cursor to read after: the request's, the oldest, or the newest.
 std::string StartCursor(RedisConnection& redis, const v1::SubscribeRequest& req) {
@@ -38,39 +37,24 @@ std::string StartCursor(RedisConnection& redis, const v1::SubscribeRequest& req)
 
 }  // namespace
 
-grpc::Status NotifierService::Subscribe(grpc::ServerContext* ctx, const v1::SubscribeRequest* req,
-                                        grpc::ServerWriter<v1::Notification>* writer) {
-  return GuardedCall([&] {
-    User user = CallerOf(*ctx, *users_);
-    auto matches = engine_->SubscriptionFilter(user, *req);
+grpc::ServerWriteReactor<v1::Notification>* NotifierService::Subscribe(grpc::CallbackServerContext* ctx,
+                                                                       const v1::SubscribeRequest* req) {
+  LogTail::Wants matches;
+  std::string cursor;
+  grpc::Status refused = GuardedCall([&] {
+    matches = engine_->SubscriptionFilter(CallerOf(*ctx, *users_), *req);
     RedisConnection redis(redis_, 5000);
-    std::string cursor = StartCursor(redis, *req);
-    // IsCancelled() polls gRPC's completion queue on the sync API, which
-    // cost as much as the rest of a stream's work when asked per batch; a
-    // departed subscriber also shows as a failed Write, so it is asked only
-    // when the stream is idle.
-    bool idle = false;
-    while (!stopping_ && !(idle && ctx->IsCancelled())) {
-      auto entries = tail_.After(cursor, 200, kBlockMs, matches);
-      idle = entries && entries->empty();
-      if (!entries) {
-        // Resuming from before what the tail holds: catch up from Redis.
-        Reply r = redis.Command({"XREAD", "COUNT", "200", "STREAMS", keys::kLog, cursor});
-        if (r && r->type == REDIS_REPLY_ARRAY && r->elements > 0) entries = ParseLogEntries(r->element[0]->element[1]);
-        if (!entries || entries->empty()) {
-          cursor = tail_.floor();  // nothing in between: the tail takes over
-          continue;
-        }
-      }
-      for (const auto& e : *entries) {
-        cursor = e.id;
-        if (!e.notification || !matches(*e.notification)) continue;
-        v1::Notification n = *e.notification;
-        n.set_cursor(cursor);
-        if (!writer->Write(n)) return;  // the subscriber left
-      }
-    }
+    cursor = StartCursor(redis, *req);
   });
+  if (!refused.ok()) {
+    // A reactor that only says why: gRPC owns it and deletes it when done.
+    struct Refusal final : grpc::ServerWriteReactor<v1::Notification> {
+      explicit Refusal(const grpc::Status& status) { Finish(status); }
+      void OnDone() override { delete this; }
+    };
+    return new Refusal(refused);
+  }
+  return new SubscribeStream(tail_, redis_, std::move(matches), std::move(cursor));
 }
 
 grpc::Status NotifierService::ListNotifications(grpc::ServerContext* ctx, const v1::ListNotificationsRequest* req,

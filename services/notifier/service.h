@@ -1,9 +1,7 @@
-// The Notifier gRPC service (synchronous API: Subscribe holds a thread per
-// stream while it waits for the log tail, which suits a service whose
-// callers are people and departments' systems).
+// The Notifier gRPC service. Subscribe is on gRPC's callback API (a stream
+// holds no thread while it waits: SubscribeStream); the rest are short
+// calls from people and departments' systems, on the synchronous API.
 #pragma once
-
-#include <atomic>
 
 #include "engine.h"
 #include "log_tail.h"
@@ -11,21 +9,19 @@
 
 namespace sopflow::notifier {
 
-class NotifierService final : public v1::Notifier::Service {
+class NotifierService final : public v1::Notifier::WithCallbackMethod_Subscribe<v1::Notifier::Service> {
  public:
   // Starts the shared log tail; throws if Redis cannot be reached.
   NotifierService(Engine* engine, std::shared_ptr<const UserDirectory> users, RedisAddress redis)
       : engine_(engine), users_(std::move(users)), redis_(redis), tail_(std::move(redis)) {
     tail_.Start();
   }
-  // Ends open Subscribe streams (graceful drain).
-  void StopStreams() {
-    stopping_ = true;
-    tail_.Stop();
-  }
+  // Ends open Subscribe streams (graceful drain): each finishes after the
+  // notification it is sending; subscribers resume from their cursor.
+  void StopStreams() { tail_.Stop(); }
 
-  grpc::Status Subscribe(grpc::ServerContext*, const v1::SubscribeRequest*,
-                         grpc::ServerWriter<v1::Notification>*) override;
+  grpc::ServerWriteReactor<v1::Notification>* Subscribe(grpc::CallbackServerContext*,
+                                                        const v1::SubscribeRequest*) override;
   grpc::Status ListNotifications(grpc::ServerContext*, const v1::ListNotificationsRequest*,
                                  v1::ListNotificationsResponse*) override;
   grpc::Status MarkRead(grpc::ServerContext*, const v1::MarkReadRequest*, v1::MarkReadResponse*) override;
@@ -43,7 +39,6 @@ class NotifierService final : public v1::Notifier::Service {
   std::shared_ptr<const UserDirectory> users_;
   RedisAddress redis_;
   LogTail tail_;
-  std::atomic<bool> stopping_{false};
 };
 
 }  // namespace sopflow::notifier
