@@ -115,11 +115,15 @@ void AggregatorProcess::Start() {
   impl_->consumer->Start();
   impl_->relay->Start();
   impl_->deadlines = std::thread([impl] { impl->DeadlineLoop(); });
-  impl_->metrics = ServeMetrics(c.metrics_listen, impl_->consumer.get());
+  // Two things can lag: the events it consumes, and its own outbox (the
+  // late-submission events it publishes).
+  impl_->metrics = ServeMetricsWithGauges(
+      c.metrics_listen, {ConsumerBacklogGauge(impl_->consumer.get()), OutboxBacklogGauge(impl_->relay.get())});
   spdlog::info("aggregator {} listening on port {}", c.replica_id, impl_->server->port());
 }
 
 int AggregatorProcess::port() const { return impl_->server ? impl_->server->port() : 0; }
+int AggregatorProcess::metrics_port() const { return impl_->metrics ? impl_->metrics->port() : 0; }
 
 void AggregatorProcess::Shutdown() {
   if (!impl_ || !impl_->server) return;

@@ -120,9 +120,13 @@ void EventConsumer::ApplyAlone(IncomingMessage& msg, const v1::Event& event) {
   }
 }
 
+ScrapedGauge ConsumerBacklogGauge(EventConsumer* consumer) {
+  return {"sopflow_consumer_backlog", "consumer=\"" + consumer->durable() + "\"",
+          [consumer] { return static_cast<double>(consumer->Backlog()); }};
+}
+
 std::unique_ptr<MetricsEndpoint> ServeMetrics(const std::string& listen, EventConsumer* consumer) {
-  return ServeMetricsWithGauge(listen, "sopflow_consumer_backlog", "consumer=\"" + consumer->durable() + "\"",
-                               [consumer] { return static_cast<double>(consumer->Backlog()); });
+  return ServeMetricsWithGauges(listen, {ConsumerBacklogGauge(consumer)});
 }
 
 }  // namespace sopflow

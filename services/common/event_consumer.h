@@ -69,6 +69,8 @@ int64_t ConsumerBacklog(NatsClient& nats, const std::string& durable);
 
 // Serves /metrics on `listen` (nothing when empty), with the consumer's
 // backlog as the gauge sopflow_consumer_backlog{consumer="<durable>"}.
+// sopflow_consumer_backlog{consumer="<durable>"}: events not yet handled.
+ScrapedGauge ConsumerBacklogGauge(EventConsumer* consumer);
 std::unique_ptr<MetricsEndpoint> ServeMetrics(const std::string& listen, EventConsumer* consumer);
 
 }  // namespace sopflow

@@ -27,16 +27,17 @@ MetricsEndpoint::~MetricsEndpoint() {
   if (thread_.joinable()) thread_.join();
 }
 
-std::unique_ptr<MetricsEndpoint> ServeMetricsWithGauge(const std::string& listen, const std::string& name,
-                                                       const std::string& labels, std::function<double()> value) {
+std::unique_ptr<MetricsEndpoint> ServeMetricsWithGauges(const std::string& listen, std::vector<ScrapedGauge> gauges) {
   if (listen.empty()) return nullptr;
-  return std::make_unique<MetricsEndpoint>(listen, [name, labels, value = std::move(value)] {
-    double v = -1;
-    try {
-      v = value();
-    } catch (const std::exception&) {
+  return std::make_unique<MetricsEndpoint>(listen, [gauges = std::move(gauges)] {
+    for (const auto& g : gauges) {
+      double v = -1;
+      try {
+        v = g.value();
+      } catch (const std::exception&) {
+      }
+      Metrics::Global().Set(g.name, g.labels, v);
     }
-    Metrics::Global().Set(name, labels, v);
   });
 }
 

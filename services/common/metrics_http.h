@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace httplib {
 class Server;
@@ -27,10 +28,16 @@ class MetricsEndpoint {
   int port_ = 0;
 };
 
-// Serves /metrics on `listen` (nothing when empty), setting the gauge
-// `name{labels}` to `value()` before each scrape; -1 when `value` throws
-// (its source did not answer), so a scrape never fails for one gauge.
-std::unique_ptr<MetricsEndpoint> ServeMetricsWithGauge(const std::string& listen, const std::string& name,
-                                                       const std::string& labels, std::function<double()> value);
+// A gauge read from its source at each scrape (a backlog in NATS or Redis).
+struct ScrapedGauge {
+  std::string name;
+  std::string labels;  // e.g. consumer="notifier"; may be empty
+  std::function<double()> value;
+};
+
+// Serves /metrics on `listen` (nothing when empty), setting each gauge to
+// its `value()` before each scrape; -1 when `value` throws (its source did
+// not answer), so a scrape never fails for one gauge.
+std::unique_ptr<MetricsEndpoint> ServeMetricsWithGauges(const std::string& listen, std::vector<ScrapedGauge> gauges);
 
 }  // namespace sopflow

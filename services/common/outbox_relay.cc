@@ -84,7 +84,8 @@ NatsClient::OutgoingMessage ToMessage(const QueuedEvent& entry) {
 }  // namespace
 
 OutboxRelay::OutboxRelay(RedisAddress redis, NatsClient* nats, Options options)
-    : redis_(std::move(redis)),
+    : address_(redis),
+      redis_(std::move(redis)),
       nats_(nats),
       prompt_(std::make_unique<NatsClient>(SiblingOptions(nats->options(), "-prompt", true))),
       options_(std::move(options)) {
@@ -215,6 +216,23 @@ Reply OutboxRelay::CommandAfterDone(const std::vector<std::string>& command) {
   auto replies = redis_.Pipeline(commands);
   done_.clear();  // the pipeline went through: Redis has the XACK and XDEL
   return std::move(replies.back());
+}
+
+int64_t OutboxRelay::Backlog() {
+  std::lock_guard lock(backlog_mu_);
+  try {
+    if (!backlog_redis_) backlog_redis_ = std::make_unique<RedisConnection>(address_);
+    Reply r = backlog_redis_->Command({"XLEN", options_.stream});
+    ThrowIfError(r.get());
+    return ReplyInteger(r.get());
+  } catch (...) {
+    backlog_redis_.reset();  // reconnect at the next scrape
+    throw;
+  }
+}
+
+ScrapedGauge OutboxBacklogGauge(OutboxRelay* relay) {
+  return {"sopflow_outbox_backlog", "", [relay] { return static_cast<double>(relay->Backlog()); }};
 }
 
 void OutboxRelay::FlushDone() {

@@ -8,10 +8,12 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "metrics_http.h"
 #include "nats.h"
 #include "redis.h"
 
@@ -48,6 +50,9 @@ class OutboxRelay {
   // Returns events published. The deletion rides in the same round trip as
   // the next read (one Redis round trip per batch, not two); Stop sends it.
   size_t RunOnce();
+  // Entries in the outbox not yet published and deleted, by any replica
+  // (XLEN, on a connection of its own: safe beside the relay's thread).
+  int64_t Backlog();
 
  private:
   void Loop();
@@ -56,7 +61,10 @@ class OutboxRelay {
   // Sends those, then `command`, in one round trip; `command`'s reply.
   Reply CommandAfterDone(const std::vector<std::string>& command);
   void FlushDone();
+  RedisAddress address_;
   RedisConnection redis_;
+  std::mutex backlog_mu_;
+  std::unique_ptr<RedisConnection> backlog_redis_;  // opened at the first scrape
   NatsClient* nats_;
   std::unique_ptr<NatsClient> prompt_;  // send-asap sibling of nats_, for small batches
   Options options_;
@@ -73,5 +81,8 @@ class OutboxRelay {
   std::vector<std::string> done_;    // stream ids published, to XACK and XDEL
   int64_t last_reclaim_ms_ = 0;
 };
+
+// sopflow_outbox_backlog: the relay's Backlog().
+ScrapedGauge OutboxBacklogGauge(OutboxRelay* relay);
 
 }  // namespace sopflow

@@ -83,8 +83,7 @@ void RouterProcess::Start() {
   impl_->relay->Start();
   // The router consumes no events (it routes in the completing
   // transaction); what can lag is the relay.
-  impl_->metrics = ServeMetricsWithGauge(c.metrics_listen, "sopflow_outbox_backlog", "",
-                                         [store = impl_->store.get()] { return static_cast<double>(store->OutboxLength()); });
+  impl_->metrics = ServeMetricsWithGauges(c.metrics_listen, {OutboxBacklogGauge(impl_->relay.get())});
   spdlog::info("router {} listening on port {}", c.replica_id, impl_->server->port());
 }
 

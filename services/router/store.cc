@@ -147,13 +147,6 @@ std::optional<std::string> Store::GetString(const std::string& key) {
   return ReplyString(r.get());
 }
 
-int64_t Store::OutboxLength() {
-  auto conn = pool_->Acquire();
-  Reply r = conn->Command({"XLEN", kDefaultOutbox});
-  ThrowIfError(r.get());
-  return ReplyInteger(r.get());
-}
-
 std::optional<std::string> Store::HashField(const std::string& key, const std::string& field) {
   auto conn = pool_->Acquire();
   Reply r = conn->Command({"HGET", key, field});

@@ -67,9 +67,6 @@ class Store {
   std::vector<std::string> ZRangeByScore(const std::string& key, int64_t max_score, size_t limit);
   std::vector<std::string> ZRevRange(const std::string& key, size_t limit);
   std::vector<std::string> SetMembers(const std::string& key);
-  // Outbox entries (one per committed transition) not yet published and
-  // deleted by a relay.
-  int64_t OutboxLength();
 
   RedisPool* pool() { return pool_; }
 

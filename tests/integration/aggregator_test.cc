@@ -2,6 +2,7 @@
 // the report attached to the next actor's task, late units, redelivery and
 // a restart mid-run.
 #include <google/protobuf/util/time_util.h>
+#include <httplib.h>
 #include <nats/nats.h>
 
 #include <set>
@@ -339,6 +340,27 @@ TEST_F(AggregatorTest, RestartedMidRunItLosesNothing) {
   ASSERT_TRUE(agg().GetReport(AuthedContext(kKaro).get(), get, &report).ok());
   EXPECT_EQ(report.not_submitted_size(), 0);
   for (const auto& u : report.units()) EXPECT_TRUE(u.submitted()) << u.unit();
+}
+
+// Both things that can lag behind an aggregator are on its /metrics: the
+// events it consumes, and its own outbox (what it publishes for the
+// notifier), which the relay empties once JetStream has the events.
+TEST_F(AggregatorTest, PrometheusShowsTheConsumerAndOutboxBacklogs) {
+  auto config = AggregatorConfigFor(*backends_, router_->port());
+  config.metrics_listen = "127.0.0.1:0";
+  aggregator::AggregatorProcess replica(config, &clock_);
+  replica.Start();
+  ASSERT_GT(replica.metrics_port(), 0);
+  httplib::Client http("127.0.0.1", replica.metrics_port());
+  std::string body;
+  EXPECT_TRUE(WaitUntil([&] {
+    auto res = http.Get("/metrics");
+    body = res && res->status == 200 ? res->body : "";
+    return body.find("\nsopflow_outbox_backlog 0\n") != std::string::npos &&
+           body.find("\nsopflow_consumer_backlog{consumer=\"aggregator\"} 0\n") != std::string::npos;
+  })) << body;
+  EXPECT_NE(body.find("# TYPE sopflow_outbox_backlog gauge"), std::string::npos);
+  replica.Shutdown();
 }
 
 TEST_F(AggregatorTest, RollupsAndCataloguesOverGrpc) {
