@@ -67,10 +67,9 @@ class EventConsumer {
 // not yet acknowledged (all replicas); -1 if NATS does not answer.
 int64_t ConsumerBacklog(NatsClient& nats, const std::string& durable);
 
-// Serves /metrics on `listen` (nothing when empty), with the consumer's
-// backlog as the gauge sopflow_consumer_backlog{consumer="<durable>"}.
 // sopflow_consumer_backlog{consumer="<durable>"}: events not yet handled.
 ScrapedGauge ConsumerBacklogGauge(EventConsumer* consumer);
+// Serves /metrics on `listen` (nothing when empty), with that gauge.
 std::unique_ptr<MetricsEndpoint> ServeMetrics(const std::string& listen, EventConsumer* consumer);
 
 }  // namespace sopflow

@@ -84,8 +84,8 @@ NatsClient::OutgoingMessage ToMessage(const QueuedEvent& entry) {
 }  // namespace
 
 OutboxRelay::OutboxRelay(RedisAddress redis, NatsClient* nats, Options options)
-    : address_(redis),
-      redis_(std::move(redis)),
+    : redis_(redis),
+      backlog_redis_(std::move(redis)),
       nats_(nats),
       prompt_(std::make_unique<NatsClient>(SiblingOptions(nats->options(), "-prompt", true))),
       options_(std::move(options)) {
@@ -220,15 +220,9 @@ Reply OutboxRelay::CommandAfterDone(const std::vector<std::string>& command) {
 
 int64_t OutboxRelay::Backlog() {
   std::lock_guard lock(backlog_mu_);
-  try {
-    if (!backlog_redis_) backlog_redis_ = std::make_unique<RedisConnection>(address_);
-    Reply r = backlog_redis_->Command({"XLEN", options_.stream});
-    ThrowIfError(r.get());
-    return ReplyInteger(r.get());
-  } catch (...) {
-    backlog_redis_.reset();  // reconnect at the next scrape
-    throw;
-  }
+  Reply r = backlog_redis_.Command({"XLEN", options_.stream});  // reconnects by itself after a failure
+  ThrowIfError(r.get());
+  return ReplyInteger(r.get());
 }
 
 ScrapedGauge OutboxBacklogGauge(OutboxRelay* relay) {

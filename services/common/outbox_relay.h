@@ -61,10 +61,9 @@ class OutboxRelay {
   // Sends those, then `command`, in one round trip; `command`'s reply.
   Reply CommandAfterDone(const std::vector<std::string>& command);
   void FlushDone();
-  RedisAddress address_;
   RedisConnection redis_;
   std::mutex backlog_mu_;
-  std::unique_ptr<RedisConnection> backlog_redis_;  // opened at the first scrape
+  RedisConnection backlog_redis_;  // for Backlog(): connects at the first scrape
   NatsClient* nats_;
   std::unique_ptr<NatsClient> prompt_;  // send-asap sibling of nats_, for small batches
   Options options_;
