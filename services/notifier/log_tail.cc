@@ -35,6 +35,10 @@ std::vector<LogEntry> ParseLogEntries(const redisReply* entries) {
   return out;
 }
 
+bool Wanted(const LogEntry& entry, const LogTail::Wants& wants) {
+  return entry.notification && (!wants || wants(*entry.notification));
+}
+
 LogTail::LogTail(RedisAddress redis, size_t capacity) : redis_(std::move(redis)), capacity_(capacity) {}
 
 LogTail::~LogTail() { Stop(); }
@@ -149,7 +153,7 @@ std::optional<LogTail::Batch> LogTail::Next(const std::string& cursor, size_t ma
   Batch batch{{}, cursor};
   for (; it != entries_.end() && batch.wanted.size() < max; ++it) {
     batch.cursor = it->id;
-    if (it->notification && (!wants || wants(*it->notification))) batch.wanted.push_back(*it);
+    if (Wanted(*it, wants)) batch.wanted.push_back(*it);
   }
   return batch;
 }

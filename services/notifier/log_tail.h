@@ -93,4 +93,8 @@ class LogTail {
   std::thread thread_;
 };
 
+// Whether a stream sends `entry`: a readable notification `wants` accepts
+// (any, when `wants` is empty).
+bool Wanted(const LogEntry& entry, const LogTail::Wants& wants);
+
 }  // namespace sopflow::notifier

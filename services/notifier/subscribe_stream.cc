@@ -39,16 +39,9 @@ SubscribeStream::SubscribeStream(LogTail& tail, RedisAddress redis, LogTail::Wan
 void SubscribeStream::Pump(std::unique_lock<std::mutex>& lock) {
   // Bounded: each pass writes, finishes, waits, or moves the cursor on.
   while (!write_in_flight_ && !reading_redis_ && !finished_) {
-    if (cancelled_) {
-      finished_ = true;
-      lock.unlock();
-      return Finish(grpc::Status::CANCELLED);
-    }
-    if (!tail_.running()) {  // draining: the subscriber resumes elsewhere from its cursor
-      finished_ = true;
-      lock.unlock();
-      return Finish(grpc::Status::OK);
-    }
+    if (cancelled_) return FinishUnlocked(lock, grpc::Status::CANCELLED);
+    // Draining: the subscriber resumes elsewhere from its cursor.
+    if (!tail_.running()) return FinishUnlocked(lock, grpc::Status::OK);
     if (!pending_.empty()) {
       writing_ = *pending_.front().notification;
       writing_.set_cursor(pending_.front().id);
@@ -72,19 +65,21 @@ void SubscribeStream::Pump(std::unique_lock<std::mutex>& lock) {
     grpc::Status read = GuardedCall([&] { page = ReadRedisAfter(from); });
     lock.lock();
     reading_redis_ = false;
-    if (!read.ok()) {
-      finished_ = true;
-      lock.unlock();
-      return Finish(read);
-    }
+    if (!read.ok()) return FinishUnlocked(lock, read);
     if (page.empty()) {
       cursor_ = tail_.floor();  // nothing in between: the tail takes over
       continue;
     }
     cursor_ = page.back().id;
     for (auto& e : page)
-      if (e.notification && wants_(*e.notification)) pending_.push_back(std::move(e));
+      if (Wanted(e, wants_)) pending_.push_back(std::move(e));
   }
+}
+
+void SubscribeStream::FinishUnlocked(std::unique_lock<std::mutex>& lock, const grpc::Status& status) {
+  finished_ = true;
+  lock.unlock();  // gRPC may end the stream at once, on another thread
+  Finish(status);
 }
 
 std::vector<LogEntry> SubscribeStream::ReadRedisAfter(const std::string& cursor) const {

@@ -43,6 +43,9 @@ class SubscribeStream final : public grpc::ServerWriteReactor<v1::Notification> 
   // release it, and once it has started a write or finished, touches
   // nothing of this stream again (gRPC may end it on another thread at once).
   void Pump(std::unique_lock<std::mutex>& lock);
+  // Marks the stream finished, releases `lock`, then finishes it: the last
+  // thing Pump does.
+  void FinishUnlocked(std::unique_lock<std::mutex>& lock, const grpc::Status& status);
   // The next page from Redis after `cursor`, when it is older than the
   // tail's memory.
   std::vector<LogEntry> ReadRedisAfter(const std::string& cursor) const;
