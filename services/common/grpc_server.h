@@ -54,6 +54,17 @@ grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* ctx, Fn&& fn) {
   return reactor;
 }
 
+// A streaming call refused before it started (bad token or argument): a
+// reactor that ends with `status` at once and frees itself.
+template <class Reactor>
+Reactor* Refused(const grpc::Status& status) {
+  struct Refusal final : Reactor {
+    explicit Refusal(const grpc::Status& s) { this->Finish(s); }
+    void OnDone() override { delete this; }
+  };
+  return new Refusal(status);
+}
+
 // A server with health and reflection, built from services added by the
 // caller.
 class ServerHost {

@@ -48,11 +48,7 @@ grpc::ServerWriteReactor<v1::Notification>* NotifierService::Subscribe(grpc::Cal
   });
   if (!refused.ok()) {
     // A reactor that only says why: gRPC owns it and deletes it when done.
-    struct Refusal final : grpc::ServerWriteReactor<v1::Notification> {
-      explicit Refusal(const grpc::Status& status) { Finish(status); }
-      void OnDone() override { delete this; }
-    };
-    return new Refusal(refused);
+    return Refused<grpc::ServerWriteReactor<v1::Notification>>(refused);
   }
   return new SubscribeStream(tail_, redis_, std::move(matches), std::move(cursor));
 }

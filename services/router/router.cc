@@ -92,6 +92,8 @@ int RouterProcess::metrics_port() const { return impl_->metrics ? impl_->metrics
 
 void RouterProcess::Shutdown() {
   if (!impl_ || !impl_->server) return;
+  // Streams first: an idle one would otherwise hold the drain to its deadline.
+  impl_->service->DrainStreams();
   impl_->server->Shutdown(std::chrono::milliseconds(impl_->config.drain_ms));
   impl_->metrics.reset();
   impl_->relay->Drain();  // after the server: events of the last calls still go out

@@ -88,6 +88,14 @@ ServerUnaryReactor* RouterService::CompleteTask(CallbackServerContext* ctx, cons
   return reactor;
 }
 
+grpc::ServerBidiReactor<v1::CompleteTaskRequest, v1::CompleteTasksResponse>* RouterService::CompleteTasks(
+    CallbackServerContext* ctx) {
+  User caller;
+  grpc::Status status = GuardedCall([&] { caller = CallerOf(*ctx, *users_); });
+  if (!status.ok()) return Refused<grpc::ServerBidiReactor<v1::CompleteTaskRequest, v1::CompleteTasksResponse>>(status);
+  return new CompletionStream(completions_, streams_, std::move(caller));
+}
+
 ServerUnaryReactor* RouterService::ReturnTask(CallbackServerContext* ctx, const v1::ReturnTaskRequest* req,
                                               v1::Task* resp) {
   return Unary(ctx, [&] {

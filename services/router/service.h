@@ -4,6 +4,7 @@
 #pragma once
 
 #include "completion_groups.h"
+#include "completion_stream.h"
 #include "engine.h"
 #include "sopflow/v1/router.grpc.pb.h"
 #include "users.h"
@@ -32,6 +33,8 @@ class RouterService final : public v1::Router::CallbackService {
   grpc::ServerUnaryReactor* ClaimTask(grpc::CallbackServerContext*, const v1::ClaimTaskRequest*, v1::Task*) override;
   grpc::ServerUnaryReactor* CompleteTask(grpc::CallbackServerContext*, const v1::CompleteTaskRequest*,
                                          v1::Task*) override;
+  grpc::ServerBidiReactor<v1::CompleteTaskRequest, v1::CompleteTasksResponse>* CompleteTasks(
+      grpc::CallbackServerContext*) override;
   grpc::ServerUnaryReactor* ReturnTask(grpc::CallbackServerContext*, const v1::ReturnTaskRequest*, v1::Task*) override;
   grpc::ServerUnaryReactor* ActivateJobs(grpc::CallbackServerContext*, const v1::ActivateJobsRequest*,
                                          v1::ActivateJobsResponse*) override;
@@ -41,10 +44,15 @@ class RouterService final : public v1::Router::CallbackService {
   grpc::ServerUnaryReactor* AttachDocument(grpc::CallbackServerContext*, const v1::AttachDocumentRequest*,
                                            v1::Task*) override;
 
+  // Ends the open CompleteTasks streams (UNAVAILABLE once what they read is
+  // answered) and refuses new ones: the first step of a drain.
+  void DrainStreams() { streams_.Drain(); }
+
  private:
   Engine* engine_;
   std::shared_ptr<const UserDirectory> users_;
-  CompletionGroups completions_;  // CompleteTask calls, committed in groups
+  CompletionGroups completions_;  // CompleteTask calls and streams, committed in groups
+  CompletionStreams streams_;
 };
 
 }  // namespace sopflow

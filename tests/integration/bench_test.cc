@@ -94,6 +94,7 @@ TEST(BenchTest, SelfContainedRunStartsEverythingAndReportsEveryProcess) {
   EXPECT_EQ(lines, kRuns * kHandoffsPerRun);
   EXPECT_EQ(r.last["settings"]["deployment"], "self-contained");
   EXPECT_EQ(r.last["settings"]["idle_subscribers"], 3);
+  EXPECT_EQ(r.last["settings"]["complete_with"], "stream") << "workers complete over CompleteTasks by default";
   EXPECT_EQ(r.last["settings"]["redis"], "appendonly yes, appendfsync everysec");
   EXPECT_EQ(r.last["settings"]["jetstream"], "file storage, nats-server GOMAXPROCS=1");
   // What Redis ran per hand-off (31 at the time of writing: the router's and
@@ -170,8 +171,9 @@ TEST(BenchTest, StartsOnlyTheServicesAgainstAGivenRedisAndNats) {
   std::filesystem::create_directories(work_dir);
   auto r = RunBench(b.dir, "given-infrastructure",
                     {"--redis", b.redis->address(), "--nats", b.nats->url(), "--runs", std::to_string(kRuns),
-                     "--routers", "2", "--work-dir", work_dir, "--timeout", "120"});
+                     "--routers", "2", "--work-dir", work_dir, "--timeout", "120", "--complete-with", "unary"});
   ExpectCompleteReport(r);
+  EXPECT_EQ(r.last["settings"]["complete_with"], "unary");
   EXPECT_EQ(Keys(r.last["cpu_ms_per_handoff"]), (std::vector<std::string>{"bench", "notifier", "router"}));
   EXPECT_EQ(r.last["settings"]["routers"], 2);
   EXPECT_EQ(r.last["settings"]["deployment"], "own services, given redis and nats");

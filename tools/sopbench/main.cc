@@ -2,7 +2,8 @@
 // by default: starts redis-server (appendonly, fsync every second),
 // nats-server -js (file storage), router and notifier replicas, deploys a
 // 10-step SOP, starts N runs, and has one worker per actor learn of each
-// task from a notifier Subscribe stream and complete it at once. Given
+// task from a notifier Subscribe stream and complete it at once (over a
+// CompleteTasks stream, or with --complete-with unary CompleteTask calls). Given
 // --redis and --nats it starts only the services, against those; given
 // --router and --notifier it starts nothing and loads that deployment. The
 // last line printed is one JSON object with the figures.
@@ -15,6 +16,8 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <deque>
+#include <functional>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -22,6 +25,7 @@
 #include <mutex>
 #include <sstream>
 #include <thread>
+#include <utility>
 
 #include "grpc_client.h"
 #include "redis.h"
@@ -46,6 +50,7 @@ struct Options {
   std::string ca_file;
   std::string latency_log;
   std::string admin_token = "bench-admin", token_prefix = "bench-";
+  std::string complete_with = "stream";  // "stream": one CompleteTasks stream per worker; "unary": CompleteTask calls
   bool print_users = false;
 
   bool connected() const { return !router_addrs.empty(); }
@@ -205,6 +210,114 @@ struct Completion {
   std::unique_ptr<grpc::ClientContext> context;
   v1::CompleteTaskRequest request;
   v1::Task response;
+};
+
+// A worker's CompleteTasks stream: its requests go out one write at a time
+// (gRPC allows one outstanding write per stream), queued meanwhile; each
+// answer is handed to `on_answer` as it arrives, on a gRPC thread.
+class CompletionStreamClient final
+    : public grpc::ClientBidiReactor<v1::CompleteTaskRequest, v1::CompleteTasksResponse> {
+ public:
+  using OnAnswer = std::function<void(const v1::CompleteTasksResponse&)>;
+  // When the stream ends, with the number of requests it left unanswered
+  // (not applied: the router reads nothing it does not answer).
+  using OnEnd = std::function<void(const grpc::Status&, int unanswered)>;
+  CompletionStreamClient(v1::Router::Stub& router, std::unique_ptr<grpc::ClientContext> context, OnAnswer on_answer,
+                         OnEnd on_end)
+      : context_(std::move(context)), on_answer_(std::move(on_answer)), on_end_(std::move(on_end)) {
+    router.async()->CompleteTasks(context_.get(), this);
+    StartRead(&answer_);
+    StartCall();
+  }
+
+  void Send(v1::CompleteTaskRequest request) {
+    std::unique_lock lock(mu_);
+    if (ended_) {  // the stream has ended: this one is lost at once
+      grpc::Status ended = status_;
+      lock.unlock();
+      return on_end_(ended, 1);
+    }
+    ++unanswered_;
+    queued_.push_back(std::move(request));
+    if (!writing_) WriteNext(lock);
+  }
+
+  // Closes the sending side once everything queued is written, then waits
+  // until the router has answered and ended the stream (or `limit` passes).
+  grpc::Status CloseAndWait(std::chrono::seconds limit) {
+    {
+      std::unique_lock lock(mu_);
+      closing_ = true;
+      if (!writing_ && !closed_) {
+        closed_ = true;
+        StartWritesDone();
+      }
+    }
+    std::unique_lock lock(mu_);
+    if (!cv_.wait_for(lock, limit, [&] { return done_; })) {
+      context_->TryCancel();
+      cv_.wait(lock, [&] { return done_; });  // gRPC ends a cancelled call promptly
+    }
+    return status_;
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::unique_lock lock(mu_);
+    writing_ = false;
+    if (!ok) return;  // the stream ended; OnDone says why
+    if (!queued_.empty()) return WriteNext(lock);
+    if (closing_ && !closed_) {
+      closed_ = true;
+      StartWritesDone();
+    }
+  }
+  void OnReadDone(bool ok) override {
+    if (!ok) return;
+    {
+      std::lock_guard lock(mu_);
+      --unanswered_;
+    }
+    on_answer_(answer_);
+    StartRead(&answer_);
+  }
+  void OnDone(const grpc::Status& status) override {
+    int lost = 0;
+    {
+      std::lock_guard lock(mu_);
+      lost = std::exchange(unanswered_, 0);
+      status_ = status;
+      ended_ = true;  // a Send from now on is lost at once
+    }
+    on_end_(status, lost);
+    std::lock_guard lock(mu_);
+    done_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  // Starts writing the first queued request; `lock` is released first
+  // (gRPC may run OnWriteDone at once).
+  void WriteNext(std::unique_lock<std::mutex>& lock) {
+    writing_ = true;
+    sending_ = std::move(queued_.front());
+    queued_.pop_front();
+    grpc::WriteOptions options;
+    if (!queued_.empty()) options.set_buffer_hint();  // more behind it: send them together
+    lock.unlock();
+    StartWrite(&sending_, options);
+  }
+
+  std::unique_ptr<grpc::ClientContext> context_;
+  OnAnswer on_answer_;
+  OnEnd on_end_;
+  v1::CompleteTasksResponse answer_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<v1::CompleteTaskRequest> queued_;
+  v1::CompleteTaskRequest sending_;
+  bool writing_ = false, closing_ = false, closed_ = false, ended_ = false, done_ = false;
+  int unanswered_ = 0;
+  grpc::Status status_;
 };
 
 // Bounds the calls a worker has in flight.
@@ -376,15 +489,44 @@ class Load {
     // worker, as a real client working several tasks would; a worker that
     // waited for each reply would cap the chain at workers / latency.
     InflightWindow window(o_.inflight);
+    std::unique_ptr<CompletionStreamClient> completions;
+    if (o_.complete_with == "stream")
+      completions = std::make_unique<CompletionStreamClient>(
+          router, AuthedContext(token, std::chrono::hours(24)), [this, &window](const v1::CompleteTasksResponse& a) {
+            if (a.code() == 0)
+              Completed(a.task().run_id(), a.task().step());
+            else
+              ReportError("CompleteTasks", grpc::Status(static_cast<grpc::StatusCode>(a.code()), a.message()));
+            window.Release();
+          },
+          [this, &window](const grpc::Status& st, int unanswered) {
+            // Their slots come back, so the worker's wait for them ends.
+            if (unanswered > 0) ReportError("CompleteTasks stream ended with requests unanswered", st);
+            for (int i = 0; i < unanswered; ++i) window.Release();
+          });
     v1::Notification n;
     while (!stop_ && reader->Read(&n)) {
       if (n.kind() != v1::Notification::TASK_ASSIGNED) continue;
       Received(n.run_id(), n.step());
       window.Acquire();
-      Complete(router, token, n, window);
+      if (completions)
+        completions->Send(CompletionOf(n));
+      else
+        Complete(router, token, n, window);
     }
     if (!stop_) ReportError("Subscribe", reader->Finish());
     window.WaitIdle();
+    if (completions) {
+      auto st = completions->CloseAndWait(std::chrono::seconds(30));
+      if (!st.ok()) ReportError("CompleteTasks stream", st);
+    }
+  }
+
+  v1::CompleteTaskRequest CompletionOf(const v1::Notification& n) const {
+    v1::CompleteTaskRequest request;
+    request.set_task_id(n.task_id());
+    request.mutable_output()->set_note(output_blob_);
+    return request;
   }
 
   void Received(const std::string& run_id, uint32_t gen) {
@@ -400,8 +542,7 @@ class Load {
   void Complete(v1::Router::Stub& router, const std::string& token, const v1::Notification& n, InflightWindow& window) {
     auto* call = new Completion;
     call->context = AuthedContext(token);
-    call->request.set_task_id(n.task_id());
-    call->request.mutable_output()->set_note(output_blob_);
+    call->request = CompletionOf(n);
     router.async()->CompleteTask(call->context.get(), &call->request, &call->response,
                                  [this, call, run_id = n.run_id(), gen = n.step(), &window](const grpc::Status& st) {
                                    if (st.ok())
@@ -525,7 +666,10 @@ nlohmann::json Settings(const Options& o, const Deployment& d) {
                       {"rate", o.rate},
                       {"routers", d.routers.size()},
                       {"notifiers", d.notifiers.size()},
-                      {"workers", "one per actor, notifier Subscribe stream + asynchronous CompleteTask"},
+                      {"workers", o.complete_with == "stream"
+                                      ? "one per actor, notifier Subscribe stream + a CompleteTasks stream"
+                                      : "one per actor, notifier Subscribe stream + asynchronous CompleteTask calls"},
+                      {"complete_with", o.complete_with},
                       {"inflight_per_worker", o.inflight},
                       {"idle_subscribers", o.idle_subscribers},
                       {"output_bytes", 200}};
@@ -589,9 +733,13 @@ void AddOptions(CLI::App& app, Options& o) {
       ->check(CLI::Range(0, 1000000));
   app.add_option("--routers", o.routers, "router replicas to start")->capture_default_str()->check(CLI::Range(1, 8));
   app.add_option("--notifiers", o.notifiers, "notifier replicas to start")->capture_default_str()->check(CLI::Range(1, 8));
-  app.add_option("--inflight", o.inflight, "CompleteTask calls each worker has in flight at most")
+  app.add_option("--inflight", o.inflight, "completions each worker has in flight (unanswered) at most")
       ->capture_default_str()
       ->check(CLI::Range(1, 4096));
+  app.add_option("--complete-with", o.complete_with,
+                 "how workers complete: one CompleteTasks stream each, or CompleteTask calls")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"stream", "unary"}));
   app.add_option("--idle-subscribers", o.idle_subscribers,
                  "extra Subscribe streams for units with no work here, as many connected users are")
       ->capture_default_str()
