@@ -7,6 +7,7 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
   CLI::App app{"sopflow aggregator: data kinerja, capaian, reports and process metrics"};
   sopflow::AddCommonOptions(app, c, log_level);
+  sopflow::AddConsumerOptions(app, c);
   app.add_option("--catalogues", c.catalogues_dir, "load indicator catalogues (*.yaml) from here")
       ->envname("SOPFLOW_CATALOGUES");
   app.add_option("--deadline-interval-ms", c.deadline_interval_ms, "how often late units are looked for")

@@ -7,6 +7,7 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
   CLI::App app{"sopflow archiver: tamper-evident records with classification and retention"};
   sopflow::AddCommonOptions(app, c, log_level);
+  sopflow::AddConsumerOptions(app, c);
   app.add_option("--blobs", c.blob_dir, "blob store folder")->envname("SOPFLOW_BLOBS")->capture_default_str();
   app.add_option("--rules", c.rules_dir, "klasifikasi.yaml, jra.yaml, berkas.yaml")
       ->envname("SOPFLOW_ARCHIVE_RULES")->capture_default_str();

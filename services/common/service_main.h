@@ -39,11 +39,18 @@ void AddCommonOptions(CLI::App& app, Config& c, std::string& log_level) {
   app.add_option("--replica-id", c.replica_id, "unique replica name")->envname("SOPFLOW_REPLICA_ID");
   app.add_option("--drain-ms", c.drain_ms, "grace for running calls on SIGTERM")
       ->envname("SOPFLOW_DRAIN_MS")->capture_default_str();
-  app.add_option("--ack-wait-ms", c.ack_wait_ms, "events a dead replica held return after this")
-      ->envname("SOPFLOW_ACK_WAIT_MS")->capture_default_str();
   app.add_option("--metrics-listen", c.metrics_listen, "serve Prometheus metrics at http://<this>/metrics")
       ->envname("SOPFLOW_METRICS_LISTEN");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->envname("SOPFLOW_LOG_LEVEL");
+}
+
+// For the services that consume events (notifier, aggregator, archiver);
+// the router consumes none since it routes in the completing transaction,
+// so it has no such option (the shared ConfigMap's variable is ignored there).
+template <class Config>
+void AddConsumerOptions(CLI::App& app, Config& c) {
+  app.add_option("--ack-wait-ms", c.ack_wait_ms, "events a dead replica held return after this")
+      ->envname("SOPFLOW_ACK_WAIT_MS")->capture_default_str();
 }
 
 // Runs a service process until SIGTERM or SIGINT, then drains it.

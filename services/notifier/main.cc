@@ -8,6 +8,7 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
   CLI::App app{"sopflow notifier: tells actors of their tasks, reminds them, escalates overdue work"};
   sopflow::AddCommonOptions(app, c, log_level);
+  sopflow::AddConsumerOptions(app, c);
   app.add_option("--calendar", c.calendar_file, "work calendar")->envname("SOPFLOW_CALENDAR");
   app.add_option("--templates", c.templates_dir, "message templates")->envname("SOPFLOW_TEMPLATES")->capture_default_str();
   app.add_option("--webhooks", c.webhooks_file, "declared webhooks (secrets from the environment)")

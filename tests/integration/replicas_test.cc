@@ -23,7 +23,7 @@ Replica StartRouter(const Backends& b, const std::string& log) {
   Replica r{std::make_unique<ChildProcess>(), FreePort()};
   r.process->Start({SOPFLOW_ROUTER_BIN, "--listen", "127.0.0.1:" + std::to_string(r.port), "--redis", c.redis, "--nats",
                     c.nats, "--tokens", c.tokens_file, "--definitions", c.definitions_dir, "--relay-reclaim-idle-ms", "300",
-                    "--ack-wait-ms", "1000", "--drain-ms", "2000", "--log-level", "warn"},
+                    "--drain-ms", "2000", "--log-level", "warn"},
                    {}, b.dir + "/" + log);
   EXPECT_TRUE(Listens(*r.process, r.port));
   return r;
