@@ -27,11 +27,6 @@ void CompletionStreams::Drain() {
   for (auto* stream : open_) stream->StopReading();
 }
 
-bool CompletionStreams::draining() const {
-  std::lock_guard lock(mu_);
-  return draining_;
-}
-
 bool CompletionStreams::Add(CompletionStream* stream) {
   std::lock_guard lock(mu_);
   if (draining_) return false;

@@ -29,7 +29,6 @@ class CompletionStreams {
   // Ends every open stream: each stops reading, answers what it has read,
   // and ends with UNAVAILABLE. Streams opened afterwards end at once.
   void Drain();
-  bool draining() const;
 
  private:
   friend class CompletionStream;
@@ -37,7 +36,7 @@ class CompletionStreams {
   bool Add(CompletionStream* stream);
   void Remove(CompletionStream* stream);
 
-  mutable std::mutex mu_;
+  std::mutex mu_;
   std::set<CompletionStream*> open_;
   bool draining_ = false;
 };
