@@ -245,15 +245,12 @@ class CompletionStreamClient final
   // Closes the sending side once everything queued is written, then waits
   // until the router has answered and ended the stream (or `limit` passes).
   grpc::Status CloseAndWait(std::chrono::seconds limit) {
-    {
-      std::unique_lock lock(mu_);
-      closing_ = true;
-      if (!writing_ && !closed_) {
-        closed_ = true;
-        StartWritesDone();
-      }
-    }
     std::unique_lock lock(mu_);
+    closing_ = true;
+    if (!writing_ && !closed_) {
+      closed_ = true;
+      StartWritesDone();
+    }
     if (!cv_.wait_for(lock, limit, [&] { return done_; })) {
       context_->TryCancel();
       cv_.wait(lock, [&] { return done_; });  // gRPC ends a cancelled call promptly
@@ -492,12 +489,10 @@ class Load {
     std::unique_ptr<CompletionStreamClient> completions;
     if (o_.complete_with == "stream")
       completions = std::make_unique<CompletionStreamClient>(
-          router, AuthedContext(token, std::chrono::hours(24)), [this, &window](const v1::CompleteTasksResponse& a) {
-            if (a.code() == 0)
-              Completed(a.task().run_id(), a.task().step());
-            else
-              ReportError("CompleteTasks", grpc::Status(static_cast<grpc::StatusCode>(a.code()), a.message()));
-            window.Release();
+          router, AuthedContext(token, std::chrono::hours(24)),
+          [this, &window](const v1::CompleteTasksResponse& a) {
+            Answered("CompleteTasks", grpc::Status(static_cast<grpc::StatusCode>(a.code()), a.message()),
+                     a.task().run_id(), a.task().step(), window);
           },
           [this, &window](const grpc::Status& st, int unanswered) {
             // Their slots come back, so the worker's wait for them ends.
@@ -545,13 +540,20 @@ class Load {
     call->request = CompletionOf(n);
     router.async()->CompleteTask(call->context.get(), &call->request, &call->response,
                                  [this, call, run_id = n.run_id(), gen = n.step(), &window](const grpc::Status& st) {
-                                   if (st.ok())
-                                     Completed(run_id, gen);
-                                   else
-                                     ReportError("CompleteTask", st);
                                    delete call;
-                                   window.Release();
+                                   Answered("CompleteTask", st, run_id, gen, window);
                                  });
+  }
+
+  // A completion's answer, by call or on the stream: timed when it
+  // succeeded, reported when not; either way its in-flight slot comes back.
+  void Answered(const char* what, const grpc::Status& st, const std::string& run_id, uint32_t gen,
+                InflightWindow& window) {
+    if (st.ok())
+      Completed(run_id, gen);
+    else
+      ReportError(what, st);
+    window.Release();
   }
 
   void Completed(const std::string& run_id, uint32_t gen) {
