@@ -2,7 +2,6 @@
 // the report attached to the next actor's task, late units, redelivery and
 // a restart mid-run.
 #include <google/protobuf/util/time_util.h>
-#include <httplib.h>
 #include <nats/nats.h>
 
 #include <set>
@@ -351,14 +350,10 @@ TEST_F(AggregatorTest, PrometheusShowsTheConsumerAndOutboxBacklogs) {
   aggregator::AggregatorProcess replica(config, &clock_);
   replica.Start();
   ASSERT_GT(replica.metrics_port(), 0);
-  httplib::Client http("127.0.0.1", replica.metrics_port());
   std::string body;
-  EXPECT_TRUE(WaitUntil([&] {
-    auto res = http.Get("/metrics");
-    body = res && res->status == 200 ? res->body : "";
-    return body.find("\nsopflow_outbox_backlog 0\n") != std::string::npos &&
-           body.find("\nsopflow_consumer_backlog{consumer=\"aggregator\"} 0\n") != std::string::npos;
-  })) << body;
+  EXPECT_TRUE(ScrapeUntil(replica.metrics_port(),
+                          {"\nsopflow_outbox_backlog 0\n", "\nsopflow_consumer_backlog{consumer=\"aggregator\"} 0\n"}, body))
+      << body;
   EXPECT_NE(body.find("# TYPE sopflow_outbox_backlog gauge"), std::string::npos);
   replica.Shutdown();
 }

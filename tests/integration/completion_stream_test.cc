@@ -25,8 +25,8 @@ class CompletionStreamTest : public RouterTest {
     return req;
   }
 
-  // Reads `n` answers (at most 30 s in all; the context's deadline ends the
-  // stream otherwise), keyed by task id in the order they came.
+  // Reads up to `n` answers, in the order they came (bounded by the
+  // stream's deadline, which ends the stream).
   static std::vector<v1::CompleteTasksResponse> ReadAnswers(Stream& stream, size_t n) {
     std::vector<v1::CompleteTasksResponse> answers;
     v1::CompleteTasksResponse a;

@@ -1,8 +1,10 @@
 #include "router_fixture.h"
 
 #include <google/protobuf/util/time_util.h>
+#include <httplib.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -72,6 +74,15 @@ bool WaitUntil(const std::function<bool()>& done, int timeout_ms) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   return done();
+}
+
+bool ScrapeUntil(int port, const std::vector<std::string>& texts, std::string& body) {
+  httplib::Client http("127.0.0.1", port);
+  return WaitUntil([&] {
+    auto res = http.Get("/metrics");
+    body = res && res->status == 200 ? res->body : "";
+    return std::all_of(texts.begin(), texts.end(), [&](const std::string& t) { return body.find(t) != std::string::npos; });
+  });
 }
 
 void RouterTest::SetUpTestSuite() {

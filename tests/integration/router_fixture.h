@@ -56,6 +56,10 @@ v1::Run StartRun003(v1::Router::Stub& stub);
 // Polls `done` every few ms until it holds or timeout_ms passes.
 bool WaitUntil(const std::function<bool()>& done, int timeout_ms = 20000);
 
+// Scrapes http://127.0.0.1:port/metrics (as WaitUntil, bounded) until one
+// page holds every one of `texts`; `body` gets the last page scraped.
+bool ScrapeUntil(int port, const std::vector<std::string>& texts, std::string& body);
+
 // The child process listens on 127.0.0.1:port within timeout_ms; if not,
 // the failure says why, with the tail of the child's log.
 inline ::testing::AssertionResult Listens(ChildProcess& child, int port, int timeout_ms = 15000) {

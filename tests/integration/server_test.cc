@@ -1,7 +1,6 @@
 // What every sopflow server has: health and reflection without a token,
 // and an interceptor that records each call.
 #include <grpcpp/generic/generic_stub.h>
-#include <httplib.h>
 #include <signal.h>
 
 #include <filesystem>
@@ -136,23 +135,14 @@ TEST(MetricsEndpointTest, PrometheusScrapesRequestsHandoffsAndOutboxBacklog) {
   auto stub = v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(router.port())));
   v1::Run run = StartRun003(*stub);
   ASSERT_FALSE(run.id().empty());
-  httplib::Client http("127.0.0.1", router.metrics_port());
   std::string body;
-  // Scrapes until the page holds `text`.
-  auto scrape_until = [&](const std::string& text) {
-    return WaitUntil([&] {
-      auto res = http.Get("/metrics");
-      body = res && res->status == 200 ? res->body : "";
-      return body.find(text) != std::string::npos;
-    });
-  };
-  ASSERT_TRUE(scrape_until("sopflow_handoffs_total "));  // the first task was created
+  ASSERT_TRUE(ScrapeUntil(router.metrics_port(), {"sopflow_handoffs_total "}, body));  // the first task was created
   EXPECT_NE(body.find("# TYPE sopflow_grpc_requests_total counter"), std::string::npos);
   EXPECT_NE(body.find("sopflow_grpc_requests_total{method=\"/sopflow.v1.Router/StartRun\",code=\"OK\"}"), std::string::npos);
   // The router consumes no events; what can lag behind it is the relay,
   // which empties the outbox once JetStream has the events.
   EXPECT_NE(body.find("# TYPE sopflow_outbox_backlog gauge"), std::string::npos);
-  EXPECT_TRUE(scrape_until("\nsopflow_outbox_backlog 0\n")) << body;
+  EXPECT_TRUE(ScrapeUntil(router.metrics_port(), {"\nsopflow_outbox_backlog 0\n"}, body)) << body;
   EXPECT_NE(body.find("sopflow_grpc_request_duration_seconds_bucket{method=\"/sopflow.v1.Router/StartRun\",le=\"+Inf\"}"),
             std::string::npos);
   router.Shutdown();
