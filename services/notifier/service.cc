@@ -46,10 +46,7 @@ grpc::ServerWriteReactor<v1::Notification>* NotifierService::Subscribe(grpc::Cal
     RedisConnection redis(redis_, 5000);
     cursor = StartCursor(redis, *req);
   });
-  if (!refused.ok()) {
-    // A reactor that only says why: gRPC owns it and deletes it when done.
-    return Refused<grpc::ServerWriteReactor<v1::Notification>>(refused);
-  }
+  if (!refused.ok()) return Refused<grpc::ServerWriteReactor<v1::Notification>>(refused);
   return new SubscribeStream(tail_, redis_, std::move(matches), std::move(cursor));
 }
 
