@@ -16,15 +16,6 @@ namespace {
 TimePoint FromProto(const google::protobuf::Timestamp& t) { return FromUnixMillis(TimeUtil::TimestampToMilliseconds(t)); }
 google::protobuf::Timestamp ToProto(TimePoint t) { return TimeUtil::MillisecondsToTimestamp(UnixMillis(t)); }
 
-std::string Replace(std::string text, const Vars& vars) {
-  for (const auto& [key, value] : vars) {
-    std::string token = "{{" + key + "}}";
-    for (size_t pos = text.find(token); pos != std::string::npos; pos = text.find(token, pos + value.size()))
-      text.replace(pos, token.size(), value);
-  }
-  return text;
-}
-
 const v1::Notification::Kind kAllKinds[] = {
     v1::Notification::TASK_ASSIGNED, v1::Notification::TASK_REMINDER, v1::Notification::TASK_OVERDUE,
     v1::Notification::TASK_ESCALATED, v1::Notification::RUN_COMPLETED, v1::Notification::RUN_CANCELLED,
@@ -46,7 +37,7 @@ std::shared_ptr<const Templates> Templates::Load(const std::string& dir) {
       rest << in.rdbuf();
       std::string body = rest.str();
       if (!body.empty() && body[0] == '\n') body.erase(0, 1);
-      t->templates_[{lang, kind}] = {first.substr(9), body};
+      t->templates_[{lang, kind}] = {Compile(first.substr(9)), Compile(body)};
     }
   return t;
 }
@@ -54,7 +45,43 @@ std::shared_ptr<const Templates> Templates::Load(const std::string& dir) {
 Rendered Templates::Render(v1::Notification::Kind kind, const std::string& language, const Vars& vars) const {
   auto it = templates_.find({language == "en" ? "en" : "id", kind});
   if (it == templates_.end()) return {v1::Notification::Kind_Name(kind), ""};
-  return {Replace(it->second.subject, vars), Replace(it->second.body, vars)};
+  return {Fill(it->second.subject, vars), Fill(it->second.body, vars)};
+}
+
+Templates::Compiled Templates::Compile(const std::string& text) {
+  Compiled out;
+  auto literal = [&out](std::string_view s) {
+    if (s.empty()) return;
+    if (!out.empty() && !out.back().placeholder) out.back().text += s;
+    else out.push_back({std::string(s), false});
+  };
+  std::string_view rest = text;
+  for (;;) {
+    size_t open = rest.find("{{");
+    size_t close = open == std::string_view::npos ? open : rest.find("}}", open + 2);
+    if (close == std::string_view::npos) break;
+    // "{{a {{b}}": the placeholder is the innermost, the rest literal.
+    size_t inner = rest.rfind("{{", close);
+    literal(rest.substr(0, inner));
+    out.push_back({std::string(rest.substr(inner + 2, close - inner - 2)), true});
+    rest.remove_prefix(close + 2);
+  }
+  literal(rest);
+  return out;
+}
+
+std::string Templates::Fill(const Compiled& pieces, const Vars& vars) {
+  std::string out;
+  for (const auto& piece : pieces) {
+    if (!piece.placeholder) {
+      out += piece.text;
+      continue;
+    }
+    auto it = vars.find(piece.text);
+    if (it != vars.end()) out += it->second;
+    else out.append("{{").append(piece.text).append("}}");
+  }
+  return out;
 }
 
 std::vector<User> Audience(const UserDirectory& users, const std::string& role, const std::string& unit,

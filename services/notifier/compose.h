@@ -25,14 +25,29 @@ struct Rendered {
 };
 
 // Templates: <dir>/<language>/<KIND>.txt, a "Subject: ..." line, a blank
-// line, then the body; {{name}} placeholders.
+// line, then the body; {{name}} placeholders. A placeholder without a var
+// stays as written; a var's value is not searched for placeholders.
 class Templates {
  public:
   static std::shared_ptr<const Templates> Load(const std::string& dir);  // throws naming the missing file
   Rendered Render(v1::Notification::Kind kind, const std::string& language, const Vars& vars) const;
 
+  // Literal text and placeholders, split once at load: rendering a
+  // notification then appends pieces instead of searching the text for
+  // each var (every task's notification is rendered twice, per language).
+  struct Piece {
+    std::string text;  // the literal, or the placeholder's name
+    bool placeholder = false;
+  };
+  using Compiled = std::vector<Piece>;
+  static Compiled Compile(const std::string& text);
+  static std::string Fill(const Compiled& pieces, const Vars& vars);
+
  private:
-  std::map<std::pair<std::string, int>, Rendered> templates_;
+  struct Template {
+    Compiled subject, body;
+  };
+  std::map<std::pair<std::string, int>, Template> templates_;
 };
 
 // The users a role in a unit (or a fan-out member) resolves to.

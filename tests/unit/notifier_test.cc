@@ -133,6 +133,18 @@ TEST(Compose, TaskNotificationsAddressTheRightPeopleInBothLanguages) {
   EXPECT_EQ(mail.body.rfind("Dear Staf Penyusun Evaluasi Kinerja,", 0), 0u) << mail.body;
 }
 
+TEST(Compose, TemplatesFillEachPlaceholderOnceAndKeepUnknownOnes) {
+  auto fill = [](const std::string& text, const Vars& vars) { return Templates::Fill(Templates::Compile(text), vars); };
+  Vars vars{{"sop", "SOP {{unit}}"}, {"unit", "balangan"}, {"x", ""}};
+  EXPECT_EQ(fill("Yth. {{unit}}, {{sop}} ({{unit}})", vars), "Yth. balangan, SOP {{unit}} (balangan)");
+  EXPECT_EQ(fill("{{nama}} di {{unit}}{{x}}.", vars), "{{nama}} di balangan.");  // no var: left as written
+  EXPECT_EQ(fill("a {{unit", vars), "a {{unit");                                 // not closed: literal
+  EXPECT_EQ(fill("{{a {{unit}} }}", vars), "{{a balangan }}");                    // the innermost is the placeholder
+  EXPECT_EQ(fill("{{{unit}}}", vars), "{balangan}");
+  EXPECT_EQ(fill("", vars), "");
+  EXPECT_EQ(Templates::Compile("a{{unit}}b{{sop}}").size(), 4u);
+}
+
 TEST(Compose, WebhookBodyIsACloudEvent) {
   auto composer = MakeComposer();
   auto n = composer->ForTask(v1::Notification::TASK_ASSIGNED, StaffTask(), "R1.4/created", At("2026-08-14T09:00:00+08:00"));
