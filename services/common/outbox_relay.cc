@@ -8,7 +8,8 @@
 #include <chrono>
 #include <set>
 #include <cstdlib>
-#include <google/protobuf/util/time_util.h>
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/wire_format_lite.h>
 
 #include "clock.h"
 #include "error.h"
@@ -68,20 +69,64 @@ NatsClient::OutgoingMessage ToMessage(const QueuedEvent& entry) {
   m.subject = entry.subject;
   m.msg_id = entry.event_id;
   m.data = entry.data;
-  v1::Event ev;
-  std::string time, source, subject;
-  if (ev.ParseFromString(entry.data)) {
-    time = FormatRfc3339(FromUnixMillis(google::protobuf::util::TimeUtil::TimestampToMilliseconds(ev.time())));
-    source = ev.source();
-    subject = ev.subject();
-  }
+  CloudEventAttributes a;
+  std::string time;
+  if (ReadCloudEventAttributes(entry.data, &a)) time = FormatRfc3339(FromUnixMillis(a.time_ms));
   m.headers = {{"ce-specversion", "1.0"}, {"ce-id", entry.event_id}, {"ce-type", entry.subject},
-               {"ce-source", source},     {"ce-time", time},        {"ce-subject", subject},
+               {"ce-source", a.source},   {"ce-time", time},        {"ce-subject", a.subject},
                {"content-type", "application/protobuf"}};
   return m;
 }
 
 }  // namespace
+
+namespace {
+bool ReadAttributes(const std::string& event, CloudEventAttributes* out) {
+  using google::protobuf::internal::WireFormatLite;
+  using google::protobuf::io::CodedInputStream;
+  // sopflow.v1.Event: source = 3, time = 4 (Timestamp: seconds = 1, nanos = 2), subject = 5.
+  constexpr int kSource = 3, kTime = 4, kSubject = 5;
+  CodedInputStream in(reinterpret_cast<const uint8_t*>(event.data()), static_cast<int>(event.size()));
+  for (uint32_t tag = in.ReadTag(); tag != 0; tag = in.ReadTag()) {
+    int field = WireFormatLite::GetTagFieldNumber(tag);
+    bool delimited = WireFormatLite::GetTagWireType(tag) == WireFormatLite::WIRETYPE_LENGTH_DELIMITED;
+    if (delimited && (field == kSource || field == kSubject)) {
+      if (!WireFormatLite::ReadString(&in, field == kSource ? &out->source : &out->subject)) return false;
+    } else if (delimited && field == kTime) {
+      int length = 0;
+      if (!in.ReadVarintSizeAsInt(&length)) return false;
+      auto limit = in.PushLimit(length);
+      int64_t seconds = 0;
+      int32_t nanos = 0;
+      for (uint32_t t = in.ReadTag(); t != 0; t = in.ReadTag()) {
+        int f = WireFormatLite::GetTagFieldNumber(t);
+        bool varint = WireFormatLite::GetTagWireType(t) == WireFormatLite::WIRETYPE_VARINT;
+        uint64_t v = 0;
+        if (varint && (f == 1 || f == 2)) {
+          if (!in.ReadVarint64(&v)) return false;
+          if (f == 1) seconds = static_cast<int64_t>(v);
+          else nanos = static_cast<int32_t>(v);
+        } else if (!WireFormatLite::SkipField(&in, t)) {
+          return false;
+        }
+      }
+      if (!in.ConsumedEntireMessage()) return false;
+      in.PopLimit(limit);
+      out->time_ms = seconds * 1000 + nanos / 1000000;
+    } else if (!WireFormatLite::SkipField(&in, tag)) {
+      return false;
+    }
+  }
+  return in.ConsumedEntireMessage();
+}
+}  // namespace
+
+bool ReadCloudEventAttributes(const std::string& event, CloudEventAttributes* out) {
+  *out = CloudEventAttributes();
+  if (ReadAttributes(event, out)) return true;
+  *out = CloudEventAttributes();
+  return false;
+}
 
 OutboxRelay::OutboxRelay(RedisAddress redis, NatsClient* nats, Options options)
     : redis_(redis),

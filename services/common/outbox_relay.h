@@ -84,4 +84,16 @@ class OutboxRelay {
 // sopflow_outbox_backlog: the relay's Backlog().
 ScrapedGauge OutboxBacklogGauge(OutboxRelay* relay);
 
+// What the CloudEvents headers of a published event carry besides its id
+// and type, read from a serialized sopflow.v1.Event without parsing its
+// payload (a completed task with its output): the relay forwards the bytes
+// as they are and needs only these. False (attributes empty) if the bytes
+// are not a well-formed message.
+struct CloudEventAttributes {
+  std::string source;
+  std::string subject;
+  int64_t time_ms = 0;
+};
+bool ReadCloudEventAttributes(const std::string& event, CloudEventAttributes* out);
+
 }  // namespace sopflow
