@@ -4,6 +4,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include "error.h"
 
 namespace sopflow {
@@ -70,7 +72,12 @@ size_t EventConsumer::RunOnce() {
   std::vector<v1::Event> events;
   decoded.reserve(messages.size());
   events.reserve(messages.size());
+  const auto& ignored = options_.ignored_subjects;
   for (auto& msg : messages) {
+    if (!ignored.empty() && std::find(ignored.begin(), ignored.end(), msg.subject()) != ignored.end()) {
+      msg.AckThrough(*acks_);  // nothing to do: no hurry either
+      continue;
+    }
     v1::Event event;
     if (!event.ParseFromString(msg.data())) {
       spdlog::error("event consumer: undecodable message on {}; terminated", msg.subject());

@@ -29,6 +29,11 @@ class EventConsumer {
     // An event a dead replica held comes back after this. Handlers are
     // idempotent, so a shorter wait only costs a harmless re-run.
     int64_t ack_wait_ms = 10000;
+    // Subjects the filter lets through but the handler has no use for: acked
+    // unread. nats-server 2.9 takes one filter per consumer, so the notifier
+    // is sent every event and leaves the router's step completions (one per
+    // hand-off) unparsed.
+    std::vector<std::string> ignored_subjects;
   };
   using Handler = std::function<void(const v1::Event&)>;
   // Applies the events of one fetch together (e.g. one pipelined Redis round

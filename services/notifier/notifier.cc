@@ -8,6 +8,7 @@
 
 #include "declared_webhooks.h"
 #include "event_consumer.h"
+#include "event_types.h"
 #include "grpc_server.h"
 #include "ids.h"
 #include "service.h"
@@ -90,6 +91,7 @@ void NotifierProcess::Start() {
   EventConsumer::Options consumer_options;
   consumer_options.durable = "notifier";
   consumer_options.filter_subject = "sopflow.v1.>";
+  consumer_options.ignored_subjects = {events::kRunStarted, events::kStepCompleted};  // Engine::RecordFor has no use for them
   consumer_options.ack_wait_ms = c.ack_wait_ms;
   Engine* engine = impl_->engine.get();
   impl_->consumer = std::make_unique<EventConsumer>(impl_->nats.get(), consumer_options,

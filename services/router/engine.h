@@ -22,6 +22,7 @@
 
 #include "calendar.h"
 #include "clock.h"
+#include "event_types.h"
 #include "sopflow/v1/event.pb.h"
 #include "sopflow/v1/router.pb.h"
 #include "store.h"
@@ -141,17 +142,5 @@ class Engine {
   std::map<std::pair<std::string, uint32_t>, std::shared_ptr<const v1::Definition>> defs_;  // immutable versions
   std::shared_ptr<const v1::Definition> Definition(const std::string& id, uint32_t version);
 };
-
-// Event types (NATS subjects), see protos/sopflow/v1/event.proto.
-namespace events {
-inline constexpr char kRunStarted[] = "sopflow.v1.run.started";
-inline constexpr char kStepCompleted[] = "sopflow.v1.run.step_completed";
-inline constexpr char kRunCompleted[] = "sopflow.v1.run.completed";
-inline constexpr char kRunCancelled[] = "sopflow.v1.run.cancelled";
-inline constexpr char kTaskCreated[] = "sopflow.v1.task.created";
-inline constexpr char kTaskClaimed[] = "sopflow.v1.task.claimed";
-inline constexpr char kTaskCompleted[] = "sopflow.v1.task.completed";
-inline constexpr char kTaskReturned[] = "sopflow.v1.task.returned";
-}  // namespace events
 
 }  // namespace sopflow
