@@ -22,18 +22,35 @@ for b = 1, tonumber(ARGV[1]) do
   local failed = 0
   local n = tonumber(ARGV[i])
   i = i + 1
-  for g = 1, n do
-    local kind, key, field, value = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-    i = i + 4
+  local g = 1
+  while g <= n do
+    local kind, key = ARGV[i], ARGV[i + 1]
+    -- Consecutive 'eq' guards on one key (a task's status and assignee)
+    -- are read with one HMGET: each command run from a script costs more
+    -- than the command itself.
+    local run = 1
+    if kind == 'eq' then
+      while g + run <= n and ARGV[i + 4 * run] == 'eq' and ARGV[i + 4 * run + 1] == key do run = run + 1 end
+    end
     if failed == 0 then
       if kind == 'eq' then
-        local v = redis.call('HGET', key, field)
-        if not v then v = '' end
-        if v ~= value then failed = g end
+        local fields = {}
+        for k = 0, run - 1 do fields[k + 1] = ARGV[i + 4 * k + 2] end
+        local values = redis.call('HMGET', key, unpack(fields))
+        for k = 0, run - 1 do
+          local v = values[k + 1]
+          if not v then v = '' end
+          if v ~= ARGV[i + 4 * k + 3] then
+            failed = g + k
+            break
+          end
+        end
       else  -- 'absent'
         if redis.call('EXISTS', key) == 1 then failed = g end
       end
     end
+    i = i + 4 * run
+    g = g + run
   end
   local writes = tonumber(ARGV[i])
   i = i + 1

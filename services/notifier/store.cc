@@ -111,9 +111,13 @@ std::optional<v1::Delivery> Store::Delivery(const std::string& id, int64_t* atte
 
 std::optional<v1::Task> Store::Task(const std::string& id) {
   auto conn = pool_->Acquire();
-  Reply r = conn->Command({"HGET", keys::Task(id), "pb"});
+  Reply r = conn->Command({"HMGET", keys::Task(id), "pb", "status"});
   ThrowIfError(r.get());
-  return ReplyMessage<v1::Task>(r.get());
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) return std::nullopt;
+  auto task = ReplyMessage<v1::Task>(r->element[0]);
+  v1::Task::Status status;
+  if (task && v1::Task::Status_Parse(ReplyString(r->element[1]).value_or(""), &status)) task->set_status(status);
+  return task;
 }
 
 std::vector<Claimed> Store::ClaimDeliveries(int64_t now_ms, int64_t lease_ms, int limit) {

@@ -28,7 +28,7 @@ std::string Delivery(const std::string& id);          // hash: status, attempt, 
 inline constexpr char kDue[] = "sf:n:due";            // zset delivery id by next attempt
 std::string DeliveriesOf(const std::string& target);  // zset delivery id by creation
 inline constexpr char kDead[] = "sf:n:dead";          // zset delivery id by death
-std::string Task(const std::string& id);              // hash: status, pb (as last heard)
+std::string Task(const std::string& id);              // hash: status (as last heard), pb (as created or claimed)
 inline constexpr char kTimers[] = "sf:n:timers";      // zset "<task>|reminder" / "<task>|due" by fire time
 }  // namespace keys
 
@@ -60,6 +60,7 @@ class Store {
   std::optional<v1::Webhook> Webhook(const std::string& id);
   std::optional<v1::Notification> Item(const std::string& id);
   std::optional<v1::Delivery> Delivery(const std::string& id, int64_t* attempt = nullptr);
+  // The task as created or claimed, with the status last heard.
   std::optional<v1::Task> Task(const std::string& id);
 
   // Up to `limit` due entries of a lease zset, each pushed `lease_ms` into

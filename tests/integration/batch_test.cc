@@ -10,6 +10,7 @@
 #include <hiredis/hiredis.h>
 
 #include <algorithm>
+#include <array>
 #include <map>
 #include <mutex>
 #include <set>
@@ -161,6 +162,23 @@ TEST_F(BatchTest, CommitAllAppliesEachBatchOnItsOwnInOrder) {
   EXPECT_EQ(ReplyString(conn.Command({"HGET", "t:a", "v"}).get()), "3");
   EXPECT_EQ(ReplyInteger(conn.Command({"EXISTS", "t:refused"}).get()), 0);
   EXPECT_EQ(Commit(*pool_, first), 1) << "its guard refuses it now: applied once only";
+
+  // Guards on one key's fields are read together; the result still names
+  // the first that fails, and a missing field reads as "".
+  ASSERT_EQ(ReplyInteger(conn.Command({"HSET", "t:b", "status", "OPEN", "assignee", "u1"}).get()), 2);
+  auto guarded = [](std::vector<std::array<std::string, 3>> fields) {
+    RedisBatch b;
+    for (const auto& [key, field, value] : fields) b.ExpectField(key, field, value);
+    b.Write({"HINCRBY", "t:b", "applied", "1"});
+    return b;
+  };
+  RedisBatch holds = guarded({{"t:b", "status", "OPEN"}, {"t:b", "assignee", "u1"}, {"t:b", "gone", ""}});
+  RedisBatch second_fails = guarded({{"t:b", "status", "OPEN"}, {"t:b", "assignee", "u2"}, {"t:b", "gone", ""}});
+  RedisBatch third_fails = guarded({{"t:a", "v", "3"}, {"t:b", "status", "OPEN"}, {"t:b", "gone", "x"}});
+  RedisBatch first_fails = guarded({{"t:b", "status", "DONE"}, {"t:b", "assignee", "u2"}});
+  EXPECT_EQ(CommitAll(*pool_, {&holds, &second_fails, &third_fails, &first_fails, &holds}),
+            (std::vector<int>{0, 2, 3, 1, 0}));
+  EXPECT_EQ(ReplyString(conn.Command({"HGET", "t:b", "applied"}).get()), "2");
 }
 
 TEST_F(BatchTest, TheTransactionThatEndsAStepCreatesTheNextTaskOrCompletesTheRun) {
@@ -287,6 +305,12 @@ TEST_F(BatchTest, NotifierEventsOfATaskHandledOutOfOrderDoNotReviveIt) {
   auto stored = notifier_store.Task(task.id());
   ASSERT_TRUE(stored.has_value());
   EXPECT_EQ(stored->status(), v1::Task::DONE);
+  EXPECT_EQ(stored->id(), task.id());
+  {
+    // task.completed, first, made the hash without a TTL; task.created set it.
+    RedisConnection conn(RedisAddress::Parse(backends_->redis->address()));
+    EXPECT_GT(ReplyInteger(conn.Command({"TTL", notifier::keys::Task(task.id())}).get()), 0);
+  }
 
   notifier_clock.Advance(std::chrono::hours(2));  // past its reminder and due time
   EXPECT_EQ(notifier.FireDueTimers(), 0u);
@@ -389,6 +413,29 @@ TEST_F(BatchTest, ConsumerFallsBackToOneByOneSoOnlyTheBadEventIsTerminated) {
   ASSERT_GE(batch_sizes.size(), 2u);
   EXPECT_EQ(applied.count("poison"), 0u);
   for (const char* id : {"e1", "e2", "e4", "e5"}) EXPECT_EQ(applied.count(id), 1u) << id;
+  EXPECT_TRUE(WaitUntil([&] { return consumer.Backlog() == 0; }, 5000));
+  EXPECT_EQ(consumer.RunOnce(), 0u) << "no redelivery";
+}
+
+TEST_F(BatchTest, ConsumerAcksIgnoredSubjectsUnreadAndHandsOnTheRest) {
+  NatsClient nats(NatsOptions{backends_->nats->url(), "ignore-test", true});
+  PublishTestEvents(nats, "sopflow.v1.ignore.step", {"s1", "s2"});
+  PublishTestEvents(nats, "sopflow.v1.ignore.task", {"t1"});
+  PublishTestEvents(nats, "sopflow.v1.ignore.task", {"t2"});
+
+  std::multiset<std::string> applied;
+  EventConsumer::Options options;
+  options.durable = "ignore-test";
+  options.filter_subject = "sopflow.v1.ignore.>";
+  options.ignored_subjects = {"sopflow.v1.ignore.step"};
+  EventConsumer consumer(&nats, options, EventConsumer::BatchHandler([&](const std::vector<v1::Event>& events) {
+    for (const auto& e : events) applied.insert(e.id());
+  }));
+  size_t fetched = 0;
+  for (int pass = 0; pass < 50 && fetched < 4; ++pass) fetched += consumer.RunOnce();
+  ASSERT_EQ(fetched, 4u);
+  EXPECT_EQ(applied, (std::multiset<std::string>{"t1", "t2"}));
+  // The ignored ones were acknowledged (their acks buffered): none comes back.
   EXPECT_TRUE(WaitUntil([&] { return consumer.Backlog() == 0; }, 5000));
   EXPECT_EQ(consumer.RunOnce(), 0u) << "no redelivery";
 }
