@@ -41,6 +41,12 @@ double Metrics::CounterValue(const std::string& name, const std::string& labels)
   return it == counters_.end() ? 0 : it->second;
 }
 
+uint64_t Metrics::HistogramCount(const std::string& name, const std::string& labels) const {
+  std::lock_guard lock(mu_);
+  auto it = histograms_.find({name, labels});
+  return it == histograms_.end() ? 0 : it->second.count;
+}
+
 std::string Metrics::Render() const {
   std::lock_guard lock(mu_);
   std::string out;

@@ -21,6 +21,7 @@ class Metrics {
   void Observe(const std::string& name, const std::string& labels, double seconds);
   void Set(const std::string& name, const std::string& labels, double value);  // a gauge
   double CounterValue(const std::string& name, const std::string& labels) const;
+  uint64_t HistogramCount(const std::string& name, const std::string& labels) const;  // observations so far
   std::string Render() const;
 
  private:

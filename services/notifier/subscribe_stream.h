@@ -62,6 +62,7 @@ class SubscribeStream final : public grpc::ServerWriteReactor<v1::Notification> 
   // A write or a Redis read is under way: whoever started it carries on,
   // and nothing ends the stream meanwhile.
   bool write_in_flight_ = false;
+  bool wrote_ = false;  // a write completed: the initial metadata went out
   bool reading_redis_ = false;
   bool cancelled_ = false;
   bool finished_ = false;

@@ -62,10 +62,12 @@ void CompletionStream::OnReadDone(bool ok) {
   // The next read starts before this one commits: what arrives meanwhile
   // joins the next group instead of waiting for this one.
   Pump(lock);
-  groups_.Submit(std::move(call), [this](Engine::CompleteCall& done) { Answer(done); });
+  groups_.Submit(std::move(call), [this, read_at = std::chrono::steady_clock::now()](Engine::CompleteCall& done) {
+    Answer(done, read_at);
+  });
 }
 
-void CompletionStream::Answer(Engine::CompleteCall& done) {
+void CompletionStream::Answer(Engine::CompleteCall& done, std::chrono::steady_clock::time_point read_at) {
   v1::CompleteTasksResponse answer;
   answer.set_task_id(done.task_id);
   grpc::Status status = GuardedCall([&] {
@@ -74,8 +76,13 @@ void CompletionStream::Answer(Engine::CompleteCall& done) {
   });
   answer.set_code(status.error_code());
   answer.set_message(status.error_message());
-  // The stream is one call to the request metrics; its answers are counted here.
-  Metrics::Global().Count("sopflow_streamed_completions_total", "code=\"" + StatusCodeName(status.error_code()) + "\"");
+  // The stream is one call to the request metrics; its answers are counted
+  // and timed here (from the request read to its answer queued: what a
+  // CompleteTask call's duration would be, less the call itself).
+  const std::string code = "code=\"" + StatusCodeName(status.error_code()) + "\"";
+  Metrics::Global().Count("sopflow_streamed_completions_total", code);
+  Metrics::Global().Observe("sopflow_streamed_completion_duration_seconds", code,
+                            std::chrono::duration<double>(std::chrono::steady_clock::now() - read_at).count());
   std::unique_lock lock(mu_);
   --in_flight_;
   answers_.push_back(std::move(answer));
@@ -85,6 +92,7 @@ void CompletionStream::Answer(Engine::CompleteCall& done) {
 void CompletionStream::OnWriteDone(bool ok) {
   std::unique_lock lock(mu_);
   write_pending_ = false;
+  wrote_ = true;
   if (!ok) cancelled_ = true;  // the worker is gone: nothing more can reach it
   Pump(lock);
 }
@@ -119,8 +127,10 @@ void CompletionStream::Pump(std::unique_lock<std::mutex>& lock) {
     answers_.pop_front();
     write_pending_ = true;
     // More answers queued behind it: gRPC may hold this one to send them
-    // together (the next write, without the hint, sends all).
-    if (!answers_.empty()) write_options.set_buffer_hint();
+    // together (the next write, without the hint, sends all). Never the
+    // first: it carries the initial metadata, which a hint holds back until
+    // some other write on the connection; the write would not complete.
+    if (!answers_.empty() && wrote_) write_options.set_buffer_hint();
   }
   // Done when nothing read is left unanswered: the worker closed its side,
   // or the router drains (answers written first), or the worker left.

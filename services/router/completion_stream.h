@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstddef>
+#include <chrono>
 #include <deque>
 #include <mutex>
 #include <set>
@@ -62,7 +63,7 @@ class CompletionStream final : public grpc::ServerBidiReactor<v1::CompleteTaskRe
 
  private:
   // A completion's outcome, on whichever thread committed its group.
-  void Answer(Engine::CompleteCall& done);
+  void Answer(Engine::CompleteCall& done, std::chrono::steady_clock::time_point read_at);
   // Writes the next answer, resumes reading, or finishes: whatever the
   // state allows. Called with mu_ held; may release it, and touches nothing
   // of the stream after a write started or Finish was called.
@@ -80,6 +81,7 @@ class CompletionStream final : public grpc::ServerBidiReactor<v1::CompleteTaskRe
   size_t in_flight_ = 0;                           // read, not yet answered
   bool read_pending_ = false;
   bool write_pending_ = false;
+  bool wrote_ = false;  // a write completed: the initial metadata went out
   bool reads_done_ = false;   // the worker closed its side
   bool stop_reading_ = false; // draining
   bool cancelled_ = false;

@@ -51,7 +51,12 @@ TEST_F(CompletionStreamTest, EachRequestIsAnsweredAsCompleteTaskWouldWithoutEndi
   auto answered = [](const char* code) {
     return Metrics::Global().CounterValue("sopflow_streamed_completions_total", std::string("code=\"") + code + "\"");
   };
+  auto timed = [](const char* code) {
+    return Metrics::Global().HistogramCount("sopflow_streamed_completion_duration_seconds",
+                                            std::string("code=\"") + code + "\"");
+  };
   const double ok_before = answered("OK"), not_found_before = answered("NOT_FOUND");
+  const uint64_t ok_timed_before = timed("OK"), not_found_timed_before = timed("NOT_FOUND");
   auto ctx = AuthedContext(kSekretarisBlg, std::chrono::seconds(30));
   auto stream = stub().CompleteTasks(ctx.get());
   ASSERT_TRUE(stream->Write(Completion(first.id())));
@@ -86,6 +91,8 @@ TEST_F(CompletionStreamTest, EachRequestIsAnsweredAsCompleteTaskWouldWithoutEndi
   // Operators see the answers, not only the one call the stream is.
   EXPECT_EQ(answered("OK") - ok_before, 2);
   EXPECT_EQ(answered("NOT_FOUND") - not_found_before, 1);
+  EXPECT_EQ(timed("OK") - ok_timed_before, 2u);  // and each answer's duration
+  EXPECT_EQ(timed("NOT_FOUND") - not_found_timed_before, 1u);
 
   // Applied once each: one completion in the history, one next task.
   for (const auto* r : {&run, &other}) {
