@@ -147,12 +147,12 @@ v1::Notification Composer::ForTask(v1::Notification::Kind kind, const v1::Task& 
     for (const auto& u : Audience(*users_, n.role(), task.unit(), n.member())) n.add_users(u.id);
   }
   n.set_reason(task.return_reason());
-  SetTexts(&n, [&](const std::string& language) { return TaskVars(n, task, language); });
+  SetTexts(&n, TaskVars(n, task));
   return n;
 }
 
-Vars Composer::TaskVars(const v1::Notification& n, const v1::Task& task, const std::string& language) const {
-  Vars vars = VarsOf(n, language);
+Vars Composer::TaskVars(const v1::Notification& n, const v1::Task& task) const {
+  Vars vars = VarsOf(n);
   vars["aktivitas"] = task.aktivitas();
   vars["sop"] = task.sop_nama().empty() ? task.sop_id() : task.sop_nama();
   vars["pelaksana"] = task.pelaksana();
@@ -166,9 +166,15 @@ Vars Composer::TaskVars(const v1::Notification& n, const v1::Task& task, const s
   return vars;
 }
 
-void Composer::SetTexts(v1::Notification* n, const std::function<Vars(const std::string&)>& vars_for) const {
-  auto id = templates_->Render(n->kind(), "id", vars_for("id"));
-  auto en = templates_->Render(n->kind(), "en", vars_for("en"));
+void Composer::SetTexts(v1::Notification* n, Vars vars) const {
+  // Only the due date reads differently per language.
+  auto tenggat = [&](const std::string& language) {
+    return n->has_due_at() ? FormatLocal(FromProto(n->due_at()), calendar_->ForUnit(n->unit()), language) : "-";
+  };
+  vars["tenggat"] = tenggat("id");
+  auto id = templates_->Render(n->kind(), "id", vars);
+  vars["tenggat"] = tenggat("en");
+  auto en = templates_->Render(n->kind(), "en", vars);
   n->set_title(id.subject);
   n->set_body(id.body);
   n->set_title_en(en.subject);
@@ -187,12 +193,10 @@ v1::Notification Composer::ForRun(v1::Notification::Kind kind, const v1::Run& ru
   n.set_period(run.period());
   n.set_reason(run.cancel_reason());
   for (const auto& u : user_ids) n.add_users(u);
-  SetTexts(&n, [&](const std::string& language) {
-    Vars vars = VarsOf(n, language);
-    vars["sop"] = run.sop_nama().empty() ? run.sop_id() : run.sop_nama();
-    vars["penerima"] = user_ids.size() == 1 ? user_ids[0] : run.unit();
-    return vars;
-  });
+  Vars vars = VarsOf(n);
+  vars["sop"] = run.sop_nama().empty() ? run.sop_id() : run.sop_nama();
+  vars["penerima"] = user_ids.size() == 1 ? user_ids[0] : run.unit();
+  SetTexts(&n, std::move(vars));
   return n;
 }
 
@@ -213,13 +217,13 @@ std::vector<v1::Notification> Composer::ForLateSubmissions(const v1::Event& even
     n.set_period(event.period());
     if (late.has_due_at()) *n.mutable_due_at() = late.due_at();
     for (const auto& u : Audience(*users_, late.role(), event.unit(), unit)) n.add_users(u.id);
-    SetTexts(&n, [&](const std::string& language) { return VarsOf(n, language); });
+    SetTexts(&n, VarsOf(n));
     out.push_back(std::move(n));
   }
   return out;
 }
 
-Vars Composer::VarsOf(const v1::Notification& n, const std::string& language) const {
+Vars Composer::VarsOf(const v1::Notification& n) const {
   Vars v;
   v["sop"] = n.sop_id();
   v["sop_id"] = n.sop_id();
@@ -232,7 +236,6 @@ Vars Composer::VarsOf(const v1::Notification& n, const std::string& language) co
   v["pelaksana"] = n.role();
   v["anggota"] = n.member().empty() ? "" : " (" + n.member() + ")";
   v["anggota_unit"] = n.member();
-  v["tenggat"] = n.has_due_at() ? FormatLocal(FromProto(n.due_at()), calendar_->ForUnit(n.unit()), language) : "-";
   v["penerima"] = n.role().empty() ? n.unit() : n.role();
   return v;
 }

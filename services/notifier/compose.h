@@ -3,7 +3,6 @@
 // reminder and the due-time timers of a task fire.
 #pragma once
 
-#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -84,10 +83,13 @@ class Composer {
   const UserDirectory& users() const { return *users_; }
 
  private:
-  Vars VarsOf(const v1::Notification& n, const std::string& language) const;
-  Vars TaskVars(const v1::Notification& n, const v1::Task& task, const std::string& language) const;
-  // Title and body in both languages, from the vars each language gets.
-  void SetTexts(v1::Notification* n, const std::function<Vars(const std::string&)>& vars_for) const;
+  // The vars of a notification, but for "tenggat" (the due date), which
+  // SetTexts writes per language.
+  Vars VarsOf(const v1::Notification& n) const;
+  Vars TaskVars(const v1::Notification& n, const v1::Task& task) const;
+  // Title and body in both languages from `vars`, with the due date
+  // ("tenggat") written for each.
+  void SetTexts(v1::Notification* n, Vars vars) const;
   std::shared_ptr<const UserDirectory> users_;
   std::shared_ptr<const Templates> templates_;
   std::shared_ptr<const WorkCalendar> calendar_;
