@@ -72,10 +72,11 @@ size_t EventConsumer::RunOnce() {
   std::vector<v1::Event> events;
   decoded.reserve(messages.size());
   events.reserve(messages.size());
+  std::vector<IncomingMessage> unread;  // on ignored subjects
   const auto& ignored = options_.ignored_subjects;
   for (auto& msg : messages) {
     if (!ignored.empty() && std::find(ignored.begin(), ignored.end(), msg.subject()) != ignored.end()) {
-      msg.AckThrough(*acks_);  // nothing to do: no hurry either
+      unread.push_back(std::move(msg));
       continue;
     }
     v1::Event event;
@@ -87,14 +88,19 @@ size_t EventConsumer::RunOnce() {
     events.push_back(std::move(event));
     decoded.push_back(std::move(msg));
   }
+  // A few acks go out at once; more share one write (the buffered
+  // connection's flusher sends them a moment later, which at light load
+  // would only add a wake-up beside the chain's own). The unread ones are
+  // acked the same way: on the buffered connection alone, each fetch's
+  // acks reached nats-server as two writes on two connections, and it
+  // spent more per hand-off.
+  const bool batched = messages.size() > kAckAtOnceMax;
+  auto ack = [&](IncomingMessage& msg) { batched ? msg.AckThrough(*acks_) : msg.Ack(); };
+  for (auto& msg : unread) ack(msg);
   if (events.empty()) return messages.size();
   try {
     handler_(events);
-    // A few acks go out at once; more share one write (the buffered
-    // connection's flusher sends them a moment later, which at light load
-    // would only add a wake-up beside the chain's own).
-    bool batched = decoded.size() > kAckAtOnceMax;
-    for (auto& msg : decoded) batched ? msg.AckThrough(*acks_) : msg.Ack();
+    for (auto& msg : decoded) ack(msg);
     return messages.size();
   } catch (const DomainError& e) {
     if (e.code() == ErrorCode::kUnavailable) {
