@@ -54,6 +54,18 @@ grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* ctx, Fn&& fn) {
   return reactor;
 }
 
+// Options for a stream reactor's write, one at a time, with `more_queued`
+// behind it: gRPC's buffer hint may then hold it to send them together
+// (the next write without the hint sends all). Never on the stream's first
+// write (`wrote_before` false): that one carries the initial metadata,
+// which a hint holds back until some other write on the connection, so the
+// write would not complete and nothing queued behind it would go out.
+inline grpc::WriteOptions QueuedWriteOptions(bool more_queued, bool wrote_before) {
+  grpc::WriteOptions options;
+  if (more_queued && wrote_before) options.set_buffer_hint();
+  return options;
+}
+
 // A streaming call refused before it started (bad token or argument): a
 // reactor that ends with `status` at once and frees itself.
 template <class Reactor>

@@ -47,13 +47,7 @@ void SubscribeStream::Pump(std::unique_lock<std::mutex>& lock) {
       writing_.set_cursor(pending_.front().id);
       pending_.pop_front();
       write_in_flight_ = true;
-      // More already queued: gRPC may hold this one and send it with them
-      // (the last of them goes without the hint, and flushes all). Never
-      // the first write: it carries the stream's initial metadata, which a
-      // hint holds back until some other write on the connection, so the
-      // write would not complete and nothing behind it would go out.
-      grpc::WriteOptions options;
-      if (!pending_.empty() && wrote_) options.set_buffer_hint();
+      grpc::WriteOptions options = QueuedWriteOptions(!pending_.empty(), wrote_);
       lock.unlock();  // gRPC may run OnWriteDone inline, on this thread
       return StartWrite(&writing_, options);
     }

@@ -126,11 +126,7 @@ void CompletionStream::Pump(std::unique_lock<std::mutex>& lock) {
     writing_ = std::move(answers_.front());
     answers_.pop_front();
     write_pending_ = true;
-    // More answers queued behind it: gRPC may hold this one to send them
-    // together (the next write, without the hint, sends all). Never the
-    // first: it carries the initial metadata, which a hint holds back until
-    // some other write on the connection; the write would not complete.
-    if (!answers_.empty() && wrote_) write_options.set_buffer_hint();
+    write_options = QueuedWriteOptions(!answers_.empty(), wrote_);
   }
   // Done when nothing read is left unanswered: the worker closed its side,
   // or the router drains (answers written first), or the worker left.
