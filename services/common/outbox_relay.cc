@@ -122,10 +122,10 @@ bool ReadAttributes(const std::string& event, CloudEventAttributes* out) {
 }  // namespace
 
 bool ReadCloudEventAttributes(const std::string& event, CloudEventAttributes* out) {
-  *out = CloudEventAttributes();
-  if (ReadAttributes(event, out)) return true;
-  *out = CloudEventAttributes();
-  return false;
+  CloudEventAttributes read;
+  const bool ok = ReadAttributes(event, &read);
+  *out = ok ? std::move(read) : CloudEventAttributes();
+  return ok;
 }
 
 OutboxRelay::OutboxRelay(RedisAddress redis, NatsClient* nats, Options options)
