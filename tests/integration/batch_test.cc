@@ -8,6 +8,7 @@
 // a step, not from the events.
 #include <gtest/gtest.h>
 #include <hiredis/hiredis.h>
+#include <nats/nats.h>
 
 #include <algorithm>
 #include <array>
@@ -438,6 +439,61 @@ TEST_F(BatchTest, ConsumerAcksIgnoredSubjectsUnreadAndHandsOnTheRest) {
   // The ignored ones were acknowledged (their acks buffered): none comes back.
   EXPECT_TRUE(WaitUntil([&] { return consumer.Backlog() == 0; }, 5000));
   EXPECT_EQ(consumer.RunOnce(), 0u) << "no redelivery";
+}
+
+// nats-server 2.9 counts a filtered consumer's pending messages by reading
+// the stream at each pull request (most of its CPU at saturation), so a
+// consumer of the whole stream is made without a filter. A durable made by
+// an earlier version, with the filter, loses it and keeps its position:
+// nothing it acknowledged comes again, nothing new is skipped. A narrower
+// filter is kept.
+TEST_F(BatchTest, AConsumerOfTheWholeStreamHasNoFilterAndAnEarlierOneKeepsItsPosition) {
+  NatsClient nats(NatsOptions{backends_->nats->url(), "filter-test", true});
+  auto filter_of = [&](const std::string& durable) {
+    jsConsumerInfo* ci = nullptr;
+    EXPECT_EQ(js_GetConsumerInfo(&ci, nats.jetstream(), kEventStream, durable.c_str(), nullptr, nullptr), NATS_OK);
+    std::string filter = ci && ci->Config->FilterSubject ? ci->Config->FilterSubject : "";
+    if (ci) jsConsumerInfo_Destroy(ci);
+    return filter;
+  };
+  PublishTestEvents(nats, "sopflow.v1.test.old", {"a1", "a2"});
+  {  // as the earlier version made and used it
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = kEventStream;
+    so.Config.AckPolicy = js_AckExplicit;
+    so.Config.FilterSubject = kEventSubjects;
+    natsSubscription* sub = nullptr;
+    ASSERT_EQ(js_PullSubscribe(&sub, nats.jetstream(), kEventSubjects, "upgraded", nullptr, &so, nullptr), NATS_OK);
+    natsMsgList list{};
+    ASSERT_EQ(natsSubscription_Fetch(&list, sub, 2, 5000, nullptr), NATS_OK);
+    ASSERT_EQ(list.Count, 2);
+    for (int i = 0; i < list.Count; ++i) EXPECT_EQ(natsMsg_AckSync(list.Msgs[i], nullptr, nullptr), NATS_OK);
+    natsMsgList_Destroy(&list);
+    natsSubscription_Destroy(sub);
+  }
+  ASSERT_EQ(filter_of("upgraded"), kEventSubjects);
+  PublishTestEvents(nats, "sopflow.v1.test.new", {"b1"});
+
+  std::multiset<std::string> applied;
+  EventConsumer::Options options;
+  options.durable = "upgraded";
+  options.filter_subject = kEventSubjects;
+  EventConsumer consumer(&nats, options, EventConsumer::BatchHandler([&](const std::vector<v1::Event>& events) {
+    for (const auto& e : events) applied.insert(e.id());
+  }));
+  EXPECT_EQ(filter_of("upgraded"), "");
+  size_t fetched = 0;
+  for (int pass = 0; pass < 50 && fetched < 1; ++pass) fetched += consumer.RunOnce();
+  EXPECT_EQ(applied, (std::multiset<std::string>{"b1"}));
+  EXPECT_TRUE(WaitUntil([&] { return consumer.Backlog() == 0; }, 5000));
+  EXPECT_EQ(consumer.RunOnce(), 0u) << "no redelivery";
+
+  EventConsumer::Options narrow;
+  narrow.durable = "narrow";
+  narrow.filter_subject = "sopflow.v1.test.new";
+  EventConsumer narrow_consumer(&nats, narrow, EventConsumer::BatchHandler([](const std::vector<v1::Event>&) {}));
+  EXPECT_EQ(filter_of("narrow"), "sopflow.v1.test.new");
 }
 
 // Small batches leave on the relay's send-asap sibling connection, large
