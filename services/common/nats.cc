@@ -214,12 +214,11 @@ void IncomingMessage::Term() { natsMsg_Term(msg_, nullptr); }
 
 namespace {
 // nats-server 2.9 counts a filtered consumer's pending messages by reading
-// the stream's messages from the consumer's position on, at each pull
-// request: with the filter "sopflow.v1.>" that was 68% of its CPU at
-// saturation (pprof), and the cost grew with the block, which is what made
-// its "slow mode". A consumer without a filter is counted from the
-// stream's state. A filter that covers the whole stream is no filter, so
-// the consumer is made without it.
+// the stream's messages one by one, from its delivery loop: with the
+// filter "sopflow.v1.>" that was 68% of its CPU at saturation (pprof) and
+// its "slow mode" of earlier sessions. A consumer without a filter is
+// counted from the stream's state. A filter that covers the whole stream
+// is no filter, so the consumer is made without it.
 const char* EffectiveFilter(const std::string& filter_subject) {
   return filter_subject.empty() || filter_subject == kEventSubjects ? nullptr : filter_subject.c_str();
 }
