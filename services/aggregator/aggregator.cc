@@ -15,6 +15,7 @@
 #include "outbox_relay.h"
 #include "service.h"
 #include "sopflow/v1/router.grpc.pb.h"
+#include "thread_name.h"
 
 namespace sopflow::aggregator {
 
@@ -114,7 +115,7 @@ void AggregatorProcess::Start() {
   impl_->running = true;
   impl_->consumer->Start();
   impl_->relay->Start();
-  impl_->deadlines = std::thread([impl] { impl->DeadlineLoop(); });
+  impl_->deadlines = NamedThread("sf-deadlines", [impl] { impl->DeadlineLoop(); });
   // Two things can lag: the events it consumes, and its own outbox (the
   // late-submission events it publishes).
   impl_->metrics = ServeMetricsWithGauges(

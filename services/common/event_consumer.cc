@@ -7,6 +7,7 @@
 #include <algorithm>
 
 #include "error.h"
+#include "thread_name.h"
 
 namespace sopflow {
 
@@ -46,7 +47,7 @@ EventConsumer::~EventConsumer() { Stop(); }
 
 void EventConsumer::Start() {
   running_ = true;
-  thread_ = std::thread([this] { Loop(); });
+  thread_ = NamedThread("sf-consumer", [this] { Loop(); });
 }
 
 void EventConsumer::Stop() {

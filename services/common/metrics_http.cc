@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "metrics.h"
+#include "thread_name.h"
 
 namespace sopflow {
 
@@ -19,7 +20,7 @@ MetricsEndpoint::MetricsEndpoint(const std::string& listen, std::function<void()
   int port = colon == std::string::npos ? 0 : std::stoi(listen.substr(colon + 1));
   port_ = port == 0 ? server_->bind_to_any_port(host) : (server_->bind_to_port(host, port) ? port : -1);
   if (port_ <= 0) throw std::runtime_error("metrics: cannot listen on " + listen);
-  thread_ = std::thread([this] { server_->listen_after_bind(); });
+  thread_ = NamedThread("sf-metrics", [this] { server_->listen_after_bind(); });
 }
 
 MetricsEndpoint::~MetricsEndpoint() {

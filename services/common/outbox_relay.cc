@@ -14,6 +14,7 @@
 #include "clock.h"
 #include "error.h"
 #include "sopflow/v1/event.pb.h"
+#include "thread_name.h"
 
 namespace sopflow {
 namespace {
@@ -144,7 +145,7 @@ OutboxRelay::~OutboxRelay() { Stop(); }
 
 void OutboxRelay::Start() {
   running_ = true;
-  thread_ = std::thread([this] { Loop(); });
+  thread_ = NamedThread("sf-relay", [this] { Loop(); });
 }
 
 void OutboxRelay::Stop() {

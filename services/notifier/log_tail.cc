@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "store.h"
+#include "thread_name.h"
 
 namespace sopflow::notifier {
 
@@ -52,7 +53,7 @@ void LogTail::Start() {
   floor_order_ = ParseStreamId(floor_);
   read_from_ = floor_;
   running_ = true;
-  thread_ = std::thread([this] { Loop(); });
+  thread_ = NamedThread("sf-log-tail", [this] { Loop(); });
 }
 
 void LogTail::Stop() {

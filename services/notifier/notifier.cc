@@ -12,6 +12,7 @@
 #include "grpc_server.h"
 #include "ids.h"
 #include "service.h"
+#include "thread_name.h"
 #include "wake_signal.h"
 
 namespace sopflow::notifier {
@@ -104,8 +105,8 @@ void NotifierProcess::Start() {
   impl_->server->Start();
   impl_->running = true;
   impl_->consumer->Start();
-  impl_->loops.emplace_back([this] { impl_->TimerLoop(); });
-  for (int i = 0; i < c.delivery_workers; ++i) impl_->loops.emplace_back([this] { impl_->DeliveryLoop(); });
+  impl_->loops.push_back(NamedThread("sf-timers", [this] { impl_->TimerLoop(); }));
+  for (int i = 0; i < c.delivery_workers; ++i) impl_->loops.push_back(NamedThread("sf-delivery", [this] { impl_->DeliveryLoop(); }));
   impl_->metrics = ServeMetrics(c.metrics_listen, impl_->consumer.get());
   spdlog::info("notifier {} listening on port {}", c.replica_id, impl_->server->port());
 }

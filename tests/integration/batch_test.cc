@@ -12,6 +12,8 @@
 
 #include <algorithm>
 #include <array>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <set>
@@ -582,6 +584,39 @@ TEST_F(BatchTest, ConsumerAcknowledgesWhatItHandledBeforeStopReturns) {
   EXPECT_EQ(consumer.Backlog(), 0) << "every ack reached the server";
   EXPECT_EQ(applied.size(), 20u);
   EXPECT_EQ(consumer.RunOnce(), 0u) << "nothing comes back";
+}
+
+// The names of this process's threads (/proc/self/task/*/comm).
+std::multiset<std::string> ThreadNames() {
+  std::multiset<std::string> names;
+  std::error_code ec;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task", ec)) {
+    std::ifstream in(task.path() / "comm");
+    std::string name;
+    if (std::getline(in, name)) names.insert(name);
+  }
+  return names;
+}
+
+// A profile or `top -H` tells the service's threads apart by name.
+TEST_F(BatchTest, ConsumerAndRelayThreadsCarryTheirNames) {
+  NatsClient nats(NatsOptions{backends_->nats->url(), "names-test", true});
+  nats.EnsureEventStream();
+  EXPECT_EQ(ThreadNames().count("sf-consumer"), 0u);
+  EventConsumer::Options consumer_options;
+  consumer_options.durable = "names-test";
+  consumer_options.filter_subject = "sopflow.v1.test.names";
+  EventConsumer consumer(&nats, consumer_options, EventConsumer::BatchHandler([](const std::vector<v1::Event>&) {}));
+  OutboxRelay::Options relay_options;
+  relay_options.consumer_name = "names-test";
+  OutboxRelay relay(RedisAddress::Parse(backends_->redis->address()), &nats, relay_options);
+  consumer.Start();
+  relay.Start();
+  EXPECT_TRUE(WaitUntil([] { return ThreadNames().count("sf-consumer") == 1 && ThreadNames().count("sf-relay") == 1; },
+                        5000));
+  consumer.Stop();
+  relay.Stop();
+  EXPECT_EQ(ThreadNames().count("sf-consumer") + ThreadNames().count("sf-relay"), 0u);
 }
 
 // The code of the error a call ended with; nullopt if it succeeded.
