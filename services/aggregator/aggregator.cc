@@ -99,7 +99,7 @@ void AggregatorProcess::Start() {
   }
   EventConsumer::Options options;
   options.durable = "aggregator";
-  options.filter_subject = "sopflow.v1.>";
+  options.filter_subject = kEventSubjects;  // the whole stream: made without a filter (PullConsumer)
   options.ack_wait_ms = c.ack_wait_ms;
   Engine* engine = impl_->engine.get();
   impl_->consumer = std::make_unique<EventConsumer>(impl_->nats.get(), options,

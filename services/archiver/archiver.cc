@@ -4,6 +4,7 @@
 
 #include "engine.h"
 #include "event_consumer.h"
+#include "event_types.h"
 #include "grpc_client.h"
 #include "grpc_server.h"
 #include "ids.h"
@@ -95,7 +96,7 @@ void ArchiverProcess::Start() {
   impl_->nats->EnsureEventStream(c.stream_replicas);
   EventConsumer::Options options;
   options.durable = "archiver";
-  options.filter_subject = "sopflow.v1.run.completed";
+  options.filter_subject = events::kRunCompleted;
   options.ack_wait_ms = c.ack_wait_ms;
   Engine* engine = impl_->engine.get();
   impl_->consumer = std::make_unique<EventConsumer>(impl_->nats.get(), options, [engine](const v1::Event& e) {

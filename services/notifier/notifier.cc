@@ -91,7 +91,7 @@ void NotifierProcess::Start() {
   if (!c.webhooks_file.empty()) impl_->engine->DeclareWebhooks(LoadDeclaredWebhooks(c.webhooks_file, ProcessEnvironment()));
   EventConsumer::Options consumer_options;
   consumer_options.durable = "notifier";
-  consumer_options.filter_subject = "sopflow.v1.>";
+  consumer_options.filter_subject = kEventSubjects;  // the whole stream: made without a filter (PullConsumer)
   consumer_options.ignored_subjects = {events::kRunStarted, events::kStepCompleted};  // Engine::RecordFor has no use for them
   consumer_options.ack_wait_ms = c.ack_wait_ms;
   Engine* engine = impl_->engine.get();
