@@ -79,13 +79,37 @@ NatsClient::OutgoingMessage ToMessage(const QueuedEvent& entry) {
   return m;
 }
 
-}  // namespace
+// google.protobuf.Timestamp (seconds = 1, nanos = 2) at the stream's
+// position, as milliseconds.
+bool ReadTimestampMs(google::protobuf::io::CodedInputStream& in, int64_t* ms) {
+  using google::protobuf::internal::WireFormatLite;
+  int length = 0;
+  if (!in.ReadVarintSizeAsInt(&length)) return false;
+  auto limit = in.PushLimit(length);
+  int64_t seconds = 0;
+  int32_t nanos = 0;
+  for (uint32_t tag = in.ReadTag(); tag != 0; tag = in.ReadTag()) {
+    int field = WireFormatLite::GetTagFieldNumber(tag);
+    bool varint = WireFormatLite::GetTagWireType(tag) == WireFormatLite::WIRETYPE_VARINT;
+    uint64_t v = 0;
+    if (varint && (field == 1 || field == 2)) {
+      if (!in.ReadVarint64(&v)) return false;
+      if (field == 1) seconds = static_cast<int64_t>(v);
+      else nanos = static_cast<int32_t>(v);
+    } else if (!WireFormatLite::SkipField(&in, tag)) {
+      return false;
+    }
+  }
+  if (!in.ConsumedEntireMessage()) return false;
+  in.PopLimit(limit);
+  *ms = seconds * 1000 + nanos / 1000000;
+  return true;
+}
 
-namespace {
 bool ReadAttributes(const std::string& event, CloudEventAttributes* out) {
   using google::protobuf::internal::WireFormatLite;
   using google::protobuf::io::CodedInputStream;
-  // sopflow.v1.Event: source = 3, time = 4 (Timestamp: seconds = 1, nanos = 2), subject = 5.
+  // sopflow.v1.Event: source = 3, time = 4, subject = 5.
   constexpr int kSource = 3, kTime = 4, kSubject = 5;
   CodedInputStream in(reinterpret_cast<const uint8_t*>(event.data()), static_cast<int>(event.size()));
   for (uint32_t tag = in.ReadTag(); tag != 0; tag = in.ReadTag()) {
@@ -94,32 +118,14 @@ bool ReadAttributes(const std::string& event, CloudEventAttributes* out) {
     if (delimited && (field == kSource || field == kSubject)) {
       if (!WireFormatLite::ReadString(&in, field == kSource ? &out->source : &out->subject)) return false;
     } else if (delimited && field == kTime) {
-      int length = 0;
-      if (!in.ReadVarintSizeAsInt(&length)) return false;
-      auto limit = in.PushLimit(length);
-      int64_t seconds = 0;
-      int32_t nanos = 0;
-      for (uint32_t t = in.ReadTag(); t != 0; t = in.ReadTag()) {
-        int f = WireFormatLite::GetTagFieldNumber(t);
-        bool varint = WireFormatLite::GetTagWireType(t) == WireFormatLite::WIRETYPE_VARINT;
-        uint64_t v = 0;
-        if (varint && (f == 1 || f == 2)) {
-          if (!in.ReadVarint64(&v)) return false;
-          if (f == 1) seconds = static_cast<int64_t>(v);
-          else nanos = static_cast<int32_t>(v);
-        } else if (!WireFormatLite::SkipField(&in, t)) {
-          return false;
-        }
-      }
-      if (!in.ConsumedEntireMessage()) return false;
-      in.PopLimit(limit);
-      out->time_ms = seconds * 1000 + nanos / 1000000;
+      if (!ReadTimestampMs(in, &out->time_ms)) return false;
     } else if (!WireFormatLite::SkipField(&in, tag)) {
       return false;
     }
   }
   return in.ConsumedEntireMessage();
 }
+
 }  // namespace
 
 bool ReadCloudEventAttributes(const std::string& event, CloudEventAttributes* out) {
