@@ -2,6 +2,8 @@
 
 #include <hiredis/hiredis.h>
 
+#include <stdexcept>
+
 #include "error.h"
 #include "sopflow/v1/event.pb.h"
 
@@ -25,28 +27,39 @@ for b = 1, tonumber(ARGV[1]) do
   local g = 1
   while g <= n do
     local kind, key = ARGV[i], ARGV[i + 1]
-    -- Consecutive 'eq' guards on one key (a task's status and assignee)
+    -- Consecutive field guards on one key (a task's status and assignee)
     -- are read with one HMGET: each command run from a script costs more
     -- than the command itself.
+    local field_guard = kind == 'eq' or kind == 'in'
     local run = 1
-    if kind == 'eq' then
-      while g + run <= n and ARGV[i + 4 * run] == 'eq' and ARGV[i + 4 * run + 1] == key do run = run + 1 end
+    if field_guard then
+      while g + run <= n and ARGV[i + 4 * run + 1] == key and
+            (ARGV[i + 4 * run] == 'eq' or ARGV[i + 4 * run] == 'in') do run = run + 1 end
     end
     if failed == 0 then
-      if kind == 'eq' then
+      if field_guard then
         local fields = {}
         for k = 0, run - 1 do fields[k + 1] = ARGV[i + 4 * k + 2] end
         local values = redis.call('HMGET', key, unpack(fields))
         for k = 0, run - 1 do
           local v = values[k + 1]
           if not v then v = '' end
-          if v ~= ARGV[i + 4 * k + 3] then
+          local want = ARGV[i + 4 * k + 3]
+          local holds
+          if ARGV[i + 4 * k] == 'eq' then
+            holds = v == want
+          else  -- 'in': want is the allowed values, each followed by a newline
+            holds = string.find('\n' .. want, '\n' .. v .. '\n', 1, true) ~= nil
+          end
+          if not holds then
             failed = g + k
             break
           end
         end
-      else  -- 'absent'
+      elseif kind == 'absent' then
         if redis.call('EXISTS', key) == 1 then failed = g end
+      else  -- 'claim', the last guard: every other one has held
+        if not redis.call('SET', key, ARGV[i + 2], 'NX', 'EX', ARGV[i + 3]) then failed = g end
       end
     end
     i = i + 4 * run
@@ -67,14 +80,31 @@ return results
 
 }  // namespace
 
-void RedisBatch::ExpectField(const std::string& key, const std::string& field, const std::string& value) {
-  guards_.insert(guards_.end(), {"eq", key, field, value});
+void RedisBatch::AddGuard(std::initializer_list<std::string> guard) {
+  if (claims_) throw std::logic_error("RedisBatch: a guard after ClaimAbsent, which must be the last");
+  guards_.insert(guards_.end(), guard);
   ++guard_count_;
 }
 
-void RedisBatch::ExpectAbsent(const std::string& key) {
-  guards_.insert(guards_.end(), {"absent", key, "", ""});
-  ++guard_count_;
+void RedisBatch::ExpectField(const std::string& key, const std::string& field, const std::string& value) {
+  AddGuard({"eq", key, field, value});
+}
+
+void RedisBatch::ExpectFieldIn(const std::string& key, const std::string& field,
+                               const std::vector<std::string>& values) {
+  std::string joined;
+  for (const auto& v : values) {
+    if (v.find('\n') != std::string::npos) throw std::logic_error("RedisBatch::ExpectFieldIn: a value with a newline");
+    joined += v + '\n';
+  }
+  AddGuard({"in", key, field, joined});
+}
+
+void RedisBatch::ExpectAbsent(const std::string& key) { AddGuard({"absent", key, "", ""}); }
+
+void RedisBatch::ClaimAbsent(const std::string& key, std::string value, int64_t ttl_seconds) {
+  AddGuard({"claim", key, std::move(value), std::to_string(ttl_seconds)});
+  claims_ = true;
 }
 
 void RedisBatch::Write(std::vector<std::string> argv) { writes_.push_back(std::move(argv)); }

@@ -21,7 +21,16 @@ class RedisBatch {
  public:
   // The hash field must equal `value` ("" matches a missing field).
   void ExpectField(const std::string& key, const std::string& field, const std::string& value);
+  // The hash field must hold one of `values` ("" matches a missing field).
+  // No value may contain a newline: the script receives them joined by it.
+  void ExpectFieldIn(const std::string& key, const std::string& field, const std::vector<std::string>& values);
   void ExpectAbsent(const std::string& key);
+  // A guard and a write in one command (SET NX EX): the batch applies only
+  // if `key` does not exist, and then `key` holds `value` for ttl_seconds.
+  // One command instead of EXISTS and SET, for a record that marks its
+  // cause handled. It must be the batch's last guard, so that when it runs
+  // every other guard has held; a guard added after it is a logic_error.
+  void ClaimAbsent(const std::string& key, std::string value, int64_t ttl_seconds);
   void Write(std::vector<std::string> argv);
   // Appends `value` to the list at `key`. The pushes of a batch to one list
   // become one RPUSH, in order: inside the script every command costs about
@@ -40,8 +49,10 @@ class RedisBatch {
   void AppendArgs(std::vector<std::string>& args) const;
 
  private:
+  void AddGuard(std::initializer_list<std::string> guard);
   std::vector<std::string> guards_;
   size_t guard_count_ = 0;
+  bool claims_ = false;  // ClaimAbsent was called: no guard may follow
   std::vector<std::vector<std::string>> writes_;
   // Where the command that later values for (command, key) join is.
   std::vector<std::pair<std::string, size_t>> joinable_;  // "<command> <key>" -> writes_ index

@@ -38,8 +38,10 @@ void PutTask(RedisBatch& b, const v1::Task& task, const std::string& status) {
 // Events of one task may be handled out of order by two replicas (one
 // replica slow with task.created while another already handled
 // task.completed): the first word on a task must not undo a later one.
+// It writes no status: a task with none is open (Store::Task gives the
+// protobuf's own), and the later words (claimed, completed, cancelled)
+// write theirs.
 void PutTaskIfNew(RedisBatch& b, const v1::Task& task) {
-  b.Write({"HSETNX", keys::Task(task.id()), "status", "OPEN"});
   b.Write({"HSETNX", keys::Task(task.id()), "pb", task.SerializeAsString()});
   b.Write({"EXPIRE", keys::Task(task.id()), kKeep});
 }
@@ -69,13 +71,11 @@ Engine::Sealed Engine::Seal(const Record& record, const Store::WebhookSet* hooks
   Sealed sealed{record.extra};
   RedisBatch& b = sealed.batch;
   if (!record.notifications.empty()) {
-    // The first notification's item (its id is made from the cause) marks
-    // the cause handled: no marker key of its own per event.
-    b.ExpectAbsent(keys::Item(record.notifications.front().id()));
     b.ExpectField(keys::kHooksMeta, "version", hooks->version);
     sealed.hooks_guard = static_cast<int>(b.guard_count());
   }
   int64_t now = Millis(clock_->Now());
+  bool first = true;
   for (const auto& n : record.notifications) {
     std::vector<std::pair<std::string, std::string>> emails;
     if (!options_.smtp.url.empty())
@@ -83,7 +83,11 @@ Engine::Sealed Engine::Seal(const Record& record, const Store::WebhookSet* hooks
         if (auto u = composer_->users().FindById(id); u && !u->email.empty()) emails.emplace_back(u->id, u->email);
     auto n_hooks = HooksFor(n, hooks->hooks);
     sealed.schedules_deliveries |= !n_hooks.empty() || !emails.empty();
-    store_->Record(b, n, n_hooks, emails, now);
+    // The first notification's item (its id is made from the cause) marks
+    // the cause handled: no marker key of its own per event, and written
+    // by the batch's last guard, so a repeat of the cause records nothing.
+    store_->Record(b, n, n_hooks, emails, now, /*marks_cause=*/first);
+    first = false;
   }
   return sealed;
 }
@@ -149,9 +153,11 @@ std::optional<Engine::Record> Engine::RecordFor(const v1::Event& event) {
       return TaskCreated(event);
     case v1::Event::kTaskClaimed: {
       // Only an open task becomes claimed: not one done or cancelled by an
-      // event another replica handled first.
+      // event another replica handled first. Open is no status yet (its
+      // task.created writes none, or is still to come) or "OPEN", as
+      // notifiers before 2026-11-22 wrote.
       Record r;
-      r.extra.ExpectField(keys::Task(event.task_claimed().task().id()), "status", "OPEN");
+      r.extra.ExpectFieldIn(keys::Task(event.task_claimed().task().id()), "status", {"", "OPEN"});
       PutTask(r.extra, event.task_claimed().task(), "CLAIMED");
       return r;
     }

@@ -24,18 +24,18 @@ std::string Task(const std::string& id) { return "sf:n:task:" + id; }
 
 namespace {
 
-constexpr char kKeepSeconds[] = "7776000";  // 90 days for items and markers
-
-
-
+constexpr int64_t kKeep = 7776000;  // seconds: 90 days for items and deliveries
+const std::string kKeepSeconds = std::to_string(kKeep);
 
 }  // namespace
 
 void Store::Record(RedisBatch& b, const v1::Notification& n, const std::vector<v1::Webhook>& hooks,
-                   const std::vector<std::pair<std::string, std::string>>& emails, int64_t now_ms) const {
+                   const std::vector<std::pair<std::string, std::string>>& emails, int64_t now_ms,
+                   bool marks_cause) const {
   std::string pb = n.SerializeAsString();
   std::string score = std::to_string(now_ms);
-  b.Write({"SET", keys::Item(n.id()), pb, "EX", kKeepSeconds});
+  if (marks_cause) b.ClaimAbsent(keys::Item(n.id()), pb, kKeep);
+  else b.Write({"SET", keys::Item(n.id()), pb, "EX", kKeepSeconds});
   b.Write({"XADD", keys::kLog, "MAXLEN", "~", std::to_string(log_max_len_), "*", "n", pb});
   for (const auto& user : n.users()) {
     b.Write({"ZADD", keys::Inbox(user), score, n.id()});

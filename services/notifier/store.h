@@ -28,7 +28,7 @@ std::string Delivery(const std::string& id);          // hash: status, attempt, 
 inline constexpr char kDue[] = "sf:n:due";            // zset delivery id by next attempt
 std::string DeliveriesOf(const std::string& target);  // zset delivery id by creation
 inline constexpr char kDead[] = "sf:n:dead";          // zset delivery id by death
-std::string Task(const std::string& id);              // hash: status (as last heard), pb (as created or claimed)
+std::string Task(const std::string& id);              // hash: status (as last heard; none: open), pb (as created or claimed)
 inline constexpr char kTimers[] = "sf:n:timers";      // zset "<task>|reminder" / "<task>|due" by fire time
 }  // namespace keys
 
@@ -38,9 +38,13 @@ class Store {
  public:
   Store(RedisPool* pool, size_t log_max_len) : pool_(pool), log_max_len_(log_max_len) {}
 
-  // Adds to `batch` the writes that record `n` with its deliveries.
+  // Adds to `batch` the writes that record `n` with its deliveries. With
+  // `marks_cause`, the notification's item is written by the batch's last
+  // guard (RedisBatch::ClaimAbsent): its id is made from the cause, so the
+  // batch applies only if that cause was not recorded before.
   void Record(RedisBatch& batch, const v1::Notification& n, const std::vector<v1::Webhook>& hooks,
-              const std::vector<std::pair<std::string, std::string>>& emails, int64_t now_ms) const;
+              const std::vector<std::pair<std::string, std::string>>& emails, int64_t now_ms,
+              bool marks_cause) const;
   int Commit(const RedisBatch& batch) { return sopflow::Commit(*pool_, batch); }
   std::vector<int> CommitAll(const std::vector<const RedisBatch*>& batches) { return sopflow::CommitAll(*pool_, batches); }
 

@@ -184,6 +184,62 @@ TEST_F(BatchTest, CommitAllAppliesEachBatchOnItsOwnInOrder) {
   EXPECT_EQ(ReplyString(conn.Command({"HGET", "t:b", "applied"}).get()), "2");
 }
 
+TEST_F(BatchTest, AClaimIsTheLastGuardAndAFieldMayHoldOneOfSeveralValues) {
+  RedisConnection conn(RedisAddress::Parse(backends_->redis->address()));
+  // A claim after a guard that fails writes nothing, its key included.
+  RedisBatch refused;
+  refused.ExpectField("c:h", "status", "DONE");
+  refused.ClaimAbsent("c:mark", "first", 60);
+  refused.Write({"SET", "c:written", "x"});
+  EXPECT_EQ(Commit(*pool_, refused), 1);
+  EXPECT_EQ(ReplyInteger(conn.Command({"EXISTS", "c:mark"}).get()), 0);
+  EXPECT_EQ(ReplyInteger(conn.Command({"EXISTS", "c:written"}).get()), 0);
+
+  // Applied: the claimed key holds its value, with its TTL. A repeat fails
+  // at the claim's index and writes nothing: the key keeps the first value.
+  auto claiming = [](const std::string& value) {
+    RedisBatch b;
+    b.ExpectField("c:h", "status", "");
+    b.ClaimAbsent("c:mark", value, 60);
+    b.Write({"HINCRBY", "c:h", "applied", "1"});
+    return b;
+  };
+  RedisBatch first = claiming("first"), repeat = claiming("repeat");
+  const int64_t exists_before = CommandCalls("exists");
+  EXPECT_EQ(CommitAll(*pool_, {&first, &repeat}), (std::vector<int>{0, 2}));
+  EXPECT_EQ(ReplyString(conn.Command({"GET", "c:mark"}).get()), "first");
+  EXPECT_GT(ReplyInteger(conn.Command({"TTL", "c:mark"}).get()), 0);
+  EXPECT_EQ(ReplyString(conn.Command({"HGET", "c:h", "applied"}).get()), "1");
+  EXPECT_EQ(CommandCalls("exists"), exists_before) << "a claim is one SET, no EXISTS";
+
+  // One of several values; "" for a missing field. Field guards on one key
+  // are still read together, whatever their kind, and the result names the
+  // first that fails.
+  auto open_task = [](const std::string& assignee) {
+    RedisBatch b;
+    b.ExpectFieldIn("c:t", "status", {"", "OPEN"});
+    b.ExpectField("c:t", "assignee", assignee);
+    b.Write({"HINCRBY", "c:t", "applied", "1"});
+    return b;
+  };
+  RedisBatch missing = open_task(""), wrong_assignee = open_task("u1");
+  const int64_t hmgets_before = CommandCalls("hmget");
+  EXPECT_EQ(CommitAll(*pool_, {&missing, &wrong_assignee}), (std::vector<int>{0, 2}));
+  ASSERT_EQ(ReplyInteger(conn.Command({"HSET", "c:t", "status", "OPEN"}).get()), 1);
+  EXPECT_EQ(Commit(*pool_, missing), 0);
+  ASSERT_EQ(ReplyInteger(conn.Command({"HSET", "c:t", "status", "OPENED"}).get()), 0);
+  EXPECT_EQ(Commit(*pool_, missing), 1) << "a value that only begins like an allowed one";
+  ASSERT_EQ(ReplyInteger(conn.Command({"HSET", "c:t", "status", "DONE"}).get()), 0);
+  EXPECT_EQ(Commit(*pool_, missing), 1);
+  EXPECT_EQ(ReplyString(conn.Command({"HGET", "c:t", "applied"}).get()), "2");
+  EXPECT_EQ(CommandCalls("hmget") - hmgets_before, 5) << "one HMGET per batch's run of field guards";
+
+  RedisBatch misuse;
+  misuse.ClaimAbsent("c:other", "x", 60);
+  EXPECT_THROW(misuse.ExpectAbsent("c:else"), std::logic_error);
+  EXPECT_THROW(misuse.ExpectFieldIn("c:t", "status", {"A\nB"}), std::logic_error);
+}
+
 TEST_F(BatchTest, TheTransactionThatEndsAStepCreatesTheNextTaskOrCompletesTheRun) {
   // No consumer routes anything here: each call's own commit does.
   v1::Run run = StartRun();
@@ -336,6 +392,38 @@ TEST_F(BatchTest, NotifierEventsOfATaskHandledOutOfOrderDoNotReviveIt) {
                                    n.kind() == v1::Notification::TASK_OVERDUE;
                           }),
             0);
+}
+
+TEST_F(BatchTest, NotifierClaimHandledBeforeTheTasksCreationKeepsTheClaim) {
+  // The other order: task.claimed recorded before task.created (another
+  // replica slower with it). A task with no status yet is open, so the
+  // claim is recorded, and the creation's write-if-new keeps it. A status
+  // "OPEN", as notifiers before this one wrote at creation, is open too.
+  v1::Run run = StartRun();
+  const v1::Task task = TasksOf(run).at(0);
+  engine_->Claim(UserOf(kSekretarisBlg), task.id());
+  auto outbox = Outbox();
+  notifier::Store notifier_store(pool_.get(), 1000);
+  notifier::Engine notifier(&notifier_store, &clock_, Composer(), notifier::Options());
+  notifier.OnEvents({outbox.at(task.id() + "/claimed")});
+  notifier.OnEvents({outbox.at(task.id() + "/created")});
+  auto stored = notifier_store.Task(task.id());
+  ASSERT_TRUE(stored.has_value());
+  EXPECT_EQ(stored->status(), v1::Task::CLAIMED);
+  EXPECT_EQ(stored->assignee(), UserOf(kSekretarisBlg).id);
+
+  // In order, on another run's task: the creation writes no status; one
+  // written "OPEN" (a notifier of before) still takes the claim.
+  const v1::Task other = TasksOf(StartRun()).at(0);
+  engine_->Claim(UserOf(kSekretarisBlg), other.id());
+  outbox = Outbox();
+  notifier.OnEvents({outbox.at(other.id() + "/created")});
+  RedisConnection conn(RedisAddress::Parse(backends_->redis->address()));
+  EXPECT_EQ(ReplyInteger(conn.Command({"HEXISTS", notifier::keys::Task(other.id()), "status"}).get()), 0);
+  EXPECT_EQ(notifier_store.Task(other.id())->status(), v1::Task::OPEN) << "no status: open";
+  ASSERT_EQ(ReplyInteger(conn.Command({"HSET", notifier::keys::Task(other.id()), "status", "OPEN"}).get()), 1);
+  notifier.OnEvents({outbox.at(other.id() + "/claimed")});
+  EXPECT_EQ(notifier_store.Task(other.id())->status(), v1::Task::CLAIMED);
 }
 
 TEST_F(BatchTest, NotifierCancellationInABatchSeesTheTasksCreatedBeforeIt) {
