@@ -240,6 +240,38 @@ TEST_F(BatchTest, AClaimIsTheLastGuardAndAFieldMayHoldOneOfSeveralValues) {
   EXPECT_THROW(misuse.ExpectFieldIn("c:t", "status", {"A\nB"}), std::logic_error);
 }
 
+TEST_F(BatchTest, AFieldReadByOneBatchOfACallIsReadAgainOnlyAfterAWriteToItsKey) {
+  RedisConnection conn(RedisAddress::Parse(backends_->redis->address()));
+  ASSERT_EQ(ReplyInteger(conn.Command({"HSET", "m:meta", "version", "7"}).get()), 1);
+  auto on_version = [](const std::string& version, std::vector<std::string> write) {
+    RedisBatch b;
+    b.ExpectField("m:meta", "version", version);
+    b.Write({"HINCRBY", "m:applied", version, "1"});
+    if (!write.empty()) b.Write(std::move(write));
+    return b;
+  };
+  // Three records guarded on one version: read once.
+  RedisBatch a = on_version("7", {}), b = on_version("7", {}), c = on_version("7", {});
+  int64_t hmgets = CommandCalls("hmget");
+  EXPECT_EQ(CommitAll(*pool_, {&a, &b, &c}), (std::vector<int>{0, 0, 0}));
+  EXPECT_EQ(CommandCalls("hmget") - hmgets, 1);
+
+  // A write to the key in between: the batches after it read it again and
+  // see the new value, whether the write names the key first (HINCRBY) or
+  // elsewhere (a command not known to touch one key forgets every read).
+  RedisBatch bump = on_version("7", {"HINCRBY", "m:meta", "version", "1"});
+  RedisBatch stale = on_version("7", {}), fresh = on_version("8", {});
+  RedisBatch cleared = on_version("8", {"DEL", "m:unrelated", "m:meta"});
+  RedisBatch after_del = on_version("8", {}), missing = on_version("", {});
+  hmgets = CommandCalls("hmget");
+  EXPECT_EQ(CommitAll(*pool_, {&bump, &stale, &fresh, &cleared, &after_del, &missing}),
+            (std::vector<int>{0, 1, 0, 0, 1, 0}));
+  EXPECT_EQ(CommandCalls("hmget") - hmgets, 3) << "read at bump, after it, after the DEL";
+  EXPECT_EQ(ReplyString(conn.Command({"HGET", "m:applied", "7"}).get()), "4");
+  EXPECT_EQ(ReplyString(conn.Command({"HGET", "m:applied", "8"}).get()), "2");
+  EXPECT_EQ(ReplyString(conn.Command({"HGET", "m:applied", ""}).get()), "1");
+}
+
 TEST_F(BatchTest, TheTransactionThatEndsAStepCreatesTheNextTaskOrCompletesTheRun) {
   // No consumer routes anything here: each call's own commit does.
   v1::Run run = StartRun();
