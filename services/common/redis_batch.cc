@@ -78,7 +78,7 @@ for b = 1, tonumber(ARGV[1]) do
         if redis.call('EXISTS', key) == 1 then failed = g end
       else  -- 'claim', the last guard: every other one has held
         if not redis.call('SET', key, ARGV[i + 2], 'NX', 'EX', ARGV[i + 3]) then failed = g end
-        read[key] = nil
+        if read[key] then read[key] = nil end
       end
     end
     i = i + 4 * run
@@ -89,7 +89,13 @@ for b = 1, tonumber(ARGV[1]) do
   for w = 1, writes do
     local c = tonumber(ARGV[i])
     if failed == 0 then
-      if one_key[ARGV[i + 1]] then read[ARGV[i + 2]] = nil else read = {} end
+      -- Assigned only if present: in Lua 5.1, setting a missing key to nil
+      -- adds it, and the table would grow by every key written.
+      if not one_key[ARGV[i + 1]] then
+        read = {}
+      elseif read[ARGV[i + 2]] then
+        read[ARGV[i + 2]] = nil
+      end
       redis.call(unpack(ARGV, i + 1, i + c))
     end
     i = i + c + 1
