@@ -17,7 +17,6 @@ using google::protobuf::util::TimeUtil;
 
 namespace {
 
-constexpr char kKeep[] = "7776000";
 const std::string kReminder = "reminder";
 const std::string kDue = "due";
 
@@ -32,7 +31,7 @@ void ForgetTimers(RedisBatch& b, const std::string& task_id) {
 
 void PutTask(RedisBatch& b, const v1::Task& task, const std::string& status) {
   b.Write({"HSET", keys::Task(task.id()), "status", status, "pb", task.SerializeAsString()});
-  b.Write({"EXPIRE", keys::Task(task.id()), kKeep});
+  b.Write({"EXPIRE", keys::Task(task.id()), kKeepSecondsArg});
 }
 
 // Events of one task may be handled out of order by two replicas (one
@@ -43,7 +42,7 @@ void PutTask(RedisBatch& b, const v1::Task& task, const std::string& status) {
 // write theirs.
 void PutTaskIfNew(RedisBatch& b, const v1::Task& task) {
   b.Write({"HSETNX", keys::Task(task.id()), "pb", task.SerializeAsString()});
-  b.Write({"EXPIRE", keys::Task(task.id()), kKeep});
+  b.Write({"EXPIRE", keys::Task(task.id()), kKeepSecondsArg});
 }
 
 void CountRecorded(const std::vector<v1::Notification>& notifications) {
@@ -402,7 +401,7 @@ v1::Delivery Engine::TestWebhook(const User& user, const std::string& id) {
   RedisBatch b;
   b.Write({"HSET", keys::Delivery(d.id()), "status", v1::Delivery::Status_Name(d.status()), "attempt", "1", "pb",
            d.SerializeAsString()});
-  b.Write({"EXPIRE", keys::Delivery(d.id()), kKeep});
+  b.Write({"EXPIRE", keys::Delivery(d.id()), kKeepSecondsArg});
   b.Write({"ZADD", keys::DeliveriesOf(id), std::to_string(now), d.id()});
   store_->Commit(b);
   return d;

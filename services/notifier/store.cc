@@ -22,20 +22,13 @@ std::string DeliveriesOf(const std::string& target) { return "sf:n:deliveries:" 
 std::string Task(const std::string& id) { return "sf:n:task:" + id; }
 }  // namespace keys
 
-namespace {
-
-constexpr int64_t kKeep = 7776000;  // seconds: 90 days for items and deliveries
-const std::string kKeepSeconds = std::to_string(kKeep);
-
-}  // namespace
-
 void Store::Record(RedisBatch& b, const v1::Notification& n, const std::vector<v1::Webhook>& hooks,
                    const std::vector<std::pair<std::string, std::string>>& emails, int64_t now_ms,
                    bool marks_cause) const {
   std::string pb = n.SerializeAsString();
   std::string score = std::to_string(now_ms);
-  if (marks_cause) b.ClaimAbsent(keys::Item(n.id()), pb, kKeep);
-  else b.Write({"SET", keys::Item(n.id()), pb, "EX", kKeepSeconds});
+  if (marks_cause) b.ClaimAbsent(keys::Item(n.id()), pb, kKeepSeconds);
+  else b.Write({"SET", keys::Item(n.id()), pb, "EX", kKeepSecondsArg});
   b.Write({"XADD", keys::kLog, "MAXLEN", "~", std::to_string(log_max_len_), "*", "n", pb});
   for (const auto& user : n.users()) {
     b.Write({"ZADD", keys::Inbox(user), score, n.id()});
@@ -51,7 +44,7 @@ void Store::Record(RedisBatch& b, const v1::Notification& n, const std::vector<v
     d.set_status(v1::Delivery::PENDING);
     *d.mutable_next_attempt_at() = TimeUtil::MillisecondsToTimestamp(now_ms);
     b.Write({"HSET", keys::Delivery(d.id()), "status", "PENDING", "attempt", "0", "pb", d.SerializeAsString()});
-    b.Write({"EXPIRE", keys::Delivery(d.id()), kKeepSeconds});
+    b.Write({"EXPIRE", keys::Delivery(d.id()), kKeepSecondsArg});
     b.Write({"ZADD", keys::kDue, score, d.id()});
     b.Write({"ZADD", keys::DeliveriesOf(target), score, d.id()});
   };

@@ -17,6 +17,10 @@
 
 namespace sopflow::notifier {
 
+// How long items, the copies of tasks and deliveries are kept: 90 days.
+inline constexpr int64_t kKeepSeconds = 7776000;
+inline const std::string kKeepSecondsArg = std::to_string(kKeepSeconds);  // as a command's argument
+
 namespace keys {
 inline constexpr char kLog[] = "sf:n:log";            // stream: field n -> Notification
 std::string Item(const std::string& id);              // Notification by id
