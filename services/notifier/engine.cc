@@ -74,7 +74,6 @@ Engine::Sealed Engine::Seal(const Record& record, const Store::WebhookSet* hooks
     sealed.hooks_guard = static_cast<int>(b.guard_count());
   }
   int64_t now = Millis(clock_->Now());
-  bool first = true;
   for (const auto& n : record.notifications) {
     std::vector<std::pair<std::string, std::string>> emails;
     if (!options_.smtp.url.empty())
@@ -85,8 +84,7 @@ Engine::Sealed Engine::Seal(const Record& record, const Store::WebhookSet* hooks
     // The first notification's item (its id is made from the cause) marks
     // the cause handled: no marker key of its own per event, and written
     // by the batch's last guard, so a repeat of the cause records nothing.
-    store_->Record(b, n, n_hooks, emails, now, /*marks_cause=*/first);
-    first = false;
+    store_->Record(b, n, n_hooks, emails, now, /*marks_cause=*/&n == &record.notifications.front());
   }
   return sealed;
 }
