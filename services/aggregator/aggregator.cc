@@ -106,8 +106,8 @@ void AggregatorProcess::Start() {
                                                     [engine](const v1::Event& e) { engine->OnEvent(e); });
   OutboxRelay::Options relay_options;
   relay_options.stream = kOutbox;
-  relay_options.consumer_name = c.replica_id;
   impl_->relay = std::make_unique<OutboxRelay>(RedisAddress::Parse(c.redis), impl_->publisher.get(), relay_options);
+  impl_->engine->PublishThrough(impl_->relay.get());
   impl_->service = std::make_unique<AggregatorService>(impl_->engine.get(), impl_->users);
   impl_->server = std::make_unique<ServerHost>(ServerOptionsFor(c, impl_->users));
   impl_->server->AddService(impl_->service.get());

@@ -9,6 +9,7 @@
 
 #include "clock.h"
 #include "kinerja.h"
+#include "outbox_relay.h"
 #include "redis.h"
 #include "redis_batch.h"
 #include "sopflow/v1/aggregator.pb.h"
@@ -27,6 +28,9 @@ using AttachFn = std::function<void(const std::string& task_id, const v1::Docume
 class Engine {
  public:
   Engine(RedisPool* pool, const Clock* clock, AttachFn attach, std::string source);
+  // The events of every commit go to `relay` at once, from the committing
+  // thread (without: a relay's sweep finds them later). Set before use.
+  void PublishThrough(OutboxRelay* relay) { relay_ = relay; }
 
   std::vector<v1::Catalogue> LoadCatalogue(const User& user, const std::string& yaml, const std::string& file_name);
   void LoadCatalogueTrusted(const std::string& yaml, const std::string& file_name);
@@ -61,9 +65,10 @@ class Engine {
   bool MayRead(const User& user, const RunInfo& run) const;
   void OnTaskCompleted(const v1::Event& event);
   void OnCollectingStepClosed(const v1::Event& event, const RunInfo& run);
-  int Commit(const RedisBatch& b) { return sopflow::Commit(*pool_, b); }
+  int Commit(const RedisBatch& b) { return CommitAndPublish(*pool_, {&b}, relay_).front(); }
 
   RedisPool* pool_;
+  OutboxRelay* relay_ = nullptr;
   const Clock* clock_;
   AttachFn attach_;
   std::string source_;

@@ -1,83 +1,103 @@
 #include "outbox_relay.h"
 
 #include <hiredis/hiredis.h>
+#include <nats/nats.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
-#include <set>
 #include <cstdlib>
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/wire_format_lite.h>
 
 #include "clock.h"
 #include "error.h"
-#include "sopflow/v1/event.pb.h"
 #include "thread_name.h"
 
 namespace sopflow {
 namespace {
 
-constexpr char kGroup[] = "relay";
-
-struct QueuedEvent {
-  std::string event_id;
-  std::string subject;
-  std::string data;
+// One entry of an XRANGE reply, its events' fields as read (i, s, e per
+// event, in order).
+struct ReadEntry {
+  std::string id;
+  std::vector<std::string> fields;
 };
 
-// One stream entry: the events one transition queued (RedisBatch::Emit).
-struct Entry {
-  std::string stream_id;
-  std::vector<QueuedEvent> events;
-};
-
-// Parses [[id, [field, value, ...]], ...]; the fields are i, s, e per
-// event, in order.
-std::vector<Entry> ParseEntries(const redisReply* list) {
-  std::vector<Entry> out;
+std::vector<ReadEntry> ParseEntries(const redisReply* list) {
+  std::vector<ReadEntry> out;
   if (!list || list->type != REDIS_REPLY_ARRAY) return out;
   for (size_t i = 0; i < list->elements; ++i) {
     const redisReply* item = list->element[i];
     if (item->type != REDIS_REPLY_ARRAY || item->elements != 2) continue;
-    Entry e;
-    e.stream_id = ReplyString(item->element[0]).value_or("");
     const redisReply* fields = item->element[1];
     if (!fields || fields->type != REDIS_REPLY_ARRAY) continue;  // deleted meanwhile
-    for (size_t f = 0; f + 1 < fields->elements; f += 2) {
-      std::string name = ReplyString(fields->element[f]).value_or("");
-      std::string value = ReplyString(fields->element[f + 1]).value_or("");
-      if (name == "i") e.events.push_back({std::move(value), "", ""});  // each event starts with its id
-      else if (e.events.empty()) continue;
-      else if (name == "s") e.events.back().subject = std::move(value);
-      else if (name == "e") e.events.back().data = std::move(value);
-    }
+    ReadEntry e{ReplyString(item->element[0]).value_or(""), {}};
+    for (size_t f = 0; f < fields->elements; ++f) e.fields.push_back(ReplyString(fields->element[f]).value_or(""));
     out.push_back(std::move(e));
   }
   return out;
 }
 
-// Test failpoint: die after reading events and before publishing them, as
-// a process killed at the worst moment would.
+// The events of a read entry, as views into it.
+std::vector<RedisBatch::EmittedEvent> EventsOf(const ReadEntry& entry) {
+  std::vector<RedisBatch::EmittedEvent> events;
+  for (size_t f = 0; f + 1 < entry.fields.size(); f += 2) {
+    const std::string& name = entry.fields[f];
+    std::string_view value = entry.fields[f + 1];
+    if (name == "i") events.push_back({value, {}, {}});  // each event starts with its id
+    else if (events.empty()) continue;
+    else if (name == "s") events.back().subject = value;
+    else if (name == "e") events.back().data = value;
+  }
+  return events;
+}
+
+// Test failpoint: die after the commit and before publishing its events,
+// as a process killed at the worst moment would.
 bool CrashBeforePublish() {
   const char* fp = std::getenv("SOPFLOW_FAILPOINT");
   return fp && std::string(fp) == "relay_crash_before_publish";
 }
 
-NatsClient::OutgoingMessage ToMessage(const QueuedEvent& entry) {
-  NatsClient::OutgoingMessage m;
-  m.subject = entry.subject;
-  m.msg_id = entry.event_id;
-  m.data = entry.data;
+// The event as a NATS message with its CloudEvents headers; nullptr if
+// nats.c could not build it.
+natsMsg* EventMessage(const RedisBatch::EmittedEvent& event) {
   CloudEventAttributes a;
   std::string time;
-  if (ReadCloudEventAttributes(entry.data, &a)) time = FormatRfc3339(FromUnixMillis(a.time_ms));
-  m.headers = {{"ce-specversion", "1.0"}, {"ce-id", entry.event_id}, {"ce-type", entry.subject},
-               {"ce-source", a.source},   {"ce-time", time},        {"ce-subject", a.subject},
-               {"content-type", "application/protobuf"}};
-  return m;
+  if (ReadCloudEventAttributes(event.data, &a)) time = FormatRfc3339(FromUnixMillis(a.time_ms));
+  const std::string id(event.id), type(event.subject);
+  const std::pair<const char*, const char*> headers[] = {
+      {"Nats-Msg-Id", id.c_str()},     {"ce-specversion", "1.0"},     {"ce-id", id.c_str()},
+      {"ce-type", type.c_str()},       {"ce-source", a.source.c_str()}, {"ce-time", time.c_str()},
+      {"ce-subject", a.subject.c_str()}, {"content-type", "application/protobuf"}};
+  natsMsg* msg = nullptr;
+  natsStatus s = natsMsg_Create(&msg, type.c_str(), nullptr, event.data.data(), static_cast<int>(event.data.size()));
+  for (const auto& [k, v] : headers)
+    if (s == NATS_OK) s = natsMsgHeader_Set(msg, k, v);
+  if (s == NATS_OK) return msg;
+  natsMsg_Destroy(msg);
+  return nullptr;
 }
+
+// A JetStream context on `client`'s connection that reports every ack.
+jsCtx* AckReportingContext(NatsClient& client, void* relay,
+                           void (*on_ack)(jsCtx*, natsMsg*, ::jsPubAck*, ::jsPubAckErr*, void*)) {
+  jsOptions options;
+  jsOptions_Init(&options);
+  options.PublishAsync.AckHandler = on_ack;
+  options.PublishAsync.AckHandlerClosure = relay;
+  jsCtx* js = nullptr;
+  natsStatus s = natsConnection_JetStream(&js, client.connection(), &options);
+  if (s != NATS_OK) throw DomainError(ErrorCode::kUnavailable, std::string("JetStream context: ") + natsStatus_GetText(s));
+  return js;
+}
+
+int64_t NowMs() { return UnixMillis(SystemClock().Now()); }
+
+// The shortest pause before sweeping again after a refusal.
+constexpr int64_t kFirstRefusalPauseMs = 200;
 
 // google.protobuf.Timestamp (seconds = 1, nanos = 2) at the stream's
 // position, as milliseconds.
@@ -106,7 +126,7 @@ bool ReadTimestampMs(google::protobuf::io::CodedInputStream& in, int64_t* ms) {
   return true;
 }
 
-bool ReadAttributes(const std::string& event, CloudEventAttributes* out) {
+bool ReadAttributes(std::string_view event, CloudEventAttributes* out) {
   using google::protobuf::internal::WireFormatLite;
   using google::protobuf::io::CodedInputStream;
   // sopflow.v1.Event: source = 3, time = 4, subject = 5.
@@ -126,9 +146,10 @@ bool ReadAttributes(const std::string& event, CloudEventAttributes* out) {
   return in.ConsumedEntireMessage();
 }
 
+
 }  // namespace
 
-bool ReadCloudEventAttributes(const std::string& event, CloudEventAttributes* out) {
+bool ReadCloudEventAttributes(std::string_view event, CloudEventAttributes* out) {
   CloudEventAttributes read;
   const bool ok = ReadAttributes(event, &read);
   *out = ok ? std::move(read) : CloudEventAttributes();
@@ -138,136 +159,265 @@ bool ReadCloudEventAttributes(const std::string& event, CloudEventAttributes* ou
 OutboxRelay::OutboxRelay(RedisAddress redis, NatsClient* nats, Options options)
     : redis_(redis),
       backlog_redis_(std::move(redis)),
-      nats_(nats),
       prompt_(std::make_unique<NatsClient>(SiblingOptions(nats->options(), "-prompt", true))),
       options_(std::move(options)) {
-  // Start at "0": entries queued before any relay existed are published too.
-  Reply r = redis_.Command({"XGROUP", "CREATE", options_.stream, kGroup, "0", "MKSTREAM"});
-  if (ReplyIsError(r.get()) && ReplyErrorText(r.get()).rfind("BUSYGROUP", 0) != 0)
-    throw DomainError(ErrorCode::kInternal, "XGROUP CREATE: " + ReplyErrorText(r.get()));
+  buffered_js_ = AckReportingContext(*nats, this, &OutboxRelay::OnAck);
+  prompt_js_ = AckReportingContext(*prompt_, this, &OutboxRelay::OnAck);
+  sweep_pause_ms_ = options_.sweep_interval_ms;
 }
 
-OutboxRelay::~OutboxRelay() { Stop(); }
+OutboxRelay::~OutboxRelay() {
+  Stop();
+  // Acks still awaited would call OnAck on a relay that is gone: wait for
+  // them (each times out after ack_wait_ms), then close the contexts.
+  AwaitAcks(options_.ack_wait_ms + 1000);
+  jsCtx_Destroy(buffered_js_);
+  jsCtx_Destroy(prompt_js_);
+}
 
 void OutboxRelay::Start() {
-  running_ = true;
+  {
+    std::lock_guard lock(mu_);
+    running_ = true;
+  }
   thread_ = NamedThread("sf-relay", [this] { Loop(); });
 }
 
 void OutboxRelay::Stop() {
-  running_ = false;
+  {
+    std::lock_guard lock(mu_);
+    running_ = false;
+  }
+  wake_.notify_all();
   if (thread_.joinable()) thread_.join();
   try {
-    FlushDone();
+    DeleteStored();
   } catch (const std::exception& e) {
-    // Left pending: another replica takes them over and re-publishes them,
-    // which the stream drops as duplicates.
+    // Left in the outbox: a sweep publishes them again, and the stream
+    // drops them as duplicates.
     spdlog::warn("outbox relay: deleting what was published: {}", e.what());
   }
 }
 
 void OutboxRelay::Drain() {
+  AwaitAcks(options_.ack_wait_ms + 1000);
   Stop();
-  try {
-    RunOnce();
-    FlushDone();
-  } catch (const std::exception& e) {
-    spdlog::warn("final outbox relay: {}", e.what());
+}
+
+void OutboxRelay::AwaitAcks(int timeout_ms) {
+  jsPubOptions po;
+  jsPubOptions_Init(&po);
+  po.MaxWait = timeout_ms;
+  for (jsCtx* js : {prompt_js_, buffered_js_}) {
+    natsStatus s = js_PublishAsyncComplete(js, &po);
+    if (s != NATS_OK) spdlog::warn("outbox relay: acks still awaited after {} ms: {}", timeout_ms, natsStatus_GetText(s));
   }
 }
 
 void OutboxRelay::Loop() {
+  std::unique_lock lock(mu_);
   while (running_) {
+    lock.unlock();
     try {
       RunOnce();
     } catch (const std::exception& e) {
       spdlog::warn("outbox relay: {}", e.what());
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
+    lock.lock();
+    // Awaiting acks or deletions: back soon to delete them. Otherwise
+    // nothing is due before the next sweep, unless Publish wakes it.
+    idle_ = in_flight_.empty() && stored_.empty();
+    const int64_t wait_ms = idle_ ? std::max<int64_t>(next_sweep_ms_ - NowMs(), 1) : options_.delete_delay_ms;
+    wake_.wait_for(lock, std::chrono::milliseconds(wait_ms), [this] { return !running_ || woken_; });
+    idle_ = woken_ = false;
   }
 }
 
 size_t OutboxRelay::RunOnce() {
-  std::vector<Entry> entries;
-  int64_t now_ms = UnixMillis(SystemClock().Now());
-  if (now_ms - last_reclaim_ms_ >= 1000) {
-    last_reclaim_ms_ = now_ms;
-    Reply r = CommandAfterDone({"XAUTOCLAIM", options_.stream, kGroup, options_.consumer_name,
-                                std::to_string(options_.reclaim_idle_ms), "0-0", "COUNT", std::to_string(options_.batch)});
-    if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 2) entries = ParseEntries(r->element[1]);
-  }
-  bool own_pending = false;
-  if (entries.empty()) {
-    // ">" reads new entries; "0" re-reads this consumer's unacknowledged ones.
-    own_pending = own_pending_at_ms_ >= 0 && now_ms >= own_pending_at_ms_;
-    std::vector<std::string> cmd{"XREADGROUP", "GROUP", kGroup, options_.consumer_name, "COUNT",
-                                 std::to_string(options_.batch)};
-    // Block only while no retry of own entries is due soon.
-    int64_t block_ms = options_.block_ms;
-    if (own_pending_at_ms_ >= 0) block_ms = std::clamp<int64_t>(own_pending_at_ms_ - now_ms, 1, block_ms);
-    if (!own_pending) cmd.insert(cmd.end(), {"BLOCK", std::to_string(block_ms)});
-    cmd.insert(cmd.end(), {"STREAMS", options_.stream, own_pending ? "0" : ">"});
-    Reply r = CommandAfterDone(cmd);
-    if (ReplyIsError(r.get())) throw DomainError(ErrorCode::kInternal, "XREADGROUP: " + ReplyErrorText(r.get()));
-    if (r && r->type == REDIS_REPLY_ARRAY && r->elements > 0) {
-      const redisReply* stream = r->element[0];
-      if (stream->type == REDIS_REPLY_ARRAY && stream->elements == 2) entries = ParseEntries(stream->element[1]);
-    }
-    if (own_pending && entries.empty()) {
-      own_pending_at_ms_ = -1;
-      own_pending_pause_ms_ = kOwnPendingPauseMinMs;
-    }
-  }
-  if (entries.empty()) return 0;
-  if (CrashBeforePublish()) {
-    spdlog::critical("failpoint relay_crash_before_publish: exiting with {} event(s) unpublished", entries.size());
-    _exit(86);
-  }
-
-  std::vector<NatsClient::OutgoingMessage> messages;
-  messages.reserve(entries.size() * 3);
-  for (const auto& entry : entries)
-    for (const auto& e : entry.events) messages.push_back(ToMessage(e));
-  bool small = static_cast<int>(messages.size()) <= options_.prompt_batch_max;
-  auto failed_ids = (small ? *prompt_ : *nats_).PublishAll(messages, 5000);
-  std::set<std::string> failed(failed_ids.begin(), failed_ids.end());
-
-  // An entry is done when all its events are stored; otherwise all of it is
-  // published again, and the stream drops the ones it has (Nats-Msg-Id).
-  size_t published = 0;
-  for (const auto& entry : entries) {
-    size_t stored = std::count_if(entry.events.begin(), entry.events.end(),
-                                  [&](const QueuedEvent& e) { return failed.count(e.event_id) == 0; });
-    if (stored == entry.events.size()) done_.push_back(entry.stream_id);
-    published += stored;
-  }
-  if (!failed.empty()) {
-    // Retried after a pause that doubles while they keep failing (an event
-    // larger than the server's max_payload fails until that is raised).
-    spdlog::warn("outbox relay: {} event(s) not stored by JetStream (first: {}); retrying in {} ms", failed.size(),
-                 *failed.begin(), own_pending_pause_ms_);
-    own_pending_at_ms_ = now_ms + own_pending_pause_ms_;
-    if (own_pending) own_pending_pause_ms_ = std::min(own_pending_pause_ms_ * 2, kOwnPendingPauseMaxMs);
-  } else if (own_pending) {
-    own_pending_at_ms_ = now_ms;  // more of them may be left: read on
-  }
+  ForgetOverdue();
+  DeleteStored();
+  if (NowMs() < next_sweep_ms_) return 0;
+  size_t published = Sweep();
+  std::lock_guard lock(mu_);
+  // A sweep that met refusals comes back later and later (an event larger
+  // than the server's max_payload is refused until that is raised).
+  const bool refusals = refused_ > refused_at_last_sweep_;
+  sweep_pause_ms_ = refusals ? std::clamp<int64_t>(sweep_pause_ms_ * 2, kFirstRefusalPauseMs, options_.sweep_pause_max_ms)
+                             : options_.sweep_interval_ms;
+  if (refusals)
+    spdlog::warn("outbox relay: {} event(s) not stored by JetStream (first: {}); swept again in {} ms",
+                 refused_ - refused_at_last_sweep_, first_refusal_, sweep_pause_ms_);
+  refused_at_last_sweep_ = refused_;
+  first_refusal_.clear();
+  next_sweep_ms_ = NowMs() + sweep_pause_ms_;
   return published;
 }
 
-std::vector<std::vector<std::string>> OutboxRelay::DoneCommands() const {
-  if (done_.empty()) return {};
-  std::vector<std::string> ack{"XACK", options_.stream, kGroup}, del{"XDEL", options_.stream};
-  ack.insert(ack.end(), done_.begin(), done_.end());
-  del.insert(del.end(), done_.begin(), done_.end());
-  return {std::move(ack), std::move(del)};
+size_t OutboxRelay::Sweep() {
+  // Age by Redis's clock, which gave the entries their ids.
+  Reply time = redis_.Command({"TIME"});
+  ThrowIfError(time.get());
+  if (!time || time->type != REDIS_REPLY_ARRAY || time->elements != 2)
+    throw DomainError(ErrorCode::kInternal, "TIME: unexpected reply");
+  const int64_t redis_ms = std::stoll(ReplyString(time->element[0]).value_or("0")) * 1000 +
+                           std::stoll(ReplyString(time->element[1]).value_or("0")) / 1000;
+  const int64_t until_ms = redis_ms - options_.orphan_after_ms;
+  if (until_ms < 0) return 0;
+  Reply r = redis_.Command({"XRANGE", options_.stream, sweep_from_, std::to_string(until_ms), "COUNT",
+                            std::to_string(options_.batch)});
+  ThrowIfError(r.get());
+  auto read = ParseEntries(r.get());
+  // A full batch: more may follow, read past it next time, so that entries
+  // the stream keeps refusing cannot hide those behind them.
+  const size_t replied = r && r->type == REDIS_REPLY_ARRAY ? r->elements : 0;
+  sweep_from_ = replied == static_cast<size_t>(options_.batch) && !read.empty() ? "(" + read.back().id : "-";
+  std::vector<Entry> entries;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& e : read)
+      if (!in_flight_.count(e.id) && std::find(stored_.begin(), stored_.end(), e.id) == stored_.end())
+        entries.push_back({e.id, EventsOf(e)});
+  }
+  size_t events = 0;
+  for (const auto& e : entries) events += e.events.size();
+  if (!entries.empty()) {
+    spdlog::info("outbox relay: {} entr{} left behind, {} event(s): publishing", entries.size(),
+                 entries.size() == 1 ? "y" : "ies", events);
+    PublishEntries(entries);
+  }
+  return events;
 }
 
-Reply OutboxRelay::CommandAfterDone(const std::vector<std::string>& command) {
-  auto commands = DoneCommands();
-  commands.push_back(command);
-  auto replies = redis_.Pipeline(commands);
-  done_.clear();  // the pipeline went through: Redis has the XACK and XDEL
-  return std::move(replies.back());
+void OutboxRelay::Publish(const std::vector<const RedisBatch*>& batches, const std::vector<std::string>& entries) {
+  std::vector<Entry> out;
+  for (size_t i = 0; i < batches.size() && i < entries.size(); ++i)
+    if (!entries[i].empty()) out.push_back({entries[i], batches[i]->Emitted()});
+  if (out.empty()) return;
+  if (CrashBeforePublish()) {
+    spdlog::critical("failpoint relay_crash_before_publish: exiting with {} entr{} unpublished", out.size(),
+                     out.size() == 1 ? "y" : "ies");
+    _exit(86);
+  }
+  PublishEntries(out);
+}
+
+void OutboxRelay::PublishEntries(const std::vector<Entry>& entries) {
+  struct Outgoing {
+    natsMsg* msg;
+    const std::string* entry;
+  };
+  std::vector<Outgoing> messages;
+  for (const auto& entry : entries)
+    for (const auto& event : entry.events)
+      if (natsMsg* msg = EventMessage(event)) messages.push_back({msg, &entry.id});
+  const bool prompt = static_cast<int>(messages.size()) <= options_.prompt_batch_max;
+  {
+    // Registered before they are sent: an ack may come back before
+    // js_PublishMsgAsync returns.
+    std::lock_guard lock(mu_);
+    const int64_t now = NowMs();
+    for (const auto& entry : entries) in_flight_[entry.id].sent_ms = now;
+    for (const auto& m : messages) {
+      in_flight_[*m.entry].unacked++;
+      entry_of_[m.msg] = *m.entry;
+    }
+    // An entry some of whose events could not even be built is not
+    // deleted: a sweep tries it again.
+    for (const auto& entry : entries) {
+      InFlight& f = in_flight_[entry.id];  // created here if none of its events could be built
+      if (f.unacked < static_cast<int>(entry.events.size())) f.failed = true;
+      if (f.unacked == 0) in_flight_.erase(entry.id);
+    }
+    if (idle_) {
+      idle_ = false;
+      woken_ = true;
+      wake_.notify_one();
+    }
+  }
+  // No MaxWait: nats.c would keep a timer record per message and, once
+  // it expired, dispatch a timeout message for it whether or not the ack
+  // came (measured: +50% of the router's CPU). Acks overdue are dropped by
+  // ForgetOverdue instead.
+  for (auto& m : messages) {
+    natsMsg* sent = m.msg;
+    natsStatus s = js_PublishMsgAsync(prompt ? prompt_js_ : buffered_js_, &m.msg, nullptr);
+    if (s == NATS_OK) continue;  // nats.c owns it; OnAck reports it
+    // Not sent: counted as refused, its entry left for a sweep.
+    ::jsPubAckErr err{};
+    err.Err = s;
+    err.ErrText = natsStatus_GetText(s);
+    Acked(sent, &err);
+    natsMsg_Destroy(m.msg);
+  }
+}
+
+void OutboxRelay::OnAck(jsCtx*, natsMsg* msg, ::jsPubAck*, ::jsPubAckErr* err, void* closure) {
+  static_cast<OutboxRelay*>(closure)->Acked(msg, err);
+  natsMsg_Destroy(msg);
+}
+
+void OutboxRelay::Acked(natsMsg* msg, const ::jsPubAckErr* err) {
+  std::lock_guard lock(mu_);
+  auto it = entry_of_.find(msg);
+  if (it == entry_of_.end()) return;
+  const std::string entry = std::move(it->second);
+  entry_of_.erase(it);
+  auto f = in_flight_.find(entry);
+  if (f == in_flight_.end()) return;
+  if (err) {
+    f->second.failed = true;
+    ++refused_;
+    if (first_refusal_.empty()) {
+      const char* id = nullptr;
+      natsMsgHeader_Get(msg, "Nats-Msg-Id", &id);
+      first_refusal_ = std::string(id ? id : "?") + ": " + (err->ErrText ? err->ErrText : natsStatus_GetText(err->Err));
+    }
+  }
+  if (--f->second.unacked > 0) return;
+  // An entry is done when all its events are stored; otherwise it stays,
+  // whole, for a sweep, and the stream drops the events it has.
+  if (!f->second.failed) stored_.push_back(entry);
+  in_flight_.erase(f);
+}
+
+void OutboxRelay::ForgetOverdue() {
+  std::lock_guard lock(mu_);
+  const int64_t overdue = NowMs() - options_.ack_wait_ms;
+  size_t forgotten = 0;
+  for (auto it = in_flight_.begin(); it != in_flight_.end();) {
+    if (it->second.sent_ms >= overdue) {
+      ++it;
+      continue;
+    }
+    // Its messages' acks, if they still come, find no entry and change
+    // nothing; the entry is the sweep's now.
+    it = in_flight_.erase(it);
+    ++forgotten;
+  }
+  if (forgotten == 0) return;
+  refused_ += static_cast<int64_t>(forgotten);
+  if (first_refusal_.empty()) first_refusal_ = "no ack within " + std::to_string(options_.ack_wait_ms) + " ms";
+  for (auto it = entry_of_.begin(); it != entry_of_.end();)
+    it = in_flight_.count(it->second) ? std::next(it) : entry_of_.erase(it);
+}
+
+void OutboxRelay::DeleteStored() {
+  std::vector<std::string> ids;
+  {
+    std::lock_guard lock(mu_);
+    ids.swap(stored_);
+  }
+  if (ids.empty()) return;
+  std::vector<std::string> del{"XDEL", options_.stream};
+  del.insert(del.end(), ids.begin(), ids.end());
+  try {
+    ThrowIfError(redis_.Command(del).get());
+  } catch (...) {
+    std::lock_guard lock(mu_);
+    stored_.insert(stored_.end(), ids.begin(), ids.end());  // tried again next pass
+    throw;
+  }
 }
 
 int64_t OutboxRelay::Backlog() {
@@ -281,11 +431,13 @@ ScrapedGauge OutboxBacklogGauge(OutboxRelay* relay) {
   return {"sopflow_outbox_backlog", "", [relay] { return static_cast<double>(relay->Backlog()); }};
 }
 
-void OutboxRelay::FlushDone() {
-  auto commands = DoneCommands();
-  if (commands.empty()) return;
-  redis_.Pipeline(commands);
-  done_.clear();
+std::vector<int> CommitAndPublish(RedisPool& pool, const std::vector<const RedisBatch*>& batches,
+                                  OutboxRelay* relay) {
+  if (!relay) return CommitAll(pool, batches);
+  std::vector<std::string> entries;
+  auto results = CommitAll(pool, batches, &entries);
+  relay->Publish(batches, entries);
+  return results;
 }
 
 }  // namespace sopflow

@@ -1,21 +1,38 @@
-// The outbox relay: publishes the events that transitions queued in a
-// Redis stream (RedisBatch::Emit) to JetStream, then deletes them. Entries are read
-// through a consumer group, so replicas share the work; an entry read by a
-// replica that died before publishing is claimed by another after
-// `reclaim_idle_ms`. A re-published event carries the same Nats-Msg-Id and
-// is dropped by the stream, so "at least once" here becomes "once" there.
+// The outbox relay: gets the events that transitions queued in a Redis
+// stream (RedisBatch::Emit) to JetStream, then deletes them from it.
+//
+// The committer publishes: right after its commit, the thread that
+// committed hands the events to Publish, which sends them without waiting
+// (no Redis read, no other thread woken on the way to NATS); the stream's
+// acks arrive on a nats.c thread, and an entry whose events were all
+// stored is deleted by the relay's own thread a few milliseconds later,
+// several at once. What a committer could not get stored (its process
+// died, NATS refused or timed out) stays in the outbox: the relay of every
+// replica sweeps it up once it is `orphan_after_ms` old, by Redis's clock,
+// and publishes it again. A re-published event carries the same
+// Nats-Msg-Id and is dropped by the stream, so "at least once" here
+// becomes "once" there.
 #pragma once
 
-#include <atomic>
+#include <condition_variable>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "metrics_http.h"
 #include "nats.h"
 #include "redis.h"
+#include "redis_batch.h"
+
+typedef struct __jsCtx jsCtx;
+typedef struct __natsMsg natsMsg;
+struct jsPubAck;
+struct jsPubAckErr;
 
 namespace sopflow {
 
@@ -23,14 +40,22 @@ class OutboxRelay {
  public:
   struct Options {
     std::string stream = "sf:outbox";  // the outbox this relay drains
-    std::string consumer_name;      // unique per replica
-    int batch = 256;
-    int block_ms = 200;             // how long one read waits for new entries
-    int reclaim_idle_ms = 5000;     // entries pending this long are taken over
-    // Batches up to this size go out on a send-asap sibling connection,
-    // each message written at once: no wait for nats.c's flusher thread
-    // (about 1 ms per hop at light load), and no flusher or flush round
-    // trip waking threads for one or two events. Larger batches use the
+    int batch = 256;                // entries one sweep reads at most
+    // An entry still in the outbox this long after it was queued is taken
+    // for left behind and published by a sweep.
+    int orphan_after_ms = 5000;
+    int sweep_interval_ms = 1000;
+    // While sweeps keep meeting events the stream refuses (larger than its
+    // max_payload, say), the pause between sweeps doubles up to this.
+    int sweep_pause_max_ms = 30000;
+    // Stored entries are deleted in batches, at most this long after their
+    // last ack: one XDEL for many hand-offs under load.
+    int delete_delay_ms = 20;
+    // How long an ack may take before the event counts as not stored.
+    int ack_wait_ms = 5000;
+    // Up to this many events at once go out on a send-asap sibling
+    // connection, each message written at once: no wait for nats.c's
+    // flusher thread (about 1 ms per hop at light load). More use the
     // buffered connection given, where they leave in few writes (send-asap
     // there would cost nats-server a read per message).
     int prompt_batch_max = 8;
@@ -40,49 +65,80 @@ class OutboxRelay {
   ~OutboxRelay();
 
   void Start();
-  // Finishes the batch in hand, then returns.
+  // Stops the relay's thread after deleting what is stored.
   void Stop();
-  // Stop(), then one last pass for what the final calls queued. If that
-  // fails (Redis or NATS already gone) it is logged: the entries stay in the
-  // outbox and another replica relays them.
+  // Stop(), after waiting (up to ack_wait_ms) for the acks of what was
+  // published: what the last calls committed is stored and deleted, or
+  // left for another replica's sweep.
   void Drain();
-  // One pass: delete what the last pass published, reclaim, read, publish.
-  // Returns events published. The deletion rides in the same round trip as
-  // the next read (one Redis round trip per batch, not two); Stop sends it.
+
+  // Publishes the events of committed batches (`entries[i]` the outbox
+  // entry CommitAll gave batches[i]; "" for none) without waiting for the
+  // stream's acks. Thread-safe; called by the committing thread.
+  void Publish(const std::vector<const RedisBatch*>& batches, const std::vector<std::string>& entries);
+
+  // One pass of the relay's thread: delete the stored entries; when a
+  // sweep is due, publish entries left behind. Returns the events the
+  // sweep published.
   size_t RunOnce();
   // Entries in the outbox not yet published and deleted, by any replica
   // (XLEN, on a connection of its own: safe beside the relay's thread).
   int64_t Backlog();
 
  private:
+  struct Entry {
+    std::string id;
+    std::vector<RedisBatch::EmittedEvent> events;
+  };
+  // An entry whose acks are awaited.
+  struct InFlight {
+    int unacked = 0;
+    bool failed = false;
+    int64_t sent_ms = 0;
+  };
+  void PublishEntries(const std::vector<Entry>& entries);
+  static void OnAck(jsCtx* js, natsMsg* msg, ::jsPubAck* ack, ::jsPubAckErr* err, void* closure);
+  void Acked(natsMsg* msg, const ::jsPubAckErr* err);
+  size_t Sweep();
+  // Entries whose acks are overdue are left to the sweep.
+  void ForgetOverdue();
+  void DeleteStored();
+  void AwaitAcks(int timeout_ms);
   void Loop();
-  // XACK and XDEL of the entries published and not yet deleted (none: empty).
-  std::vector<std::vector<std::string>> DoneCommands() const;
-  // Sends those, then `command`, in one round trip; `command`'s reply.
-  Reply CommandAfterDone(const std::vector<std::string>& command);
-  void FlushDone();
+
   RedisConnection redis_;
   std::mutex backlog_mu_;
   RedisConnection backlog_redis_;  // for Backlog(): connects at the first scrape
-  NatsClient* nats_;
-  std::unique_ptr<NatsClient> prompt_;  // send-asap sibling of nats_, for small batches
+  std::unique_ptr<NatsClient> prompt_;  // send-asap sibling of the connection given, for few events
+  jsCtx* buffered_js_ = nullptr;   // contexts reporting every ack to OnAck
+  jsCtx* prompt_js_ = nullptr;
   Options options_;
-  std::atomic<bool> running_{false};
+
+  std::mutex mu_;  // guards what follows, shared with the ack threads
+  std::condition_variable wake_;
+  bool running_ = false;
+  bool idle_ = false;   // the thread waits for a sweep only: Publish wakes it
+  bool woken_ = false;  // by Publish
+  std::unordered_map<std::string, InFlight> in_flight_;  // by entry id
+  std::unordered_map<natsMsg*, std::string> entry_of_;   // published message -> entry id
+  std::vector<std::string> stored_;  // entries all of whose events were stored, to delete
+  int64_t refused_ = 0;              // events not stored so far
+  std::string first_refusal_;        // the first since the last sweep, for its warning
+
   std::thread thread_;
-  // When to read this relay's own pending entries again (read before, not
-  // yet stored by JetStream): at start (0), after a failed publish once its
-  // pause is over; -1: none to read. New entries are read meanwhile, so an
-  // event the stream keeps refusing does not hold up the others.
-  int64_t own_pending_at_ms_ = 0;
-  int64_t own_pending_pause_ms_ = kOwnPendingPauseMinMs;
-  static constexpr int64_t kOwnPendingPauseMinMs = 200;
-  static constexpr int64_t kOwnPendingPauseMaxMs = 30000;
-  std::vector<std::string> done_;    // stream ids published, to XACK and XDEL
-  int64_t last_reclaim_ms_ = 0;
+  int64_t next_sweep_ms_ = 0;
+  int64_t sweep_pause_ms_ = 0;
+  int64_t refused_at_last_sweep_ = 0;
+  std::string sweep_from_ = "-";  // where the next sweep reads from: past a full batch, on
 };
 
 // sopflow_outbox_backlog: the relay's Backlog().
 ScrapedGauge OutboxBacklogGauge(OutboxRelay* relay);
+
+// Commits batches (CommitAll) and hands the events of those applied to
+// `relay` at once (none if relay is null: a sweep publishes them later).
+std::vector<int> CommitAndPublish(RedisPool& pool, const std::vector<const RedisBatch*>& batches,
+                                  OutboxRelay* relay);
 
 // What the CloudEvents headers of a published event carry besides its id
 // and type, read from a serialized sopflow.v1.Event without parsing its
@@ -94,6 +150,6 @@ struct CloudEventAttributes {
   std::string subject;
   int64_t time_ms = 0;
 };
-bool ReadCloudEventAttributes(const std::string& event, CloudEventAttributes* out);
+bool ReadCloudEventAttributes(std::string_view event, CloudEventAttributes* out);
 
 }  // namespace sopflow

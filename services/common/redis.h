@@ -85,7 +85,7 @@ class RedisConnection {
   // EVALSHA with zero KEYS (see services/router/store.cc for why), loading
   // the script on NOSCRIPT.
   Reply EvalScript(RedisScript& script, const std::vector<std::string>& args);  // thread-safe on `script`
-  // Sets the read timeout, e.g. for blocking XREADGROUP.
+  // Sets the read timeout, e.g. for a blocking XREAD.
   void SetReadTimeout(int timeout_ms);
 
  private:

@@ -85,7 +85,12 @@ for b = 1, tonumber(ARGV[1]) do
     g = g + run
   end
   local writes = tonumber(ARGV[i])
-  i = i + 1
+  -- The write that queues the batch's events in its outbox (0: none): an
+  -- applied batch answers with that entry's id, for the committer to
+  -- publish the events at once.
+  local outbox_write = tonumber(ARGV[i + 1])
+  local entry = false
+  i = i + 2
   for w = 1, writes do
     local c = tonumber(ARGV[i])
     if failed == 0 then
@@ -96,11 +101,12 @@ for b = 1, tonumber(ARGV[1]) do
       elseif read[ARGV[i + 2]] then
         read[ARGV[i + 2]] = nil
       end
-      redis.call(unpack(ARGV, i + 1, i + c))
+      local reply = redis.call(unpack(ARGV, i + 1, i + c))
+      if w == outbox_write then entry = reply end
     end
     i = i + c + 1
   end
-  results[b] = failed
+  if failed == 0 and entry then results[b] = entry else results[b] = failed end
 end
 return results
 )lua"};
@@ -152,14 +158,34 @@ void RedisBatch::Push(const std::string& key, std::string value) {
 }
 
 void RedisBatch::Emit(const v1::Event& event, const std::string& outbox) {
-  auto& xadd = Joinable("XADD", outbox, {"XADD", outbox, "*"});
+  if (outbox_write_ < 0) {
+    outbox_write_ = static_cast<int>(writes_.size());
+    writes_.push_back({"XADD", outbox, "*"});
+  } else if (writes_[outbox_write_][1] != outbox) {
+    throw std::logic_error("RedisBatch::Emit: a batch queues its events in one outbox");
+  }
+  auto& xadd = writes_[outbox_write_];
   xadd.insert(xadd.end(), {"i", event.id(), "s", event.type(), "e", event.SerializeAsString()});
+}
+
+std::vector<RedisBatch::EmittedEvent> RedisBatch::Emitted() const {
+  std::vector<EmittedEvent> out;
+  if (outbox_write_ < 0) return out;
+  const auto& xadd = writes_[outbox_write_];
+  for (size_t f = 3; f + 5 < xadd.size(); f += 6) out.push_back({xadd[f + 1], xadd[f + 3], xadd[f + 5]});
+  return out;
+}
+
+const std::string& RedisBatch::outbox() const {
+  static const std::string kNone;
+  return outbox_write_ < 0 ? kNone : writes_[outbox_write_][1];
 }
 
 void RedisBatch::AppendArgs(std::vector<std::string>& args) const {
   args.push_back(std::to_string(guard_count_));
   args.insert(args.end(), guards_.begin(), guards_.end());
   args.push_back(std::to_string(writes_.size()));
+  args.push_back(std::to_string(outbox_write_ + 1));
   for (const auto& w : writes_) {
     args.push_back(std::to_string(w.size()));
     args.insert(args.end(), w.begin(), w.end());
@@ -168,8 +194,10 @@ void RedisBatch::AppendArgs(std::vector<std::string>& args) const {
 
 int Commit(RedisPool& pool, const RedisBatch& batch) { return CommitAll(pool, {&batch}).front(); }
 
-std::vector<int> CommitAll(RedisPool& pool, const std::vector<const RedisBatch*>& batches) {
+std::vector<int> CommitAll(RedisPool& pool, const std::vector<const RedisBatch*>& batches,
+                           std::vector<std::string>* outbox_entries) {
   std::vector<int> results;
+  if (outbox_entries) outbox_entries->assign(batches.size(), "");
   if (batches.empty()) return results;
   std::vector<std::string> args{std::to_string(batches.size())};
   for (const auto* b : batches) b->AppendArgs(args);
@@ -178,7 +206,13 @@ std::vector<int> CommitAll(RedisPool& pool, const std::vector<const RedisBatch*>
   ThrowIfError(r.get());
   if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != batches.size())
     throw DomainError(ErrorCode::kInternal, "commit script: unexpected reply");
-  for (size_t i = 0; i < r->elements; ++i) results.push_back(static_cast<int>(ReplyInteger(r->element[i])));
+  for (size_t i = 0; i < r->elements; ++i) {
+    const redisReply* e = r->element[i];
+    // An applied batch that queued events answers with its outbox entry.
+    bool entry = e->type == REDIS_REPLY_STRING || e->type == REDIS_REPLY_STATUS;
+    if (entry && outbox_entries) (*outbox_entries)[i] = ReplyString(e).value_or("");
+    results.push_back(entry ? 0 : static_cast<int>(ReplyInteger(e)));
+  }
   return results;
 }
 

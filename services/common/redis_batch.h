@@ -5,6 +5,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "redis.h"
@@ -42,6 +43,12 @@ class RedisBatch {
   // batch share one stream entry (fields i, s, e repeated per event, in
   // order), written by one XADD.
   void Emit(const v1::Event& event, const std::string& outbox = kDefaultOutbox);
+  // The events Emit queued, in order, as views into this batch.
+  struct EmittedEvent {
+    std::string_view id, subject, data;  // data: the serialized sopflow.v1.Event
+  };
+  std::vector<EmittedEvent> Emitted() const;
+  const std::string& outbox() const;  // the outbox Emit wrote to; "" if none
 
   size_t guard_count() const { return guard_count_; }
   bool empty() const { return writes_.empty(); }
@@ -54,6 +61,7 @@ class RedisBatch {
   size_t guard_count_ = 0;
   bool claims_ = false;  // ClaimAbsent was called: no guard may follow
   std::vector<std::vector<std::string>> writes_;
+  int outbox_write_ = -1;  // the XADD of Emit in writes_; -1: none
   // Where the command that later values for (command, key) join is.
   std::vector<std::pair<std::string, size_t>> joinable_;  // "<command> <key>" -> writes_ index
   std::vector<std::string>& Joinable(const std::string& command, const std::string& key,
@@ -64,7 +72,10 @@ class RedisBatch {
 // failed (nothing was written).
 int Commit(RedisPool& pool, const RedisBatch& batch);
 // Commits batches in order in one script call (one round trip); one result
-// per batch as Commit gives it. Each applies or not on its own.
-std::vector<int> CommitAll(RedisPool& pool, const std::vector<const RedisBatch*>& batches);
+// per batch as Commit gives it. Each applies or not on its own. With
+// `outbox_entries`, also the id of each batch's outbox entry ("" when the
+// batch emitted nothing or did not apply), for OutboxRelay::Publish.
+std::vector<int> CommitAll(RedisPool& pool, const std::vector<const RedisBatch*>& batches,
+                           std::vector<std::string>* outbox_entries = nullptr);
 
 }  // namespace sopflow

@@ -14,7 +14,7 @@ int main(int argc, char** argv) {
       ->envname("SOPFLOW_CALENDAR");
   app.add_option("--redis-pool", c.redis_pool, "Redis connections")->envname("SOPFLOW_REDIS_POOL")->capture_default_str();
   app.add_option("--relay-reclaim-idle-ms", c.relay_reclaim_idle_ms,
-                 "take over outbox entries a dead replica left this long")
+                 "publish outbox entries still there this long after their commit (left by a replica that died, or refused)")
       ->envname("SOPFLOW_RELAY_RECLAIM_IDLE_MS")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   return sopflow::ServeUntilSignal<sopflow::RouterProcess>("router", c, log_level);

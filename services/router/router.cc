@@ -72,9 +72,9 @@ void RouterProcess::Start() {
   if (!c.definitions_dir.empty()) DeployDirectory(*impl_->engine, c.definitions_dir);
 
   OutboxRelay::Options relay_options;
-  relay_options.consumer_name = c.replica_id;
-  relay_options.reclaim_idle_ms = c.relay_reclaim_idle_ms;
+  relay_options.orphan_after_ms = c.relay_reclaim_idle_ms;
   impl_->relay = std::make_unique<OutboxRelay>(RedisAddress::Parse(c.redis), impl_->publisher.get(), relay_options);
+  impl_->store->PublishThrough(impl_->relay.get());
 
   impl_->service = std::make_unique<RouterService>(impl_->engine.get(), impl_->users);
   impl_->server = std::make_unique<ServerHost>(ServerOptionsFor(c, impl_->users));

@@ -3,6 +3,7 @@
 #include <hiredis/hiredis.h>
 
 #include "error.h"
+#include "outbox_relay.h"
 
 namespace sopflow {
 
@@ -72,10 +73,10 @@ void Batch::AppendHistory(const std::string& run_id, const v1::HistoryEntry& ent
 }
 
 
-int Store::Commit(const Batch& batch) { return sopflow::Commit(*pool_, batch); }
+int Store::Commit(const Batch& batch) { return CommitAll({&batch}).front(); }
 
 std::vector<int> Store::CommitAll(const std::vector<const Batch*>& batches) {
-  return sopflow::CommitAll(*pool_, std::vector<const RedisBatch*>(batches.begin(), batches.end()));
+  return CommitAndPublish(*pool_, std::vector<const RedisBatch*>(batches.begin(), batches.end()), relay_);
 }
 
 std::optional<v1::Task> Store::GetTask(const std::string& task_id) {

@@ -41,9 +41,15 @@ class Batch : public RedisBatch {
   void AppendHistory(const std::string& run_id, const v1::HistoryEntry& entry);
 };
 
+class OutboxRelay;
+
 class Store {
  public:
   explicit Store(RedisPool* pool) : pool_(pool) {}
+  // From now on the events of every commit are handed to `relay` by the
+  // committing thread, at once (without: a relay's sweep finds them
+  // later). Set before the store is shared.
+  void PublishThrough(OutboxRelay* relay) { relay_ = relay; }
   // 0 when applied; otherwise the 1-based index of the first guard that
   // failed (nothing was written).
   int Commit(const Batch& batch);
@@ -72,6 +78,7 @@ class Store {
 
  private:
   RedisPool* pool_;
+  OutboxRelay* relay_ = nullptr;
 };
 
 }  // namespace sopflow

@@ -115,15 +115,43 @@ class BatchTest : public ::testing::Test {
   // Commits one transition queuing an event of `type` per (id, bytes of
   // output note): one outbox entry, as the services' transitions make.
   void QueueTransition(const std::string& type, const std::vector<std::pair<std::string, size_t>>& events) {
-    RedisBatch b;
+    ASSERT_EQ(Commit(*pool_, *Transition(type, events)), 0);
+  }
+
+  // The batch of such a transition, not committed.
+  static std::unique_ptr<RedisBatch> Transition(const std::string& type,
+                                                const std::vector<std::pair<std::string, size_t>>& events) {
+    auto b = std::make_unique<RedisBatch>();
     for (const auto& [id, note_bytes] : events) {
       v1::Event e;
       e.set_id(id);
       e.set_type(type);
       if (note_bytes) e.mutable_task_completed()->mutable_task()->mutable_output()->set_note(std::string(note_bytes, 'x'));
-      b.Emit(e);
+      b->Emit(e);
     }
-    ASSERT_EQ(Commit(*pool_, b), 0);
+    return b;
+  }
+
+  // A relay on a NATS connection of its own named `name`, not started:
+  // the test runs its passes.
+  struct RelayRig {
+    std::unique_ptr<NatsClient> nats;
+    std::unique_ptr<OutboxRelay> relay;
+  };
+  RelayRig Relay(const std::string& name, const OutboxRelay::Options& options) {
+    RelayRig rig;
+    rig.nats = std::make_unique<NatsClient>(NatsOptions{backends_->nats->url(), name, false});
+    rig.nats->EnsureEventStream();
+    rig.relay = std::make_unique<OutboxRelay>(RedisAddress::Parse(backends_->redis->address()), rig.nats.get(), options);
+    return rig;
+  }
+  // Options of a relay that sweeps at every pass (once past a refusal's
+  // pause) entries `orphan_after_ms` old.
+  static OutboxRelay::Options SweepingEveryPass(int orphan_after_ms) {
+    OutboxRelay::Options options;
+    options.orphan_after_ms = orphan_after_ms;
+    options.sweep_interval_ms = 0;
+    return options;
   }
 
   // A consumer (durable `name`, filter `subject`) that adds each event id
@@ -618,68 +646,123 @@ TEST_F(BatchTest, AConsumerOfTheWholeStreamHasNoFilterAndAnEarlierOneKeepsItsPos
   EXPECT_EQ(filter_of("narrow"), "sopflow.v1.test.new");
 }
 
-// Small batches leave on the relay's send-asap sibling connection, large
-// ones on the buffered one it was given: both end in the stream, each event
-// once, and the outbox is emptied either way.
-TEST_F(BatchTest, RelayPublishesSmallAndLargeBatchesEachOnce) {
-  NatsClient nats(NatsOptions{backends_->nats->url(), "relay-test", false});
-  nats.EnsureEventStream();
+// A batch that queued events answers with its outbox entry, for the
+// committer to publish them at once; one refused, or without events, with
+// none.
+TEST_F(BatchTest, AnAppliedBatchGivesItsOutboxEntry) {
+  auto emitting = [](const std::string& id) {
+    RedisBatch b;
+    b.ExpectAbsent("t:" + id);
+    b.Write({"SET", "t:" + id, "1"});
+    v1::Event e;
+    e.set_id(id);
+    e.set_type("sopflow.v1.test.entry");
+    b.Emit(e);
+    return b;
+  };
+  RedisBatch first = emitting("e1"), again = emitting("e1"), quiet;
+  quiet.Write({"SET", "t:quiet", "1"});
+  std::vector<std::string> entries;
+  EXPECT_EQ(CommitAll(*pool_, {&first, &again, &quiet}, &entries), (std::vector<int>{0, 1, 0}));
+  ASSERT_EQ(entries.size(), 3u);
+  RedisConnection conn(RedisAddress::Parse(backends_->redis->address()));
+  Reply r = conn.Command({"XRANGE", "sf:outbox", "-", "+"});
+  ASSERT_EQ(r->elements, 1u);
+  EXPECT_EQ(entries[0], ReplyString(r->element[0]->element[0]).value_or("?"));
+  EXPECT_EQ(entries[1], "") << "refused: no entry";
+  EXPECT_EQ(entries[2], "") << "no events: no entry";
+  ASSERT_EQ(first.Emitted().size(), 1u);
+  EXPECT_EQ(first.Emitted()[0].id, "e1");
+  EXPECT_EQ(first.Emitted()[0].subject, "sopflow.v1.test.entry");
+  EXPECT_EQ(first.outbox(), "sf:outbox");
+  RedisBatch elsewhere = emitting("e2");
+  v1::Event e;
+  e.set_id("e3");
+  EXPECT_THROW(elsewhere.Emit(e, "sf:other"), std::logic_error) << "one outbox per batch";
+}
+
+// The committer publishes its events at once: they reach the stream with
+// no pass of the relay and no Redis read (few events on the send-asap
+// sibling connection, many on the buffered one); the relay's pass then
+// deletes the entries, once the stream stored all of each.
+TEST_F(BatchTest, CommittersPublishAtOnceAndTheRelayDeletesWhatWasStored) {
   OutboxRelay::Options options;
-  options.consumer_name = "relay-test";
   options.prompt_batch_max = 4;
-  OutboxRelay relay(RedisAddress::Parse(backends_->redis->address()), &nats, options);
-  auto queue = [&](const std::string& prefix, int n) {
+  options.orphan_after_ms = 60000;  // no sweep publishes in this test
+  RelayRig rig = Relay("relay-test", options);
+  OutboxRelay& relay = *rig.relay;
+  auto transition = [](const std::string& prefix, int n) {
     std::vector<std::pair<std::string, size_t>> events;
     for (int i = 0; i < n; ++i) events.emplace_back(prefix + std::to_string(i), 0);
-    QueueTransition("sopflow.v1.test.relay", events);
+    return Transition("sopflow.v1.test.relay", events);
   };
-  size_t published = 0;
-  queue("small-", 3);
-  for (int pass = 0; pass < 20 && published < 3; ++pass) published += relay.RunOnce();  // the first pass reads own pending
-  EXPECT_EQ(published, 3u);
-  EXPECT_EQ(Outbox().size(), 3u) << "deleted with the next read, in its round trip";
-  queue("large-", 20);
-  for (int pass = 0; pass < 20 && published < 23; ++pass) published += relay.RunOnce();
-  EXPECT_EQ(published, 23u);
-  EXPECT_EQ(Outbox().size(), 20u) << "the small batch went with the read of the large one";
-  relay.Stop();
-  EXPECT_TRUE(Outbox().empty()) << "Stop deletes what was published";
-
   std::multiset<std::string> stored;
-  auto consumer = CollectingConsumer(nats, "relay-test", "sopflow.v1.test.relay", stored);
+  auto consumer = CollectingConsumer(*rig.nats, "relay-test", "sopflow.v1.test.relay", stored);
+  const int64_t reads_before = CommandCalls("xreadgroup") + CommandCalls("xrange");
+  auto small = transition("small-", 3);
+  EXPECT_EQ(CommitAndPublish(*pool_, {small.get()}, &relay), (std::vector<int>{0}));
+  std::vector<std::unique_ptr<RedisBatch>> group;
+  for (int t = 0; t < 4; ++t) group.push_back(transition("large-" + std::to_string(t) + "-", 5));
+  EXPECT_EQ(CommitAndPublish(*pool_, {group[0].get(), group[1].get(), group[2].get(), group[3].get()}, &relay),
+            (std::vector<int>{0, 0, 0, 0}));
   for (int pass = 0; pass < 50 && stored.size() < 23; ++pass) consumer->RunOnce();
   std::multiset<std::string> expected;
   for (int i = 0; i < 3; ++i) expected.insert("small-" + std::to_string(i));
-  for (int i = 0; i < 20; ++i) expected.insert("large-" + std::to_string(i));
-  EXPECT_EQ(stored, expected);
+  for (int t = 0; t < 4; ++t)
+    for (int i = 0; i < 5; ++i) expected.insert("large-" + std::to_string(t) + "-" + std::to_string(i));
+  EXPECT_EQ(stored, expected) << "each once, before any pass of the relay";
+  EXPECT_EQ(CommandCalls("xreadgroup") + CommandCalls("xrange"), reads_before) << "nothing read from the outbox";
+  EXPECT_EQ(OutboxIds().size(), 23u) << "entries wait for the relay's pass";
+
+  EXPECT_TRUE(WaitUntil([&] { relay.RunOnce(); return OutboxIds().empty(); }, 5000)) << "the pass deletes them";
+  EXPECT_EQ(relay.RunOnce(), 0u) << "nothing left for a sweep";
+  consumer->RunOnce();
+  EXPECT_EQ(stored, expected) << "nothing published twice";
+}
+
+// What a committer left behind (it died between commit and publish) is
+// published by a sweep once it is old enough, and not before: a young
+// entry may be its committer's, about to be published.
+TEST_F(BatchTest, ASweepPublishesEntriesLeftBehindOnceOldEnough) {
+  RelayRig rig = Relay("sweep-test", SweepingEveryPass(1500));
+  OutboxRelay& relay = *rig.relay;
+  QueueTransition("sopflow.v1.test.sweep", {{"left-0", 0}, {"left-1", 0}});  // committed, never published
+  const auto queued = std::chrono::steady_clock::now();
+  EXPECT_EQ(relay.RunOnce(), 0u) << "too young";
+  size_t published = 0;
+  for (int pass = 0; pass < 300 && published == 0; ++pass) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    published += relay.RunOnce();
+  }
+  EXPECT_EQ(published, 2u);
+  EXPECT_GE(std::chrono::steady_clock::now() - queued, std::chrono::milliseconds(1400)) << "not before its age";
+  EXPECT_TRUE(WaitUntil([&] { relay.RunOnce(); return OutboxIds().empty(); }, 5000));
+  std::multiset<std::string> stored;
+  auto consumer = CollectingConsumer(*rig.nats, "sweep-test", "sopflow.v1.test.sweep", stored);
+  for (int pass = 0; pass < 50 && stored.size() < 2; ++pass) consumer->RunOnce();
+  EXPECT_EQ(stored, (std::multiset<std::string>{"left-0", "left-1"}));
 }
 
 // An event the stream refuses (here larger than the server's max_payload)
-// stays in the outbox and is retried after a pause, while the relay goes on
-// publishing what was queued after it.
+// keeps its entry, whole, in the outbox, to be swept again after a pause;
+// what is committed after it is published and deleted meanwhile.
 TEST_F(BatchTest, RelayKeepsPublishingPastAnEventTheStreamRefuses) {
-  NatsClient nats(NatsOptions{backends_->nats->url(), "refused-test", false});
-  nats.EnsureEventStream();
-  OutboxRelay::Options options;
-  options.consumer_name = "refused-test";
-  OutboxRelay relay(RedisAddress::Parse(backends_->redis->address()), &nats, options);
-  auto queue = [&](const std::vector<std::pair<std::string, size_t>>& events) {
-    QueueTransition("sopflow.v1.test.refused", events);
+  RelayRig rig = Relay("refused-test", SweepingEveryPass(0));
+  OutboxRelay& relay = *rig.relay;
+  auto commit = [&](const std::vector<std::pair<std::string, size_t>>& events) {
+    auto b = Transition("sopflow.v1.test.refused", events);
+    ASSERT_EQ(CommitAndPublish(*pool_, {b.get()}, &relay), (std::vector<int>{0}));
   };
   // The entry's first event is stored; the entry stays for its second.
-  queue({{"beside-too-big", 10}, {"too-big", 1200000}});
-  size_t published = 0;
-  for (int pass = 0; pass < 5; ++pass) published += relay.RunOnce();
-  EXPECT_GE(published, 1u);
-  for (int i = 0; i < 5; ++i) queue({{"after-" + std::to_string(i), 10}});
-  // Published entries are deleted in the round trip of the relay's next read.
-  for (int pass = 0; pass < 50 && OutboxIds().size() > 2; ++pass) relay.RunOnce();
-  relay.Stop();
+  commit({{"beside-too-big", 10}, {"too-big", 1200000}});
+  for (int i = 0; i < 5; ++i) commit({{"after-" + std::to_string(i), 10}});
+  EXPECT_TRUE(WaitUntil([&] { relay.RunOnce(); return OutboxIds().size() <= 2; }, 5000));
+  for (int pass = 0; pass < 5; ++pass) relay.RunOnce();  // sweeps meet it again, each later
   EXPECT_EQ(OutboxIds(), (std::vector<std::string>{"beside-too-big", "too-big"}))
       << "the entry with the refused event waits in the outbox, whole";
 
   std::multiset<std::string> stored;
-  auto consumer = CollectingConsumer(nats, "refused-test", "sopflow.v1.test.refused", stored);
+  auto consumer = CollectingConsumer(*rig.nats, "refused-test", "sopflow.v1.test.refused", stored);
   for (int pass = 0; pass < 50 && stored.size() < 6; ++pass) consumer->RunOnce();
   std::multiset<std::string> expected{"beside-too-big"};
   for (int i = 0; i < 5; ++i) expected.insert("after-" + std::to_string(i));
@@ -727,9 +810,7 @@ TEST_F(BatchTest, ConsumerAndRelayThreadsCarryTheirNames) {
   consumer_options.durable = "names-test";
   consumer_options.filter_subject = "sopflow.v1.test.names";
   EventConsumer consumer(&nats, consumer_options, EventConsumer::BatchHandler([](const std::vector<v1::Event>&) {}));
-  OutboxRelay::Options relay_options;
-  relay_options.consumer_name = "names-test";
-  OutboxRelay relay(RedisAddress::Parse(backends_->redis->address()), &nats, relay_options);
+  OutboxRelay relay(RedisAddress::Parse(backends_->redis->address()), &nats, OutboxRelay::Options());
   consumer.Start();
   relay.Start();
   EXPECT_TRUE(WaitUntil([] { return ThreadNames().count("sf-consumer") == 1 && ThreadNames().count("sf-relay") == 1; },

@@ -170,8 +170,8 @@ TEST(RouterCrashTest, KilledBetweenRedisWriteAndPublishTheRunStillFinishes) {
                                     base.redis, "--nats", base.nats, "--tokens", base.tokens_file, "--definitions",
                                     base.definitions_dir, "--relay-reclaim-idle-ms", "300"};
   };
-  // Replica A dies right after its relay reads the first event from the
-  // outbox, before publishing it: the commit is in Redis, NATS has nothing.
+  // Replica A dies right after its first commit, before publishing its
+  // events: the commit is in Redis, NATS has nothing.
   int port_a = FreePort();
   ChildProcess a;
   a.Start(args(port_a), {{"SOPFLOW_FAILPOINT", "relay_crash_before_publish"}}, backends.dir + "/router-a.log");
