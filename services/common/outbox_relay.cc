@@ -225,12 +225,12 @@ void OutboxRelay::Loop() {
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
     lock.lock();
-    // Awaiting acks or deletions: back soon to delete them. Otherwise
-    // nothing is due before the next sweep, unless Publish wakes it.
-    idle_ = in_flight_.empty() && stored_.empty();
-    const int64_t wait_ms = idle_ ? std::max<int64_t>(next_sweep_ms_ - NowMs(), 1) : options_.delete_delay_ms;
-    wake_.wait_for(lock, std::chrono::milliseconds(wait_ms), [this] { return !running_ || woken_; });
-    idle_ = woken_ = false;
+    // Until the next sweep (or a pass at the usual interval while sweeps
+    // pause after refusals), unless enough stored entries wait to be deleted.
+    const int64_t wait_ms =
+        std::max<int64_t>(std::min<int64_t>(next_sweep_ms_ - NowMs(), options_.sweep_interval_ms), 1);
+    wake_.wait_for(lock, std::chrono::milliseconds(wait_ms), [this] { return !running_ || delete_due_; });
+    delete_due_ = false;
   }
 }
 
@@ -329,11 +329,6 @@ void OutboxRelay::PublishEntries(const std::vector<Entry>& entries) {
       if (f.unacked < static_cast<int>(entry.events.size())) f.failed = true;
       if (f.unacked == 0) in_flight_.erase(entry.id);
     }
-    if (idle_) {
-      idle_ = false;
-      woken_ = true;
-      wake_.notify_one();
-    }
   }
   // No MaxWait: nats.c would keep a timer record per message and, once
   // it expired, dispatch a timeout message for it whether or not the ack
@@ -379,6 +374,10 @@ void OutboxRelay::Acked(natsMsg* msg, const ::jsPubAckErr* err) {
   // whole, for a sweep, and the stream drops the events it has.
   if (!f->second.failed) stored_.push_back(entry);
   in_flight_.erase(f);
+  if (stored_.size() == static_cast<size_t>(options_.delete_batch)) {
+    delete_due_ = true;
+    wake_.notify_one();
+  }
 }
 
 void OutboxRelay::ForgetOverdue() {

@@ -5,8 +5,8 @@
 // committed hands the events to Publish, which sends them without waiting
 // (no Redis read, no other thread woken on the way to NATS); the stream's
 // acks arrive on a nats.c thread, and an entry whose events were all
-// stored is deleted by the relay's own thread a few milliseconds later,
-// several at once. What a committer could not get stored (its process
+// stored is deleted by the relay's own thread with others, at the latest
+// at its next sweep. What a committer could not get stored (its process
 // died, NATS refused or timed out) stays in the outbox: the relay of every
 // replica sweeps it up once it is `orphan_after_ms` old, by Redis's clock,
 // and publishes it again. A re-published event carries the same
@@ -48,9 +48,10 @@ class OutboxRelay {
     // While sweeps keep meeting events the stream refuses (larger than its
     // max_payload, say), the pause between sweeps doubles up to this.
     int sweep_pause_max_ms = 30000;
-    // Stored entries are deleted in batches, at most this long after their
-    // last ack: one XDEL for many hand-offs under load.
-    int delete_delay_ms = 20;
+    // Stored entries are deleted when this many wait, or at the next sweep
+    // (the sweep skips them meanwhile): one XDEL for many hand-offs, and
+    // no wake-up of the relay's thread per hand-off at light load.
+    int delete_batch = 256;
     // How long an ack may take before the event counts as not stored.
     int ack_wait_ms = 5000;
     // Up to this many events at once go out on a send-asap sibling
@@ -117,8 +118,7 @@ class OutboxRelay {
   std::mutex mu_;  // guards what follows, shared with the ack threads
   std::condition_variable wake_;
   bool running_ = false;
-  bool idle_ = false;   // the thread waits for a sweep only: Publish wakes it
-  bool woken_ = false;  // by Publish
+  bool delete_due_ = false;  // delete_batch stored entries wait
   std::unordered_map<std::string, InFlight> in_flight_;  // by entry id
   std::unordered_map<natsMsg*, std::string> entry_of_;   // published message -> entry id
   std::vector<std::string> stored_;  // entries all of whose events were stored, to delete

@@ -720,6 +720,30 @@ TEST_F(BatchTest, CommittersPublishAtOnceAndTheRelayDeletesWhatWasStored) {
   EXPECT_EQ(stored, expected) << "nothing published twice";
 }
 
+// The relay's thread deletes stored entries by the batch: woken when
+// delete_batch of them wait, not once per hand-off (the rest wait for the
+// next sweep, here a minute away).
+TEST_F(BatchTest, TheRelayDeletesStoredEntriesByTheBatch) {
+  OutboxRelay::Options options;
+  options.delete_batch = 3;
+  options.sweep_interval_ms = 60000;
+  RelayRig rig = Relay("delete-test", options);
+  rig.relay->Start();
+  const int64_t xdels = CommandCalls("xdel");
+  for (int i = 0; i < 3; ++i) {
+    auto b = Transition("sopflow.v1.test.delete", {{"d-" + std::to_string(i), 0}});
+    ASSERT_EQ(CommitAndPublish(*pool_, {b.get()}, rig.relay.get()), (std::vector<int>{0}));
+  }
+  EXPECT_TRUE(WaitUntil([&] { return OutboxIds().empty(); }, 5000)) << "the third stored entry wakes the relay";
+  EXPECT_EQ(CommandCalls("xdel") - xdels, 1) << "one XDEL for the three";
+  auto b = Transition("sopflow.v1.test.delete", {{"d-3", 0}});
+  ASSERT_EQ(CommitAndPublish(*pool_, {b.get()}, rig.relay.get()), (std::vector<int>{0}));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(OutboxIds(), std::vector<std::string>{"d-3"}) << "one alone waits for the batch or the sweep";
+  rig.relay->Drain();
+  EXPECT_TRUE(OutboxIds().empty()) << "Drain waits for the acks and deletes what is stored";
+}
+
 // What a committer left behind (it died between commit and publish) is
 // published by a sweep once it is old enough, and not before: a young
 // entry may be its committer's, about to be published.
