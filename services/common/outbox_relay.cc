@@ -55,10 +55,14 @@ std::vector<RedisBatch::EmittedEvent> EventsOf(const ReadEntry& entry) {
 }
 
 // Test failpoint: die after the commit and before publishing its events,
-// as a process killed at the worst moment would.
+// as a process killed at the worst moment would. Read once: it is asked
+// at every commit.
 bool CrashBeforePublish() {
-  const char* fp = std::getenv("SOPFLOW_FAILPOINT");
-  return fp && std::string(fp) == "relay_crash_before_publish";
+  static const bool crash = [] {
+    const char* fp = std::getenv("SOPFLOW_FAILPOINT");
+    return fp && std::string(fp) == "relay_crash_before_publish";
+  }();
+  return crash;
 }
 
 // The event as a NATS message with its CloudEvents headers; nullptr if

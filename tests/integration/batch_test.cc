@@ -19,6 +19,8 @@
 #include <set>
 #include <thread>
 
+#include <signal.h>
+
 #include "../../services/notifier/engine.h"
 #include "../../services/notifier/log_tail.h"
 #include "../../services/router/completion_groups.h"
@@ -742,6 +744,29 @@ TEST_F(BatchTest, TheRelayDeletesStoredEntriesByTheBatch) {
   EXPECT_EQ(OutboxIds(), std::vector<std::string>{"d-3"}) << "one alone waits for the batch or the sweep";
   rig.relay->Drain();
   EXPECT_TRUE(OutboxIds().empty()) << "Drain waits for the acks and deletes what is stored";
+}
+
+// An ack that does not come in time (nats-server paused) leaves the entry
+// to the sweep; the late ack changes nothing, and the stream drops the
+// sweep's second copy.
+TEST_F(BatchTest, AnEntryWhoseAckIsOverdueIsLeftToTheSweep) {
+  OutboxRelay::Options options = SweepingEveryPass(0);
+  options.ack_wait_ms = 300;
+  RelayRig rig = Relay("overdue-test", options);
+  std::multiset<std::string> stored;
+  auto consumer = CollectingConsumer(*rig.nats, "overdue-test", "sopflow.v1.test.overdue", stored);
+  const pid_t nats_pid = backends_->nats->pid();
+  ASSERT_EQ(kill(nats_pid, SIGSTOP), 0);
+  std::shared_ptr<void> resume(nullptr, [nats_pid](void*) { kill(nats_pid, SIGCONT); });
+  auto b = Transition("sopflow.v1.test.overdue", {{"late-0", 0}});
+  ASSERT_EQ(CommitAndPublish(*pool_, {b.get()}, rig.relay.get()), (std::vector<int>{0}));
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_EQ(rig.relay->RunOnce(), 1u) << "overdue: the sweep publishes it again";
+  resume.reset();
+  EXPECT_TRUE(WaitUntil([&] { rig.relay->RunOnce(); return OutboxIds().empty(); }, 10000));
+  for (int pass = 0; pass < 20 && stored.empty(); ++pass) consumer->RunOnce();
+  consumer->RunOnce();
+  EXPECT_EQ(stored, std::multiset<std::string>{"late-0"}) << "stored once";
 }
 
 // What a committer left behind (it died between commit and publish) is
