@@ -321,18 +321,19 @@ void OutboxRelay::PublishEntries(const std::vector<Entry>& entries) {
     // js_PublishMsgAsync returns.
     std::lock_guard lock(mu_);
     const int64_t now = NowMs();
-    for (const auto& entry : entries) in_flight_[entry.id].sent_ms = now;
     for (const auto& m : messages) {
-      in_flight_[*m.entry].unacked++;
+      InFlight& f = in_flight_[*m.entry];
+      f.sent_ms = now;
+      ++f.unacked;
       entry_of_[m.msg] = *m.entry;
     }
     // An entry some of whose events could not even be built is not
-    // deleted: a sweep tries it again.
-    for (const auto& entry : entries) {
-      InFlight& f = in_flight_[entry.id];  // created here if none of its events could be built
-      if (f.unacked < static_cast<int>(entry.events.size())) f.failed = true;
-      if (f.unacked == 0) in_flight_.erase(entry.id);
-    }
+    // deleted: a sweep tries it again (one with none built is not in
+    // flight at all).
+    for (const auto& entry : entries)
+      if (auto f = in_flight_.find(entry.id);
+          f != in_flight_.end() && f->second.unacked < static_cast<int>(entry.events.size()))
+        f->second.failed = true;
   }
   // No MaxWait: nats.c would keep a timer record per message and, once
   // it expired, dispatch a timeout message for it whether or not the ack
