@@ -388,7 +388,7 @@ void OutboxRelay::Acked(natsMsg* msg, const ::jsPubAckErr* err) {
 void OutboxRelay::ForgetOverdue() {
   std::lock_guard lock(mu_);
   const int64_t overdue = NowMs() - options_.ack_wait_ms;
-  size_t forgotten = 0;
+  int64_t unacked = 0;  // events: what the sweep's warning counts
   for (auto it = in_flight_.begin(); it != in_flight_.end();) {
     if (it->second.sent_ms >= overdue) {
       ++it;
@@ -396,11 +396,11 @@ void OutboxRelay::ForgetOverdue() {
     }
     // Its messages' acks, if they still come, find no entry and change
     // nothing; the entry is the sweep's now.
+    unacked += it->second.unacked;
     it = in_flight_.erase(it);
-    ++forgotten;
   }
-  if (forgotten == 0) return;
-  refused_ += static_cast<int64_t>(forgotten);
+  if (unacked == 0) return;
+  refused_ += unacked;
   if (first_refusal_.empty()) first_refusal_ = "no ack within " + std::to_string(options_.ack_wait_ms) + " ms";
   for (auto it = entry_of_.begin(); it != entry_of_.end();)
     it = in_flight_.count(it->second) ? std::next(it) : entry_of_.erase(it);
