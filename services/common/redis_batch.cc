@@ -176,11 +176,6 @@ std::vector<RedisBatch::EmittedEvent> RedisBatch::Emitted() const {
   return out;
 }
 
-const std::string& RedisBatch::outbox() const {
-  static const std::string kNone;
-  return outbox_write_ < 0 ? kNone : writes_[outbox_write_][1];
-}
-
 void RedisBatch::AppendArgs(std::vector<std::string>& args) const {
   args.push_back(std::to_string(guard_count_));
   args.insert(args.end(), guards_.begin(), guards_.end());

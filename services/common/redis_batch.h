@@ -48,7 +48,6 @@ class RedisBatch {
     std::string_view id, subject, data;  // data: the serialized sopflow.v1.Event
   };
   std::vector<EmittedEvent> Emitted() const;
-  const std::string& outbox() const;  // the outbox Emit wrote to; "" if none
 
   size_t guard_count() const { return guard_count_; }
   bool empty() const { return writes_.empty(); }
