@@ -61,12 +61,6 @@ void Unlist(Batch& b, const v1::Task& t) {
   }
 }
 
-// Guards that the task is still exactly as read.
-void ExpectUnchanged(Batch& b, const v1::Task& t) {
-  b.ExpectField(keys::Task(t.id()), "status", v1::Task::Status_Name(t.status()));
-  b.ExpectField(keys::Task(t.id()), "assignee", t.assignee());
-}
-
 }  // namespace
 
 Engine::Engine(Store* store, const Clock* clock, std::string source, std::shared_ptr<const WorkCalendar> calendar)
@@ -120,7 +114,7 @@ v1::DeployDefinitionResponse Engine::DeployTrusted(const std::string& yaml, cons
     b.Write({"HSET", keys::Definition(def.id()), "v" + std::to_string(def.version()), def.SerializeAsString(),
              "latest", std::to_string(def.version())});
     b.Write({"SADD", keys::kDefinitions, def.id()});
-    if (store_->Commit(b) == 0) {
+    if (Commit(b) == 0) {
       v1::DeployDefinitionResponse out;
       *out.mutable_definition() = def;
       out.set_created(true);
@@ -206,7 +200,7 @@ v1::Run Engine::StartRun(const User& user, const v1::StartRunRequest& req) {
   *e.mutable_run_started()->mutable_run() = run;
   b.Emit(e);
   size_t created = AddStepTasks(b, *def, run, def->steps(0).number(), 1, now);
-  if (store_->Commit(b) != 0) {
+  if (Commit(b) != 0) {
     // The same request_id started a run before: return that one.
     auto id = store_->GetString(keys::Request(req.request_id()));
     if (!id) throw DomainError(ErrorCode::kUnavailable, "request_id race; retry");
@@ -257,7 +251,7 @@ v1::Run Engine::CancelRun(const User& user, const std::string& run_id, const std
     v1::Event e = NewEvent(run_id + "/cancelled", events::kRunCancelled, run_id, *run);
     for (auto t : store_->GetTasks(store_->RunTaskIds(run_id))) {
       if (t.status() == v1::Task::DONE || t.status() == v1::Task::CANCELLED) continue;
-      ExpectUnchanged(b, t);
+      b.ExpectUnchanged(t);
       Unlist(b, t);
       t.set_status(v1::Task::CANCELLED);
       b.PutTask(t);
@@ -273,7 +267,7 @@ v1::Run Engine::CancelRun(const User& user, const std::string& run_id, const std
     b.AppendHistory(run_id, entry);
     *e.mutable_run_cancelled()->mutable_run() = *run;
     b.Emit(e);
-    if (store_->Commit(b) == 0) return *run;
+    if (Commit(b) == 0) return *run;
   }
   throw DomainError(ErrorCode::kUnavailable, "run " + run_id + " kept changing; retry");
 }
@@ -287,43 +281,60 @@ v1::Task Engine::LoadTask(const std::string& task_id) {
   return *task;
 }
 
-Engine::TaskAndRun Engine::LoadTaskAndRun(const std::string& task_id) {
+int Engine::Commit(Batch& batch) { return CommitAll({&batch}).front(); }
+
+std::vector<int> Engine::CommitAll(const std::vector<Batch*>& batches) {
+  auto results = store_->CommitAll(std::vector<const Batch*>(batches.begin(), batches.end()));
+  for (size_t i = 0; i < results.size(); ++i)
+    if (results[i] == 0) recent_.Remember(*batches[i]);
+  return results;
+}
+
+Engine::TaskAndRun Engine::LoadTaskAndRun(const std::string& task_id, Source source) {
   RequireId(task_id, "task_id");
-  auto found = LoadTasksAndRuns({task_id}).front();
+  auto found = LoadTasksAndRuns({task_id}, source).front();
   if (!found) ThrowNotFound("no task '" + task_id + "'");
   return std::move(*found);
 }
 
-std::vector<std::optional<Engine::TaskAndRun>> Engine::LoadTasksAndRuns(const std::vector<std::string>& task_ids) {
+std::vector<std::optional<Engine::TaskAndRun>> Engine::LoadTasksAndRuns(const std::vector<std::string>& task_ids,
+                                                                        Source source) {
+  std::vector<std::optional<TaskAndRun>> out(task_ids.size());
   // Task ids start with their run's id (flow::TaskId), so tasks and runs are
   // read in one round trip; a run is read again only if the guess was wrong.
   std::vector<std::pair<std::string, std::string>> wanted;
-  wanted.reserve(task_ids.size());
-  for (const auto& id : task_ids) wanted.emplace_back(id, id.substr(0, id.find('.')));
-  auto read = store_->GetTasksAndRuns(wanted);
-  std::vector<std::optional<TaskAndRun>> out;
-  out.reserve(read.size());
-  for (size_t i = 0; i < read.size(); ++i) {
-    auto& [task, run] = read[i];
-    if (!task) {
-      out.emplace_back();
-      continue;
+  std::vector<size_t> wanted_at;
+  for (size_t i = 0; i < task_ids.size(); ++i) {
+    std::string run_id = task_ids[i].substr(0, task_ids[i].find('.'));
+    if (source == Source::kRecentFirst) {
+      auto task = recent_.TakeTask(task_ids[i]);
+      auto run = task ? recent_.Run(task->run_id()) : nullptr;
+      if (run) {
+        out[i] = TaskAndRun{std::move(*task), std::move(run), true};
+        continue;
+      }
     }
-    if (task->run_id() != wanted[i].second) run = store_->GetRun(task->run_id());
-    out.push_back(TaskAndRun{std::move(*task), std::move(run)});
+    wanted.emplace_back(task_ids[i], std::move(run_id));
+    wanted_at.push_back(i);
+  }
+  auto read = store_->GetTasksAndRuns(wanted);
+  for (size_t k = 0; k < read.size(); ++k) {
+    auto& [task, run] = read[k];
+    if (!task) continue;
+    if (task->run_id() != wanted[k].second) run = store_->GetRun(task->run_id());
+    std::shared_ptr<const v1::Run> shared = run ? std::make_shared<const v1::Run>(std::move(*run)) : nullptr;
+    if (shared) recent_.RememberRun(shared);
+    out[wanted_at[k]] = TaskAndRun{std::move(*task), std::move(shared)};
   }
   return out;
 }
 
-void Engine::RequireActiveRun(const v1::Task& t, const std::optional<v1::Run>& run) {
+void Engine::RequireActiveRun(const v1::Task& t, const std::shared_ptr<const v1::Run>& run) {
   if (!run) ThrowNotFound("no run '" + t.run_id() + "'");
   if (run->status() != v1::Run::ACTIVE) ThrowPrecondition("run " + t.run_id() + " is " + v1::Run::Status_Name(run->status()));
 }
 
-void Engine::ReportCompletionRefused(const v1::Task& t, int failed_guard) {
-  if (failed_guard <= 2) ReportTaskConflict(t.id());  // someone else changed the task first
-  ThrowPrecondition("run " + t.run_id() + " is no longer active");
-}
+void Engine::ReportRunEnded(const v1::Task& t) { ThrowPrecondition("run " + t.run_id() + " is no longer active"); }
 
 void Engine::ReportTaskConflict(const std::string& task_id) {
   v1::Task now = LoadTask(task_id);
@@ -364,32 +375,36 @@ v1::Task Engine::GetTask(const User& user, const std::string& task_id) {
 }
 
 v1::Task Engine::Claim(const User& user, const std::string& task_id) {
-  v1::Task t = LoadTask(task_id);
-  if (!flow::MayActOn(user, t)) ThrowDenied("task " + task_id + " is for role '" + t.pelaksana() + "'" +
-                                            (t.member().empty() ? " in unit '" + t.unit() + "'" : " of member '" + t.member() + "'"));
-  if (t.kind() == v1::Step::SYSTEM) ThrowPrecondition("task " + task_id + " is a system job; workers use ActivateJobs");
-  if (t.status() == v1::Task::CLAIMED && t.assignee() == user.id) return t;  // claiming twice is harmless
-  if (t.status() != v1::Task::OPEN) ReportTaskConflict(task_id);
-  TimePoint now = clock_->Now();
-  Batch b;
-  ExpectUnchanged(b, t);
-  b.ExpectField(keys::Run(t.run_id()), "status", "ACTIVE");
-  Unlist(b, t);
-  t.set_status(v1::Task::CLAIMED);
-  t.set_assignee(user.id);
-  *t.mutable_claimed_at() = Stamp(now);
-  b.PutTask(t);
-  b.Write({"ZADD", keys::Claimed(user.id), std::to_string(TimeUtil::TimestampToMilliseconds(t.created_at())), t.id()});
-  b.AppendHistory(t.run_id(), Entry(v1::HistoryEntry::TASK_CLAIMED, now, &t, user.id));
-  auto run = store_->GetRun(t.run_id());
-  if (!run) ThrowNotFound("no run '" + t.run_id() + "'");
-  v1::Event e = NewEvent(t.id() + "/claimed", events::kTaskClaimed, t.id(), *run);
-  *e.mutable_task_claimed()->mutable_task() = t;
-  b.Emit(e);
-  int failed = store_->Commit(b);
-  if (failed == 3) ThrowPrecondition("run " + t.run_id() + " is no longer active");
-  if (failed != 0) ReportTaskConflict(task_id);
-  return t;
+  for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
+    v1::Task t = LoadTask(task_id);
+    if (!flow::MayActOn(user, t)) ThrowDenied("task " + task_id + " is for role '" + t.pelaksana() + "'" +
+                                              (t.member().empty() ? " in unit '" + t.unit() + "'" : " of member '" + t.member() + "'"));
+    if (t.kind() == v1::Step::SYSTEM) ThrowPrecondition("task " + task_id + " is a system job; workers use ActivateJobs");
+    if (t.status() == v1::Task::CLAIMED && t.assignee() == user.id) return t;  // claiming twice is harmless
+    if (t.status() != v1::Task::OPEN) ReportTaskConflict(task_id);
+    TimePoint now = clock_->Now();
+    Batch b;
+    b.ExpectUnchanged(t);
+    b.ExpectField(keys::Run(t.run_id()), "status", "ACTIVE");
+    Unlist(b, t);
+    t.set_status(v1::Task::CLAIMED);
+    t.set_assignee(user.id);
+    *t.mutable_claimed_at() = Stamp(now);
+    b.PutTask(t);
+    b.Write({"ZADD", keys::Claimed(user.id), std::to_string(TimeUtil::TimestampToMilliseconds(t.created_at())), t.id()});
+    b.AppendHistory(t.run_id(), Entry(v1::HistoryEntry::TASK_CLAIMED, now, &t, user.id));
+    auto run = store_->GetRun(t.run_id());
+    if (!run) ThrowNotFound("no run '" + t.run_id() + "'");
+    v1::Event e = NewEvent(t.id() + "/claimed", events::kTaskClaimed, t.id(), *run);
+    *e.mutable_task_claimed()->mutable_task() = t;
+    b.Emit(e);
+    int failed = Commit(b);
+    if (failed == 0) return t;
+    if (failed == 2) ThrowPrecondition("run " + t.run_id() + " is no longer active");
+    // 1: the task changed since it was read: read it again (claimed by
+    // someone else is then a conflict; a document attached is not).
+  }
+  throw DomainError(ErrorCode::kUnavailable, "task " + task_id + " kept changing; retry");
 }
 
 v1::Task Engine::Complete(const User& user, const std::string& task_id, const std::string& outcome,
@@ -435,7 +450,7 @@ void Engine::CompleteAll(std::vector<CompleteCall>& calls) {
     CompleteCall& call = calls[wanted_at[k]];
     try {
       if (!read[k]) ThrowNotFound("no task '" + call.task_id + "'");
-      auto& [task, run] = *read[k];
+      auto& [task, run, remembered] = *read[k];
       if (task.kind() == v1::Step::FAN_OUT) {
         alone.push_back(wanted_at[k]);
         continue;
@@ -454,14 +469,20 @@ void Engine::CompleteAll(std::vector<CompleteCall>& calls) {
       batch_of.push_back(wanted_at[k]);
       finished.push_back(std::move(task));
     } catch (...) {
-      call.error = std::current_exception();
+      if (read[k] && read[k]->remembered) {
+        // What this router remembered may be stale: refuse only on a fresh read.
+        recent_.ForgetTask(call.task_id);
+        alone.push_back(wanted_at[k]);
+      } else {
+        call.error = std::current_exception();
+      }
     }
   }
 
-  std::vector<const Batch*> pointers;
+  std::vector<Batch*> pointers;
   pointers.reserve(batches.size());
-  for (const auto& b : batches) pointers.push_back(&b);
-  auto results = store_->CommitAll(pointers);
+  for (auto& b : batches) pointers.push_back(&b);
+  auto results = CommitAll(pointers);
   for (size_t j = 0; j < results.size(); ++j) {
     CompleteCall& call = calls[batch_of[j]];
     try {
@@ -470,7 +491,11 @@ void Engine::CompleteAll(std::vector<CompleteCall>& calls) {
         call.task = std::move(finished[j]);
         continue;
       }
-      ReportCompletionRefused(finished[j], results[j]);  // another caller (of this group, too) won
+      if (results[j] == 2) ReportRunEnded(finished[j]);
+      // The task changed since it was read (perhaps by a call of this same
+      // group): one by one, from a fresh read, as Complete would.
+      recent_.ForgetTask(call.task_id);
+      alone.push_back(batch_of[j]);
     } catch (...) {
       call.error = std::current_exception();
     }
@@ -503,10 +528,16 @@ v1::Task Engine::FinishTask(TaskAndRun first, const std::function<void(const v1:
   const std::string task_id = first.task.id();
   TaskAndRun current = std::move(first);
   for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
-    if (attempt > 0) current = LoadTaskAndRun(task_id);
-    auto& [t, run] = current;
-    check(t);
-    RequireActiveRun(t, run);
+    if (attempt > 0) current = LoadTaskAndRun(task_id, Source::kRedis);
+    auto& [t, run, remembered] = current;
+    try {
+      check(t);
+      RequireActiveRun(t, run);
+    } catch (const DomainError&) {
+      if (!remembered) throw;
+      recent_.ForgetTask(task_id);
+      continue;  // what this router remembered may be stale: refuse only on a fresh read
+    }
     TimePoint now = clock_->Now();
 
     Batch b;
@@ -523,19 +554,23 @@ v1::Task Engine::FinishTask(TaskAndRun first, const std::function<void(const v1:
       step_done = left == 1;
     }
     size_t created = WriteCompletion(b, t, *run, finish, output, now, step_done);
-    int failed = store_->Commit(b);
+    int failed = Commit(b);
     if (failed == 0) {
       CountHandoffs(created);
       return t;
     }
-    if (failed <= 3) ReportCompletionRefused(t, failed);
-    // failed == 4: another member task of the fan-out finished first; retry.
+    if (failed == 2) ReportRunEnded(t);
+    // 1: the task changed since it was read (completed or claimed by someone
+    // else, a document attached, or what this router remembered was stale):
+    // read it again, and `check` says whether it may still be completed.
+    // 3: another member task of the fan-out finished first.
+    recent_.ForgetTask(task_id);
   }
   throw DomainError(ErrorCode::kUnavailable, "task " + task_id + " kept conflicting; retry");
 }
 
 void Engine::GuardCompletion(Batch& b, const v1::Task& t) {
-  ExpectUnchanged(b, t);
+  b.ExpectUnchanged(t);
   b.ExpectField(keys::Run(t.run_id()), "status", "ACTIVE");
 }
 
@@ -595,14 +630,14 @@ std::vector<v1::Task> Engine::ActivateJobs(const User& user, const v1::ActivateJ
     auto t = store_->GetTask(id);
     if (!t || t->status() != v1::Task::ACTIVATED) continue;
     Batch b;
-    ExpectUnchanged(b, *t);
+    b.ExpectUnchanged(*t);
     b.Write({"ZREM", keys::JobsLocked(t->job_type()), t->id()});
     b.Write({"ZADD", keys::Jobs(t->job_type()), std::to_string(TimeUtil::TimestampToMilliseconds(t->created_at())), t->id()});
     t->set_status(v1::Task::OPEN);
     t->set_worker("");
     t->clear_lock_until();
     b.PutTask(*t);
-    store_->Commit(b);  // a conflict means someone else already did it
+    Commit(b);  // a conflict means someone else already did it
   }
 
   std::vector<v1::Task> out;
@@ -611,7 +646,7 @@ std::vector<v1::Task> Engine::ActivateJobs(const User& user, const v1::ActivateJ
     if (!t || t->status() != v1::Task::OPEN) continue;
     TimePoint until = now + std::chrono::seconds(lock_seconds);
     Batch b;
-    ExpectUnchanged(b, *t);
+    b.ExpectUnchanged(*t);
     b.ExpectField(keys::Run(t->run_id()), "status", "ACTIVE");
     b.Write({"ZREM", keys::Jobs(t->job_type()), t->id()});
     b.Write({"ZADD", keys::JobsLocked(t->job_type()), std::to_string(UnixMillis(until)), t->id()});
@@ -621,7 +656,7 @@ std::vector<v1::Task> Engine::ActivateJobs(const User& user, const v1::ActivateJ
     b.PutTask(*t);
     auto entry = Entry(v1::HistoryEntry::JOB_ACTIVATED, now, &*t, "job:" + req.worker());
     b.AppendHistory(t->run_id(), entry);
-    if (store_->Commit(b) == 0) out.push_back(std::move(*t));
+    if (Commit(b) == 0) out.push_back(std::move(*t));
   }
   return out;
 }
@@ -649,8 +684,7 @@ v1::Task Engine::FailJob(const User& user, const v1::FailJobRequest& req) {
     ThrowPrecondition("job " + req.task_id() + " is not activated by worker '" + req.worker() + "'");
   TimePoint now = clock_->Now();
   Batch b;
-  ExpectUnchanged(b, t);
-  b.ExpectField(keys::Task(t.id()), "pb", t.SerializeAsString());  // same worker, same lock
+  b.ExpectUnchanged(t);  // same worker, same lock
   b.Write({"ZREM", keys::JobsLocked(t.job_type()), t.id()});
   b.Write({"ZADD", keys::Jobs(t.job_type()), std::to_string(TimeUtil::TimestampToMilliseconds(t.created_at())), t.id()});
   t.set_status(v1::Task::OPEN);
@@ -661,7 +695,7 @@ v1::Task Engine::FailJob(const User& user, const v1::FailJobRequest& req) {
   auto entry = Entry(v1::HistoryEntry::JOB_FAILED, now, &t, "job:" + req.worker());
   entry.set_reason(req.error());
   b.AppendHistory(t.run_id(), entry);
-  if (store_->Commit(b) != 0) ReportTaskConflict(req.task_id());
+  if (Commit(b) != 0) ReportTaskConflict(req.task_id());
   return t;
 }
 
@@ -673,10 +707,10 @@ v1::Task Engine::AttachDocument(const User& user, const v1::AttachDocumentReques
     for (const auto& d : t.attachments())
       if (d.uri() == req.document().uri()) return t;  // attached before
     Batch b;
-    b.ExpectField(keys::Task(t.id()), "pb", t.SerializeAsString());
+    b.ExpectUnchanged(t);
     *t.add_attachments() = req.document();
     b.PutTask(t);
-    if (store_->Commit(b) == 0) return t;
+    if (Commit(b) == 0) return t;
   }
   throw DomainError(ErrorCode::kUnavailable, "task " + req.task_id() + " kept changing; retry");
 }
@@ -700,7 +734,7 @@ size_t Engine::AddStepTasks(Batch& b, const v1::Definition& def, const v1::Run& 
   if (flow::StepOf(def, step).kind() == v1::Step::FAN_OUT)
     b.Write({"HSET", keys::FanOut(run.id(), gen), "left", std::to_string(tasks.size())});
   const std::string score = std::to_string(UnixMillis(now));
-  for (const auto& t : tasks) {
+  for (auto& t : tasks) {
     b.PutTask(t);
     b.Push(keys::RunTasks(run.id()), t.id());
     if (t.kind() == v1::Step::SYSTEM) b.Write({"ZADD", keys::Jobs(t.job_type()), score, t.id()});

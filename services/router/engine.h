@@ -23,6 +23,7 @@
 #include "calendar.h"
 #include "clock.h"
 #include "event_types.h"
+#include "recent_records.h"
 #include "sopflow/v1/event.pb.h"
 #include "sopflow/v1/router.pb.h"
 #include "store.h"
@@ -75,6 +76,9 @@ class Engine {
   // refused (INVALID_ARGUMENT on `output`), before anything is written: an
   // event committed but never publishable would hold up its run forever.
   void LimitEventBytes(size_t max_bytes) { max_event_bytes_ = max_bytes; }
+  // At most this many open tasks (and a quarter as many runs) are kept as
+  // this engine last wrote them (RecentRecords); 0: none. Set before use.
+  void RememberRecent(size_t max_tasks) { recent_.Limit(max_tasks, max_tasks / 4); }
 
   std::vector<v1::Task> ActivateJobs(const User& user, const v1::ActivateJobsRequest& req);
   v1::Task CompleteJob(const User& user, const v1::CompleteJobRequest& req);
@@ -88,27 +92,35 @@ class Engine {
     std::string reason;
     std::string actor;  // user id, or "job:<worker>" for SYSTEM steps
   };
-  // Completes `first` (as the caller just read it with its run; both are
-  // re-read only on retry: the commit is guarded on the task being unchanged).
+  // A task with its run, as read (re-read only on retry: the commit is
+  // guarded on the task being unchanged and the run ACTIVE).
   struct TaskAndRun {
     v1::Task task;
-    std::optional<v1::Run> run;  // nullopt if the run is gone
+    std::shared_ptr<const v1::Run> run;  // null if the run is gone
+    bool remembered = false;             // from recent_, perhaps stale
   };
-  // A task and its run, usually in one round trip; NOT_FOUND without the task.
-  TaskAndRun LoadTaskAndRun(const std::string& task_id);
-  // The same for many, in one round trip; nullopt where the task is missing.
-  std::vector<std::optional<TaskAndRun>> LoadTasksAndRuns(const std::vector<std::string>& task_ids);
+  enum class Source { kRecentFirst, kRedis };
+  // A task and its run: what this router committed last (recent_), else
+  // one round trip to Redis. NOT_FOUND without the task.
+  TaskAndRun LoadTaskAndRun(const std::string& task_id, Source source = Source::kRecentFirst);
+  // The same for many, the ones not remembered in one round trip; nullopt
+  // where the task is missing.
+  std::vector<std::optional<TaskAndRun>> LoadTasksAndRuns(const std::vector<std::string>& task_ids,
+                                                          Source source = Source::kRecentFirst);
   // NOT_FOUND without the run, FAILED_PRECONDITION unless it is ACTIVE.
-  static void RequireActiveRun(const v1::Task& t, const std::optional<v1::Run>& run);
-  // Why a completion's commit was refused by guard `failed_guard` (1-3, as
-  // GuardCompletion adds them): someone else changed the task, or the run ended.
-  [[noreturn]] void ReportCompletionRefused(const v1::Task& t, int failed_guard);
+  static void RequireActiveRun(const v1::Task& t, const std::shared_ptr<const v1::Run>& run);
+  // A completion refused by its guard 2 (GuardCompletion): the run ended.
+  [[noreturn]] static void ReportRunEnded(const v1::Task& t);
+  // Commits, then remembers what was written (recent_).
+  // (What the batches wrote moves to recent_.)
+  int Commit(Batch& batch);
+  std::vector<int> CommitAll(const std::vector<Batch*>& batches);
   v1::Task FinishTask(TaskAndRun first, const std::function<void(const v1::Task&)>& check, const Finish& finish,
                       const v1::TaskOutput& output);
   // Who may complete `t` (a user's task, open or claimed by them).
   void CheckMayComplete(const User& user, const v1::Task& t);
-  // The guards of every completion: the task as read (guards 1-2), its run
-  // ACTIVE (guard 3).
+  // The guards of every completion: the task as read (guard 1), its run
+  // ACTIVE (guard 2).
   static void GuardCompletion(Batch& b, const v1::Task& t);
   // Marks `t` finished and adds its record, history and events to `b`; when
   // that ends the step, also where the run goes next (RouteAfterStep).
@@ -138,6 +150,7 @@ class Engine {
   std::string source_;
   std::shared_ptr<const WorkCalendar> calendar_;
   size_t max_event_bytes_ = 0;
+  RecentRecords recent_;
   std::mutex defs_mu_;
   std::map<std::pair<std::string, uint32_t>, std::shared_ptr<const v1::Definition>> defs_;  // immutable versions
   std::shared_ptr<const v1::Definition> Definition(const std::string& id, uint32_t version);

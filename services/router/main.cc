@@ -16,6 +16,9 @@ int main(int argc, char** argv) {
   app.add_option("--relay-reclaim-idle-ms", c.relay_reclaim_idle_ms,
                  "publish outbox entries still there this long after their commit (left by a replica that died, or refused)")
       ->envname("SOPFLOW_RELAY_RECLAIM_IDLE_MS")->capture_default_str();
+  app.add_option("--recent-tasks", c.recent_tasks,
+                 "open tasks kept in memory as this replica last wrote them, so completing them needs no read (0: none)")
+      ->envname("SOPFLOW_RECENT_TASKS")->check(CLI::NonNegativeNumber)->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   return sopflow::ServeUntilSignal<sopflow::RouterProcess>("router", c, log_level);
 }

@@ -68,6 +68,7 @@ void RouterProcess::Start() {
       std::make_unique<Engine>(impl_->store.get(), impl_->clock, "sopflow/router/" + c.replica_id, calendar);
   // Room for the CloudEvents headers and the subject.
   constexpr int64_t kHeaderRoom = 8192;
+  impl_->engine->RememberRecent(static_cast<size_t>(std::max(c.recent_tasks, 0)));
   impl_->engine->LimitEventBytes(static_cast<size_t>(std::max<int64_t>(impl_->publisher->MaxPayload() - kHeaderRoom, 0)));
   if (!c.definitions_dir.empty()) DeployDirectory(*impl_->engine, c.definitions_dir);
 

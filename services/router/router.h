@@ -20,6 +20,9 @@ struct RouterConfig : ServiceConfig {
   std::string definitions_dir;  // *.yaml deployed at start (e.g. a ConfigMap)
   std::string calendar_file;    // work calendar; empty: Mon-Fri, no holidays
   int relay_reclaim_idle_ms = 5000;
+  // Open tasks (and their runs) this replica keeps as it last wrote them,
+  // so that completing them needs no read (Engine's RecentRecords); 0: none.
+  int recent_tasks = 16384;
 };
 
 class RouterProcess {

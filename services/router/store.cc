@@ -53,19 +53,32 @@ std::vector<Message> Present(std::vector<std::optional<Message>> all) {
   return out;
 }
 
+// A task's revision as its hash holds it: tasks written before revisions
+// existed have no `rev` field, and read as revision 0.
+std::string RevisionField(uint64_t revision) { return revision == 0 ? "" : std::to_string(revision); }
+
 }  // namespace
 
+bool IsOpen(const v1::Task& task) {
+  return task.status() == v1::Task::OPEN || task.status() == v1::Task::CLAIMED ||
+         task.status() == v1::Task::ACTIVATED;
+}
 
+void Batch::ExpectUnchanged(const v1::Task& task) {
+  ExpectField(keys::Task(task.id()), "rev", RevisionField(task.revision()));
+}
 
-
-
-void Batch::PutTask(const v1::Task& task) {
+void Batch::PutTask(v1::Task& task) {
+  task.set_revision(task.revision() + 1);
   Write({"HSET", keys::Task(task.id()), "status", v1::Task::Status_Name(task.status()), "assignee", task.assignee(),
-         "pb", task.SerializeAsString()});
+         "rev", RevisionField(task.revision()), "pb", task.SerializeAsString()});
+  if (IsOpen(task)) tasks_put_.push_back(task);
+  else finished_tasks_.push_back(task.id());
 }
 
 void Batch::PutRun(const v1::Run& run) {
   Write({"HSET", keys::Run(run.id()), "status", v1::Run::Status_Name(run.status()), "pb", run.SerializeAsString()});
+  runs_put_.push_back(run);
 }
 
 void Batch::AppendHistory(const std::string& run_id, const v1::HistoryEntry& entry) {

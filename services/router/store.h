@@ -23,7 +23,7 @@ std::string RunHistory(const std::string& run_id);    // list of HistoryEntry
 inline constexpr char kRuns[] = "sf:runs";            // zset run id by start ms
 std::string RunsOf(const std::string& sop_id);        // zset run id by start ms
 std::string Request(const std::string& request_id);   // run id of a StartRun request_id
-std::string Task(const std::string& task_id);         // hash: status, assignee, pb
+std::string Task(const std::string& task_id);         // hash: status, assignee, rev, pb
 std::string FanOut(const std::string& run_id, uint32_t gen);  // hash: left
 std::string Inbox(const v1::Task& task);              // zset of open tasks for the task's audience
 std::string InboxOfUnit(const std::string& unit, const std::string& role);
@@ -36,10 +36,32 @@ std::string JobsLocked(const std::string& job_type);  // zset of activated jobs 
 // A transition of the router's records (see RedisBatch).
 class Batch : public RedisBatch {
  public:
-  void PutTask(const v1::Task& task);
+  // Guards that the task is still the revision `task` was read at
+  // (whatever changed since: status, assignee, an attached document).
+  void ExpectUnchanged(const v1::Task& task);
+  // Writes `task` as its next revision (bumping `task.revision()`).
+  void PutTask(v1::Task& task);
+  // A run's record is written when it starts and when it ends, never
+  // while it is ACTIVE: routers keep an ACTIVE run as read (Engine's
+  // RecentRecords) and guard on its status alone.
   void PutRun(const v1::Run& run);
   void AppendHistory(const std::string& run_id, const v1::HistoryEntry& entry);
+
+  // What this batch writes, for the committer to remember: the open tasks
+  // as written (moved out once committed), the ids of those it finishes,
+  // and the runs.
+  std::vector<v1::Task>& tasks_put() { return tasks_put_; }
+  const std::vector<std::string>& finished_tasks() const { return finished_tasks_; }
+  std::vector<v1::Run>& runs_put() { return runs_put_; }
+
+ private:
+  std::vector<v1::Task> tasks_put_;
+  std::vector<std::string> finished_tasks_;
+  std::vector<v1::Run> runs_put_;
 };
+
+// OPEN, CLAIMED or ACTIVATED: someone may still act on it.
+bool IsOpen(const v1::Task& task);
 
 class OutboxRelay;
 

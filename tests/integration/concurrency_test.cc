@@ -131,6 +131,125 @@ TEST_F(ConcurrencyTest, TwoReplicasRun100RunsWithNoTaskLostOrDuplicated) {
   second.Shutdown();
 }
 
+// A router completes a task it created from what it remembers of it, with
+// no read (RecentRecords). Another replica may have changed the task since:
+// the commit is guarded on the task's revision, so the change is kept, and
+// the completion goes through from a fresh read.
+TEST_F(ConcurrencyTest, ADocumentAttachedThroughAnotherReplicaSurvivesTheCompletion) {
+  RouterProcess second(backends_->RouterConfigFor(), &clock_);
+  second.Start();
+  auto other = NewStub(second.port());
+  auto attach = [&](const v1::Task& task) {
+    v1::AttachDocumentRequest req;
+    req.set_task_id(task.id());
+    req.mutable_document()->set_name("Lampiran " + task.id());
+    req.mutable_document()->set_uri("sopflow://test/lampiran/" + task.id());
+    v1::Task attached;
+    grpc::Status s = other->AttachDocument(AuthedContext("demo-aggregator").get(), req, &attached);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(attached.revision(), task.revision() + 1);
+  };
+
+  auto hgets = [&] {
+    RedisConnection conn(RedisAddress::Parse(backends_->redis->address()));
+    return CommandCalls(conn)["hget"];
+  };
+
+  // A task this router created and nobody changed: completed with no read.
+  v1::Run quiet = Start003();
+  v1::Task quiet_task = WaitForOpenTask(quiet.id(), 1);
+  const int64_t hgets_before = hgets();
+  ASSERT_TRUE(Complete(kSekretarisBlg, quiet_task.id(), "").ok());
+  EXPECT_EQ(hgets(), hgets_before) << "the task and its run come from what the router remembers";
+
+  // One CompleteTask call.
+  v1::Run run = Start003();
+  v1::Task task = WaitForOpenTask(run.id(), 1);
+  EXPECT_EQ(task.revision(), 1u);
+  attach(task);
+  v1::Task done;
+  ASSERT_TRUE(Complete(kSekretarisBlg, task.id(), "", &done).ok());
+  EXPECT_EQ(done.status(), v1::Task::DONE);
+  EXPECT_EQ(done.revision(), 3u);
+  ASSERT_EQ(done.attachments_size(), 1);
+  EXPECT_EQ(done.attachments(0).uri(), "sopflow://test/lampiran/" + task.id());
+
+  // A group of a CompleteTasks stream.
+  v1::Run streamed = Start003();
+  v1::Task streamed_task = WaitForOpenTask(streamed.id(), 1);
+  attach(streamed_task);
+  auto ctx = AuthedContext(kSekretarisBlg, std::chrono::seconds(30));
+  auto stream = stub().CompleteTasks(ctx.get());
+  v1::CompleteTaskRequest req;
+  req.set_task_id(streamed_task.id());
+  ASSERT_TRUE(stream->Write(req));
+  v1::CompleteTasksResponse answer;
+  ASSERT_TRUE(stream->Read(&answer));
+  EXPECT_EQ(answer.code(), grpc::StatusCode::OK) << answer.message();
+  EXPECT_EQ(answer.task().attachments_size(), 1);
+  stream->WritesDone();
+  EXPECT_TRUE(stream->Finish().ok());
+
+  // As stored, and once.
+  for (const auto& [run_id, task_id] : {std::pair{run.id(), task.id()}, std::pair{streamed.id(), streamed_task.id()}}) {
+    int completions = 0;
+    const auto state = GetRun(run_id);
+    for (const auto& t : state.tasks()) {
+      if (t.id() != task_id) continue;
+      EXPECT_EQ(t.status(), v1::Task::DONE);
+      EXPECT_EQ(t.attachments_size(), 1) << task_id;
+    }
+    for (const auto& h : state.history()) completions += h.kind() == v1::HistoryEntry::TASK_COMPLETED;
+    EXPECT_EQ(completions, 1) << run_id;
+  }
+  second.Shutdown();
+}
+
+// What a router remembers of a task may also be why it would refuse a
+// call: a job it saw activated by one worker, failed and activated by
+// another through another replica, is completed by the new worker.
+TEST_F(ConcurrencyTest, AJobsNewWorkerIsJudgedOnAFreshReadNotOnWhatTheRouterRemembers) {
+  RouterProcess second(backends_->RouterConfigFor(), &clock_);
+  second.Start();
+  auto other = NewStub(second.port());
+  v1::Run gowa = Start004();
+  v1::Task job = AdvanceTo(gowa.id(), 9);
+  ASSERT_EQ(job.kind(), v1::Step::SYSTEM);
+  auto activate = [&](v1::Router::Stub& via, const std::string& worker) {
+    v1::ActivateJobsRequest act;
+    act.set_job_type(job.job_type());
+    act.set_worker(worker);
+    act.set_max_jobs(100);
+    v1::ActivateJobsResponse got;
+    EXPECT_TRUE(via.ActivateJobs(AuthedContext(kEsakipWorker).get(), act, &got).ok());
+    bool mine = false;
+    for (const auto& j : got.jobs()) mine |= j.id() == job.id();
+    return mine;
+  };
+  ASSERT_TRUE(activate(stub(), "w1"));  // this router now remembers it activated by w1
+  v1::FailJobRequest fail;
+  fail.set_task_id(job.id());
+  fail.set_worker("w1");
+  fail.set_error("e-SAKIP tidak dapat dihubungi");
+  v1::Task failed;
+  ASSERT_TRUE(other->FailJob(AuthedContext(kEsakipWorker).get(), fail, &failed).ok());
+  ASSERT_TRUE(activate(*other, "w2"));
+
+  v1::CompleteJobRequest done;
+  done.set_task_id(job.id());
+  done.set_worker("w2");
+  v1::Task completed;
+  grpc::Status s = stub().CompleteJob(AuthedContext(kEsakipWorker).get(), done, &completed);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(completed.status(), v1::Task::DONE);
+  EXPECT_EQ(completed.worker(), "w2");
+  // And the old worker, from what the router now remembers, is refused.
+  done.set_worker("w1");
+  EXPECT_EQ(stub().CompleteJob(AuthedContext(kEsakipWorker).get(), done, &completed).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+  second.Shutdown();
+}
+
 // Routing happens in the transaction that completes the step: when
 // StartRun or CompleteTask returns, the next task is already stored and in
 // its actor's inbox, with no event handled in between.
