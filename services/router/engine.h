@@ -12,6 +12,7 @@
 // task.created.
 #pragma once
 
+#include <algorithm>
 #include <exception>
 #include <map>
 #include <memory>
@@ -78,7 +79,7 @@ class Engine {
   void LimitEventBytes(size_t max_bytes) { max_event_bytes_ = max_bytes; }
   // At most this many open tasks (and a quarter as many runs) are kept as
   // this engine last wrote them (RecentRecords); 0: none. Set before use.
-  void RememberRecent(size_t max_tasks) { recent_.Limit(max_tasks, max_tasks / 4); }
+  void RememberRecent(size_t max_tasks) { recent_.Limit(max_tasks, std::max<size_t>(max_tasks / 4, 1)); }
 
   std::vector<v1::Task> ActivateJobs(const User& user, const v1::ActivateJobsRequest& req);
   v1::Task CompleteJob(const User& user, const v1::CompleteJobRequest& req);
