@@ -112,8 +112,7 @@ class Engine {
   static void RequireActiveRun(const v1::Task& t, const std::shared_ptr<const v1::Run>& run);
   // A completion refused by its guard 2 (GuardCompletion): the run ended.
   [[noreturn]] static void ReportRunEnded(const v1::Task& t);
-  // Commits, then remembers what was written (recent_).
-  // (What the batches wrote moves to recent_.)
+  // Commits, then moves what the applied batches wrote to recent_.
   int Commit(Batch& batch);
   std::vector<int> CommitAll(const std::vector<Batch*>& batches);
   v1::Task FinishTask(TaskAndRun first, const std::function<void(const v1::Task&)>& check, const Finish& finish,

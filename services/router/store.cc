@@ -86,8 +86,6 @@ void Batch::AppendHistory(const std::string& run_id, const v1::HistoryEntry& ent
 }
 
 
-int Store::Commit(const Batch& batch) { return CommitAll({&batch}).front(); }
-
 std::vector<int> Store::CommitAll(const std::vector<const Batch*>& batches) {
   return CommitAndPublish(*pool_, std::vector<const RedisBatch*>(batches.begin(), batches.end()), relay_);
 }

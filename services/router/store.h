@@ -72,10 +72,9 @@ class Store {
   // committing thread, at once (without: a relay's sweep finds them
   // later). Set before the store is shared.
   void PublishThrough(OutboxRelay* relay) { relay_ = relay; }
-  // 0 when applied; otherwise the 1-based index of the first guard that
-  // failed (nothing was written).
-  int Commit(const Batch& batch);
-  // Independent batches in one round trip; one result each, as Commit's.
+  // Independent batches in one round trip. One result each: 0 when
+  // applied; otherwise the 1-based index of the batch's first guard that
+  // failed (nothing of it was written).
   std::vector<int> CommitAll(const std::vector<const Batch*>& batches);
 
   std::optional<v1::Task> GetTask(const std::string& task_id);
