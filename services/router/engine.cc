@@ -470,8 +470,8 @@ void Engine::CompleteAll(std::vector<CompleteCall>& calls) {
       finished.push_back(std::move(task));
     } catch (...) {
       if (read[k] && read[k]->remembered) {
-        // What this router remembered may be stale: refuse only on a fresh read.
-        recent_.ForgetTask(call.task_id);
+        // What this router remembered may be stale: refuse only on a fresh
+        // read (reading took it out of recent_, so Complete reads Redis).
         alone.push_back(wanted_at[k]);
       } else {
         call.error = std::current_exception();
@@ -493,8 +493,8 @@ void Engine::CompleteAll(std::vector<CompleteCall>& calls) {
       }
       if (results[j] == 2) ReportRunEnded(finished[j]);
       // The task changed since it was read (perhaps by a call of this same
-      // group): one by one, from a fresh read, as Complete would.
-      recent_.ForgetTask(call.task_id);
+      // group): one by one, as Complete would, from a fresh read (reading
+      // took it out of recent_).
       alone.push_back(batch_of[j]);
     } catch (...) {
       call.error = std::current_exception();
@@ -535,7 +535,6 @@ v1::Task Engine::FinishTask(TaskAndRun first, const std::function<void(const v1:
       RequireActiveRun(t, run);
     } catch (const DomainError&) {
       if (!remembered) throw;
-      recent_.ForgetTask(task_id);
       continue;  // what this router remembered may be stale: refuse only on a fresh read
     }
     TimePoint now = clock_->Now();
@@ -564,7 +563,6 @@ v1::Task Engine::FinishTask(TaskAndRun first, const std::function<void(const v1:
     // else, a document attached, or what this router remembered was stale):
     // read it again, and `check` says whether it may still be completed.
     // 3: another member task of the fan-out finished first.
-    recent_.ForgetTask(task_id);
   }
   throw DomainError(ErrorCode::kUnavailable, "task " + task_id + " kept conflicting; retry");
 }

@@ -55,11 +55,6 @@ void RecentRecords::RememberRun(const std::shared_ptr<const v1::Run>& run) {
   RememberRunLocked(run);
 }
 
-void RecentRecords::ForgetTask(const std::string& task_id) {
-  std::lock_guard lock(mu_);
-  tasks_.Erase(task_id);
-}
-
 void RecentRecords::RememberRunLocked(std::shared_ptr<const v1::Run> run) {
   const std::string id = run->id();  // Put's arguments are evaluated in no set order
   if (run->status() == v1::Run::ACTIVE) runs_.Put(id, std::move(run));

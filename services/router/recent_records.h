@@ -40,11 +40,9 @@ class RecentRecords {
   void Remember(Batch& batch);
   // A run read from Redis: kept while ACTIVE.
   void RememberRun(const std::shared_ptr<const v1::Run>& run);
-  // A task whose commit was refused: what is kept of it is stale.
-  void ForgetTask(const std::string& task_id);
-
   // The task as last written, taken out (the caller is about to write it,
-  // and its commit remembers it again): no copy on the hand-off path.
+  // and its commit remembers it again): no copy on the hand-off path, and
+  // a refused commit's retry finds it gone and reads Redis.
   std::optional<v1::Task> TakeTask(const std::string& task_id);
   std::optional<v1::Task> Task(const std::string& task_id) const;
   std::shared_ptr<const v1::Run> Run(const std::string& run_id) const;

@@ -53,7 +53,7 @@ TEST(RecentRecordsTest, KeepsOpenTasksAndActiveRunsAsWrittenAndDropsFinishedOnes
   EXPECT_FALSE(recent.Task("run.1"));
   EXPECT_FALSE(recent.Run("run"));
 
-  // A run read from Redis is kept only while ACTIVE; a refused task is forgotten.
+  // A run read from Redis is kept only while ACTIVE; a task taken is gone.
   recent.RememberRun(std::make_shared<const v1::Run>(RunWith("read", v1::Run::ACTIVE)));
   recent.RememberRun(std::make_shared<const v1::Run>(RunWith("ended", v1::Run::CANCELLED)));
   EXPECT_TRUE(recent.Run("read"));
@@ -62,8 +62,9 @@ TEST(RecentRecordsTest, KeepsOpenTasksAndActiveRunsAsWrittenAndDropsFinishedOnes
   v1::Task other = OpenTask("run.2");
   again.PutTask(other);
   recent.Remember(again);
-  recent.ForgetTask("run.2");
+  ASSERT_TRUE(recent.TakeTask("run.2"));
   EXPECT_FALSE(recent.Task("run.2"));
+  EXPECT_FALSE(recent.TakeTask("run.2"));
 }
 
 TEST(RecentRecordsTest, TheOldestRememberedGoFirstAndRewritingOneMakesItNew) {
