@@ -305,7 +305,6 @@ std::vector<std::optional<Engine::TaskAndRun>> Engine::LoadTasksAndRuns(const st
   std::vector<std::pair<std::string, std::string>> wanted;
   std::vector<size_t> wanted_at;
   for (size_t i = 0; i < task_ids.size(); ++i) {
-    std::string run_id = task_ids[i].substr(0, task_ids[i].find('.'));
     if (source == Source::kRecentFirst) {
       auto task = recent_.TakeTask(task_ids[i]);
       auto run = task ? recent_.Run(task->run_id()) : nullptr;
@@ -314,7 +313,7 @@ std::vector<std::optional<Engine::TaskAndRun>> Engine::LoadTasksAndRuns(const st
         continue;
       }
     }
-    wanted.emplace_back(task_ids[i], std::move(run_id));
+    wanted.emplace_back(task_ids[i], task_ids[i].substr(0, task_ids[i].find('.')));
     wanted_at.push_back(i);
   }
   auto read = store_->GetTasksAndRuns(wanted);
