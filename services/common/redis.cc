@@ -94,7 +94,7 @@ namespace {
 // Formats the command in RESP here rather than with redisAppendCommandArgv:
 // hiredis builds each argument's "$<len>" header with sdscatfmt and grows
 // its buffer piecemeal, ~11% of the router's instructions (callgrind) for
-// the commit script's long argument lists. One sized buffer, one copy.
+// the long argument lists of a commit. One sized buffer, one copy.
 void AppendArgv(redisContext* ctx, const std::vector<std::string>& argv) {
   size_t size = 16;
   for (const auto& a : argv) size += a.size() + 16;
@@ -121,8 +121,15 @@ Reply RedisConnection::Command(const std::vector<std::string>& argv) {
 }
 
 std::vector<Reply> RedisConnection::Pipeline(const std::vector<std::vector<std::string>>& commands) {
+  std::vector<const std::vector<std::string>*> pointers;
+  pointers.reserve(commands.size());
+  for (const auto& c : commands) pointers.push_back(&c);
+  return Pipeline(pointers);
+}
+
+std::vector<Reply> RedisConnection::Pipeline(const std::vector<const std::vector<std::string>*>& commands) {
   EnsureConnected();
-  for (const auto& c : commands) AppendArgv(ctx_, c);
+  for (const auto* c : commands) AppendArgv(ctx_, *c);
   std::vector<Reply> replies;
   replies.reserve(commands.size());
   for (size_t i = 0; i < commands.size(); ++i) {

@@ -82,8 +82,10 @@ class RedisConnection {
   Reply Command(const std::vector<std::string>& argv);
   // Sends all commands at once and reads every reply (one round trip).
   std::vector<Reply> Pipeline(const std::vector<std::vector<std::string>>& commands);
-  // EVALSHA with zero KEYS (see services/router/store.cc for why), loading
-  // the script on NOSCRIPT.
+  // The same, for commands held elsewhere (no copy of their arguments).
+  std::vector<Reply> Pipeline(const std::vector<const std::vector<std::string>*>& commands);
+  // EVALSHA with zero KEYS (its keys are in ARGV: sopflow targets one Redis
+  // primary, not Redis Cluster), loading the script on NOSCRIPT.
   Reply EvalScript(RedisScript& script, const std::vector<std::string>& args);  // thread-safe on `script`
   // Sets the read timeout, e.g. for a blocking XREAD.
   void SetReadTimeout(int timeout_ms);

@@ -2,6 +2,10 @@
 
 #include <hiredis/hiredis.h>
 
+#include <algorithm>
+#include <list>
+#include <map>
+#include <set>
 #include <stdexcept>
 
 #include "error.h"
@@ -10,109 +14,205 @@
 namespace sopflow {
 namespace {
 
-// Several batches in order, each as its own transition: its guards first
-// (nothing of it written if one fails), then its writes; the result of each
-// is 0 or the index of its first failed guard. One call for many batches
-// matters: a script call costs Redis about as much as the commands in it.
-// The script names its keys in ARGV rather than KEYS: sopflow targets a
-// single Redis (or a replicated primary), not Redis Cluster, where every
-// key of a transition would have to share a hash slot.
-RedisScript commit_script{R"lua(
-local results = {}
--- Hash fields the guards of this call read, by key: a guard of a later
--- batch on the same field (the notifier's webhooks version, in every
--- record) reads it from here until a write touches the key. Writes by
--- commands named here touch only the key after the name; any other
--- command forgets everything read.
-local read = {}
-local one_key = {HSET = true, HSETNX = true, HINCRBY = true, HDEL = true, SET = true, EXPIRE = true,
-                 RPUSH = true, SADD = true, SREM = true, ZADD = true, ZREM = true, XADD = true}
-local i = 2
-for b = 1, tonumber(ARGV[1]) do
-  local failed = 0
-  local n = tonumber(ARGV[i])
-  i = i + 1
-  local g = 1
-  while g <= n do
-    local kind, key = ARGV[i], ARGV[i + 1]
-    -- Consecutive field guards on one key (a task's status and assignee)
-    -- are read with one HMGET, and a field read before is not read again:
-    -- each command run from a script costs more than the command itself.
-    local field_guard = kind == 'eq' or kind == 'in'
-    local run = 1
-    if field_guard then
-      while g + run <= n and ARGV[i + 4 * run + 1] == key and
-            (ARGV[i + 4 * run] == 'eq' or ARGV[i + 4 * run] == 'in') do run = run + 1 end
-    end
-    if failed == 0 then
-      if field_guard then
-        local known = read[key]
-        if not known then
-          known = {}
-          read[key] = known
-        end
-        local fields = {}
-        for k = 0, run - 1 do
-          local f = ARGV[i + 4 * k + 2]
-          if known[f] == nil then fields[#fields + 1] = f end
-        end
-        if #fields > 0 then
-          local values = redis.call('HMGET', key, unpack(fields))
-          for m = 1, #fields do known[fields[m]] = values[m] or '' end
-        end
-        for k = 0, run - 1 do
-          local v = known[ARGV[i + 4 * k + 2]]
-          local want = ARGV[i + 4 * k + 3]
-          local holds
-          if ARGV[i + 4 * k] == 'eq' then
-            holds = v == want
-          else  -- 'in': want is the allowed values, each followed by a newline
-            holds = string.find('\n' .. want, '\n' .. v .. '\n', 1, true) ~= nil
-          end
-          if not holds then
-            failed = g + k
-            break
-          end
-        end
-      elseif kind == 'absent' then
-        if redis.call('EXISTS', key) == 1 then failed = g end
-      else  -- 'claim', the last guard: every other one has held
-        if not redis.call('SET', key, ARGV[i + 2], 'NX', 'EX', ARGV[i + 3]) then failed = g end
-        if read[key] then read[key] = nil end
-      end
-    end
-    i = i + 4 * run
-    g = g + run
-  end
-  local writes = tonumber(ARGV[i])
-  -- The write that queues the batch's events in its outbox (0: none): an
-  -- applied batch answers with that entry's id, for the committer to
-  -- publish the events at once.
-  local outbox_write = tonumber(ARGV[i + 1])
-  local entry = false
-  i = i + 2
-  for w = 1, writes do
-    local c = tonumber(ARGV[i])
-    if failed == 0 then
-      -- Assigned only if present: in Lua 5.1, setting a missing key to nil
-      -- adds it, and the table would grow by every key written.
-      if not one_key[ARGV[i + 1]] then
-        read = {}
-      elseif read[ARGV[i + 2]] then
-        read[ARGV[i + 2]] = nil
-      end
-      local reply = redis.call(unpack(ARGV, i + 1, i + c))
-      if w == outbox_write then entry = reply end
-    end
-    i = i + c + 1
-  end
-  if failed == 0 and entry then results[b] = entry else results[b] = failed end
-end
-return results
-)lua"};
+// Commands a batch writes with that change only the key right after their
+// name. Any other command (DEL of several keys, say) may change any key.
+bool ChangesOnlyItsKey(const std::string& command) {
+  static const char* const kOneKey[] = {"HSET", "HSETNX", "HINCRBY", "HDEL", "SET",  "EXPIRE",
+                                        "RPUSH", "SADD",  "SREM",    "ZADD", "ZREM", "XADD"};
+  for (const char* name : kOneKey)
+    if (command == name) return true;
+  return false;
+}
 
+// How many times a round is tried again after another client changed a key
+// it read: each retry reads the guards afresh, and the changes that trip
+// it (another replica's commit on the same task or run) take microseconds.
+constexpr int kMaxRoundAttempts = 16;
 
 }  // namespace
+
+// Batches in order, each as its own transition: its guards first (nothing
+// of it written if one fails), then its writes; the result of each is 0 or
+// the index of its first failed guard.
+//
+// A round is WATCH on every key the batches' guards read and one pipelined
+// read of those fields, the guards judged here, then MULTI, the writes of
+// the batches whose guards held, EXEC: two round trips. If another client
+// changed a watched key in between, EXEC does nothing and the round is
+// tried again. Why not a Lua script, which needs one round trip: inside a
+// script each command costs Redis about as much again as its work (its
+// arguments copied into Lua and back, its reply converted), and a script
+// held 57% of Redis's time at saturation. The same writes in MULTI cost
+// Redis 35-45% less (docs/performance.md, fifteenth session).
+//
+// A batch sees what earlier batches of the call wrote: a round ends before
+// the first batch that guards a key an earlier batch of the round writes,
+// and the next round reads it again.
+class CommitRound {
+ public:
+  CommitRound(const std::vector<const RedisBatch*>& batches, size_t from) : batches_(batches), from_(from) {
+    end_ = FindEnd();
+  }
+  size_t end() const { return end_; }
+
+  // Fills results[from, end) (and outbox entries). False if another client
+  // changed a watched key before EXEC: nothing was written.
+  bool Run(RedisConnection& conn, std::vector<int>& results, std::vector<std::string>* entries) {
+    ReadGuards(conn);
+    Transaction t;
+    for (size_t i = from_; i < end_; ++i) {
+      results[i] = FirstFailedGuard(*batches_[i]);
+      if (results[i] == 0) t.Add(i, *batches_[i]);
+    }
+    if (t.commands.size() == 1) {  // nothing to write
+      static const std::vector<std::string> kUnwatch{"UNWATCH"};
+      if (watching_) ThrowIfError(conn.Command(kUnwatch).get());
+      return true;
+    }
+    return t.Exec(conn, entries);
+  }
+
+ private:
+  // Guards are kept flat, four strings each: kind, key, then field and
+  // wanted value ("eq", "in") or value and TTL ("claim").
+  static constexpr size_t kGuardSize = 4;
+
+  // MULTI, the writes of the batches whose guards held, EXEC.
+  struct Transaction {
+    Transaction() {
+      static const std::vector<std::string> kMulti{"MULTI"};
+      commands.push_back(&kMulti);
+    }
+    void Add(size_t batch, const RedisBatch& b) {
+      if (b.claims_) {
+        const std::string* claim = &b.guards_[b.guards_.size() - kGuardSize];
+        claims.push_back({"SET", claim[1], claim[2], "NX", "EX", claim[3]});
+        commands.push_back(&claims.back());
+      }
+      // EXEC's replies are those of the commands after MULTI.
+      if (b.outbox_write_ >= 0) outbox_at.emplace_back(batch, commands.size() - 1 + b.outbox_write_);
+      for (const auto& w : b.writes_) commands.push_back(&w);
+    }
+    bool Exec(RedisConnection& conn, std::vector<std::string>* entries) {
+      static const std::vector<std::string> kExec{"EXEC"};
+      commands.push_back(&kExec);
+      auto replies = conn.Pipeline(commands);
+      const redisReply* exec = replies.back().get();
+      if (exec->type == REDIS_REPLY_NIL) return false;  // a watched key changed
+      ThrowIfError(exec);  // EXECABORT: a command was refused when queued
+      if (exec->type != REDIS_REPLY_ARRAY || exec->elements != commands.size() - 2)
+        throw DomainError(ErrorCode::kInternal, "commit: unexpected EXEC reply");
+      for (size_t k = 0; k < exec->elements; ++k) ThrowIfError(exec->element[k]);
+      if (entries)
+        for (const auto& [batch, at] : outbox_at) (*entries)[batch] = ReplyString(exec->element[at]).value_or("");
+      return true;
+    }
+    std::vector<const std::vector<std::string>*> commands;
+    std::list<std::vector<std::string>> claims;  // SET NX EX of the claims; a list: commands point into it
+    std::vector<std::pair<size_t, size_t>> outbox_at;  // batch -> its XADD's place among EXEC's replies
+  };
+
+  size_t FindEnd() const {
+    std::set<std::string_view> written;
+    bool any_written = false;  // a command that may change any key
+    for (size_t i = from_; i < batches_.size(); ++i) {
+      const RedisBatch& b = *batches_[i];
+      if (i > from_)
+        for (size_t g = 0; g < b.guards_.size(); g += kGuardSize)
+          if (any_written || written.count(b.guards_[g + 1])) return i;
+      if (b.claims_) written.insert(b.guards_[b.guards_.size() - kGuardSize + 1]);
+      for (const auto& w : b.writes_) {
+        if (w.size() > 1 && ChangesOnlyItsKey(w[0])) written.insert(w[1]);
+        else any_written = true;
+      }
+    }
+    return batches_.size();
+  }
+
+  struct KeyRead {
+    std::vector<std::string_view> fields;  // read with one HMGET
+    std::vector<std::string> values;
+    bool exists_wanted = false;  // read with EXISTS
+    bool exists = false;
+  };
+
+  void ReadGuards(RedisConnection& conn) {
+    reads_.clear();
+    std::vector<std::string_view> order;
+    for (size_t i = from_; i < end_; ++i) {
+      const auto& guards = batches_[i]->guards_;
+      for (size_t g = 0; g < guards.size(); g += kGuardSize) {
+        auto [it, fresh] = reads_.try_emplace(guards[g + 1]);
+        if (fresh) order.push_back(guards[g + 1]);
+        KeyRead& read = it->second;
+        const std::string& kind = guards[g];
+        if (kind == "eq" || kind == "in") {
+          if (std::find(read.fields.begin(), read.fields.end(), guards[g + 2]) == read.fields.end())
+            read.fields.push_back(guards[g + 2]);
+        } else {
+          read.exists_wanted = true;
+        }
+      }
+    }
+    watching_ = !order.empty();
+    if (!watching_) return;
+    std::vector<std::vector<std::string>> commands{{"WATCH"}};
+    for (auto key : order) commands[0].emplace_back(key);
+    for (auto key : order) {
+      const KeyRead& read = reads_[key];
+      if (!read.fields.empty()) {
+        commands.push_back({"HMGET", std::string(key)});
+        commands.back().insert(commands.back().end(), read.fields.begin(), read.fields.end());
+      }
+      if (read.exists_wanted) commands.push_back({"EXISTS", std::string(key)});
+    }
+    auto replies = conn.Pipeline(commands);
+    size_t r = 1;
+    try {
+      ThrowIfError(replies[0].get());
+      for (auto key : order) {
+        KeyRead& read = reads_[key];
+        if (!read.fields.empty()) {
+          ThrowIfError(replies[r].get());
+          read.values = ReplyStrings(replies[r++].get());
+          if (read.values.size() != read.fields.size()) throw DomainError(ErrorCode::kInternal, "commit: bad HMGET reply");
+        }
+        if (read.exists_wanted) {
+          ThrowIfError(replies[r].get());
+          read.exists = ReplyInteger(replies[r++].get()) != 0;
+        }
+      }
+    } catch (...) {
+      conn.Command({"UNWATCH"});  // the connection goes back to the pool clean
+      throw;
+    }
+  }
+
+  // 0, or the 1-based index of the batch's first guard that fails.
+  int FirstFailedGuard(const RedisBatch& b) const {
+    for (size_t g = 0; g < b.guards_.size(); g += kGuardSize) {
+      const KeyRead& read = reads_.at(b.guards_[g + 1]);
+      const std::string& kind = b.guards_[g];
+      bool holds;
+      if (kind == "eq" || kind == "in") {
+        size_t f = std::find(read.fields.begin(), read.fields.end(), b.guards_[g + 2]) - read.fields.begin();
+        const std::string& value = read.values[f];  // "" for a missing field
+        const std::string& want = b.guards_[g + 3];
+        if (kind == "eq") holds = value == want;
+        else holds = ("\n" + want).find("\n" + value + "\n") != std::string::npos;  // want: values, each ending in \n
+      } else {  // "absent", "claim"
+        holds = !read.exists;
+      }
+      if (!holds) return static_cast<int>(g / kGuardSize) + 1;
+    }
+    return 0;
+  }
+
+  const std::vector<const RedisBatch*>& batches_;
+  size_t from_, end_;
+  std::map<std::string_view, KeyRead> reads_;
+  bool watching_ = false;
+};
 
 void RedisBatch::AddGuard(std::initializer_list<std::string> guard) {
   if (claims_) throw std::logic_error("RedisBatch: a guard after ClaimAbsent, which must be the last");
@@ -176,37 +276,21 @@ std::vector<RedisBatch::EmittedEvent> RedisBatch::Emitted() const {
   return out;
 }
 
-void RedisBatch::AppendArgs(std::vector<std::string>& args) const {
-  args.push_back(std::to_string(guard_count_));
-  args.insert(args.end(), guards_.begin(), guards_.end());
-  args.push_back(std::to_string(writes_.size()));
-  args.push_back(std::to_string(outbox_write_ + 1));
-  for (const auto& w : writes_) {
-    args.push_back(std::to_string(w.size()));
-    args.insert(args.end(), w.begin(), w.end());
-  }
-}
-
 int Commit(RedisPool& pool, const RedisBatch& batch) { return CommitAll(pool, {&batch}).front(); }
 
 std::vector<int> CommitAll(RedisPool& pool, const std::vector<const RedisBatch*>& batches,
                            std::vector<std::string>* outbox_entries) {
-  std::vector<int> results;
+  std::vector<int> results(batches.size(), 0);
   if (outbox_entries) outbox_entries->assign(batches.size(), "");
   if (batches.empty()) return results;
-  std::vector<std::string> args{std::to_string(batches.size())};
-  for (const auto* b : batches) b->AppendArgs(args);
   auto conn = pool.Acquire();
-  Reply r = conn->EvalScript(commit_script, args);
-  ThrowIfError(r.get());
-  if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != batches.size())
-    throw DomainError(ErrorCode::kInternal, "commit script: unexpected reply");
-  for (size_t i = 0; i < r->elements; ++i) {
-    const redisReply* e = r->element[i];
-    // An applied batch that queued events answers with its outbox entry.
-    bool entry = e->type == REDIS_REPLY_STRING || e->type == REDIS_REPLY_STATUS;
-    if (entry && outbox_entries) (*outbox_entries)[i] = ReplyString(e).value_or("");
-    results.push_back(entry ? 0 : static_cast<int>(ReplyInteger(e)));
+  for (size_t from = 0; from < batches.size();) {
+    CommitRound round(batches, from);
+    int attempt = 0;
+    while (!round.Run(*conn, results, outbox_entries))
+      if (++attempt == kMaxRoundAttempts)
+        throw DomainError(ErrorCode::kUnavailable, "the records kept changing under this commit; retry");
+    from = round.end();
   }
   return results;
 }

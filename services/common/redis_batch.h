@@ -1,7 +1,8 @@
-// One atomic Redis transition: guards checked and writes applied by a
-// single Lua script, so it happens entirely or not at all. Two replicas (or
-// two users) racing on the same record cannot both win. Services build a
-// batch, then Commit it.
+// One atomic Redis transition: guards checked, then writes applied in one
+// MULTI/EXEC under WATCH of every key a guard read, so it happens entirely
+// or not at all. Two replicas (or two users) racing on the same record
+// cannot both win: the second's EXEC finds a watched key changed, and its
+// guards are read and judged again. Services build a batch, then Commit it.
 #pragma once
 
 #include <string>
@@ -23,20 +24,19 @@ class RedisBatch {
   // The hash field must equal `value` ("" matches a missing field).
   void ExpectField(const std::string& key, const std::string& field, const std::string& value);
   // The hash field must hold one of `values` ("" matches a missing field).
-  // No value may contain a newline: the script receives them joined by it.
+  // No value may contain a newline: they are kept joined by it.
   void ExpectFieldIn(const std::string& key, const std::string& field, const std::vector<std::string>& values);
   void ExpectAbsent(const std::string& key);
-  // A guard and a write in one command (SET NX EX): the batch applies only
-  // if `key` does not exist, and then `key` holds `value` for ttl_seconds.
-  // One command instead of EXISTS and SET, for a record that marks its
-  // cause handled. It must be the batch's last guard, so that when it runs
-  // every other guard has held; a guard added after it is a logic_error.
+  // A guard and a write: the batch applies only if `key` does not exist,
+  // and then `key` holds `value` for ttl_seconds (SET NX EX, first in the
+  // batch's writes), for a record that marks its cause handled. It must be
+  // the batch's last guard; a guard added after it is a logic_error.
   void ClaimAbsent(const std::string& key, std::string value, int64_t ttl_seconds);
   void Write(std::vector<std::string> argv);
   // Appends `value` to the list at `key`. The pushes of a batch to one list
-  // become one RPUSH, in order: inside the script every command costs about
-  // as much again as its work, and a transition appends several history
-  // lines. Use it only for lists the batch does nothing else to.
+  // become one RPUSH, in order: a transition appends several history lines,
+  // and each command has its cost in Redis beyond its work. Use it only for
+  // lists the batch does nothing else to.
   void Push(const std::string& key, std::string value);
   // Queues `event` in an outbox stream, in the same transaction as the state
   // it describes; the OutboxRelay publishes it to JetStream. The events of a
@@ -51,10 +51,9 @@ class RedisBatch {
 
   size_t guard_count() const { return guard_count_; }
   bool empty() const { return writes_.empty(); }
-  // Appends this batch as the commit script reads it.
-  void AppendArgs(std::vector<std::string>& args) const;
 
  private:
+  friend class CommitRound;  // redis_batch.cc: applies batches
   void AddGuard(std::initializer_list<std::string> guard);
   std::vector<std::string> guards_;
   size_t guard_count_ = 0;
@@ -70,8 +69,11 @@ class RedisBatch {
 // 0 when applied; otherwise the 1-based index of the first guard that
 // failed (nothing was written).
 int Commit(RedisPool& pool, const RedisBatch& batch);
-// Commits batches in order in one script call (one round trip); one result
-// per batch as Commit gives it. Each applies or not on its own. With
+// Commits batches in order, in as few transactions as their keys allow
+// (usually one: two round trips); one result per batch as Commit gives it.
+// Each applies or not on its own, and sees what the batches before it
+// wrote. Throws DomainError(kUnavailable) if other clients kept changing
+// the keys it reads. With
 // `outbox_entries`, also the id of each batch's outbox entry ("" when the
 // batch emitted nothing or did not apply), for OutboxRelay::Publish.
 std::vector<int> CommitAll(RedisPool& pool, const std::vector<const RedisBatch*>& batches,

@@ -64,8 +64,8 @@ class Engine {
     std::exception_ptr error;      // set when not, as Complete would throw it
   };
   // Completes each call as Complete would, with the tasks (and runs) of all
-  // read in one round trip and committed in one script call: concurrent
-  // completions cost two round trips in all instead of two each. Calls on
+  // read in one round trip and committed in one transaction: concurrent
+  // completions cost three round trips in all instead of three each. Calls on
   // the same task resolve as one after the other would: the first wins.
   // Fan-out members are completed one by one (their shared counter).
   void CompleteAll(std::vector<CompleteCall>& calls);

@@ -1,6 +1,6 @@
 // The tasks and runs this router committed last, as it committed them, so
 // that completing a task it created itself needs no read of Redis: on the
-// hand-off path the completion is one script call, not a read and a call.
+// hand-off path the completion is one commit, not a read and a commit.
 //
 // An entry may be stale: another replica may have changed the record since.
 // Nothing stale is ever written, because every commit is guarded on what it

@@ -11,6 +11,7 @@
 #include <nats/nats.h>
 
 #include <algorithm>
+#include <atomic>
 #include <array>
 #include <filesystem>
 #include <fstream>
@@ -235,12 +236,12 @@ TEST_F(BatchTest, AClaimIsTheLastGuardAndAFieldMayHoldOneOfSeveralValues) {
     return b;
   };
   RedisBatch first = claiming("first"), repeat = claiming("repeat");
-  const int64_t exists_before = CommandCalls("exists");
+  const int64_t execs_before = CommandCalls("exec");
   EXPECT_EQ(CommitAll(*pool_, {&first, &repeat}), (std::vector<int>{0, 2}));
   EXPECT_EQ(ReplyString(conn.Command({"GET", "c:mark"}).get()), "first");
   EXPECT_GT(ReplyInteger(conn.Command({"TTL", "c:mark"}).get()), 0);
   EXPECT_EQ(ReplyString(conn.Command({"HGET", "c:h", "applied"}).get()), "1");
-  EXPECT_EQ(CommandCalls("exists"), exists_before) << "a claim is one SET, no EXISTS";
+  EXPECT_EQ(CommandCalls("exec") - execs_before, 1) << "the repeat, refused, opens no transaction";
 
   // One of several values; "" for a missing field. Field guards on one key
   // are still read together, whatever their kind, and the result names the
@@ -300,6 +301,38 @@ TEST_F(BatchTest, AFieldReadByOneBatchOfACallIsReadAgainOnlyAfterAWriteToItsKey)
   EXPECT_EQ(ReplyString(conn.Command({"HGET", "m:applied", "7"}).get()), "4");
   EXPECT_EQ(ReplyString(conn.Command({"HGET", "m:applied", "8"}).get()), "2");
   EXPECT_EQ(ReplyString(conn.Command({"HGET", "m:applied", ""}).get()), "1");
+}
+
+// Guards are read, judged here, and the writes applied by MULTI/EXEC: a
+// write by another client in between must refuse the commit (WATCH), not
+// let two committers both apply on the same value read.
+TEST_F(BatchTest, CommittersRacingOnOneKeyNeverBothApplyOnTheSameValue) {
+  constexpr int kThreads = 4, kIncrements = 150, kMaxTries = 100000;
+  RedisConnection setup(RedisAddress::Parse(backends_->redis->address()));
+  ASSERT_EQ(ReplyInteger(setup.Command({"HSET", "race:counter", "v", "0"}).get()), 1);
+  std::atomic<int> refused{0}, gave_up{0};
+  auto racer = [&](int id) {
+    RedisConnection conn(RedisAddress::Parse(backends_->redis->address()));
+    int done = 0;
+    for (int tries = 0; done < kIncrements && tries < kMaxTries; ++tries) {
+      std::string seen = ReplyString(conn.Command({"HGET", "race:counter", "v"}).get()).value_or("");
+      RedisBatch b;
+      b.ExpectField("race:counter", "v", seen);
+      b.Write({"HSET", "race:counter", "v", std::to_string(std::stoi(seen) + 1)});
+      b.Write({"RPUSH", "race:log", std::to_string(id) + "/" + std::to_string(done)});
+      if (Commit(*pool_, b) == 0) ++done;
+      else ++refused;
+    }
+    if (done < kIncrements) ++gave_up;
+  };
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) threads.emplace_back(racer, i);
+  for (auto& t : threads) t.join();
+  ASSERT_EQ(gave_up.load(), 0);
+  EXPECT_EQ(ReplyString(setup.Command({"HGET", "race:counter", "v"}).get()), std::to_string(kThreads * kIncrements));
+  EXPECT_EQ(ReplyInteger(setup.Command({"LLEN", "race:log"}).get()), kThreads * kIncrements)
+      << "each applied commit moved the counter by one: none applied on a value another had changed";
+  RecordProperty("refused", refused.load());
 }
 
 TEST_F(BatchTest, TheTransactionThatEndsAStepCreatesTheNextTaskOrCompletesTheRun) {
@@ -901,9 +934,9 @@ TEST_F(BatchTest, CompletionsOfAGroupAreReadTogetherCommittedOnceAndEachEndsAsAl
       call(kSekretarisBlg, task_c, "bogus"), // not a review: no such outcome
       call(kSekretarisBlg, ""),              // no id
   };
-  int64_t scripts_before = CommandCalls("evalsha");
+  int64_t commits_before = CommandCalls("exec");
   engine_->CompleteAll(calls);
-  EXPECT_EQ(CommandCalls("evalsha") - scripts_before, 1) << "one commit for the group";
+  EXPECT_EQ(CommandCalls("exec") - commits_before, 1) << "one commit for the group";
 
   ASSERT_TRUE(calls[0].task.has_value());
   EXPECT_EQ(calls[0].task->status(), v1::Task::DONE);

@@ -643,25 +643,33 @@ Counters Between(const Counters& first, const Counters& last) {
   return spent;
 }
 
-// Redis commands per hand-off: those run by scripts and directly (not the
-// script calls themselves, nor this benchmark's INFO), the script calls,
-// and the ten most frequent. With --redis, other clients of that Redis
-// count too.
+// Redis commands per hand-off: the data commands, run directly, in
+// transactions or by scripts (not MULTI, EXEC, WATCH, UNWATCH or the script
+// calls themselves, nor this benchmark's INFO); the transactions (EXEC)
+// and script calls; and the ten most frequent commands. With --redis,
+// other clients of that Redis count too.
 nlohmann::json RedisPerHandoff(const std::map<std::string, int64_t>& calls, double handoffs) {
   if (calls.empty() || handoffs <= 0) return nullptr;
   auto is_script = [](const std::string& name) { return name == "evalsha" || name == "eval" || name == "fcall"; };
+  auto is_control = [](const std::string& name) {
+    return name == "multi" || name == "exec" || name == "watch" || name == "unwatch" || name == "info";
+  };
   int64_t commands = 0, scripts = 0;
   std::vector<std::pair<int64_t, std::string>> by_calls;
   for (const auto& [name, n] : calls) {
-    if (name == "info" || n <= 0) continue;
-    (is_script(name) ? scripts : commands) += n;
-    by_calls.emplace_back(n, name);
+    if (n <= 0) continue;
+    if (is_script(name)) scripts += n;
+    else if (!is_control(name)) commands += n;
+    if (name != "info") by_calls.emplace_back(n, name);
   }
   std::sort(by_calls.rbegin(), by_calls.rend());
   nlohmann::json top = nlohmann::json::object();
   for (size_t i = 0; i < by_calls.size() && i < 10; ++i)
     top[by_calls[i].second] = static_cast<double>(by_calls[i].first) / handoffs;
+  auto exec = calls.find("exec");
+  double transactions = exec == calls.end() ? 0 : static_cast<double>(exec->second);
   return {{"commands_per_handoff", static_cast<double>(commands) / handoffs},
+          {"transactions_per_handoff", transactions / handoffs},
           {"script_calls_per_handoff", static_cast<double>(scripts) / handoffs},
           {"calls_per_handoff", top}};
 }
