@@ -532,7 +532,9 @@ class Load {
     timings_.received[run_id][gen] = now;
     if (gen > 1) {
       auto prev = timings_.completed[run_id][gen - 1];
-      if (prev.time_since_epoch().count() != 0) timings_.Record(now, Ms(now - prev), run_id, gen);
+      // `now` was read before the lock: the answer, timed after it, may
+      // have been recorded first. The task still arrived first: 0.
+      if (prev.time_since_epoch().count() != 0) timings_.Record(now, std::max(0.0, Ms(now - prev)), run_id, gen);
     }
   }
 
