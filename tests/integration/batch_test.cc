@@ -778,6 +778,20 @@ TEST_F(BatchTest, TheRelayDeletesStoredEntriesByTheBatch) {
   EXPECT_TRUE(OutboxIds().empty()) << "Drain waits for the acks and deletes what is stored";
 }
 
+// Every thread of `pid` is stopped (SIGSTOP has taken effect).
+bool AllThreadsStopped(pid_t pid) {
+  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  int threads = 0;
+  for (const auto& task : std::filesystem::directory_iterator(tasks)) {
+    std::ifstream in(task.path() / "stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    auto close = stat.rfind(')');  // the state follows the command name, which may hold spaces
+    if (close == std::string::npos || close + 2 >= stat.size() || stat[close + 2] != 'T') return false;
+    ++threads;
+  }
+  return threads > 0;
+}
+
 // An ack that does not come in time (nats-server paused) leaves the entry
 // to the sweep; the late ack changes nothing, and the stream drops the
 // sweep's second copy.
@@ -789,6 +803,9 @@ TEST_F(BatchTest, AnEntryWhoseAckIsOverdueIsLeftToTheSweep) {
   auto consumer = CollectingConsumer(*rig.nats, "overdue-test", "sopflow.v1.test.overdue", stored);
   const pid_t nats_pid = backends_->nats->pid();
   ASSERT_EQ(kill(nats_pid, SIGSTOP), 0);
+  // kill() returns before every thread has stopped: a nats-server still
+  // running for a moment acked the publish below (once in a CI run).
+  ASSERT_TRUE(WaitUntil([&] { return AllThreadsStopped(nats_pid); }, 5000));
   std::shared_ptr<void> resume(nullptr, [nats_pid](void*) { kill(nats_pid, SIGCONT); });
   auto b = Transition("sopflow.v1.test.overdue", {{"late-0", 0}});
   ASSERT_EQ(CommitAndPublish(*pool_, {b.get()}, rig.relay.get()), (std::vector<int>{0}));
