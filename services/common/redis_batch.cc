@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "error.h"
+#include "metrics.h"
 #include "sopflow/v1/event.pb.h"
 
 namespace sopflow {
@@ -58,8 +59,10 @@ class CommitRound {
 
   // Fills results[from, end) (and outbox entries). False if another client
   // changed a watched key before EXEC: nothing was written.
-  bool Run(RedisConnection& conn, std::vector<int>& results, std::vector<std::string>* entries) {
+  bool Run(RedisConnection& conn, std::vector<int>& results, std::vector<std::string>* entries,
+           const std::function<void()>& after_read) {
     ReadGuards(conn);
+    if (after_read) after_read();
     Transaction t;
     for (size_t i = from_; i < end_; ++i) {
       results[i] = FirstFailedGuard(*batches_[i]);
@@ -285,6 +288,11 @@ int Commit(RedisPool& pool, const RedisBatch& batch) { return CommitAll(pool, {&
 
 std::vector<int> CommitAll(RedisPool& pool, const std::vector<const RedisBatch*>& batches,
                            std::vector<std::string>* outbox_entries) {
+  return CommitAll(pool, batches, outbox_entries, {});
+}
+
+std::vector<int> CommitAll(RedisPool& pool, const std::vector<const RedisBatch*>& batches,
+                           std::vector<std::string>* outbox_entries, const std::function<void()>& after_read) {
   std::vector<int> results(batches.size(), 0);
   if (outbox_entries) outbox_entries->assign(batches.size(), "");
   if (batches.empty()) return results;
@@ -292,9 +300,13 @@ std::vector<int> CommitAll(RedisPool& pool, const std::vector<const RedisBatch*>
   for (size_t from = 0; from < batches.size();) {
     CommitRound round(batches, from);
     int attempt = 0;
-    while (!round.Run(*conn, results, outbox_entries))
+    while (!round.Run(*conn, results, outbox_entries, after_read)) {
+      // Replicas (or users) writing the same records at once: rising, it
+      // says how often a commit had to read and judge again.
+      Metrics::Global().Count("sopflow_commit_conflicts_total", "");
       if (++attempt == kMaxRoundAttempts)
         throw DomainError(ErrorCode::kUnavailable, "the records kept changing under this commit; retry");
+    }
     from = round.end();
   }
   return results;

@@ -5,6 +5,7 @@
 // guards are read and judged again. Services build a batch, then Commit it.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -78,5 +79,9 @@ int Commit(RedisPool& pool, const RedisBatch& batch);
 // batch emitted nothing or did not apply), for OutboxRelay::Publish.
 std::vector<int> CommitAll(RedisPool& pool, const std::vector<const RedisBatch*>& batches,
                            std::vector<std::string>* outbox_entries = nullptr);
+// The same, calling `after_read` in each attempt after the guards are read
+// and before the writes: a test's way to change a key in between.
+std::vector<int> CommitAll(RedisPool& pool, const std::vector<const RedisBatch*>& batches,
+                           std::vector<std::string>* outbox_entries, const std::function<void()>& after_read);
 
 }  // namespace sopflow

@@ -29,6 +29,7 @@
 #include "clock.h"
 #include "error.h"
 #include "event_consumer.h"
+#include "metrics.h"
 #include "nats.h"
 #include "outbox_relay.h"
 #include "redis.h"
@@ -301,6 +302,60 @@ TEST_F(BatchTest, AFieldReadByOneBatchOfACallIsReadAgainOnlyAfterAWriteToItsKey)
   EXPECT_EQ(ReplyString(conn.Command({"HGET", "m:applied", "7"}).get()), "4");
   EXPECT_EQ(ReplyString(conn.Command({"HGET", "m:applied", "8"}).get()), "2");
   EXPECT_EQ(ReplyString(conn.Command({"HGET", "m:applied", ""}).get()), "1");
+}
+
+// A key a round read, changed by another client before the round's EXEC:
+// the EXEC writes nothing and the guards are read and judged again, on the
+// new value; each such retry is counted for operators.
+TEST_F(BatchTest, ACommitWhoseGuardedKeyChangesBeforeItsWritesIsJudgedAgain) {
+  RedisConnection other(RedisAddress::Parse(backends_->redis->address()));
+  ASSERT_EQ(ReplyInteger(other.Command({"HSET", "w:k", "v", "1"}).get()), 1);
+  auto conflicts = [] { return Metrics::Global().CounterValue("sopflow_commit_conflicts_total", ""); };
+  const double conflicts_before = conflicts();
+
+  // Changed to a value the guard refuses: refused on the second reading.
+  RedisBatch refused;
+  refused.ExpectField("w:k", "v", "1");
+  refused.Write({"HSET", "w:k", "refused", "written"});
+  int reads = 0;
+  EXPECT_EQ(CommitAll(*pool_, {&refused}, nullptr,
+                      [&] {
+                        if (reads++ == 0) {
+                          ASSERT_EQ(ReplyInteger(other.Command({"HSET", "w:k", "v", "2"}).get()), 0);
+                        }
+                      }),
+            std::vector<int>{1});
+  EXPECT_EQ(reads, 2);
+  EXPECT_EQ(ReplyString(other.Command({"HGET", "w:k", "refused"}).get()), std::nullopt) << "the first EXEC wrote nothing";
+  EXPECT_EQ(conflicts() - conflicts_before, 1);
+
+  // Another field of the key written: the guard still holds when read
+  // again, and the batch applies then, once.
+  RedisBatch applied;
+  applied.ExpectField("w:k", "v", "2");
+  applied.Write({"HINCRBY", "w:k", "applied", "1"});
+  reads = 0;
+  EXPECT_EQ(CommitAll(*pool_, {&applied}, nullptr,
+                      [&] {
+                        if (reads++ == 0) {
+                          ASSERT_EQ(ReplyInteger(other.Command({"HSET", "w:k", "x", "y"}).get()), 1);
+                        }
+                      }),
+            std::vector<int>{0});
+  EXPECT_EQ(reads, 2);
+  EXPECT_EQ(ReplyString(other.Command({"HGET", "w:k", "applied"}).get()), "1");
+  EXPECT_EQ(conflicts() - conflicts_before, 2);
+
+  // Changed at every attempt: UNAVAILABLE after a bounded number, nothing written.
+  reads = 0;
+  try {
+    CommitAll(*pool_, {&applied}, nullptr, [&] { other.Command({"HINCRBY", "w:k", "x2", "1"}); ++reads; });
+    ADD_FAILURE() << "a commit whose key changes at every attempt must give up";
+  } catch (const DomainError& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kUnavailable);
+  }
+  EXPECT_EQ(reads, 16);
+  EXPECT_EQ(ReplyString(other.Command({"HGET", "w:k", "applied"}).get()), "1");
 }
 
 // Guards are read, judged here, and the writes applied by MULTI/EXEC: a
