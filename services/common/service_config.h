@@ -23,6 +23,7 @@ struct ServiceConfig {
   int not_serving_delay_ms = 0;             // on SIGTERM, NOT_SERVING this long before closing
   int64_t ack_wait_ms = 10000;              // events a dead replica held return after this
   std::string metrics_listen;               // host:port for GET /metrics; empty: off
+  std::string port_file;                    // once listening, the gRPC port is written here
 };
 
 }  // namespace sopflow

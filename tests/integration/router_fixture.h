@@ -68,6 +68,22 @@ inline ::testing::AssertionResult Listens(ChildProcess& child, int port, int tim
   return ::testing::AssertionFailure() << "the child process " << why;
 }
 
+// The flags that make a sopflow service choose its own port and write it
+// to `port_file`: no other process can take a port between its choice and
+// the bind, as one from FreePort() can when tests run in parallel.
+inline std::vector<std::string> OwnPort(const std::string& port_file) {
+  return {"--listen", "127.0.0.1:0", "--port-file", port_file};
+}
+
+// A child started with OwnPort(port_file) listens within timeout_ms; *port
+// is its port. If not, the failure says why, with the tail of its log.
+inline ::testing::AssertionResult ListensOnOwnPort(ChildProcess& child, const std::string& port_file, int* port,
+                                                   int timeout_ms = 15000) {
+  std::string why = child.WaitPortFile(port_file, timeout_ms, port);
+  if (why.empty()) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "the child process " << why;
+}
+
 // A self-signed certificate for 127.0.0.1 and its key, made by openssl.
 ::testing::AssertionResult MakeCertificate(const std::string& key, const std::string& cert, const std::string& log);
 

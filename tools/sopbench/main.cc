@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <cstdio>
 #include <deque>
 #include <functional>
 #include <filesystem>
@@ -157,8 +158,9 @@ struct Deployment {
   std::unique_ptr<sopflow::testing::NatsServer> nats_server;
   struct Child {
     std::string name;
-    int port;
+    int port;  // as the service wrote it to port_file
     std::unique_ptr<ChildProcess> process;
+    std::string port_file;
   };
   std::vector<Child> children;
 
@@ -187,22 +189,28 @@ std::string StartLocal(const Options& o, const std::string& source, Deployment& 
     nats = d.nats_server->url();
   }
   d.redis = redis;
+  // Each service picks its own port (port 0) and says which: a port
+  // picked here could be taken before the service binds it (by the next
+  // replica started, or by a test running beside), and the benchmark would
+  // then talk to the wrong process.
   auto spawn = [&](const std::string& name, int index, std::vector<std::string> extra) {
-    int port = sopflow::testing::FreePort();
-    std::string listen = "127.0.0.1:" + std::to_string(port);
-    std::vector<std::string> argv{o.bin_dir + "/services/" + name + "/sopflow-" + name, "--listen", listen, "--redis", redis,
-                                  "--nats", nats, "--tokens", o.work_dir + "/tokens.yaml", "--log-level", "warn"};
+    const std::string base = o.work_dir + "/" + name + "-" + std::to_string(index);
+    std::remove((base + ".port").c_str());
+    std::vector<std::string> argv{o.bin_dir + "/services/" + name + "/sopflow-" + name, "--listen", "127.0.0.1:0",
+                                  "--port-file", base + ".port", "--redis", redis, "--nats", nats, "--tokens",
+                                  o.work_dir + "/tokens.yaml", "--log-level", "warn"};
     argv.insert(argv.end(), extra.begin(), extra.end());
-    d.children.push_back({name, port, std::make_unique<ChildProcess>()});
-    d.children.back().process->Start(argv, {}, o.work_dir + "/" + name + "-" + std::to_string(index) + ".log");
-    (name == "router" ? d.routers : d.notifiers).push_back(listen);
+    d.children.push_back({name, 0, std::make_unique<ChildProcess>()});
+    d.children.back().process->Start(argv, {}, base + ".log");
+    d.children.back().port_file = base + ".port";
   };
   for (int i = 0; i < o.routers; ++i) spawn("router", i, {});
   for (int i = 0; i < o.notifiers; ++i)
     spawn("notifier", i, {"--templates", source + "/../../deploy/base/notifier/templates"});
-  for (const auto& child : d.children) {
-    std::string why = child.process->WaitListening(child.port, 15000);
+  for (auto& child : d.children) {
+    std::string why = child.process->WaitPortFile(child.port_file, 15000, &child.port);
     if (!why.empty()) return child.name + " " + why;
+    (child.name == "router" ? d.routers : d.notifiers).push_back("127.0.0.1:" + std::to_string(child.port));
   }
   return "";
 }

@@ -119,6 +119,26 @@ std::string ChildProcess::WaitListening(int port, int timeout_ms) {
   return why + "; last lines of " + log_file_ + ":\n" + LogTail(40);
 }
 
+std::string ChildProcess::WaitPortFile(const std::string& path, int timeout_ms, int* port) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  std::string why;
+  while (why.empty()) {
+    std::ifstream in(path);
+    if (in >> *port && *port > 0) return "";
+    int code = ReapIfExited();
+    if (code != -1) {
+      why = "exited with code " + std::to_string(code) + " before writing " + path;
+    } else if (pid_ <= 0) {
+      why = "is not running";
+    } else if (std::chrono::steady_clock::now() >= deadline) {
+      why = "wrote no " + path + " in " + std::to_string(timeout_ms) + " ms";
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+  return why + "; last lines of " + log_file_ + ":\n" + LogTail(40);
+}
+
 std::string ChildProcess::LogTail(size_t max_lines) const {
   std::ifstream in(log_file_);
   std::deque<std::string> lines;

@@ -37,6 +37,13 @@ class ChildProcess {
   // timed out) and the last lines of its log, so a failure on a CI machine
   // can be read without the log, which the fixture deletes.
   std::string WaitListening(int port, int timeout_ms);
+  // For a sopflow service started with --listen 127.0.0.1:0 --port-file
+  // `path`: waits until it has written the port it listens on, and gives
+  // it in *port. A port chosen by the service cannot be taken by another
+  // process between its choice and the bind, as one from FreePort() can
+  // (two of them were, in parallel test runs). Empty, or why not, as
+  // WaitListening.
+  std::string WaitPortFile(const std::string& path, int timeout_ms, int* port);
   bool running() const { return pid_ > 0; }
   pid_t pid() const { return pid_; }
 
