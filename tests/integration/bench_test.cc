@@ -146,10 +146,10 @@ TEST(BenchTest, LoadsARunningDeploymentAtTheAddressesItIsGiven) {
   auto r = RunBench(b.dir, "connected",
                     {"--router", router_addr, "--notifier", notifier_addr, "--ca-file", cert, "--runs",
                      std::to_string(kRuns), "--token-prefix", "ops-bench-", "--timeout", "120"});
-  // What the services said, shown if the report is incomplete: under
-  // `ctest -j2` a worker's Subscribe was now and then refused at its first
-  // connect ("failed to connect to all addresses"), cause not found; the
-  // workers' streams now wait for their channel to connect.
+  // What the services said, shown if the report is incomplete. (Under
+  // `ctest -j2` a worker's Subscribe was now and then refused: a port
+  // chosen by FreePort() had been taken by another process before the
+  // notifier bound it. The services now choose their own ports.)
   SCOPED_TRACE("router.log:\n" + ReadText(b.dir + "/router.log") + "\nnotifier.log:\n" +
                ReadText(b.dir + "/notifier.log"));
   ExpectCompleteReport(r);

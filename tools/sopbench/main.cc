@@ -433,7 +433,6 @@ class Load {
         v1::SubscribeRequest sub;
         sub.set_unit("sopbench-idle-" + std::to_string(i));
         idle_contexts_[i] = AuthedContext(o_.admin_token, std::chrono::hours(24));
-        idle_contexts_[i]->set_wait_for_ready(true);  // as the workers' streams
         auto reader = notifier->Subscribe(idle_contexts_[i].get(), sub);
         ++idle_open_;
         v1::Notification n;
@@ -491,12 +490,6 @@ class Load {
     v1::SubscribeRequest sub;
     sub.set_role("step-" + std::to_string(step));
     stream_contexts_[step - 1] = AuthedContext(token, std::chrono::hours(24));
-    // As a long-lived subscriber should: wait for the channel to connect
-    // (gRPC retries with backoff) rather than fail at its first connect
-    // error. Under parallel tests a worker's fresh channel was now and then
-    // refused at once ("failed to connect to all addresses"), and its runs
-    // then waited out the timeout. Stop() cancels a wait that never ends.
-    stream_contexts_[step - 1]->set_wait_for_ready(true);
     auto reader = notifier->Subscribe(stream_contexts_[step - 1].get(), sub);
     ++streams_ready_;
     // Completions go out asynchronously, at most `inflight` at a time per
