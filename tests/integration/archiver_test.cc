@@ -4,6 +4,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 
@@ -300,12 +301,16 @@ TEST(ArchiverCrashTest, KilledAndRestartedItLosesNothing) {
   auto stub = v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(router.port())));
   auto config = ArchiverConfigFor(backends, router.port(), 0);
   auto start_archiver = [&](ChildProcess& p) {
-    int port = FreePort();
-    p.Start({SOPFLOW_ARCHIVER_BIN, "--listen", "127.0.0.1:" + std::to_string(port), "--redis", config.redis, "--nats",
-             config.nats, "--tokens", config.tokens_file, "--blobs", config.blob_dir, "--rules", config.rules_dir,
-             "--router", config.router, "--service-token", config.service_token, "--ack-wait-ms", "1000"},
-            {}, backends.dir + "/archiver.log");
-    EXPECT_TRUE(Listens(p, port));
+    int port = 0;
+    const std::string port_file = backends.dir + "/archiver.port";
+    std::remove(port_file.c_str());  // a restart writes it again
+    std::vector<std::string> argv{SOPFLOW_ARCHIVER_BIN, "--redis", config.redis, "--nats", config.nats, "--tokens",
+                                  config.tokens_file, "--blobs", config.blob_dir, "--rules", config.rules_dir,
+                                  "--router", config.router, "--service-token", config.service_token,
+                                  "--ack-wait-ms", "1000"};
+    for (auto& a : OwnPort(port_file)) argv.push_back(a);
+    p.Start(argv, {}, backends.dir + "/archiver.log");
+    EXPECT_TRUE(ListensOnOwnPort(p, port_file, &port));
     return port;
   };
   auto run_one = [&] {

@@ -2,6 +2,7 @@
 // replicas, and a notifier killed and restarted.
 #include <hiredis/hiredis.h>
 
+#include <cstdio>
 #include <set>
 
 #include "notifier_fixture.h"
@@ -116,12 +117,15 @@ TEST(NotifierCrashTest, KilledAndRestartedItLosesNothingAndRepeatsNothing) {
   auto stub = v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(router.port())));
   auto config = NotifierConfigFor(backends, "");
   auto start_notifier = [&](ChildProcess& p) {
-    int port = FreePort();
-    p.Start({SOPFLOW_NOTIFIER_BIN, "--listen", "127.0.0.1:" + std::to_string(port), "--redis", config.redis, "--nats",
-             config.nats, "--tokens", config.tokens_file, "--calendar", config.calendar_file, "--templates",
-             config.templates_dir, "--ack-wait-ms", "1000"},
-            {}, backends.dir + "/notifier.log");
-    ASSERT_TRUE(Listens(p, port));
+    int port = 0;
+    const std::string port_file = backends.dir + "/notifier.port";
+    std::remove(port_file.c_str());  // a restart writes it again
+    std::vector<std::string> argv{SOPFLOW_NOTIFIER_BIN, "--redis", config.redis, "--nats", config.nats, "--tokens",
+                                  config.tokens_file, "--calendar", config.calendar_file, "--templates",
+                                  config.templates_dir, "--ack-wait-ms", "1000"};
+    for (auto& a : OwnPort(port_file)) argv.push_back(a);
+    p.Start(argv, {}, backends.dir + "/notifier.log");
+    ASSERT_TRUE(ListensOnOwnPort(p, port_file, &port));
   };
   std::set<std::string> runs;
   auto start_runs = [&](int n) {

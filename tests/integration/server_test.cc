@@ -157,15 +157,17 @@ TEST(DeploymentShapeTest, TlsApiPlaintextHealthPortAndNotServingDuringTheDrain) 
   ASSERT_TRUE(MakeCertificate(key, cert, backends.dir + "/openssl.log"));
 
   auto c = backends.RouterConfigFor();
-  const int port = FreePort(), health_port = FreePort();
+  int port = 0;
+  const int health_port = FreePort();  // the health port is not reported: chosen here
   ChildProcess router;
-  router.Start({SOPFLOW_ROUTER_BIN, "--listen", "127.0.0.1:" + std::to_string(port), "--health-listen",
-                "127.0.0.1:" + std::to_string(health_port), "--tls-cert", cert, "--tls-key", key, "--redis", c.redis,
-                "--nats", c.nats, "--tokens", c.tokens_file, "--definitions", c.definitions_dir,
-                "--not-serving-delay-ms", "3000", "--drain-ms", "2000", "--log-level", "warn"},
-               {}, backends.dir + "/router.log");
+  std::vector<std::string> argv{SOPFLOW_ROUTER_BIN, "--health-listen", "127.0.0.1:" + std::to_string(health_port),
+                                "--tls-cert", cert, "--tls-key", key, "--redis", c.redis, "--nats", c.nats, "--tokens",
+                                c.tokens_file, "--definitions", c.definitions_dir, "--not-serving-delay-ms", "3000",
+                                "--drain-ms", "2000", "--log-level", "warn"};
+  for (auto& a : OwnPort(backends.dir + "/router.port")) argv.push_back(a);
+  router.Start(argv, {}, backends.dir + "/router.log");
+  ASSERT_TRUE(ListensOnOwnPort(router, backends.dir + "/router.port", &port));
   ASSERT_TRUE(Listens(router, health_port));
-  ASSERT_TRUE(Listens(router, port));
 
   auto tls = OpenChannel("127.0.0.1:" + std::to_string(port), cert);
   auto stub = v1::Router::NewStub(tls);
