@@ -102,41 +102,36 @@ int ChildProcess::WaitExit(int timeout_ms) {
   return -1;
 }
 
-std::string ChildProcess::WaitListening(int port, int timeout_ms) {
+std::string ChildProcess::WaitReady(const std::function<bool()>& ready, const std::string& what, int timeout_ms) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   std::string why;
   while (why.empty()) {
-    if (WaitForPort(port, 50)) return "";
+    if (ready()) return "";
     int code = ReapIfExited();
     if (code != -1) {
-      why = "exited with code " + std::to_string(code) + " before listening on port " + std::to_string(port);
+      why = "exited with code " + std::to_string(code) + " before " + what;
     } else if (pid_ <= 0) {
       why = "is not running";
     } else if (std::chrono::steady_clock::now() >= deadline) {
-      why = "not listening on port " + std::to_string(port) + " after " + std::to_string(timeout_ms) + " ms";
+      why = "not " + what + " after " + std::to_string(timeout_ms) + " ms";
     }
   }
   return why + "; last lines of " + log_file_ + ":\n" + LogTail(40);
 }
 
+std::string ChildProcess::WaitListening(int port, int timeout_ms) {
+  return WaitReady([port] { return WaitForPort(port, 50); }, "listening on port " + std::to_string(port), timeout_ms);
+}
+
 std::string ChildProcess::WaitPortFile(const std::string& path, int timeout_ms, int* port) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  std::string why;
-  while (why.empty()) {
-    std::ifstream in(path);
-    if (in >> *port && *port > 0) return "";
-    int code = ReapIfExited();
-    if (code != -1) {
-      why = "exited with code " + std::to_string(code) + " before writing " + path;
-    } else if (pid_ <= 0) {
-      why = "is not running";
-    } else if (std::chrono::steady_clock::now() >= deadline) {
-      why = "wrote no " + path + " in " + std::to_string(timeout_ms) + " ms";
-    } else {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-  }
-  return why + "; last lines of " + log_file_ + ":\n" + LogTail(40);
+  return WaitReady(
+      [&] {
+        std::ifstream in(path);
+        if (in >> *port && *port > 0) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        return false;
+      },
+      "writing its port to " + path, timeout_ms);
 }
 
 std::string ChildProcess::LogTail(size_t max_lines) const {

@@ -6,6 +6,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -48,6 +49,9 @@ class ChildProcess {
   pid_t pid() const { return pid_; }
 
  private:
+  // Polls `ready` (which paces itself) until it holds; otherwise why not,
+  // as WaitListening says it: `what` is what the child did not get to do.
+  std::string WaitReady(const std::function<bool()>& ready, const std::string& what, int timeout_ms);
   // Reaps the process if it has exited; its exit code (128+signal), else -1.
   int ReapIfExited();
   std::string LogTail(size_t max_lines) const;
