@@ -4,7 +4,6 @@
 
 #include <hiredis/hiredis.h>
 
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 
@@ -302,15 +301,11 @@ TEST(ArchiverCrashTest, KilledAndRestartedItLosesNothing) {
   auto config = ArchiverConfigFor(backends, router.port(), 0);
   auto start_archiver = [&](ChildProcess& p) {
     int port = 0;
-    const std::string port_file = backends.dir + "/archiver.port";
-    std::remove(port_file.c_str());  // a restart writes it again
-    std::vector<std::string> argv{SOPFLOW_ARCHIVER_BIN, "--redis", config.redis, "--nats", config.nats, "--tokens",
-                                  config.tokens_file, "--blobs", config.blob_dir, "--rules", config.rules_dir,
-                                  "--router", config.router, "--service-token", config.service_token,
-                                  "--ack-wait-ms", "1000"};
-    for (auto& a : OwnPort(port_file)) argv.push_back(a);
-    p.Start(argv, {}, backends.dir + "/archiver.log");
-    EXPECT_TRUE(ListensOnOwnPort(p, port_file, &port));
+    EXPECT_TRUE(StartOnOwnPort(p,
+                               {SOPFLOW_ARCHIVER_BIN, "--redis", config.redis, "--nats", config.nats, "--tokens",
+                                config.tokens_file, "--blobs", config.blob_dir, "--rules", config.rules_dir, "--router",
+                                config.router, "--service-token", config.service_token, "--ack-wait-ms", "1000"},
+                               {}, backends.dir + "/archiver.log", &port));
     return port;
   };
   auto run_one = [&] {

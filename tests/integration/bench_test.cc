@@ -124,22 +124,16 @@ TEST(BenchTest, LoadsARunningDeploymentAtTheAddressesItIsGiven) {
 
   int router_port = 0, notifier_port = 0;
   ChildProcess router, notifier;
-  auto with_own_port = [](std::vector<std::string> argv, const std::string& port_file) {
-    for (auto& a : OwnPort(port_file)) argv.push_back(a);
-    return argv;
-  };
-  router.Start(with_own_port({SOPFLOW_ROUTER_BIN, "--tls-cert", cert, "--tls-key", key, "--redis", b.redis->address(),
+  ASSERT_TRUE(StartOnOwnPort(router,
+                             {SOPFLOW_ROUTER_BIN, "--tls-cert", cert, "--tls-key", key, "--redis", b.redis->address(),
                               "--nats", b.nats->url(), "--tokens", tokens, "--log-level", "info"},
-                             b.dir + "/router.port"),
-               {}, b.dir + "/router.log");
-  notifier.Start(with_own_port({SOPFLOW_NOTIFIER_BIN, "--tls-cert", cert, "--tls-key", key, "--redis",
-                                b.redis->address(), "--nats", b.nats->url(), "--tokens", tokens, "--templates",
-                                std::string(SOPFLOW_SOURCE_DIR) + "/deploy/base/notifier/templates", "--log-level",
-                                "info"},
-                               b.dir + "/notifier.port"),
-                 {}, b.dir + "/notifier.log");
-  ASSERT_TRUE(ListensOnOwnPort(router, b.dir + "/router.port", &router_port));
-  ASSERT_TRUE(ListensOnOwnPort(notifier, b.dir + "/notifier.port", &notifier_port));
+                             {}, b.dir + "/router.log", &router_port));
+  ASSERT_TRUE(StartOnOwnPort(notifier,
+                             {SOPFLOW_NOTIFIER_BIN, "--tls-cert", cert, "--tls-key", key, "--redis",
+                              b.redis->address(), "--nats", b.nats->url(), "--tokens", tokens, "--templates",
+                              std::string(SOPFLOW_SOURCE_DIR) + "/deploy/base/notifier/templates", "--log-level",
+                              "info"},
+                             {}, b.dir + "/notifier.log", &notifier_port));
 
   std::string router_addr = "127.0.0.1:" + std::to_string(router_port);
   std::string notifier_addr = "127.0.0.1:" + std::to_string(notifier_port);

@@ -284,19 +284,15 @@ TEST_F(ConcurrencyTest, TheNextTaskExistsWhenTheCallThatCausesItReturns) {
 TEST(RouterCrashTest, KilledBetweenRedisWriteAndPublishTheRunStillFinishes) {
   Backends backends;
   auto base = backends.RouterConfigFor();
-  auto args = [&](const std::string& port_file) {
-    std::vector<std::string> argv{SOPFLOW_ROUTER_BIN, "--redis", base.redis, "--nats", base.nats, "--tokens",
-                                  base.tokens_file, "--definitions", base.definitions_dir, "--relay-reclaim-idle-ms", "300"};
-    for (auto& a : OwnPort(port_file)) argv.push_back(a);
-    return argv;
-  };
+  const std::vector<std::string> args{SOPFLOW_ROUTER_BIN, "--redis", base.redis, "--nats", base.nats,
+                                      "--tokens", base.tokens_file, "--definitions", base.definitions_dir,
+                                      "--relay-reclaim-idle-ms", "300"};
   // Replica A dies right after its first commit, before publishing its
   // events: the commit is in Redis, NATS has nothing.
   int port_a = 0;
   ChildProcess a;
-  a.Start(args(backends.dir + "/router-a.port"), {{"SOPFLOW_FAILPOINT", "relay_crash_before_publish"}},
-          backends.dir + "/router-a.log");
-  ASSERT_TRUE(ListensOnOwnPort(a, backends.dir + "/router-a.port", &port_a));
+  ASSERT_TRUE(StartOnOwnPort(a, args, {{"SOPFLOW_FAILPOINT", "relay_crash_before_publish"}},
+                             backends.dir + "/router-a.log", &port_a));
   auto stub_a = v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(port_a)));
   v1::StartRunRequest req = Run003Request();
   req.set_request_id("balangan-2026-Q3");
@@ -313,8 +309,7 @@ TEST(RouterCrashTest, KilledBetweenRedisWriteAndPublishTheRunStillFinishes) {
   // Replica B comes up, takes over A's unpublished event, and the run goes on.
   int port_b = 0;
   ChildProcess b;
-  b.Start(args(backends.dir + "/router-b.port"), {}, backends.dir + "/router-b.log");
-  ASSERT_TRUE(ListensOnOwnPort(b, backends.dir + "/router-b.port", &port_b));
+  ASSERT_TRUE(StartOnOwnPort(b, args, {}, backends.dir + "/router-b.log", &port_b));
   auto stub_b = v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(port_b)));
   // The client retries with the same request_id and gets the run A started.
   v1::Run run;

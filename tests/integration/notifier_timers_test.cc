@@ -2,7 +2,6 @@
 // replicas, and a notifier killed and restarted.
 #include <hiredis/hiredis.h>
 
-#include <cstdio>
 #include <set>
 
 #include "notifier_fixture.h"
@@ -118,14 +117,11 @@ TEST(NotifierCrashTest, KilledAndRestartedItLosesNothingAndRepeatsNothing) {
   auto config = NotifierConfigFor(backends, "");
   auto start_notifier = [&](ChildProcess& p) {
     int port = 0;
-    const std::string port_file = backends.dir + "/notifier.port";
-    std::remove(port_file.c_str());  // a restart writes it again
-    std::vector<std::string> argv{SOPFLOW_NOTIFIER_BIN, "--redis", config.redis, "--nats", config.nats, "--tokens",
-                                  config.tokens_file, "--calendar", config.calendar_file, "--templates",
-                                  config.templates_dir, "--ack-wait-ms", "1000"};
-    for (auto& a : OwnPort(port_file)) argv.push_back(a);
-    p.Start(argv, {}, backends.dir + "/notifier.log");
-    ASSERT_TRUE(ListensOnOwnPort(p, port_file, &port));
+    ASSERT_TRUE(StartOnOwnPort(p,
+                               {SOPFLOW_NOTIFIER_BIN, "--redis", config.redis, "--nats", config.nats, "--tokens",
+                                config.tokens_file, "--calendar", config.calendar_file, "--templates",
+                                config.templates_dir, "--ack-wait-ms", "1000"},
+                               {}, backends.dir + "/notifier.log", &port));
   };
   std::set<std::string> runs;
   auto start_runs = [&](int n) {

@@ -21,26 +21,22 @@ struct Replica {
 Replica StartRouter(const Backends& b, const std::string& log) {
   auto c = b.RouterConfigFor();
   Replica r{std::make_unique<ChildProcess>()};
-  std::vector<std::string> argv{SOPFLOW_ROUTER_BIN, "--redis", c.redis, "--nats", c.nats, "--tokens", c.tokens_file,
-                                "--definitions", c.definitions_dir, "--relay-reclaim-idle-ms", "300",
-                                "--drain-ms", "2000", "--log-level", "warn"};
-  const std::string port_file = b.dir + "/" + log + ".port";
-  for (auto& a : OwnPort(port_file)) argv.push_back(a);
-  r.process->Start(argv, {}, b.dir + "/" + log);
-  EXPECT_TRUE(ListensOnOwnPort(*r.process, port_file, &r.port));
+  EXPECT_TRUE(StartOnOwnPort(*r.process,
+                             {SOPFLOW_ROUTER_BIN, "--redis", c.redis, "--nats", c.nats, "--tokens", c.tokens_file,
+                              "--definitions", c.definitions_dir, "--relay-reclaim-idle-ms", "300", "--drain-ms",
+                              "2000", "--log-level", "warn"},
+                             {}, b.dir + "/" + log, &r.port));
   return r;
 }
 
 Replica StartNotifier(const Backends& b, const std::string& log) {
   auto c = NotifierConfigFor(b, "");
   Replica r{std::make_unique<ChildProcess>()};
-  std::vector<std::string> argv{SOPFLOW_NOTIFIER_BIN, "--redis", c.redis, "--nats", c.nats, "--tokens", c.tokens_file,
-                                "--calendar", c.calendar_file, "--templates", c.templates_dir,
-                                "--ack-wait-ms", "1000", "--log-level", "warn"};
-  const std::string port_file = b.dir + "/" + log + ".port";
-  for (auto& a : OwnPort(port_file)) argv.push_back(a);
-  r.process->Start(argv, {}, b.dir + "/" + log);
-  EXPECT_TRUE(ListensOnOwnPort(*r.process, port_file, &r.port));
+  EXPECT_TRUE(StartOnOwnPort(*r.process,
+                             {SOPFLOW_NOTIFIER_BIN, "--redis", c.redis, "--nats", c.nats, "--tokens", c.tokens_file,
+                              "--calendar", c.calendar_file, "--templates", c.templates_dir, "--ack-wait-ms", "1000",
+                              "--log-level", "warn"},
+                             {}, b.dir + "/" + log, &r.port));
   return r;
 }
 

@@ -4,7 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -68,17 +70,19 @@ inline ::testing::AssertionResult Listens(ChildProcess& child, int port, int tim
   return ::testing::AssertionFailure() << "the child process " << why;
 }
 
-// The flags that make a sopflow service choose its own port and write it
-// to `port_file`: no other process can take a port between its choice and
-// the bind, as one from FreePort() can when tests run in parallel.
-inline std::vector<std::string> OwnPort(const std::string& port_file) {
-  return {"--listen", "127.0.0.1:0", "--port-file", port_file};
-}
-
-// A child started with OwnPort(port_file) listens within timeout_ms; *port
-// is its port. If not, the failure says why, with the tail of its log.
-inline ::testing::AssertionResult ListensOnOwnPort(ChildProcess& child, const std::string& port_file, int* port,
-                                                   int timeout_ms = 15000) {
+// Starts the sopflow service `argv` on a port it chooses itself (--listen
+// 127.0.0.1:0, --port-file next to its log) and waits until it listens
+// within timeout_ms; *port is its port. No other process can take the port
+// between its choice and the bind, as one from FreePort() can when tests
+// run in parallel. A restart with the same log file writes the port anew.
+// If it does not listen, the failure says why, with the tail of its log.
+inline ::testing::AssertionResult StartOnOwnPort(ChildProcess& child, std::vector<std::string> argv,
+                                                 const std::map<std::string, std::string>& env,
+                                                 const std::string& log_file, int* port, int timeout_ms = 15000) {
+  const std::string port_file = log_file + ".port";
+  std::remove(port_file.c_str());
+  argv.insert(argv.end(), {"--listen", "127.0.0.1:0", "--port-file", port_file});
+  child.Start(argv, env, log_file);
   std::string why = child.WaitPortFile(port_file, timeout_ms, port);
   if (why.empty()) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure() << "the child process " << why;

@@ -160,13 +160,12 @@ TEST(DeploymentShapeTest, TlsApiPlaintextHealthPortAndNotServingDuringTheDrain) 
   int port = 0;
   const int health_port = FreePort();  // the health port is not reported: chosen here
   ChildProcess router;
-  std::vector<std::string> argv{SOPFLOW_ROUTER_BIN, "--health-listen", "127.0.0.1:" + std::to_string(health_port),
-                                "--tls-cert", cert, "--tls-key", key, "--redis", c.redis, "--nats", c.nats, "--tokens",
-                                c.tokens_file, "--definitions", c.definitions_dir, "--not-serving-delay-ms", "3000",
-                                "--drain-ms", "2000", "--log-level", "warn"};
-  for (auto& a : OwnPort(backends.dir + "/router.port")) argv.push_back(a);
-  router.Start(argv, {}, backends.dir + "/router.log");
-  ASSERT_TRUE(ListensOnOwnPort(router, backends.dir + "/router.port", &port));
+  ASSERT_TRUE(StartOnOwnPort(router,
+                             {SOPFLOW_ROUTER_BIN, "--health-listen", "127.0.0.1:" + std::to_string(health_port),
+                              "--tls-cert", cert, "--tls-key", key, "--redis", c.redis, "--nats", c.nats, "--tokens",
+                              c.tokens_file, "--definitions", c.definitions_dir, "--not-serving-delay-ms", "3000",
+                              "--drain-ms", "2000", "--log-level", "warn"},
+                             {}, backends.dir + "/router.log", &port));
   ASSERT_TRUE(Listens(router, health_port));
 
   auto tls = OpenChannel("127.0.0.1:" + std::to_string(port), cert);
