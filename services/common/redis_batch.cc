@@ -70,7 +70,7 @@ class CommitRound {
     }
     if (t.commands.size() == 1) {  // nothing to write
       static const std::vector<std::string> kUnwatch{"UNWATCH"};
-      if (watching_) ThrowIfError(conn.Command(kUnwatch).get());
+      if (!reads_.empty()) ThrowIfError(conn.Command(kUnwatch).get());  // some key is watched
       return true;
     }
     return t.Exec(conn, entries);
@@ -158,8 +158,7 @@ class CommitRound {
         }
       }
     }
-    watching_ = !order.empty();
-    if (!watching_) return;
+    if (order.empty()) return;  // no guard: nothing to watch or read
     std::vector<std::vector<std::string>> commands{{"WATCH"}};
     for (auto key : order) commands[0].emplace_back(key);
     for (auto key : order) {
@@ -218,8 +217,7 @@ class CommitRound {
 
   const std::vector<const RedisBatch*>& batches_;
   size_t from_, end_;
-  std::map<std::string_view, KeyRead> reads_;
-  bool watching_ = false;
+  std::map<std::string_view, KeyRead> reads_;  // by key: every key watched
 };
 
 void RedisBatch::AddGuard(std::initializer_list<std::string> guard) {
