@@ -66,7 +66,8 @@ export SOPFLOW_NOTIFIER=127.0.0.1:$NOTIFIER_PORT
 "$BIN_NOTIFIER" --listen "$SOPFLOW_NOTIFIER" --redis "127.0.0.1:$REDIS_PORT" --nats "nats://127.0.0.1:$NATS_PORT" \
   --tokens deploy/overlays/dev/tokens.yaml --calendar deploy/base/calendar/calendar.yaml \
   --templates deploy/base/notifier/templates --smtp-url "smtp://127.0.0.1:$SMTP_PORT" \
-  --time-factor 60 --timer-interval-ms 200 > "$VAR/logs/notifier.log" 2>&1 &
+  --time-factor 60 --timer-interval-ms 200 --router "$SOPFLOW_ROUTER" --service-token demo-notifier \
+  > "$VAR/logs/notifier.log" 2>&1 &
 pids+=($!)
 export SOPFLOW_AGGREGATOR=127.0.0.1:$AGGREGATOR_PORT
 "$BIN_AGGREGATOR" --listen "$SOPFLOW_AGGREGATOR" --redis "127.0.0.1:$REDIS_PORT" --nats "nats://127.0.0.1:$NATS_PORT" \

@@ -29,22 +29,6 @@ void ForgetTimers(RedisBatch& b, const std::string& task_id) {
   b.Write({"ZREM", keys::kTimers, TimerId(task_id, kReminder), TimerId(task_id, kDue)});
 }
 
-void PutTask(RedisBatch& b, const v1::Task& task, const std::string& status) {
-  b.Write({"HSET", keys::Task(task.id()), "status", status, "pb", task.SerializeAsString()});
-  b.Write({"EXPIRE", keys::Task(task.id()), kKeepSecondsArg});
-}
-
-// Events of one task may be handled out of order by two replicas (one
-// replica slow with task.created while another already handled
-// task.completed): the first word on a task must not undo a later one.
-// It writes no status: a task with none is open (Store::Task gives the
-// protobuf's own), and the later words (claimed, completed, cancelled)
-// write theirs.
-void PutTaskIfNew(RedisBatch& b, const v1::Task& task) {
-  b.Write({"HSETNX", keys::Task(task.id()), "pb", task.SerializeAsString()});
-  b.Write({"EXPIRE", keys::Task(task.id()), kKeepSecondsArg});
-}
-
 void CountRecorded(const std::vector<v1::Notification>& notifications) {
   for (const auto& n : notifications)
     Metrics::Global().Count("sopflow_notifications_total", "kind=\"" + v1::Notification::Kind_Name(n.kind()) + "\"");
@@ -52,8 +36,14 @@ void CountRecorded(const std::vector<v1::Notification>& notifications) {
 
 }  // namespace
 
-Engine::Engine(Store* store, const Clock* clock, std::shared_ptr<const Composer> composer, Options options)
-    : store_(store), clock_(clock), composer_(std::move(composer)), options_(std::move(options)), random_(std::random_device{}()) {}
+Engine::Engine(Store* store, const Clock* clock, std::shared_ptr<const Composer> composer, TaskLookup tasks,
+               Options options)
+    : store_(store),
+      clock_(clock),
+      composer_(std::move(composer)),
+      tasks_(std::move(tasks)),
+      options_(std::move(options)),
+      random_(std::random_device{}()) {}
 
 std::vector<v1::Webhook> Engine::HooksFor(const v1::Notification& n, const std::vector<v1::Webhook>& all) const {
   std::vector<v1::Webhook> out;
@@ -148,24 +138,11 @@ std::optional<Engine::Record> Engine::RecordFor(const v1::Event& event) {
   switch (event.payload_case()) {
     case v1::Event::kTaskCreated:
       return TaskCreated(event);
-    case v1::Event::kTaskClaimed: {
-      // Only an open task becomes claimed: not one done or cancelled by an
-      // event another replica handled first. Open is no status yet (its
-      // task.created writes none, or is still to come) or "OPEN", as
-      // notifiers before 2026-11-22 wrote.
-      Record r;
-      r.extra.ExpectFieldIn(keys::Task(event.task_claimed().task().id()), "status", {"", "OPEN"});
-      PutTask(r.extra, event.task_claimed().task(), "CLAIMED");
-      return r;
-    }
     case v1::Event::kTaskCompleted: {
-      // Done (or returned): no reminder, no escalation from here on. Only
-      // the status: nothing reads a done task's protobuf, and rewriting it
-      // (with its output) was most of this record's bytes. Before its
-      // task.created (another replica slower), this makes the hash without
-      // a TTL; that event's write-if-new sets the TTL then.
+      // Done (or returned): its timers go. Were they still to come (this
+      // replica ahead of the one with task.created), they fire as no-ops:
+      // the router says the task is done.
       Record r;
-      r.extra.Write({"HSET", keys::Task(event.task_completed().task().id()), "status", "DONE"});
       ForgetTimers(r.extra, event.task_completed().task().id());
       return r;
     }
@@ -178,7 +155,9 @@ std::optional<Engine::Record> Engine::RecordFor(const v1::Event& event) {
     case v1::Event::kSubmissionsLate:
       return Record{composer_->ForLateSubmissions(event, now)};
     default:
-      return std::nullopt;  // step completions and run starts are the router's business
+      // Step completions and run starts are the router's business; a claim
+      // changes whom a reminder goes to, which the router says when it fires.
+      return std::nullopt;
   }
 }
 
@@ -186,7 +165,6 @@ Engine::Record Engine::TaskCreated(const v1::Event& event) {
   const v1::Task& task = event.task_created().task();
   Record r;
   RedisBatch& b = r.extra;
-  PutTaskIfNew(b, task);  // a timer of a task already done or cancelled fires as a no-op
   if (task.kind() != v1::Step::SYSTEM) {
     r.notifications.push_back(composer_->ForTask(v1::Notification::TASK_ASSIGNED, task, event.id(), clock_->Now()));
     TaskTimers timers = TimersFor(task, options_.reminder_share, options_.time_factor);
@@ -202,13 +180,12 @@ Engine::Record Engine::RunCancelled(const v1::Event& event) {
   const auto& run = event.run_cancelled().run();
   Record r;
   std::set<std::string> users{run.started_by()};
-  // The router says which tasks it closed. Written as CANCELLED even if
-  // their task.created comes later (another replica, a redelivery): that
-  // one's write-if-new keeps them cancelled and their timers fire as no-ops.
+  // The router says which tasks it closed; their timers go. Should their
+  // task.created come later (another replica, a redelivery), the timers it
+  // sets fire as no-ops: the router says the tasks are cancelled.
   for (const auto& task : event.run_cancelled().cancelled_tasks()) {
     ForgetTimers(r.extra, task.id());
     for (const auto& u : Audience(composer_->users(), task.pelaksana(), task.unit(), task.member())) users.insert(u.id);
-    PutTask(r.extra, task, "CANCELLED");
   }
   std::vector<std::string> list(users.begin(), users.end());
   r.notifications.push_back(composer_->ForRun(v1::Notification::RUN_CANCELLED, run, event.id(), list, clock_->Now()));
@@ -221,21 +198,21 @@ size_t Engine::FireDueTimers(int limit) {
   for (const auto& timer : store_->ClaimTimers(Millis(now), options_.timer_lease_ms, limit)) {
     auto bar = timer.rfind('|');
     std::string task_id = timer.substr(0, bar), which = timer.substr(bar + 1);
-    auto status = store_->Task(task_id);
+    auto task = tasks_(task_id);  // throws if the router cannot say: the timer's lease brings it back
     RedisBatch b;
     b.Write({"ZREM", keys::kTimers, timer});
     std::vector<v1::Notification> notifications;
-    bool open = status && (status->status() == v1::Task::OPEN || status->status() == v1::Task::CLAIMED);
-    // The status is as the events told it (Store::Task reads it from the
-    // hash); the pb is the task as created or claimed (with its assignee).
+    // As the router has it now: open or claimed (a claimed task's reminder
+    // goes to whoever holds it), or neither and the timer goes quietly.
+    bool open = task && (task->status() == v1::Task::OPEN || task->status() == v1::Task::CLAIMED);
     if (open) {
       if (which == kReminder) {
-        notifications.push_back(composer_->ForTask(v1::Notification::TASK_REMINDER, *status, timer, now));
+        notifications.push_back(composer_->ForTask(v1::Notification::TASK_REMINDER, *task, timer, now));
       } else {
-        notifications.push_back(composer_->ForTask(v1::Notification::TASK_OVERDUE, *status, timer, now));
-        if (!status->supervisor().empty())
+        notifications.push_back(composer_->ForTask(v1::Notification::TASK_OVERDUE, *task, timer, now));
+        if (!task->supervisor().empty())
           notifications.push_back(
-              composer_->ForTask(v1::Notification::TASK_ESCALATED, *status, timer, now, status->supervisor()));
+              composer_->ForTask(v1::Notification::TASK_ESCALATED, *task, timer, now, task->supervisor()));
       }
     }
     size_t count = notifications.size();

@@ -2,8 +2,14 @@
 // one atomic RedisBatch. One that records notifications is guarded by the
 // first one's item (its id is made from the cause: an event, a timer), so a
 // redelivered event or a timer fired by two replicas records nothing twice;
-// one without notifications only writes what may be written again (the
-// task's copy as the events tell it, timers removed).
+// one without notifications only writes what may be written again (timers
+// set or removed).
+//
+// The notifier keeps no copy of the tasks: a timer asks the router, when it
+// fires, whether its task is still open and who holds it. So no event order
+// (two replicas sharing the consumer) or backlog (a notifier that was down)
+// can make it remind of a task that is done, and a task costs the notifier
+// one timer entry in Redis instead of a second copy of the task.
 #pragma once
 
 #include <functional>
@@ -36,15 +42,23 @@ struct Options {
   SmtpConfig smtp;
 };
 
+// The task as the router has it now (Router.GetTask); nullopt when the
+// router knows no such task. Throws when the router cannot be asked: the
+// timer then stays claimed, and fires when its lease runs out.
+using TaskLookup = std::function<std::optional<v1::Task>(const std::string& task_id)>;
+
 class Engine {
  public:
-  Engine(Store* store, const Clock* clock, std::shared_ptr<const Composer> composer, Options options);
+  Engine(Store* store, const Clock* clock, std::shared_ptr<const Composer> composer, TaskLookup tasks,
+         Options options);
 
   // Events fetched together (one alone is a batch of one): the same result
   // as recording each on its own in order, with all records committed in
   // one round trip.
   void OnEvents(const std::vector<v1::Event>& events);
-  // One pass over due timers; returns notifications recorded.
+  // One pass over due timers; returns notifications recorded. Stops at the
+  // first timer whose task the router cannot be asked about, and throws;
+  // that timer and those after it fire once their lease runs out.
   size_t FireDueTimers(int limit = 100);
   // One pass over due deliveries; returns attempts made.
   size_t DeliverDue(int limit = 16);
@@ -108,6 +122,7 @@ class Engine {
   Store* store_;
   const Clock* clock_;
   std::shared_ptr<const Composer> composer_;
+  TaskLookup tasks_;
   Options options_;
   std::mutex random_mu_;
   std::mt19937_64 random_;

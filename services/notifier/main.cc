@@ -9,6 +9,10 @@ int main(int argc, char** argv) {
   CLI::App app{"sopflow notifier: tells actors of their tasks, reminds them, escalates overdue work"};
   sopflow::AddCommonOptions(app, c, log_level);
   sopflow::AddConsumerOptions(app, c);
+  app.add_option("--router", c.router, "router a reminder asks whether its task is still open")
+      ->envname("SOPFLOW_ROUTER")->required();
+  app.add_option("--service-token", c.service_token, "token with read_runs, for --router")
+      ->envname("SOPFLOW_SERVICE_TOKEN")->required();
   app.add_option("--calendar", c.calendar_file, "work calendar")->envname("SOPFLOW_CALENDAR");
   app.add_option("--templates", c.templates_dir, "message templates")->envname("SOPFLOW_TEMPLATES")->capture_default_str();
   app.add_option("--webhooks", c.webhooks_file, "declared webhooks (secrets from the environment)")

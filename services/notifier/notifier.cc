@@ -9,10 +9,13 @@
 #include "declared_webhooks.h"
 #include "event_consumer.h"
 #include "event_types.h"
+#include "error.h"
+#include "grpc_client.h"
 #include "grpc_server.h"
 #include "ids.h"
 #include "service.h"
 #include "thread_name.h"
+#include "sopflow/v1/router.grpc.pb.h"
 #include "wake_signal.h"
 
 namespace sopflow::notifier {
@@ -24,6 +27,7 @@ struct NotifierProcess::Impl {
   std::unique_ptr<RedisPool> pool;
   std::unique_ptr<Store> store;
   std::unique_ptr<NatsClient> nats;
+  std::unique_ptr<v1::Router::Stub> router;
   std::unique_ptr<Engine> engine;
   std::unique_ptr<EventConsumer> consumer;
   std::unique_ptr<NotifierService> service;
@@ -33,12 +37,28 @@ struct NotifierProcess::Impl {
   WakeSignal deliveries_scheduled;
   std::vector<std::thread> loops;
 
+  // What a firing timer knows of its task: the router's answer now. Not
+  // found is an answer (the timer goes); any other failure is not (the
+  // timer stays claimed and fires again after its lease).
+  std::optional<v1::Task> AskRouter(const std::string& task_id) {
+    v1::GetTaskRequest req;
+    req.set_task_id(task_id);
+    v1::Task task;
+    grpc::Status st = router->GetTask(AuthedContext(config.service_token, std::chrono::seconds(5)).get(), req, &task);
+    if (st.error_code() == grpc::StatusCode::NOT_FOUND) return std::nullopt;
+    if (!st.ok())
+      throw DomainError(ErrorCode::kUnavailable,
+                        "router GetTask " + task_id + ": " + StatusCodeName(st.error_code()) + " " + st.error_message());
+    return task;
+  }
+
   void TimerLoop() {
     while (running) {
       try {
-        // Timers wait until every event published so far is handled: after
-        // downtime, a task completed meanwhile must not get a reminder.
-        if (consumer->Backlog() == 0) engine->FireDueTimers();
+        // No wait for the consumer's backlog: a task completed while this
+        // notifier was down is done in the router's answer, whatever
+        // events are still to be handled.
+        engine->FireDueTimers();
       } catch (const std::exception& e) {
         spdlog::warn("timers: {}", e.what());
       }
@@ -86,13 +106,18 @@ void NotifierProcess::Start() {
   impl_->store = std::make_unique<Store>(impl_->pool.get(), c.log_max_len);
   impl_->nats = std::make_unique<NatsClient>(NatsOptions{c.nats, "sopflow-notifier-" + c.replica_id, true});
   impl_->nats->EnsureEventStream(c.stream_replicas);
-  impl_->engine = std::make_unique<Engine>(impl_->store.get(), impl_->clock, composer, c.options);
+  if (c.router.empty()) throw std::invalid_argument("notifier: the router's address is required (--router)");
+  impl_->router = v1::Router::NewStub(OpenChannel(c.router, c.tls_ca_file));
+  impl_->engine = std::make_unique<Engine>(
+      impl_->store.get(), impl_->clock, composer,
+      [impl = impl_.get()](const std::string& task_id) { return impl->AskRouter(task_id); }, c.options);
   impl_->engine->OnDeliveriesScheduled([impl = impl_.get()] { impl->deliveries_scheduled.Notify(); });
   if (!c.webhooks_file.empty()) impl_->engine->DeclareWebhooks(LoadDeclaredWebhooks(c.webhooks_file, ProcessEnvironment()));
   EventConsumer::Options consumer_options;
   consumer_options.durable = "notifier";
   consumer_options.filter_subject = kEventSubjects;  // the whole stream: made without a filter (PullConsumer)
-  consumer_options.ignored_subjects = {events::kRunStarted, events::kStepCompleted};  // Engine::RecordFor has no use for them
+  consumer_options.ignored_subjects = {events::kRunStarted, events::kStepCompleted,
+                                      events::kTaskClaimed};  // Engine::RecordFor has no use for them
   consumer_options.ack_wait_ms = c.ack_wait_ms;
   Engine* engine = impl_->engine.get();
   impl_->consumer = std::make_unique<EventConsumer>(impl_->nats.get(), consumer_options,

@@ -16,6 +16,10 @@ struct Config : ServiceConfig {
   std::string calendar_file;
   std::string templates_dir = "deploy/base/notifier/templates";
   std::string webhooks_file;      // declared webhooks (declared_webhooks.h); empty: none
+  // The router a firing timer asks whether its task is still open, and a
+  // token of a user with read_runs for it. Required.
+  std::string router;
+  std::string service_token;
   Options options;
   size_t log_max_len = 1000000;   // notifications kept for Subscribe resumes
   int delivery_workers = 2;

@@ -19,7 +19,6 @@ std::string Inbox(const std::string& user) { return "sf:n:inbox:" + user; }
 std::string Unread(const std::string& user) { return "sf:n:unread:" + user; }
 std::string Delivery(const std::string& id) { return "sf:n:delivery:" + id; }
 std::string DeliveriesOf(const std::string& target) { return "sf:n:deliveries:" + target; }
-std::string Task(const std::string& id) { return "sf:n:task:" + id; }
 }  // namespace keys
 
 void Store::Record(RedisBatch& b, const v1::Notification& n, const std::vector<v1::Webhook>& hooks,
@@ -100,17 +99,6 @@ std::optional<v1::Delivery> Store::Delivery(const std::string& id, int64_t* atte
   if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) return std::nullopt;
   if (attempt) *attempt = ReplyInteger(r->element[1]);
   return ReplyMessage<v1::Delivery>(r->element[0]);
-}
-
-std::optional<v1::Task> Store::Task(const std::string& id) {
-  auto conn = pool_->Acquire();
-  Reply r = conn->Command({"HMGET", keys::Task(id), "pb", "status"});
-  ThrowIfError(r.get());
-  if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) return std::nullopt;
-  auto task = ReplyMessage<v1::Task>(r->element[0]);
-  v1::Task::Status status;
-  if (task && v1::Task::Status_Parse(ReplyString(r->element[1]).value_or(""), &status)) task->set_status(status);
-  return task;
 }
 
 std::vector<Claimed> Store::ClaimDeliveries(int64_t now_ms, int64_t lease_ms, int limit) {

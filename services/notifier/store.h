@@ -13,11 +13,10 @@
 #include "leased_queue.h"
 #include "redis_batch.h"
 #include "sopflow/v1/notifier.pb.h"
-#include "sopflow/v1/run.pb.h"
 
 namespace sopflow::notifier {
 
-// How long items, the copies of tasks and deliveries are kept: 90 days.
+// How long items and deliveries are kept: 90 days.
 inline constexpr int64_t kKeepSeconds = 7776000;
 inline const std::string kKeepSecondsArg = std::to_string(kKeepSeconds);  // as a command's argument
 
@@ -32,8 +31,9 @@ std::string Delivery(const std::string& id);          // hash: status, attempt, 
 inline constexpr char kDue[] = "sf:n:due";            // zset delivery id by next attempt
 std::string DeliveriesOf(const std::string& target);  // zset delivery id by creation
 inline constexpr char kDead[] = "sf:n:dead";          // zset delivery id by death
-std::string Task(const std::string& id);              // hash: status (as last heard; none: open), pb (as created or claimed)
 inline constexpr char kTimers[] = "sf:n:timers";      // zset "<task>|reminder" / "<task>|due" by fire time
+// Retired: "sf:n:task:<id>", the notifier's copy of each task (notifiers
+// before 2026-11-22); left to expire, read by nothing.
 }  // namespace keys
 
 using Claimed = ClaimedItem;
@@ -68,8 +68,6 @@ class Store {
   std::optional<v1::Webhook> Webhook(const std::string& id);
   std::optional<v1::Notification> Item(const std::string& id);
   std::optional<v1::Delivery> Delivery(const std::string& id, int64_t* attempt = nullptr);
-  // The task as created or claimed, with the status last heard.
-  std::optional<v1::Task> Task(const std::string& id);
 
   // Up to `limit` due entries of a lease zset, each pushed `lease_ms` into
   // the future; deliveries also count the attempt.

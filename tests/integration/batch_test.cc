@@ -98,6 +98,42 @@ class BatchTest : public ::testing::Test {
 
   std::vector<v1::Task> TasksOf(const v1::Run& run) { return store_->GetTasks(store_->RunTaskIds(run.id())); }
 
+  // What a notifier's timer is told of a task: the router's answer, as
+  // Router.GetTask gives it to the notifier's read_runs account. Counts
+  // the questions; while `router_down_`, it cannot be asked.
+  notifier::TaskLookup RouterTasks() {
+    return [this](const std::string& id) -> std::optional<v1::Task> {
+      ++task_lookups_;
+      if (router_down_) throw DomainError(ErrorCode::kUnavailable, "router GetTask: UNAVAILABLE (test)");
+      try {
+        return engine_->GetTask(UserOf(kNotifierService), id);
+      } catch (const DomainError& e) {
+        if (e.code() == ErrorCode::kNotFound) return std::nullopt;
+        throw;
+      }
+    };
+  }
+  int task_lookups_ = 0;
+  bool router_down_ = false;
+
+  // The notifier's timers of `task_id` still set (0, 1 or 2).
+  int TimersOf(const std::string& task_id) {
+    RedisConnection conn(RedisAddress::Parse(backends_->redis->address()));
+    int n = 0;
+    for (const char* which : {"|reminder", "|due"})
+      n += conn.Command({"ZSCORE", notifier::keys::kTimers, task_id + which})->type == REDIS_REPLY_STRING;
+    return n;
+  }
+
+  // The user's inbox notifications of `kind`.
+  static std::vector<v1::Notification> InboxKinds(notifier::Store& store, const std::string& user,
+                                                  v1::Notification::Kind kind) {
+    std::vector<v1::Notification> out;
+    for (auto& n : store.InboxOf(user, 100, false))
+      if (n.kind() == kind) out.push_back(std::move(n));
+    return out;
+  }
+
   std::shared_ptr<const notifier::Composer> Composer() const {
     return std::make_shared<notifier::Composer>(
         users_, notifier::Templates::Load(SourcePath("deploy/base/notifier/templates")), WorkCalendar::Default());
@@ -455,8 +491,8 @@ TEST_F(BatchTest, ACompletionOnARunCancelledMeanwhileCreatesNothing) {
 TEST_F(BatchTest, NotifierReplicasDeliverToTheWebhooksCurrentWhenTheyRecord) {
   notifier::Store notifier_store(pool_.get(), 1000);
   auto composer = Composer();
-  notifier::Engine one(&notifier_store, &clock_, composer, notifier::Options());
-  notifier::Engine two(&notifier_store, &clock_, composer, notifier::Options());
+  notifier::Engine one(&notifier_store, &clock_, composer, RouterTasks(), notifier::Options());
+  notifier::Engine two(&notifier_store, &clock_, composer, RouterTasks(), notifier::Options());
   auto task_created = [&] {
     v1::Run run = StartRun();
     return Outbox().at(TasksOf(run).at(0).id() + "/created");
@@ -487,10 +523,11 @@ TEST_F(BatchTest, NotifierReplicasDeliverToTheWebhooksCurrentWhenTheyRecord) {
             5);
 }
 
-TEST_F(BatchTest, NotifierEventsOfATaskHandledOutOfOrderDoNotReviveIt) {
+TEST_F(BatchTest, NotifierTimersOfATaskDoneFireAsNoOpsWhateverOrderItsEventsCameIn) {
   // Two replicas share the notifier's consumer: one may still be recording
-  // task.created (or task.claimed) when the other has recorded
-  // task.completed. The task must stay done, and get no reminder.
+  // task.created when the other has recorded task.completed, so the
+  // creation sets timers for a task already done. When they fire, the
+  // router says it is done: no reminder, no escalation, and the timers go.
   v1::Run run = StartRun();
   const v1::Task task = TasksOf(run).at(0);  // "15 menit"
   engine_->Claim(UserOf(kSekretarisBlg), task.id());
@@ -500,26 +537,29 @@ TEST_F(BatchTest, NotifierEventsOfATaskHandledOutOfOrderDoNotReviveIt) {
   notifier::Store notifier_store(pool_.get(), 1000);
   auto composer = Composer();
   ManualClock notifier_clock(clock_.Now());
-  notifier::Engine notifier(&notifier_store, &notifier_clock, composer, notifier::Options());
+  notifier::Engine notifier(&notifier_store, &notifier_clock, composer, RouterTasks(), notifier::Options());
   notifier.OnEvents({outbox.at(task.id() + "/completed")});
   notifier.OnEvents({outbox.at(task.id() + "/created")});
-  notifier.OnEvents({outbox.at(task.id() + "/claimed")});
-  notifier.OnEvents({outbox.at(task.id() + "/completed")});  // redelivered: writes the same again
-  auto stored = notifier_store.Task(task.id());
-  ASSERT_TRUE(stored.has_value());
-  EXPECT_EQ(stored->status(), v1::Task::DONE);
-  EXPECT_EQ(stored->id(), task.id());
-  {
-    // task.completed, first, made the hash without a TTL; task.created set it.
-    RedisConnection conn(RedisAddress::Parse(backends_->redis->address()));
-    EXPECT_GT(ReplyInteger(conn.Command({"TTL", notifier::keys::Task(task.id())}).get()), 0);
-  }
+  notifier.OnEvents({outbox.at(task.id() + "/claimed")});    // records nothing: the router says whom at fire time
+  notifier.OnEvents({outbox.at(task.id() + "/completed")});  // redelivered: removes the timers again
+  EXPECT_EQ(TimersOf(task.id()), 0);
+  notifier.OnEvents({outbox.at(task.id() + "/created")});    // redelivered: the assignment is not recorded twice...
+  EXPECT_EQ(TimersOf(task.id()), 0) << "...and neither are its timers";
 
+  // The creation first, then the completion handled by a slower replica
+  // only after the timers are due: they fire, ask, and go quietly.
+  const v1::Task other = TasksOf(StartRun()).at(0);
+  engine_->Complete(UserOf(kSekretarisBlg), other.id(), "", v1::TaskOutput());
+  notifier.OnEvents({Outbox().at(other.id() + "/created")});
+  EXPECT_EQ(TimersOf(other.id()), 2);
+  task_lookups_ = 0;
   notifier_clock.Advance(std::chrono::hours(2));  // past its reminder and due time
   EXPECT_EQ(notifier.FireDueTimers(), 0u);
-  // The assignment is recorded once, a redelivery too; no marker key per
-  // event is kept: the notification's item marks it.
-  notifier.OnEvents({outbox.at(task.id() + "/created")});
+  EXPECT_EQ(task_lookups_, 2) << "each timer asked the router once";
+  EXPECT_EQ(TimersOf(other.id()), 0);
+  EXPECT_EQ(notifier.FireDueTimers(), 0u);
+  EXPECT_EQ(task_lookups_, 2);
+
   RedisConnection conn(RedisAddress::Parse(backends_->redis->address()));
   Reply log = conn.Command({"XRANGE", notifier::keys::kLog, "-", "+"});  // a repeat would show here twice
   int assigned = 0;
@@ -528,7 +568,10 @@ TEST_F(BatchTest, NotifierEventsOfATaskHandledOutOfOrderDoNotReviveIt) {
         entry.notification->task_id() == task.id())
       ++assigned;
   EXPECT_EQ(assigned, 1);
+  // No marker key per event (the notification's item marks it), and no
+  // copy of the tasks: the router's is the only one.
   EXPECT_TRUE(ReplyStrings(conn.Command({"KEYS", "sf:n:done:*"}).get()).empty());
+  EXPECT_TRUE(ReplyStrings(conn.Command({"KEYS", "sf:n:task:*"}).get()).empty());
   auto inbox = notifier_store.InboxOf("sekretaris-blg", 100, false);
   EXPECT_EQ(std::count_if(inbox.begin(), inbox.end(),
                           [](const v1::Notification& n) {
@@ -538,36 +581,52 @@ TEST_F(BatchTest, NotifierEventsOfATaskHandledOutOfOrderDoNotReviveIt) {
             0);
 }
 
-TEST_F(BatchTest, NotifierClaimHandledBeforeTheTasksCreationKeepsTheClaim) {
-  // The other order: task.claimed recorded before task.created (another
-  // replica slower with it). A task with no status yet is open, so the
-  // claim is recorded, and the creation's write-if-new keeps it. A status
-  // "OPEN", as notifiers before this one wrote at creation, is open too.
+TEST_F(BatchTest, NotifierRemindsWhoeverHoldsTheTaskWhenTheTimerFires) {
+  // The notifier saw the task created, never its claim: the reminder still
+  // goes to who claimed it, because the timer asks the router.
+  v1::Run run = StartRun();
+  const v1::Task task = TasksOf(run).at(0);  // "15 menit": reminded at 12
+  notifier::Store notifier_store(pool_.get(), 1000);
+  ManualClock notifier_clock(clock_.Now());
+  notifier::Engine notifier(&notifier_store, &notifier_clock, Composer(), RouterTasks(), notifier::Options());
+  notifier.OnEvents({Outbox().at(task.id() + "/created")});
+  engine_->Claim(UserOf(kSekretarisBlg), task.id());
+
+  notifier_clock.Advance(std::chrono::minutes(13));
+  ASSERT_EQ(notifier.FireDueTimers(), 1u);
+  auto reminders = InboxKinds(notifier_store, "sekretaris-blg", v1::Notification::TASK_REMINDER);
+  ASSERT_EQ(reminders.size(), 1u);
+  EXPECT_EQ(std::vector<std::string>(reminders[0].users().begin(), reminders[0].users().end()),
+            std::vector<std::string>{"sekretaris-blg"});
+  EXPECT_EQ(reminders[0].task_id(), task.id());
+  EXPECT_EQ(TimersOf(task.id()), 1) << "the due timer is still to come";
+}
+
+TEST_F(BatchTest, NotifierTimerWhoseRouterCannotBeAskedFiresOnceItsLeaseRunsOut) {
+  // A router that does not answer is no answer: the timer is neither
+  // dropped nor fired blind. It stays claimed, and fires (once, whichever
+  // replica) when its lease runs out.
   v1::Run run = StartRun();
   const v1::Task task = TasksOf(run).at(0);
-  engine_->Claim(UserOf(kSekretarisBlg), task.id());
-  auto outbox = Outbox();
   notifier::Store notifier_store(pool_.get(), 1000);
-  notifier::Engine notifier(&notifier_store, &clock_, Composer(), notifier::Options());
-  notifier.OnEvents({outbox.at(task.id() + "/claimed")});
-  notifier.OnEvents({outbox.at(task.id() + "/created")});
-  auto stored = notifier_store.Task(task.id());
-  ASSERT_TRUE(stored.has_value());
-  EXPECT_EQ(stored->status(), v1::Task::CLAIMED);
-  EXPECT_EQ(stored->assignee(), UserOf(kSekretarisBlg).id);
+  ManualClock notifier_clock(clock_.Now());
+  notifier::Options options;  // timer_lease_ms: 30 s
+  notifier::Engine notifier(&notifier_store, &notifier_clock, Composer(), RouterTasks(), options);
+  notifier::Engine other_replica(&notifier_store, &notifier_clock, Composer(), RouterTasks(), options);
+  notifier.OnEvents({Outbox().at(task.id() + "/created")});
 
-  // In order, on another run's task: the creation writes no status; one
-  // written "OPEN" (a notifier of before) still takes the claim.
-  const v1::Task other = TasksOf(StartRun()).at(0);
-  engine_->Claim(UserOf(kSekretarisBlg), other.id());
-  outbox = Outbox();
-  notifier.OnEvents({outbox.at(other.id() + "/created")});
-  RedisConnection conn(RedisAddress::Parse(backends_->redis->address()));
-  EXPECT_EQ(ReplyInteger(conn.Command({"HEXISTS", notifier::keys::Task(other.id()), "status"}).get()), 0);
-  EXPECT_EQ(notifier_store.Task(other.id())->status(), v1::Task::OPEN) << "no status: open";
-  ASSERT_EQ(ReplyInteger(conn.Command({"HSET", notifier::keys::Task(other.id()), "status", "OPEN"}).get()), 1);
-  notifier.OnEvents({outbox.at(other.id() + "/claimed")});
-  EXPECT_EQ(notifier_store.Task(other.id())->status(), v1::Task::CLAIMED);
+  notifier_clock.Advance(std::chrono::minutes(13));  // past the reminder, before the due time
+  router_down_ = true;
+  EXPECT_THROW(notifier.FireDueTimers(), DomainError);
+  EXPECT_EQ(TimersOf(task.id()), 2);
+  router_down_ = false;
+  notifier_clock.Advance(std::chrono::milliseconds(options.timer_lease_ms - 1000));
+  EXPECT_EQ(other_replica.FireDueTimers(), 0u) << "still leased";
+  EXPECT_TRUE(InboxKinds(notifier_store, "sekretaris-blg", v1::Notification::TASK_REMINDER).empty());
+  notifier_clock.Advance(std::chrono::milliseconds(2000));
+  EXPECT_EQ(other_replica.FireDueTimers(), 1u);
+  EXPECT_EQ(notifier.FireDueTimers(), 0u);
+  EXPECT_EQ(InboxKinds(notifier_store, "sekretaris-blg", v1::Notification::TASK_REMINDER).size(), 1u);
 }
 
 TEST_F(BatchTest, NotifierCancellationInABatchSeesTheTasksCreatedBeforeIt) {
@@ -579,14 +638,12 @@ TEST_F(BatchTest, NotifierCancellationInABatchSeesTheTasksCreatedBeforeIt) {
 
   notifier::Store notifier_store(pool_.get(), 1000);
   auto composer = Composer();
-  notifier::Engine notifier(&notifier_store, &clock_, composer, notifier::Options());
+  notifier::Engine notifier(&notifier_store, &clock_, composer, RouterTasks(), notifier::Options());
   // The creation and the cancellation arrive in one fetch: the cancellation
-  // must find the task the creation recorded (and cancel it), as it would
-  // one by one. The repeat of the creation is recognised as handled.
+  // must remove the timers the creation set, as it would one by one. The
+  // repeat of the creation is recognised as handled and sets none again.
   notifier.OnEvents({created, cancelled, created});
-  auto stored = notifier_store.Task(task.id());
-  ASSERT_TRUE(stored.has_value());
-  EXPECT_EQ(stored->status(), v1::Task::CANCELLED);
+  EXPECT_EQ(TimersOf(task.id()), 0);
   // The repeated creation recorded nothing again; the cancellation once.
   auto inbox = notifier_store.InboxOf("sekretaris-blg", 100, false);
   std::map<v1::Notification::Kind, int> kinds;
@@ -595,11 +652,11 @@ TEST_F(BatchTest, NotifierCancellationInABatchSeesTheTasksCreatedBeforeIt) {
   EXPECT_EQ(kinds[v1::Notification::RUN_CANCELLED], 1);
 }
 
-TEST_F(BatchTest, NotifierCancellationHandledBeforeTheTasksCreationKeepsItCancelled) {
+TEST_F(BatchTest, NotifierCancellationHandledBeforeTheTasksCreationRemindsOfNothing) {
   // Two replicas share the notifier's consumer: one may handle run.cancelled
   // before the other has handled task.created of the run's open task. The
-  // cancellation names the tasks it closed, so the task stays cancelled and
-  // gets no reminder, and its audience is told of the cancellation.
+  // creation then sets timers; they fire as no-ops (the router says the
+  // task is cancelled), and the audience is told of the cancellation.
   v1::Run run = StartRun();
   const v1::Task task = TasksOf(run).at(0);  // "15 menit"
   engine_->CancelRun(UserOf(kSekretarisBlg), run.id(), "salah periode");
@@ -611,18 +668,18 @@ TEST_F(BatchTest, NotifierCancellationHandledBeforeTheTasksCreationKeepsItCancel
 
   notifier::Store notifier_store(pool_.get(), 1000);
   ManualClock notifier_clock(clock_.Now());
-  notifier::Engine notifier(&notifier_store, &notifier_clock, Composer(), notifier::Options());
+  notifier::Engine notifier(&notifier_store, &notifier_clock, Composer(), RouterTasks(), notifier::Options());
   notifier.OnEvents({cancelled});
   notifier.OnEvents({outbox.at(task.id() + "/created")});
-  auto stored = notifier_store.Task(task.id());
-  ASSERT_TRUE(stored.has_value());
-  EXPECT_EQ(stored->status(), v1::Task::CANCELLED);
+  EXPECT_EQ(TimersOf(task.id()), 2);
   notifier_clock.Advance(std::chrono::hours(2));  // past its reminder and due time
   EXPECT_EQ(notifier.FireDueTimers(), 0u);
+  EXPECT_EQ(TimersOf(task.id()), 0);
   auto inbox = notifier_store.InboxOf("sekretaris-blg", 100, false);
   EXPECT_EQ(std::count_if(inbox.begin(), inbox.end(),
                           [](const v1::Notification& n) { return n.kind() == v1::Notification::RUN_CANCELLED; }),
             1);
+  EXPECT_TRUE(InboxKinds(notifier_store, "sekretaris-blg", v1::Notification::TASK_REMINDER).empty());
 }
 
 TEST_F(BatchTest, ConsumerFallsBackToOneByOneSoOnlyTheBadEventIsTerminated) {

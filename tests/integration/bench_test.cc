@@ -116,6 +116,7 @@ TEST(BenchTest, LoadsARunningDeploymentAtTheAddressesItIsGiven) {
   auto users = RunBench(b.dir, "users", {"--print-users", "--token-prefix", "ops-bench-"});
   ASSERT_EQ(users.exit_code, 0) << users.log;
   ASSERT_NE(users.log.find("token: ops-bench-10"), std::string::npos) << users.log;
+  ASSERT_NE(users.log.find("permissions: [read_runs], token: ops-bench-notifier"), std::string::npos) << users.log;
   std::string tokens = b.dir + "/bench-users.yaml";
   std::ofstream(tokens) << users.log;
 
@@ -131,8 +132,9 @@ TEST(BenchTest, LoadsARunningDeploymentAtTheAddressesItIsGiven) {
   ASSERT_TRUE(StartOnOwnPort(notifier,
                              {SOPFLOW_NOTIFIER_BIN, "--tls-cert", cert, "--tls-key", key, "--redis",
                               b.redis->address(), "--nats", b.nats->url(), "--tokens", tokens, "--templates",
-                              std::string(SOPFLOW_SOURCE_DIR) + "/deploy/base/notifier/templates", "--log-level",
-                              "info"},
+                              std::string(SOPFLOW_SOURCE_DIR) + "/deploy/base/notifier/templates", "--router",
+                              "127.0.0.1:" + std::to_string(router_port), "--tls-ca", cert, "--service-token",
+                              "ops-bench-notifier", "--log-level", "info"},
                              {}, b.dir + "/notifier.log", &notifier_port));
 
   std::string router_addr = "127.0.0.1:" + std::to_string(router_port);

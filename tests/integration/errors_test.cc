@@ -48,6 +48,14 @@ TEST_F(ErrorsTest, WrongRoleUnitOrMemberIsPermissionDeniedAndChangesNothing) {
   v1::Task out;
   EXPECT_CODE(stub().ClaimTask(AuthedContext(kKasubbagTu).get(), claim, &out), StatusCode::PERMISSION_DENIED, "karo_organisasi");
   EXPECT_CODE(Complete(kOutsider, first.id(), ""), StatusCode::PERMISSION_DENIED, "role");
+  // Reading a task: not for an outsider; for a read_runs service account
+  // (the notifier's), which may read it but not act on it.
+  v1::GetTaskRequest get_task;
+  get_task.set_task_id(first.id());
+  EXPECT_CODE(stub().GetTask(AuthedContext(kOutsider).get(), get_task, &out), StatusCode::PERMISSION_DENIED, "role");
+  ASSERT_TRUE(stub().GetTask(AuthedContext(kNotifierService).get(), get_task, &out).ok());
+  EXPECT_EQ(out.id(), first.id());
+  EXPECT_CODE(Complete(kNotifierService, first.id(), ""), StatusCode::PERMISSION_DENIED, "role");
   EXPECT_EQ(Snapshot(first.id()), before);
 
   Complete(kKaro, first.id(), "");

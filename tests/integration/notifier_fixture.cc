@@ -59,8 +59,10 @@ std::vector<std::string> SmtpSink::Messages() {
   return out;
 }
 
-notifier::Config NotifierConfigFor(const Backends& backends, const std::string& smtp_url) {
+notifier::Config NotifierConfigFor(const Backends& backends, const std::string& smtp_url, int router_port) {
   notifier::Config c;
+  c.router = "127.0.0.1:" + std::to_string(router_port);
+  c.service_token = kNotifierService;
   c.listen = "127.0.0.1:0";
   c.redis = backends.redis->address();
   c.nats = backends.nats->url();
@@ -82,7 +84,7 @@ void NotifierTest::SetUpTestSuite() {
   RouterTest::SetUpTestSuite();
   receiver_ = new WebhookReceiver();
   smtp_ = new SmtpSink(backends_->dir);
-  notifier_process_ = new notifier::NotifierProcess(NotifierConfigFor(*backends_, smtp_->url()), &clock_);
+  notifier_process_ = new notifier::NotifierProcess(NotifierConfigFor(*backends_, smtp_->url(), router_->port()), &clock_);
   notifier_process_->Start();
   notifier_stub_ = NewNotifierStub(notifier_process_->port());
 }

@@ -51,7 +51,9 @@ class SmtpSink {
   ChildProcess process_;
 };
 
-notifier::Config NotifierConfigFor(const Backends& backends, const std::string& smtp_url);
+// A notifier of the test deployment; its timers ask the router on
+// `router_port` (with the notifier's read_runs service account).
+notifier::Config NotifierConfigFor(const Backends& backends, const std::string& smtp_url, int router_port);
 
 class NotifierTest : public RouterTest {
  protected:

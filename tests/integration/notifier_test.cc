@@ -428,7 +428,7 @@ TEST(DeclaredWebhooksTest, AWebhookFromTheFileSignsWithTheSecretFromTheEnvironme
   router.Start();
   WebhookReceiver receiver;
   const std::string secret = "declared-secret-0123456789";
-  auto config = NotifierConfigFor(backends, "");
+  auto config = NotifierConfigFor(backends, "", router.port());
   DeclareBalanganDashboard(config, backends, receiver, secret);
   notifier::NotifierProcess notifier(config, &clock);
   notifier.Start();
@@ -460,7 +460,7 @@ TEST(DeliveryWakeTest, AnIdleNotifierPostsTheWebhooksItSchedulesAtOnceAndStopsWi
   RouterProcess router(backends.RouterConfigFor(), &clock);
   router.Start();
   WebhookReceiver receiver;
-  auto config = NotifierConfigFor(backends, "");
+  auto config = NotifierConfigFor(backends, "", router.port());
   config.loop_interval_ms = 60000;
   config.delivery_idle_max_ms = 60000;
   DeclareBalanganDashboard(config, backends, receiver, "wake-secret-0123456789");
@@ -484,7 +484,7 @@ TEST(DeliveryWakeTest, AnIdleNotifierPostsTheWebhooksItSchedulesAtOnceAndStopsWi
 TEST(DeclaredWebhooksTest, ABrokenFileStopsTheNotifierFromStarting) {
   Backends backends;
   SystemClock clock;
-  auto config = NotifierConfigFor(backends, "");
+  auto config = NotifierConfigFor(backends, "", /*router_port=*/9);  // it does not start
   config.webhooks_file = backends.dir + "/webhooks.yaml";
   std::ofstream(config.webhooks_file) << "webhooks:\n  - {id: x, url: \"http://127.0.0.1:9/h\", unit: u, "
                                          "secret_env: SOPFLOW_TEST_UNSET_SECRET}\n";
@@ -596,7 +596,7 @@ TEST(LogTailTest, ASubscriberFromTheStartCatchesUpFromRedisThenFollowsTheTail) {
   auto start_run = [&] { return StartRun003(*stub).id(); };
   std::string first_run;
   {
-    notifier::NotifierProcess before(NotifierConfigFor(backends, ""), &clock);
+    notifier::NotifierProcess before(NotifierConfigFor(backends, "", router.port()), &clock);
     before.Start();
     first_run = start_run();
     RedisConnection redis(RedisAddress::Parse(backends.redis->address()));
@@ -606,7 +606,7 @@ TEST(LogTailTest, ASubscriberFromTheStartCatchesUpFromRedisThenFollowsTheTail) {
     }));
     before.Shutdown();
   }
-  notifier::NotifierProcess after(NotifierConfigFor(backends, ""), &clock);
+  notifier::NotifierProcess after(NotifierConfigFor(backends, "", router.port()), &clock);
   after.Start();
   auto notifier_stub = v1::Notifier::NewStub(OpenChannel("127.0.0.1:" + std::to_string(after.port())));
   v1::SubscribeRequest req;

@@ -37,7 +37,7 @@ class NotifierTimersTest : public RouterTest {
     RouterTest::SetUpTestSuite();
     clock_for_notifiers_ = new ManualClock(SystemClock().Now());
     for (int i = 0; i < 2; ++i) {
-      auto config = NotifierConfigFor(*backends_, "");
+      auto config = NotifierConfigFor(*backends_, "", router_->port());
       config.replica_id = "notifier-" + std::to_string(i);
       replicas_[i] = new notifier::NotifierProcess(config, clock_for_notifiers_);
       replicas_[i]->Start();
@@ -114,13 +114,14 @@ TEST(NotifierCrashTest, KilledAndRestartedItLosesNothingAndRepeatsNothing) {
   RouterProcess router(backends.RouterConfigFor(), &clock);
   router.Start();
   auto stub = v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(router.port())));
-  auto config = NotifierConfigFor(backends, "");
+  auto config = NotifierConfigFor(backends, "", router.port());
   auto start_notifier = [&](ChildProcess& p) {
     int port = 0;
     ASSERT_TRUE(StartOnOwnPort(p,
                                {SOPFLOW_NOTIFIER_BIN, "--redis", config.redis, "--nats", config.nats, "--tokens",
                                 config.tokens_file, "--calendar", config.calendar_file, "--templates",
-                                config.templates_dir, "--ack-wait-ms", "1000"},
+                                config.templates_dir, "--router", config.router, "--service-token",
+                                config.service_token, "--ack-wait-ms", "1000"},
                                {}, backends.dir + "/notifier.log", &port));
   };
   std::set<std::string> runs;

@@ -29,12 +29,13 @@ Replica StartRouter(const Backends& b, const std::string& log) {
   return r;
 }
 
-Replica StartNotifier(const Backends& b, const std::string& log) {
-  auto c = NotifierConfigFor(b, "");
+Replica StartNotifier(const Backends& b, const std::string& log, int router_port) {
+  auto c = NotifierConfigFor(b, "", router_port);
   Replica r{std::make_unique<ChildProcess>()};
   EXPECT_TRUE(StartOnOwnPort(*r.process,
                              {SOPFLOW_NOTIFIER_BIN, "--redis", c.redis, "--nats", c.nats, "--tokens", c.tokens_file,
-                              "--calendar", c.calendar_file, "--templates", c.templates_dir, "--ack-wait-ms", "1000",
+                              "--calendar", c.calendar_file, "--templates", c.templates_dir, "--router", c.router,
+                              "--service-token", c.service_token, "--ack-wait-ms", "1000",
                               "--log-level", "warn"},
                              {}, b.dir + "/" + log, &r.port));
   return r;
@@ -44,7 +45,8 @@ TEST(ReplicasTest, ThreeRoutersAndTwoNotifiersLoseOneOfEachAndEveryRunFinishesOn
   Backends backends;
   std::vector<Replica> routers, notifiers;
   for (int i = 0; i < 3; ++i) routers.push_back(StartRouter(backends, "router-" + std::to_string(i) + ".log"));
-  for (int i = 0; i < 2; ++i) notifiers.push_back(StartNotifier(backends, "notifier-" + std::to_string(i) + ".log"));
+  for (int i = 0; i < 2; ++i)  // on the routers that stay up (router 0 is killed)
+    notifiers.push_back(StartNotifier(backends, "notifier-" + std::to_string(i) + ".log", routers[1 + i].port));
   std::vector<std::unique_ptr<v1::Router::Stub>> stubs;
   for (auto& r : routers) stubs.push_back(v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(r.port))));
   std::atomic<bool> router0_alive{true};

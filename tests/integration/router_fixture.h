@@ -30,6 +30,7 @@ inline constexpr char kSekretarisBlg[] = "demo-sekretaris-blg";
 inline constexpr char kKasubagPp[] = "demo-kasubag-pp";
 inline constexpr char kEsakipWorker[] = "demo-esakip-worker";
 inline constexpr char kOutsider[] = "demo-outsider";
+inline constexpr char kNotifierService[] = "demo-notifier";  // read_runs: the notifier's service account
 
 inline constexpr char kSop001[] = "kalbar-biro-organisasi-data-kinerja";
 inline constexpr char kSop003[] = "balangan-satpolpp-data-kinerja";

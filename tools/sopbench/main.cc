@@ -57,6 +57,8 @@ struct Options {
   bool connected() const { return !router_addrs.empty(); }
   bool own_infrastructure() const { return !connected() && redis.empty(); }
   std::string ActorToken(int step) const { return token_prefix + std::to_string(step); }
+  // The notifiers' service account: their timers ask the router (read_runs).
+  std::string NotifierToken() const { return token_prefix + "notifier"; }
 };
 
 // The users the benchmark acts as: an admin that deploys its SOP, and one
@@ -67,6 +69,7 @@ std::string UsersYaml(const Options& o) {
   t << "users:\n  - {id: bench-admin, unit: bench, roles: [], admin: true, token: " << o.admin_token << "}\n";
   for (int i = 1; i <= kSteps; ++i)
     t << "  - {id: actor-" << i << ", unit: bench, roles: [step-" << i << "], token: " << o.ActorToken(i) << "}\n";
+  t << "  - {id: bench-notifier, unit: bench, roles: [], permissions: [read_runs], token: " << o.NotifierToken() << "}\n";
   return t.str();
 }
 
@@ -204,15 +207,25 @@ std::string StartLocal(const Options& o, const std::string& source, Deployment& 
     d.children.back().process->Start(argv, {}, base + ".log");
     d.children.back().port_file = base + ".port";
   };
+  // Waits for the children started since `from` to say their ports.
+  auto wait_ports = [&](size_t from) -> std::string {
+    for (size_t i = from; i < d.children.size(); ++i) {
+      auto& child = d.children[i];
+      std::string why = child.process->WaitPortFile(child.port_file, 15000, &child.port);
+      if (!why.empty()) return child.name + " " + why;
+      (child.name == "router" ? d.routers : d.notifiers).push_back("127.0.0.1:" + std::to_string(child.port));
+    }
+    return "";
+  };
   for (int i = 0; i < o.routers; ++i) spawn("router", i, {});
+  if (std::string why = wait_ports(0); !why.empty()) return why;
+  // Notifiers after the routers: their timers need a router's address.
+  const size_t first_notifier = d.children.size();
   for (int i = 0; i < o.notifiers; ++i)
-    spawn("notifier", i, {"--templates", source + "/../../deploy/base/notifier/templates"});
-  for (auto& child : d.children) {
-    std::string why = child.process->WaitPortFile(child.port_file, 15000, &child.port);
-    if (!why.empty()) return child.name + " " + why;
-    (child.name == "router" ? d.routers : d.notifiers).push_back("127.0.0.1:" + std::to_string(child.port));
-  }
-  return "";
+    spawn("notifier", i,
+          {"--templates", source + "/../../deploy/base/notifier/templates", "--router",
+           d.routers[i % d.routers.size()], "--service-token", o.NotifierToken()});
+  return wait_ports(first_notifier);
 }
 
 // One CompleteTask in flight: what the callback needs alive until it runs.
