@@ -44,12 +44,16 @@ std::vector<WebhookReceiver::Received> WebhookReceiver::received() {
   return received_;
 }
 
-SmtpSink::SmtpSink(const std::string& dir) : maildir_(dir + "/maildir"), port_(FreePort()) {
-  // Debian's python3 (where python3-aiosmtpd lives), not whatever is first on PATH.
-  process_.Start({"/usr/bin/python3", "-m", "aiosmtpd", "-n", "-l", "127.0.0.1:" + std::to_string(port_), "-c",
-                  "aiosmtpd.handlers.Mailbox", maildir_},
-                 {}, dir + "/smtp.log");
-  if (!WaitForPort(port_, 20000)) throw std::runtime_error("SMTP sink did not start; see " + dir + "/smtp.log");
+SmtpSink::SmtpSink(const std::string& dir) : maildir_(dir + "/maildir") {
+  // Debian's python3 (where python3-aiosmtpd lives), not whatever is first
+  // on PATH; -d logs "Server is listening" once it has bound its port.
+  port_ = process_.StartOnFreePort(
+      [&](int port) {
+        return std::vector<std::string>{"/usr/bin/python3", "-m", "aiosmtpd", "-n", "-d",
+                                        "-l", "127.0.0.1:" + std::to_string(port), "-c",
+                                        "aiosmtpd.handlers.Mailbox", maildir_};
+      },
+      {}, dir + "/smtp.log", "Server is listening on", 20000);
 }
 
 std::vector<std::string> SmtpSink::Messages() {

@@ -6,8 +6,14 @@
 #include <filesystem>
 #include <fstream>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include "grpc_server.h"
 #include "metrics.h"
+#include "redis.h"
 #include "router_fixture.h"
 
 namespace sopflow::testing {
@@ -122,6 +128,51 @@ TEST_F(ServerTest, ASecondServerOnATakenPortFailsToStartInsteadOfSharingIt) {
   }
   grpc::Status status;
   EXPECT_EQ(CallWithoutToken("/grpc.health.v1.Health/Check", "", &status), kServing);  // the first still serves
+}
+
+// The fixtures' redis-server and nats-server take a port from FreePort(),
+// which another process may bind first. The server then exits, and is
+// started again on another port; a connect answered by the other process
+// does not pass for the server being ready.
+TEST(FixtureTest, AServerWhosePortWasTakenFirstIsStartedAgainOnAnother) {
+  std::string dir = MakeTempDir("sopflow-port-taken");
+  for (const std::string server : {"redis-server", "nats-server"}) {
+    int starts = 0, taken = 0, holder = -1;
+    auto argv_for = [&](int port) {
+      if (++starts == 1) {
+        // Another process binds the port just chosen, and answers connects
+        // on it, before the server starts: the race, made certain.
+        taken = port;
+        holder = socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_port = htons(static_cast<uint16_t>(port));
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        EXPECT_EQ(bind(holder, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+        EXPECT_EQ(listen(holder, 8), 0);
+      }
+      const std::string p = std::to_string(port);
+      if (server == "redis-server")
+        return std::vector<std::string>{"redis-server", "--port", p, "--bind", "127.0.0.1", "--dir", dir, "--save", ""};
+      return std::vector<std::string>{"nats-server", "-a", "127.0.0.1", "-p", p};
+    };
+    ChildProcess process;
+    int port = process.StartOnFreePort(argv_for, {}, dir + "/" + server + ".log",
+                                       server == "redis-server" ? "Ready to accept connections" : "Server is ready",
+                                       10000);
+    close(holder);
+    EXPECT_EQ(starts, 2) << server;
+    EXPECT_NE(port, taken) << server;
+    EXPECT_TRUE(process.running()) << server;
+    if (server == "redis-server") {
+      RedisConnection conn(RedisAddress::Parse("127.0.0.1:" + std::to_string(port)));
+      Reply pong = conn.Command({"PING"});
+      EXPECT_EQ(ReplyString(pong.get()).value_or(""), "PONG");
+    } else {
+      EXPECT_TRUE(WaitForPort(port, 2000));
+    }
+  }
+  RemoveTree(dir);
 }
 
 TEST(MetricsEndpointTest, PrometheusScrapesRequestsHandoffsAndOutboxBacklog) {

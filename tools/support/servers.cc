@@ -8,11 +8,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstdlib>
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <stdexcept>
 #include <thread>
 
@@ -160,26 +163,64 @@ void ChildProcess::Kill() {
   pid_ = -1;
 }
 
-RedisServer::RedisServer(const std::string& dir) : port_(FreePort()) {
-  process_.Start({"redis-server", "--port", std::to_string(port_), "--bind", "127.0.0.1", "--dir", dir,
-                  "--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--protected-mode", "no"},
-                 {}, dir + "/redis.log");
-  std::string why = process_.WaitListening(port_, 10000);
-  if (!why.empty()) throw std::runtime_error("redis-server " + why);
+std::string ChildProcess::LogSince(size_t from) const {
+  std::ifstream in(log_file_);
+  in.seekg(static_cast<std::streamoff>(from));
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+int ChildProcess::StartOnFreePort(const std::function<std::vector<std::string>(int port)>& argv_for,
+                                  const std::map<std::string, std::string>& env, const std::string& log_file,
+                                  const std::string& ready_line, int timeout_ms) {
+  constexpr int kAttempts = 5;
+  std::string why;
+  for (int attempt = 0; attempt < kAttempts; ++attempt) {
+    std::error_code ignored;
+    auto from = static_cast<size_t>(std::filesystem::exists(log_file) ? std::filesystem::file_size(log_file, ignored) : 0);
+    int port = FreePort();
+    Start(argv_for(port), env, log_file);
+    why = WaitReady(
+        [&] {
+          if (LogSince(from).find(ready_line) != std::string::npos) return true;
+          std::this_thread::sleep_for(std::chrono::milliseconds(10));
+          return false;
+        },
+        "ready on port " + std::to_string(port), timeout_ms);
+    if (why.empty()) return port;
+    Stop();
+    std::string log = LogSince(from);
+    std::transform(log.begin(), log.end(), log.begin(), [](unsigned char c) { return std::tolower(c); });
+    if (log.find("already in use") == std::string::npos) break;  // not the race: no use trying again
+  }
+  throw std::runtime_error(argv_for(0).front() + " " + why);
+}
+
+RedisServer::RedisServer(const std::string& dir) {
+  port_ = process_.StartOnFreePort(
+      [&](int port) {
+        return std::vector<std::string>{"redis-server", "--port", std::to_string(port), "--bind", "127.0.0.1",
+                                        "--dir", dir, "--save", "", "--appendonly", "yes", "--appendfsync",
+                                        "everysec", "--protected-mode", "no"};
+      },
+      {}, dir + "/redis.log", "Ready to accept connections", 10000);
 }
 
 RedisServer::~RedisServer() { process_.Stop(); }
 
-NatsServer::NatsServer(const std::string& dir) : port_(FreePort()) {
+NatsServer::NatsServer(const std::string& dir) {
   // One Go scheduler thread: here nats-server shares two cores with the
   // services and their clients, and with two it hands goroutines between
   // OS threads; sopbench then fell at random into a mode where nats-server
   // cost twice the CPU per hand-off (docs/performance.md, sixth session).
   // On Kubernetes GOMAXPROCS follows the pod's CPU limit (deploy/base/nats.yaml).
-  process_.Start({"nats-server", "-js", "-a", "127.0.0.1", "-p", std::to_string(port_), "-sd", dir + "/jetstream"},
-                 {{"GOMAXPROCS", "1"}}, dir + "/nats.log");
-  std::string why = process_.WaitListening(port_, 10000);
-  if (!why.empty()) throw std::runtime_error("nats-server " + why);
+  port_ = process_.StartOnFreePort(
+      [&](int port) {
+        return std::vector<std::string>{"nats-server", "-js", "-a", "127.0.0.1", "-p", std::to_string(port),
+                                        "-sd", dir + "/jetstream"};
+      },
+      {{"GOMAXPROCS", "1"}}, dir + "/nats.log", "Server is ready", 10000);
 }
 
 NatsServer::~NatsServer() { process_.Stop(); }

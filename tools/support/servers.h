@@ -45,6 +45,16 @@ class ChildProcess {
   // (two of them were, in parallel test runs). Empty, or why not, as
   // WaitListening.
   std::string WaitPortFile(const std::string& path, int timeout_ms, int* port);
+  // For a server that cannot choose its own port (redis-server's --port 0
+  // turns TCP off): starts argv_for(port) on a FreePort() port, and waits
+  // until its log, from this start on, has `ready_line` (written once it
+  // has bound the port, so a connect answered by another process does not
+  // count). If another process took the port first, the server exits
+  // saying the address is in use, and is started again on another port
+  // (at most 5 times). The port it listens on, or throws saying why not.
+  int StartOnFreePort(const std::function<std::vector<std::string>(int port)>& argv_for,
+                      const std::map<std::string, std::string>& env, const std::string& log_file,
+                      const std::string& ready_line, int timeout_ms);
   bool running() const { return pid_ > 0; }
   pid_t pid() const { return pid_; }
 
@@ -55,6 +65,8 @@ class ChildProcess {
   // Reaps the process if it has exited; its exit code (128+signal), else -1.
   int ReapIfExited();
   std::string LogTail(size_t max_lines) const;
+  // The log from byte `from` on.
+  std::string LogSince(size_t from) const;
 
   pid_t pid_ = -1;
   std::string log_file_;
