@@ -100,13 +100,21 @@ NotifierProcess::~NotifierProcess() { Shutdown(); }
 void NotifierProcess::Start() {
   auto& c = impl_->config;
   impl_->users = UserDirectory::LoadFile(c.tokens_file);
+  if (c.router.empty()) throw std::invalid_argument("notifier: the router's address is required (--router)");
+  // A token the router would refuse would fail every reminder, quietly
+  // retried each lease; said at the start instead (the services share
+  // the tokens file).
+  auto account = impl_->users->FindByToken(c.service_token);
+  if (!account) throw std::invalid_argument("notifier: --service-token is no user's token in " + c.tokens_file);
+  if (!account->admin && !account->Has("read_runs"))
+    throw std::invalid_argument("notifier: --service-token is user '" + account->id +
+                                "', who lacks the read_runs permission the router's GetTask asks of a service");
   auto calendar = c.calendar_file.empty() ? WorkCalendar::Default() : WorkCalendar::LoadFile(c.calendar_file);
   auto composer = std::make_shared<Composer>(impl_->users, Templates::Load(c.templates_dir), calendar);
   impl_->pool = std::make_unique<RedisPool>(RedisAddress::Parse(c.redis), c.redis_pool);
   impl_->store = std::make_unique<Store>(impl_->pool.get(), c.log_max_len);
   impl_->nats = std::make_unique<NatsClient>(NatsOptions{c.nats, "sopflow-notifier-" + c.replica_id, true});
   impl_->nats->EnsureEventStream(c.stream_replicas);
-  if (c.router.empty()) throw std::invalid_argument("notifier: the router's address is required (--router)");
   impl_->router = v1::Router::NewStub(OpenChannel(c.router, c.tls_ca_file));
   impl_->engine = std::make_unique<Engine>(
       impl_->store.get(), impl_->clock, composer,

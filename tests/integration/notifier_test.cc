@@ -500,6 +500,26 @@ TEST(DeclaredWebhooksTest, ABrokenFileStopsTheNotifierFromStarting) {
 
 // The log tail keeps the newest entries in memory; older cursors are told
 // to read Redis (nullopt), newer ones get what follows them, in order.
+TEST(NotifierStartTest, AServiceTokenTheRouterWouldRefuseStopsTheStart) {
+  Backends backends;
+  SystemClock clock;
+  auto refused = [&](const std::string& token) -> std::string {
+    auto config = NotifierConfigFor(backends, "", /*router_port=*/9);  // it does not start
+    config.service_token = token;
+    notifier::NotifierProcess notifier(config, &clock);
+    try {
+      notifier.Start();
+    } catch (const std::invalid_argument& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_NE(refused("").find("--service-token is no user's token"), std::string::npos);
+  EXPECT_NE(refused("not-a-token").find("--service-token is no user's token"), std::string::npos);
+  EXPECT_NE(refused(kSekretarisBlg).find("user 'sekretaris-blg', who lacks the read_runs permission"),
+            std::string::npos);
+}
+
 TEST(LogTailTest, ServesWhatFollowsACursorAndSendsOlderCursorsToRedis) {
   Backends backends;
   RedisConnection redis(RedisAddress::Parse(backends.redis->address()));
