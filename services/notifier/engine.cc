@@ -29,6 +29,14 @@ void ForgetTimers(RedisBatch& b, const std::string& task_id) {
   b.Write({"ZREM", keys::kTimers, TimerId(task_id, kReminder), TimerId(task_id, kDue)});
 }
 
+// What firing timers learnt from the router: "open" (a reminder or an
+// escalation follows), "closed" (done, cancelled or gone: the timer goes
+// quietly), "unanswered" (the router could not be asked; the timer fires
+// again after its lease).
+void CountTimerCheck(const char* result) {
+  Metrics::Global().Count("sopflow_timer_checks_total", std::string("result=\"") + result + "\"");
+}
+
 void CountRecorded(const std::vector<v1::Notification>& notifications) {
   for (const auto& n : notifications)
     Metrics::Global().Count("sopflow_notifications_total", "kind=\"" + v1::Notification::Kind_Name(n.kind()) + "\"");
@@ -198,13 +206,20 @@ size_t Engine::FireDueTimers(int limit) {
   for (const auto& timer : store_->ClaimTimers(Millis(now), options_.timer_lease_ms, limit)) {
     auto bar = timer.rfind('|');
     std::string task_id = timer.substr(0, bar), which = timer.substr(bar + 1);
-    auto task = tasks_(task_id);  // throws if the router cannot say: the timer's lease brings it back
+    std::optional<v1::Task> task;
+    try {
+      task = tasks_(task_id);
+    } catch (...) {
+      CountTimerCheck("unanswered");  // the timer's lease brings it back
+      throw;
+    }
     RedisBatch b;
     b.Write({"ZREM", keys::kTimers, timer});
     std::vector<v1::Notification> notifications;
     // As the router has it now: open or claimed (a claimed task's reminder
     // goes to whoever holds it), or neither and the timer goes quietly.
     bool open = task && (task->status() == v1::Task::OPEN || task->status() == v1::Task::CLAIMED);
+    CountTimerCheck(open ? "open" : "closed");
     if (open) {
       if (which == kReminder) {
         notifications.push_back(composer_->ForTask(v1::Notification::TASK_REMINDER, *task, timer, now));

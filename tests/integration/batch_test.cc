@@ -553,9 +553,11 @@ TEST_F(BatchTest, NotifierTimersOfATaskDoneFireAsNoOpsWhateverOrderItsEventsCame
   notifier.OnEvents({Outbox().at(other.id() + "/created")});
   EXPECT_EQ(TimersOf(other.id()), 2);
   task_lookups_ = 0;
+  const double closed_before = Metrics::Global().CounterValue("sopflow_timer_checks_total", "result=\"closed\"");
   notifier_clock.Advance(std::chrono::hours(2));  // past its reminder and due time
   EXPECT_EQ(notifier.FireDueTimers(), 0u);
   EXPECT_EQ(task_lookups_, 2) << "each timer asked the router once";
+  EXPECT_EQ(Metrics::Global().CounterValue("sopflow_timer_checks_total", "result=\"closed\""), closed_before + 2);
   EXPECT_EQ(TimersOf(other.id()), 0);
   EXPECT_EQ(notifier.FireDueTimers(), 0u);
   EXPECT_EQ(task_lookups_, 2);
@@ -617,7 +619,11 @@ TEST_F(BatchTest, NotifierTimerWhoseRouterCannotBeAskedFiresOnceItsLeaseRunsOut)
 
   notifier_clock.Advance(std::chrono::minutes(13));  // past the reminder, before the due time
   router_down_ = true;
+  const std::string unanswered = "result=\"unanswered\"", open = "result=\"open\"";
+  const double unanswered_before = Metrics::Global().CounterValue("sopflow_timer_checks_total", unanswered);
+  const double open_before = Metrics::Global().CounterValue("sopflow_timer_checks_total", open);
   EXPECT_THROW(notifier.FireDueTimers(), DomainError);
+  EXPECT_EQ(Metrics::Global().CounterValue("sopflow_timer_checks_total", unanswered), unanswered_before + 1);
   EXPECT_EQ(TimersOf(task.id()), 2);
   router_down_ = false;
   notifier_clock.Advance(std::chrono::milliseconds(options.timer_lease_ms - 1000));
@@ -625,6 +631,7 @@ TEST_F(BatchTest, NotifierTimerWhoseRouterCannotBeAskedFiresOnceItsLeaseRunsOut)
   EXPECT_TRUE(InboxKinds(notifier_store, "sekretaris-blg", v1::Notification::TASK_REMINDER).empty());
   notifier_clock.Advance(std::chrono::milliseconds(2000));
   EXPECT_EQ(other_replica.FireDueTimers(), 1u);
+  EXPECT_EQ(Metrics::Global().CounterValue("sopflow_timer_checks_total", open), open_before + 1);
   EXPECT_EQ(notifier.FireDueTimers(), 0u);
   EXPECT_EQ(InboxKinds(notifier_store, "sekretaris-blg", v1::Notification::TASK_REMINDER).size(), 1u);
 }
