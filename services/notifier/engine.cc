@@ -200,10 +200,12 @@ Engine::Record Engine::RunCancelled(const v1::Event& event) {
   return r;
 }
 
-size_t Engine::FireDueTimers(int limit) {
+size_t Engine::FireDueTimers(int limit, size_t* taken) {
   TimePoint now = clock_->Now();
   size_t recorded = 0;
-  for (const auto& timer : store_->ClaimTimers(Millis(now), options_.timer_lease_ms, limit)) {
+  const auto timers = store_->ClaimTimers(Millis(now), options_.timer_lease_ms, limit);
+  if (taken) *taken = timers.size();
+  for (const auto& timer : timers) {
     auto bar = timer.rfind('|');
     std::string task_id = timer.substr(0, bar), which = timer.substr(bar + 1);
     std::optional<v1::Task> task;

@@ -56,10 +56,13 @@ class Engine {
   // as recording each on its own in order, with all records committed in
   // one round trip.
   void OnEvents(const std::vector<v1::Event>& events);
-  // One pass over due timers; returns notifications recorded. Stops at the
-  // first timer whose task the router cannot be asked about, and throws;
-  // that timer and those after it fire once their lease runs out.
-  size_t FireDueTimers(int limit = 100);
+  // One pass over up to `limit` due timers; returns notifications recorded,
+  // and in *taken the timers it claimed (all `limit`: more may be due).
+  // Stops at the first timer whose task the router cannot be asked about,
+  // and throws; that timer and those after it fire once their lease runs
+  // out.
+  static constexpr int kTimersPerPass = 100;
+  size_t FireDueTimers(int limit = kTimersPerPass, size_t* taken = nullptr);
   // One pass over due deliveries; returns attempts made.
   size_t DeliverDue(int limit = 16);
 

@@ -28,10 +28,10 @@ struct Config : ServiceConfig {
   // replica schedules starts at once whatever the pause.
   int loop_interval_ms = 20;
   int delivery_idle_max_ms = 1000;
-  // How often due reminders and escalations are looked for. Each look asks
-  // JetStream for the consumer's backlog first; SOP times are minutes to
-  // days, so once a second is plenty (it was every 20 ms: half the idle
-  // CPU of the notifier and of nats-server).
+  // How often due reminders and escalations are looked for; SOP times are
+  // minutes to days, so once a second is plenty (it was every 20 ms: half
+  // the idle CPU of the notifier and of nats-server). A look that finds a
+  // full pass of due timers (Engine::kTimersPerPass) looks again at once.
   int timer_interval_ms = 1000;
 };
 

@@ -155,5 +155,46 @@ TEST(NotifierCrashTest, KilledAndRestartedItLosesNothingAndRepeatsNothing) {
   router.Shutdown();
 }
 
+// At quarter's end many tasks fall due together. A notifier takes due
+// timers a hundred at a time, and after a full pass looks again at once:
+// 120 reminders due together all go out in the first look, not a hundred
+// now and twenty after the pause between looks (a minute here).
+TEST(NotifierTimerBurstTest, MoreDueTimersThanOnePassTakesAllGoOutWithoutWaitingForTheNextLook) {
+  Backends backends;
+  SystemClock clock;
+  RouterProcess router(backends.RouterConfigFor(), &clock);
+  router.Start();
+  auto stub = v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(router.port())));
+  ManualClock notifier_clock(clock.Now());
+  auto config = NotifierConfigFor(backends, "", router.port());
+  config.timer_interval_ms = 60000;
+  constexpr int kTasks = notifier::Engine::kTimersPerPass + 20;
+  std::set<std::string> runs;
+  {
+    // This one records the assignments and sets the timers; its one look
+    // at the timers was at its start, before any.
+    notifier::NotifierProcess recorder(config, &notifier_clock);
+    recorder.Start();
+    for (int i = 0; i < kTasks; ++i) {
+      v1::Run run;
+      ASSERT_TRUE(stub->StartRun(AuthedContext(kSekretarisBlg).get(), Run003Request("2026-Q" + std::to_string(i % 4 + 1)), &run).ok());
+      runs.insert(run.id());
+    }
+    ASSERT_TRUE(WaitUntil([&] {
+      return Logged(config.redis, "", v1::Notification::TASK_ASSIGNED, runs).size() == static_cast<size_t>(kTasks);
+    }, 60000));
+    recorder.Shutdown();
+  }
+  notifier_clock.Advance(std::chrono::minutes(13));  // past 80% of step 1's "15 menit"
+  notifier::NotifierProcess reminder(config, &notifier_clock);  // looks at the timers as it starts
+  reminder.Start();
+  EXPECT_TRUE(WaitUntil([&] {
+    return Logged(config.redis, "", v1::Notification::TASK_REMINDER, runs).size() == static_cast<size_t>(kTasks);
+  }, 30000)) << Logged(config.redis, "", v1::Notification::TASK_REMINDER, runs).size() << " of " << kTasks
+             << " reminders within 30 s: the rest wait for the next look, a minute later";
+  reminder.Shutdown();
+  router.Shutdown();
+}
+
 }  // namespace
 }  // namespace sopflow::testing
