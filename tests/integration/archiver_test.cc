@@ -293,24 +293,20 @@ TEST_F(ArchiverTest, AccessFollowsTheSecurityClassAndRestrictedReadsAreLogged) {
 }
 
 TEST(ArchiverCrashTest, KilledAndRestartedItLosesNothing) {
-  Backends backends;
-  SystemClock clock;
-  RouterProcess router(backends.RouterConfigFor(), &clock);
-  router.Start();
-  auto stub = v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(router.port())));
-  auto config = ArchiverConfigFor(backends, router.port(), 0);
+  OwnRouter own;
+  auto config = ArchiverConfigFor(own.backends, own.router.port(), 0);
   auto start_archiver = [&](ChildProcess& p) {
     int port = 0;
     EXPECT_TRUE(StartOnOwnPort(p,
                                {SOPFLOW_ARCHIVER_BIN, "--redis", config.redis, "--nats", config.nats, "--tokens",
                                 config.tokens_file, "--blobs", config.blob_dir, "--rules", config.rules_dir, "--router",
                                 config.router, "--service-token", config.service_token, "--ack-wait-ms", "1000"},
-                               {}, backends.dir + "/archiver.log", &port));
+                               {}, own.backends.dir + "/archiver.log", &port));
     return port;
   };
   auto run_one = [&] {
-    v1::Run run = StartRun003(*stub);
-    EXPECT_EQ(demo::DriveRun(*stub, AllActors(), run.id(), kAdmin, {}).run().status(), v1::Run::COMPLETED);
+    v1::Run run = StartRun003(*own.stub);
+    EXPECT_EQ(demo::DriveRun(*own.stub, AllActors(), run.id(), kAdmin, {}).run().status(), v1::Run::COMPLETED);
     return run.id();
   };
   ChildProcess first;
@@ -334,7 +330,7 @@ TEST(ArchiverCrashTest, KilledAndRestartedItLosesNothing) {
   EXPECT_TRUE(v.ok());
   EXPECT_EQ(v.records_checked(), 2u);  // each run filed once
   second.Stop();
-  router.Shutdown();
+  own.router.Shutdown();
 }
 
 }  // namespace

@@ -422,15 +422,12 @@ void DeclareBalanganDashboard(notifier::Config& config, const Backends& backends
 }
 
 TEST(DeclaredWebhooksTest, AWebhookFromTheFileSignsWithTheSecretFromTheEnvironment) {
-  Backends backends;
-  SystemClock clock;
-  RouterProcess router(backends.RouterConfigFor(), &clock);
-  router.Start();
+  OwnRouter own;
   WebhookReceiver receiver;
   const std::string secret = "declared-secret-0123456789";
-  auto config = NotifierConfigFor(backends, "", router.port());
-  DeclareBalanganDashboard(config, backends, receiver, secret);
-  notifier::NotifierProcess notifier(config, &clock);
+  auto config = NotifierConfigFor(own.backends, "", own.router.port());
+  DeclareBalanganDashboard(config, own.backends, receiver, secret);
+  notifier::NotifierProcess notifier(config, &own.clock);
   notifier.Start();
   unsetenv("SOPFLOW_TEST_WEBHOOK_SECRET");
 
@@ -441,36 +438,31 @@ TEST(DeclaredWebhooksTest, AWebhookFromTheFileSignsWithTheSecretFromTheEnvironme
   EXPECT_EQ(hooks.webhooks(0).id(), "wh-balangan-dashboard");
   EXPECT_EQ(hooks.webhooks(0).secret(), "") << "secrets never leave";
 
-  auto stub = v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(router.port())));
-  v1::Run run = StartRun003(*stub);
+  v1::Run run = StartRun003(*own.stub);
   ASSERT_FALSE(run.id().empty());
   ASSERT_TRUE(WaitUntil([&] { return AnyPostMentions(receiver, run.id()); }));
   for (const auto& r : receiver.received())
     EXPECT_EQ(r.signature, "sha256=" + notifier::HmacSha256Hex(secret, r.body));
   notifier.Shutdown();
-  router.Shutdown();
+  own.router.Shutdown();
 }
 
 // Delivery workers of an idle notifier back off (up to a minute here) and
 // are woken by their own replica scheduling a delivery: the webhook is
 // posted at once, which polling alone would do only a minute later.
 TEST(DeliveryWakeTest, AnIdleNotifierPostsTheWebhooksItSchedulesAtOnceAndStopsWithoutWaitingOutItsPause) {
-  Backends backends;
-  SystemClock clock;
-  RouterProcess router(backends.RouterConfigFor(), &clock);
-  router.Start();
+  OwnRouter own;
   WebhookReceiver receiver;
-  auto config = NotifierConfigFor(backends, "", router.port());
+  auto config = NotifierConfigFor(own.backends, "", own.router.port());
   config.loop_interval_ms = 60000;
   config.delivery_idle_max_ms = 60000;
-  DeclareBalanganDashboard(config, backends, receiver, "wake-secret-0123456789");
-  notifier::NotifierProcess notifier(config, &clock);
+  DeclareBalanganDashboard(config, own.backends, receiver, "wake-secret-0123456789");
+  notifier::NotifierProcess notifier(config, &own.clock);
   notifier.Start();
   unsetenv("SOPFLOW_TEST_WEBHOOK_SECRET");
   std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the workers' first look found nothing
 
-  auto stub = v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(router.port())));
-  v1::Run run = StartRun003(*stub);
+  v1::Run run = StartRun003(*own.stub);
   ASSERT_FALSE(run.id().empty());
   EXPECT_TRUE(WaitUntil([&] { return AnyPostMentions(receiver, run.id()); }, 20000))
       << "not posted within 20 s: the workers were not woken";
@@ -478,7 +470,7 @@ TEST(DeliveryWakeTest, AnIdleNotifierPostsTheWebhooksItSchedulesAtOnceAndStopsWi
   auto before = std::chrono::steady_clock::now();
   notifier.Shutdown();
   EXPECT_LT(std::chrono::steady_clock::now() - before, std::chrono::seconds(30)) << "shutdown waited out the pause";
-  router.Shutdown();
+  own.router.Shutdown();
 }
 
 TEST(DeclaredWebhooksTest, ABrokenFileStopsTheNotifierFromStarting) {
@@ -608,25 +600,21 @@ TEST(LogTailTest, AListenerIsWokenOnlyByANotificationItWants) {
 // notifications were written gets the old ones (from Redis) and then the
 // new ones (from the tail), each once, in order.
 TEST(LogTailTest, ASubscriberFromTheStartCatchesUpFromRedisThenFollowsTheTail) {
-  Backends backends;
-  SystemClock clock;
-  RouterProcess router(backends.RouterConfigFor(), &clock);
-  router.Start();
-  auto stub = v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(router.port())));
-  auto start_run = [&] { return StartRun003(*stub).id(); };
+  OwnRouter own;
+  auto start_run = [&] { return StartRun003(*own.stub).id(); };
   std::string first_run;
   {
-    notifier::NotifierProcess before(NotifierConfigFor(backends, "", router.port()), &clock);
+    notifier::NotifierProcess before(NotifierConfigFor(own.backends, "", own.router.port()), &own.clock);
     before.Start();
     first_run = start_run();
-    RedisConnection redis(RedisAddress::Parse(backends.redis->address()));
+    RedisConnection redis(RedisAddress::Parse(own.backends.redis->address()));
     ASSERT_TRUE(WaitUntil([&] {
       Reply n = redis.Command({"XLEN", notifier::keys::kLog});
       return ReplyInteger(n.get()) >= 1;
     }));
     before.Shutdown();
   }
-  notifier::NotifierProcess after(NotifierConfigFor(backends, "", router.port()), &clock);
+  notifier::NotifierProcess after(NotifierConfigFor(own.backends, "", own.router.port()), &own.clock);
   after.Start();
   auto notifier_stub = v1::Notifier::NewStub(OpenChannel("127.0.0.1:" + std::to_string(after.port())));
   v1::SubscribeRequest req;
@@ -650,7 +638,7 @@ TEST(LogTailTest, ASubscriberFromTheStartCatchesUpFromRedisThenFollowsTheTail) {
   // when the drain time runs out.
   after.Shutdown();
   EXPECT_TRUE(stream.FinalStatus().ok()) << stream.FinalStatus().error_message();
-  router.Shutdown();
+  own.router.Shutdown();
 }
 
 }  // namespace

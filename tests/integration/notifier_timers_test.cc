@@ -109,12 +109,8 @@ TEST_F(NotifierTimersTest, ATaskDoneBeforeItsReminderGetsNone) {
 }
 
 TEST(NotifierCrashTest, KilledAndRestartedItLosesNothingAndRepeatsNothing) {
-  Backends backends;
-  SystemClock clock;
-  RouterProcess router(backends.RouterConfigFor(), &clock);
-  router.Start();
-  auto stub = v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(router.port())));
-  auto config = NotifierConfigFor(backends, "", router.port());
+  OwnRouter own;
+  auto config = NotifierConfigFor(own.backends, "", own.router.port());
   auto start_notifier = [&](ChildProcess& p) {
     int port = 0;
     ASSERT_TRUE(StartOnOwnPort(p,
@@ -122,14 +118,14 @@ TEST(NotifierCrashTest, KilledAndRestartedItLosesNothingAndRepeatsNothing) {
                                 config.tokens_file, "--calendar", config.calendar_file, "--templates",
                                 config.templates_dir, "--router", config.router, "--service-token",
                                 config.service_token, "--ack-wait-ms", "1000"},
-                               {}, backends.dir + "/notifier.log", &port));
+                               {}, own.backends.dir + "/notifier.log", &port));
   };
   std::set<std::string> runs;
   auto start_runs = [&](int n) {
     for (int i = 0; i < n; ++i) {
       v1::StartRunRequest req = Run003Request("2026-Q" + std::to_string(i % 4 + 1));
       v1::Run run;
-      ASSERT_TRUE(stub->StartRun(AuthedContext(kSekretarisBlg).get(), req, &run).ok());
+      ASSERT_TRUE(own.stub->StartRun(AuthedContext(kSekretarisBlg).get(), req, &run).ok());
       runs.insert(run.id());
     }
   };
@@ -152,7 +148,7 @@ TEST(NotifierCrashTest, KilledAndRestartedItLosesNothingAndRepeatsNothing) {
   EXPECT_EQ(assigned.size(), 10u);
   EXPECT_EQ(runs_told, runs);
   second.Stop();
-  router.Shutdown();
+  own.router.Shutdown();
 }
 
 // At quarter's end many tasks fall due together. A notifier takes due
@@ -160,13 +156,9 @@ TEST(NotifierCrashTest, KilledAndRestartedItLosesNothingAndRepeatsNothing) {
 // 120 reminders due together all go out in the first look, not a hundred
 // now and twenty after the pause between looks (a minute here).
 TEST(NotifierTimerBurstTest, MoreDueTimersThanOnePassTakesAllGoOutWithoutWaitingForTheNextLook) {
-  Backends backends;
-  SystemClock clock;
-  RouterProcess router(backends.RouterConfigFor(), &clock);
-  router.Start();
-  auto stub = v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(router.port())));
-  ManualClock notifier_clock(clock.Now());
-  auto config = NotifierConfigFor(backends, "", router.port());
+  OwnRouter own;
+  ManualClock notifier_clock(own.clock.Now());
+  auto config = NotifierConfigFor(own.backends, "", own.router.port());
   config.timer_interval_ms = 60000;
   constexpr int kTasks = notifier::Engine::kTimersPerPass + 20;
   std::set<std::string> runs;
@@ -177,7 +169,8 @@ TEST(NotifierTimerBurstTest, MoreDueTimersThanOnePassTakesAllGoOutWithoutWaiting
     recorder.Start();
     for (int i = 0; i < kTasks; ++i) {
       v1::Run run;
-      ASSERT_TRUE(stub->StartRun(AuthedContext(kSekretarisBlg).get(), Run003Request("2026-Q" + std::to_string(i % 4 + 1)), &run).ok());
+      v1::StartRunRequest req = Run003Request("2026-Q" + std::to_string(i % 4 + 1));
+      ASSERT_TRUE(own.stub->StartRun(AuthedContext(kSekretarisBlg).get(), req, &run).ok());
       runs.insert(run.id());
     }
     ASSERT_TRUE(WaitUntil([&] {
@@ -193,7 +186,7 @@ TEST(NotifierTimerBurstTest, MoreDueTimersThanOnePassTakesAllGoOutWithoutWaiting
   }, 30000)) << Logged(config.redis, "", v1::Notification::TASK_REMINDER, runs).size() << " of " << kTasks
              << " reminders within 30 s: the rest wait for the next look, a minute later";
   reminder.Shutdown();
-  router.Shutdown();
+  own.router.Shutdown();
 }
 
 }  // namespace

@@ -100,6 +100,11 @@ void RouterTest::TearDownTestSuite() {
   backends_ = nullptr;
 }
 
+OwnRouter::OwnRouter() : router(backends.RouterConfigFor(), &clock) {
+  router.Start();
+  stub = v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(router.port())));
+}
+
 std::unique_ptr<v1::Router::Stub> RouterTest::NewStub(int port) {
   return v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(port)));
 }

@@ -51,6 +51,18 @@ struct Backends {
   std::unique_ptr<NatsServer> nats;
 };
 
+// Redis, NATS and a router of a test's own, started, with a stub to it: for
+// a test that starts (or kills) other services beside its router, where
+// RouterTest's suites share one. Built on the test's thread, which
+// outlives the servers it starts.
+struct OwnRouter {
+  OwnRouter();
+  Backends backends;
+  SystemClock clock;
+  RouterProcess router;
+  std::unique_ptr<v1::Router::Stub> stub;
+};
+
 // A request to start seed 003 (Balangan) for `period`.
 v1::StartRunRequest Run003Request(const std::string& period = "2026-Q3");
 // Starts a run of seed 003 (Balangan, 2026-Q3) as its sekretaris.
