@@ -124,6 +124,7 @@ void AggregatorProcess::Start() {
 }
 
 int AggregatorProcess::port() const { return impl_->server ? impl_->server->port() : 0; }
+int AggregatorProcess::health_port() const { return impl_->server ? impl_->server->health_port() : 0; }
 int AggregatorProcess::metrics_port() const { return impl_->metrics ? impl_->metrics->port() : 0; }
 
 void AggregatorProcess::Shutdown() {

@@ -26,6 +26,7 @@ class AggregatorProcess {
   ~AggregatorProcess();
   void Start();
   int port() const;
+  int health_port() const;  // 0 without --health-listen
   int metrics_port() const;  // 0 when metrics are off
   void Shutdown();
 

@@ -112,6 +112,7 @@ void ArchiverProcess::Start() {
 }
 
 int ArchiverProcess::port() const { return impl_->server ? impl_->server->port() : 0; }
+int ArchiverProcess::health_port() const { return impl_->server ? impl_->server->health_port() : 0; }
 
 void ArchiverProcess::Shutdown() {
   if (!impl_ || !impl_->server) return;

@@ -26,6 +26,7 @@ class ArchiverProcess {
   ~ArchiverProcess();
   void Start();
   int port() const;
+  int health_port() const;  // 0 without --health-listen
   void Shutdown();
 
  private:

@@ -46,17 +46,20 @@ void AddCommonOptions(CLI::App& app, Config& c, std::string& log_level) {
   app.add_option("--metrics-listen", c.metrics_listen, "serve Prometheus metrics at http://<this>/metrics")
       ->envname("SOPFLOW_METRICS_LISTEN");
   app.add_option("--port-file", c.port_file,
-                 "once listening, write the gRPC port here (with --listen host:0: the port the system chose)");
+                 "once listening, write the gRPC port here (with --listen host:0: the port the system chose), "
+                 "and 'health <port>' on a second line with --health-listen");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->envname("SOPFLOW_LOG_LEVEL");
 }
 
 // Writes `port` to `path` whole or not at all (a reader polling for the
-// file never sees it half written).
-inline void WritePortFile(const std::string& path, int port) {
+// file never sees it half written), and on a second line "health <port>"
+// when the service has a health port (--health-listen, port 0 too).
+inline void WritePortFile(const std::string& path, int port, int health_port) {
   const std::string partial = path + ".partial";
   {
     std::ofstream out(partial);
     out << port << "\n";
+    if (health_port > 0) out << "health " << health_port << "\n";
     if (!out) throw std::runtime_error("cannot write " + partial);
   }
   if (std::rename(partial.c_str(), path.c_str()) != 0) throw std::runtime_error("cannot write " + path);
@@ -85,7 +88,7 @@ int ServeUntilSignal(const char* name, const Config& config, const std::string& 
   try {
     Process process(config, &clock);
     process.Start();
-    if (!config.port_file.empty()) WritePortFile(config.port_file, process.port());
+    if (!config.port_file.empty()) WritePortFile(config.port_file, process.port(), process.health_port());
     while (!stop_requested) std::this_thread::sleep_for(std::chrono::milliseconds(100));
     spdlog::info("{}: draining", name);
     process.Shutdown();

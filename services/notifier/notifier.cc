@@ -150,6 +150,7 @@ void NotifierProcess::Start() {
 }
 
 int NotifierProcess::port() const { return impl_->server ? impl_->server->port() : 0; }
+int NotifierProcess::health_port() const { return impl_->server ? impl_->server->health_port() : 0; }
 
 void NotifierProcess::Shutdown() {
   if (!impl_ || !impl_->server) return;

@@ -41,6 +41,7 @@ class NotifierProcess {
   ~NotifierProcess();
   void Start();
   int port() const;
+  int health_port() const;  // 0 without --health-listen
   void Shutdown();
 
  private:

@@ -89,6 +89,7 @@ void RouterProcess::Start() {
 }
 
 int RouterProcess::port() const { return impl_->server ? impl_->server->port() : 0; }
+int RouterProcess::health_port() const { return impl_->server ? impl_->server->health_port() : 0; }
 int RouterProcess::metrics_port() const { return impl_->metrics ? impl_->metrics->port() : 0; }
 
 void RouterProcess::Shutdown() {

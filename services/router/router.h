@@ -31,6 +31,7 @@ class RouterProcess {
   ~RouterProcess();
   void Start();
   int port() const;
+  int health_port() const;  // 0 without --health-listen
   int metrics_port() const;  // 0 when metrics are off
   // Graceful drain: NOT_SERVING, stop taking calls, finish the consumer's
   // and relay's batches, then stop.

@@ -209,14 +209,23 @@ TEST(DeploymentShapeTest, TlsApiPlaintextHealthPortAndNotServingDuringTheDrain) 
 
   auto c = backends.RouterConfigFor();
   int port = 0;
-  const int health_port = FreePort();  // the health port is not reported: chosen here
   ChildProcess router;
   ASSERT_TRUE(StartOnOwnPort(router,
-                             {SOPFLOW_ROUTER_BIN, "--health-listen", "127.0.0.1:" + std::to_string(health_port),
+                             {SOPFLOW_ROUTER_BIN, "--health-listen", "127.0.0.1:0",
                               "--tls-cert", cert, "--tls-key", key, "--redis", c.redis, "--nats", c.nats, "--tokens",
                               c.tokens_file, "--definitions", c.definitions_dir, "--not-serving-delay-ms", "3000",
                               "--drain-ms", "2000", "--log-level", "warn"},
                              {}, backends.dir + "/router.log", &port));
+  // The health port it chose, on the port file's second line.
+  int health_port = 0;
+  {
+    std::ifstream in(backends.dir + "/router.log.port");
+    std::string api, word;
+    in >> api >> word >> health_port;
+    ASSERT_EQ(word, "health");
+  }
+  ASSERT_GT(health_port, 0);
+  ASSERT_NE(health_port, port);
   ASSERT_TRUE(Listens(router, health_port));
 
   auto tls = OpenChannel("127.0.0.1:" + std::to_string(port), cert);
