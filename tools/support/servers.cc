@@ -175,12 +175,14 @@ int ChildProcess::StartOnFreePort(const std::function<std::vector<std::string>(i
                                   const std::map<std::string, std::string>& env, const std::string& log_file,
                                   const std::string& ready_line, int timeout_ms) {
   constexpr int kAttempts = 5;
-  std::string why;
+  std::string program, why;
   for (int attempt = 0; attempt < kAttempts; ++attempt) {
     std::error_code ignored;
     auto from = static_cast<size_t>(std::filesystem::exists(log_file) ? std::filesystem::file_size(log_file, ignored) : 0);
     int port = FreePort();
-    Start(argv_for(port), env, log_file);
+    const std::vector<std::string> argv = argv_for(port);
+    program = argv.front();
+    Start(argv, env, log_file);
     why = WaitReady(
         [&] {
           if (LogSince(from).find(ready_line) != std::string::npos) return true;
@@ -194,7 +196,7 @@ int ChildProcess::StartOnFreePort(const std::function<std::vector<std::string>(i
     std::transform(log.begin(), log.end(), log.begin(), [](unsigned char c) { return std::tolower(c); });
     if (log.find("already in use") == std::string::npos) break;  // not the race: no use trying again
   }
-  throw std::runtime_error(argv_for(0).front() + " " + why);
+  throw std::runtime_error(program + " " + why);
 }
 
 RedisServer::RedisServer(const std::string& dir) {
