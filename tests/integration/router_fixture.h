@@ -4,7 +4,6 @@
 
 #include <gtest/gtest.h>
 
-#include <cstdio>
 #include <functional>
 #include <map>
 #include <memory>
@@ -92,11 +91,8 @@ inline ::testing::AssertionResult Listens(ChildProcess& child, int port, int tim
 inline ::testing::AssertionResult StartOnOwnPort(ChildProcess& child, std::vector<std::string> argv,
                                                  const std::map<std::string, std::string>& env,
                                                  const std::string& log_file, int* port, int timeout_ms = 15000) {
-  const std::string port_file = log_file + ".port";
-  std::remove(port_file.c_str());
-  argv.insert(argv.end(), {"--listen", "127.0.0.1:0", "--port-file", port_file});
-  child.Start(argv, env, log_file);
-  std::string why = child.WaitPortFile(port_file, timeout_ms, port);
+  child.StartWithOwnPort(std::move(argv), env, log_file);
+  std::string why = child.WaitOwnPort(timeout_ms, port);
   if (why.empty()) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure() << "the child process " << why;
 }

@@ -16,7 +16,6 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
-#include <cstdio>
 #include <deque>
 #include <functional>
 #include <filesystem>
@@ -161,9 +160,8 @@ struct Deployment {
   std::unique_ptr<sopflow::testing::NatsServer> nats_server;
   struct Child {
     std::string name;
-    int port;  // as the service wrote it to port_file
+    int port;  // as the service wrote it (ChildProcess::WaitOwnPort)
     std::unique_ptr<ChildProcess> process;
-    std::string port_file;
   };
   std::vector<Child> children;
 
@@ -197,21 +195,17 @@ std::string StartLocal(const Options& o, const std::string& source, Deployment& 
   // replica started, or by a test running beside), and the benchmark would
   // then talk to the wrong process.
   auto spawn = [&](const std::string& name, int index, std::vector<std::string> extra) {
-    const std::string base = o.work_dir + "/" + name + "-" + std::to_string(index);
-    std::remove((base + ".port").c_str());
-    std::vector<std::string> argv{o.bin_dir + "/services/" + name + "/sopflow-" + name, "--listen", "127.0.0.1:0",
-                                  "--port-file", base + ".port", "--redis", redis, "--nats", nats, "--tokens",
-                                  o.work_dir + "/tokens.yaml", "--log-level", "warn"};
+    std::vector<std::string> argv{o.bin_dir + "/services/" + name + "/sopflow-" + name, "--redis", redis, "--nats",
+                                  nats, "--tokens", o.work_dir + "/tokens.yaml", "--log-level", "warn"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     d.children.push_back({name, 0, std::make_unique<ChildProcess>()});
-    d.children.back().process->Start(argv, {}, base + ".log");
-    d.children.back().port_file = base + ".port";
+    d.children.back().process->StartWithOwnPort(argv, {}, o.work_dir + "/" + name + "-" + std::to_string(index) + ".log");
   };
   // Waits for the children started since `from` to say their ports.
   auto wait_ports = [&](size_t from) -> std::string {
     for (size_t i = from; i < d.children.size(); ++i) {
       auto& child = d.children[i];
-      std::string why = child.process->WaitPortFile(child.port_file, 15000, &child.port);
+      std::string why = child.process->WaitOwnPort(15000, &child.port);
       if (!why.empty()) return child.name + " " + why;
       (child.name == "router" ? d.routers : d.notifiers).push_back("127.0.0.1:" + std::to_string(child.port));
     }

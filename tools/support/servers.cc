@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cctype>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <deque>
 #include <filesystem>
@@ -126,15 +127,23 @@ std::string ChildProcess::WaitListening(int port, int timeout_ms) {
   return WaitReady([port] { return WaitForPort(port, 50); }, "listening on port " + std::to_string(port), timeout_ms);
 }
 
-std::string ChildProcess::WaitPortFile(const std::string& path, int timeout_ms, int* port) {
+void ChildProcess::StartWithOwnPort(std::vector<std::string> argv, const std::map<std::string, std::string>& env,
+                                    const std::string& log_file) {
+  port_file_ = log_file + ".port";
+  std::remove(port_file_.c_str());
+  argv.insert(argv.end(), {"--listen", "127.0.0.1:0", "--port-file", port_file_});
+  Start(argv, env, log_file);
+}
+
+std::string ChildProcess::WaitOwnPort(int timeout_ms, int* port) {
   return WaitReady(
       [&] {
-        std::ifstream in(path);
+        std::ifstream in(port_file_);
         if (in >> *port && *port > 0) return true;
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
         return false;
       },
-      "writing its port to " + path, timeout_ms);
+      "writing its port to " + port_file_, timeout_ms);
 }
 
 std::string ChildProcess::LogTail(size_t max_lines) const {

@@ -38,13 +38,17 @@ class ChildProcess {
   // timed out) and the last lines of its log, so a failure on a CI machine
   // can be read without the log, which the fixture deletes.
   std::string WaitListening(int port, int timeout_ms);
-  // For a sopflow service started with --listen 127.0.0.1:0 --port-file
-  // `path`: waits until it has written the port it listens on, and gives
-  // it in *port. A port chosen by the service cannot be taken by another
-  // process between its choice and the bind, as one from FreePort() can
-  // (two of them were, in parallel test runs). Empty, or why not, as
-  // WaitListening.
-  std::string WaitPortFile(const std::string& path, int timeout_ms, int* port);
+  // Starts the sopflow service `argv` on a port it chooses itself: with
+  // --listen 127.0.0.1:0 --port-file <log_file>.port appended (an old port
+  // file removed first, so a restart with the same log writes it anew). A
+  // port chosen by the service cannot be taken by another process between
+  // its choice and the bind, as one from FreePort() can (two of them were,
+  // in parallel test runs). WaitOwnPort then waits for it.
+  void StartWithOwnPort(std::vector<std::string> argv, const std::map<std::string, std::string>& env,
+                        const std::string& log_file);
+  // After StartWithOwnPort: waits until the service has written the port it
+  // listens on, and gives it in *port. Empty, or why not, as WaitListening.
+  std::string WaitOwnPort(int timeout_ms, int* port);
   // For a server that cannot choose its own port (redis-server's --port 0
   // turns TCP off): starts argv_for(port) on a FreePort() port, and waits
   // until its log, from this start on, has `ready_line` (written once it
@@ -70,6 +74,7 @@ class ChildProcess {
 
   pid_t pid_ = -1;
   std::string log_file_;
+  std::string port_file_;  // StartWithOwnPort's
 };
 
 class RedisServer {
