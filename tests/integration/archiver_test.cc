@@ -258,7 +258,7 @@ TEST_F(ArchiverTest, RetentionDueListsAndDisposalOnAFixedClock) {
 
 TEST_F(ArchiverTest, AccessFollowsTheSecurityClassAndRestrictedReadsAreLogged) {
   std::atomic<bool> stop{false};
-  auto worker_stub = NewStub(router_->port());
+  auto worker_stub = RouterStub(router_->port());
   std::thread worker([&] { demo::RunJobWorker(*worker_stub, kEsakipWorker, "esakip.input", "esakip-test", stop); });
   v1::FiledRecord terbatas = RunAndFile(Start004());  // 860, terbatas to gowa-perencanaan
   stop = true;

@@ -174,7 +174,7 @@ TEST_F(CompletionStreamTest, ADrainingRouterEndsItsStreamsAfterAnsweringWhatThey
   config.drain_ms = 30000;
   RouterProcess draining(config, &clock_);
   draining.Start();
-  auto replica = NewStub(draining.port());
+  auto replica = RouterStub(draining.port());
   v1::Run run = Start003();
   v1::Task first = WaitForOpenTask(run.id(), 1);
 

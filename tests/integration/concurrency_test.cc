@@ -22,7 +22,7 @@ namespace {
 class ConcurrencyTest : public RouterTest {};
 
 TEST_F(ConcurrencyTest, TwoClientsCompletingOneTaskExactlyOneWins) {
-  auto other = NewStub(router_->port());
+  auto other = RouterStub(router_->port());
   for (int round = 0; round < 20; ++round) {
     v1::Run run = Start003();
     v1::Task task = WaitForOpenTask(run.id(), 1);
@@ -58,8 +58,8 @@ TEST_F(ConcurrencyTest, TwoReplicasRun100RunsWithNoTaskLostOrDuplicated) {
   RouterProcess second(backends_->RouterConfigFor(), &clock_);
   second.Start();
   std::vector<std::unique_ptr<v1::Router::Stub>> stubs;
-  stubs.push_back(NewStub(router_->port()));
-  stubs.push_back(NewStub(second.port()));
+  stubs.push_back(RouterStub(router_->port()));
+  stubs.push_back(RouterStub(second.port()));
 
   constexpr int kRuns = 100;
   std::set<std::string> runs;
@@ -138,7 +138,7 @@ TEST_F(ConcurrencyTest, TwoReplicasRun100RunsWithNoTaskLostOrDuplicated) {
 TEST_F(ConcurrencyTest, ADocumentAttachedThroughAnotherReplicaSurvivesTheCompletion) {
   RouterProcess second(backends_->RouterConfigFor(), &clock_);
   second.Start();
-  auto other = NewStub(second.port());
+  auto other = RouterStub(second.port());
   auto attach = [&](const v1::Task& task) {
     v1::AttachDocumentRequest req;
     req.set_task_id(task.id());
@@ -211,7 +211,7 @@ TEST_F(ConcurrencyTest, ADocumentAttachedThroughAnotherReplicaSurvivesTheComplet
 TEST_F(ConcurrencyTest, AJobsNewWorkerIsJudgedOnAFreshReadNotOnWhatTheRouterRemembers) {
   RouterProcess second(backends_->RouterConfigFor(), &clock_);
   second.Start();
-  auto other = NewStub(second.port());
+  auto other = RouterStub(second.port());
   v1::Run gowa = Start004();
   v1::Task job = AdvanceTo(gowa.id(), 9);
   ASSERT_EQ(job.kind(), v1::Step::SYSTEM);
@@ -293,7 +293,7 @@ TEST(RouterCrashTest, KilledBetweenRedisWriteAndPublishTheRunStillFinishes) {
   ChildProcess a;
   ASSERT_TRUE(StartOnOwnPort(a, args, {{"SOPFLOW_FAILPOINT", "relay_crash_before_publish"}},
                              backends.dir + "/router-a.log", &port_a));
-  auto stub_a = v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(port_a)));
+  auto stub_a = RouterStub(port_a);
   v1::StartRunRequest req = Run003Request();
   req.set_request_id("balangan-2026-Q3");
   v1::Run first_answer;
@@ -310,7 +310,7 @@ TEST(RouterCrashTest, KilledBetweenRedisWriteAndPublishTheRunStillFinishes) {
   int port_b = 0;
   ChildProcess b;
   ASSERT_TRUE(StartOnOwnPort(b, args, {}, backends.dir + "/router-b.log", &port_b));
-  auto stub_b = v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(port_b)));
+  auto stub_b = RouterStub(port_b);
   // The client retries with the same request_id and gets the run A started.
   v1::Run run;
   ASSERT_TRUE(stub_b->StartRun(AuthedContext(kSekretarisBlg).get(), req, &run).ok());

@@ -48,7 +48,7 @@ TEST(ReplicasTest, ThreeRoutersAndTwoNotifiersLoseOneOfEachAndEveryRunFinishesOn
   for (int i = 0; i < 2; ++i)  // on the routers that stay up (router 0 is killed)
     notifiers.push_back(StartNotifier(backends, "notifier-" + std::to_string(i) + ".log", routers[1 + i].port));
   std::vector<std::unique_ptr<v1::Router::Stub>> stubs;
-  for (auto& r : routers) stubs.push_back(v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(r.port))));
+  for (auto& r : routers) stubs.push_back(RouterStub(r.port));
   std::atomic<bool> router0_alive{true};
 
   constexpr int kRuns = 500;
@@ -145,7 +145,7 @@ TEST(ReplicasTest, ThreeRoutersAndTwoNotifiersLoseOneOfEachAndEveryRunFinishesOn
 TEST(ReplicasTest, SigtermDrainsAndExitsInBoundedTimeWithEveryEventPublished) {
   Backends backends;
   Replica router = StartRouter(backends, "router.log");
-  auto stub = v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(router.port)));
+  auto stub = RouterStub(router.port);
   v1::Run run = StartRun003(*stub);
   ASSERT_FALSE(run.id().empty());
   v1::Task first;
@@ -172,7 +172,7 @@ TEST(ReplicasTest, SigtermDrainsAndExitsInBoundedTimeWithEveryEventPublished) {
   EXPECT_EQ(ReplyInteger(pending.get()), 0);
   // A new replica carries on.
   Replica next = StartRouter(backends, "router-2.log");
-  auto stub2 = v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(next.port)));
+  auto stub2 = RouterStub(next.port);
   EXPECT_EQ(demo::DriveRun(*stub2, AllActors(), run.id(), kAdmin, {}).run().status(), v1::Run::COMPLETED);
 }
 

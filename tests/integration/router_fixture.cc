@@ -89,7 +89,7 @@ void RouterTest::SetUpTestSuite() {
   backends_ = new Backends();
   router_ = new RouterProcess(backends_->RouterConfigFor(), &clock_);
   router_->Start();
-  stub_ = NewStub(router_->port());
+  stub_ = RouterStub(router_->port());
 }
 
 void RouterTest::TearDownTestSuite() {
@@ -102,10 +102,10 @@ void RouterTest::TearDownTestSuite() {
 
 OwnRouter::OwnRouter() : router(backends.RouterConfigFor(), &clock) {
   router.Start();
-  stub = v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(router.port())));
+  stub = RouterStub(router.port());
 }
 
-std::unique_ptr<v1::Router::Stub> RouterTest::NewStub(int port) {
+std::unique_ptr<v1::Router::Stub> RouterStub(int port) {
   return v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(port)));
 }
 

@@ -50,6 +50,9 @@ struct Backends {
   std::unique_ptr<NatsServer> nats;
 };
 
+// A stub to the router on 127.0.0.1:port, plaintext.
+std::unique_ptr<v1::Router::Stub> RouterStub(int port);
+
 // Redis, NATS and a router of a test's own, started, with a stub to it: for
 // a test that starts (or kills) other services beside its router, where
 // RouterTest's suites share one. Built on the test's thread, which
@@ -106,7 +109,6 @@ class RouterTest : public ::testing::Test {
   static void TearDownTestSuite();
 
   v1::Router::Stub& stub() { return *stub_; }
-  static std::unique_ptr<v1::Router::Stub> NewStub(int port);
 
   v1::Run Start001(const std::string& request_id = "");
   v1::Run Start003();

@@ -86,7 +86,7 @@ TEST_F(SeedRunTest, Seed003RunsEndToEnd) {
 TEST_F(SeedRunTest, Seed004RunsEndToEndWithAJobWorkerForESakip) {
   std::atomic<bool> stop{false};
   int jobs_done = 0;
-  auto worker_stub = NewStub(router_->port());
+  auto worker_stub = RouterStub(router_->port());
   std::thread worker([&] { jobs_done = demo::RunJobWorker(*worker_stub, kEsakipWorker, "esakip.input", "esakip-test", stop); });
   v1::Run run = Start004();
   auto result = demo::DriveRun(stub(), AllActors(), run.id(), kAdmin, {});

@@ -183,7 +183,7 @@ TEST(MetricsEndpointTest, PrometheusScrapesRequestsHandoffsAndOutboxBacklog) {
   RouterProcess router(config, &clock);
   router.Start();
   ASSERT_GT(router.metrics_port(), 0);
-  auto stub = v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(router.port())));
+  auto stub = RouterStub(router.port());
   v1::Run run = StartRun003(*stub);
   ASSERT_FALSE(run.id().empty());
   std::string body;
@@ -235,7 +235,7 @@ TEST(DeploymentShapeTest, TlsApiPlaintextHealthPortAndNotServingDuringTheDrain) 
   ASSERT_TRUE(st.ok()) << st.error_message();
   EXPECT_EQ(defs.definitions_size(), 3);
   // The API port speaks only TLS.
-  auto plain = v1::Router::NewStub(OpenChannel("127.0.0.1:" + std::to_string(port)));
+  auto plain = RouterStub(port);
   EXPECT_EQ(plain->ListDefinitions(AuthedContext(kKaro, std::chrono::seconds(2)).get(), {}, &defs).error_code(),
             grpc::StatusCode::UNAVAILABLE);
   // The health port answers health, plaintext, and serves nothing else.
