@@ -75,6 +75,9 @@ AggregatorProcess::~AggregatorProcess() { Shutdown(); }
 void AggregatorProcess::Start() {
   auto& c = impl_->config;
   impl_->users = UserDirectory::LoadFile(c.tokens_file);
+  // A token the router would refuse would leave every report unattached.
+  RequireServiceAccount(*impl_->users, c.tokens_file, c.router_token,
+                        {"aggregator", "--router-token", "attach_documents", "the router's AttachDocument asks"});
   impl_->pool = std::make_unique<RedisPool>(RedisAddress::Parse(c.redis), c.redis_pool);
   impl_->nats = std::make_unique<NatsClient>(NatsOptions{c.nats, "sopflow-aggregator-" + c.replica_id, true});
   impl_->nats->EnsureEventStream(c.stream_replicas);

@@ -86,6 +86,11 @@ ArchiverProcess::~ArchiverProcess() { Shutdown(); }
 void ArchiverProcess::Start() {
   auto& c = impl_->config;
   impl_->users = UserDirectory::LoadFile(c.tokens_file);
+  // A token the router would refuse would leave every completed run
+  // unfiled (its event terminated, with an error in the log).
+  RequireServiceAccount(*impl_->users, c.tokens_file, c.service_token,
+                        {"archiver", "--service-token", "read_runs",
+                         "the router's GetRun and the aggregator's GetReport ask of a service"});
   auto rules = Rules::Load(c.rules_dir + "/klasifikasi.yaml", c.rules_dir + "/jra.yaml", c.rules_dir + "/berkas.yaml");
   impl_->pool = std::make_unique<RedisPool>(RedisAddress::Parse(c.redis), c.redis_pool);
   impl_->blobs = std::make_unique<DirectoryBlobStore>(c.blob_dir);

@@ -95,4 +95,15 @@ std::optional<User> UserDirectory::FindById(const std::string& id) const {
   return users_[it->second];
 }
 
+User RequireServiceAccount(const UserDirectory& users, const std::string& tokens_file, const std::string& token,
+                           const ServiceAccount& account) {
+  auto user = users.FindByToken(token);
+  if (!user)
+    throw std::invalid_argument(account.service + ": " + account.flag + " is no user's token in " + tokens_file);
+  if (!user->Has(account.permission))
+    throw std::invalid_argument(account.service + ": " + account.flag + " is user '" + user->id + "', who lacks the " +
+                                account.permission + " permission " + account.needed_for);
+  return *user;
+}
+
 }  // namespace sopflow

@@ -54,4 +54,20 @@ class UserDirectory {
   std::map<std::string, size_t> by_id_;
 };
 
+// What one service needs of the account it calls another with.
+struct ServiceAccount {
+  std::string service;     // e.g. "notifier", for the message
+  std::string flag;        // the option that gave the token, e.g. "--service-token"
+  std::string permission;  // e.g. "read_runs"; admins hold every one
+  std::string needed_for;  // e.g. "the router's GetTask asks of a service"
+};
+
+// The user behind `token`, checked when a service starts: the services
+// share the tokens file, so a token the other service would refuse is
+// known here, and said at once (naming the option and the file) instead
+// of failing every call made with it later, with only a warning in a log.
+// Throws std::invalid_argument.
+User RequireServiceAccount(const UserDirectory& users, const std::string& tokens_file, const std::string& token,
+                           const ServiceAccount& account);
+
 }  // namespace sopflow

@@ -106,14 +106,10 @@ void NotifierProcess::Start() {
   auto& c = impl_->config;
   impl_->users = UserDirectory::LoadFile(c.tokens_file);
   if (c.router.empty()) throw std::invalid_argument("notifier: the router's address is required (--router)");
-  // A token the router would refuse would fail every reminder, quietly
-  // retried each lease; said at the start instead (the services share
-  // the tokens file).
-  auto account = impl_->users->FindByToken(c.service_token);
-  if (!account) throw std::invalid_argument("notifier: --service-token is no user's token in " + c.tokens_file);
-  if (!account->admin && !account->Has("read_runs"))
-    throw std::invalid_argument("notifier: --service-token is user '" + account->id +
-                                "', who lacks the read_runs permission the router's GetTask asks of a service");
+  // A token the router would refuse would fail every reminder, each
+  // retried only when its lease runs out.
+  RequireServiceAccount(*impl_->users, c.tokens_file, c.service_token,
+                        {"notifier", "--service-token", "read_runs", "the router's GetTask asks of a service"});
   auto calendar = c.calendar_file.empty() ? WorkCalendar::Default() : WorkCalendar::LoadFile(c.calendar_file);
   auto composer = std::make_shared<Composer>(impl_->users, Templates::Load(c.templates_dir), calendar);
   impl_->pool = std::make_unique<RedisPool>(RedisAddress::Parse(c.redis), c.redis_pool);

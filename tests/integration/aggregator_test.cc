@@ -399,5 +399,20 @@ TEST_F(AggregatorTest, RollupsAndCataloguesOverGrpc) {
   EXPECT_EQ(agg().GetRollup(AuthedContext(kBagianTl).get(), rreq, &rollup).error_code(), StatusCode::PERMISSION_DENIED);
 }
 
+TEST(AggregatorStartTest, ARouterTokenTheRouterWouldRefuseStopsTheStart) {
+  Backends backends;
+  SystemClock clock;
+  auto start = [&](const std::string& token) {
+    auto config = AggregatorConfigFor(backends, /*router_port=*/9);  // never called here
+    config.router_token = token;
+    return StartRefusal<aggregator::AggregatorProcess>(config, &clock);
+  };
+  EXPECT_NE(start("").find("aggregator: --router-token is no user's token in"), std::string::npos);
+  EXPECT_NE(start("demo-archiver").find("user 'archiver', who lacks the attach_documents permission"),
+            std::string::npos)
+      << "reading runs is not attaching to their tasks";
+  EXPECT_EQ(start("demo-aggregator"), "");
+}
+
 }  // namespace
 }  // namespace sopflow::testing

@@ -333,5 +333,20 @@ TEST(ArchiverCrashTest, KilledAndRestartedItLosesNothing) {
   own.router.Shutdown();
 }
 
+TEST(ArchiverStartTest, AServiceTokenTheRouterWouldRefuseStopsTheStart) {
+  Backends backends;
+  SystemClock clock;
+  auto start = [&](const std::string& token) {
+    auto config = ArchiverConfigFor(backends, /*router_port=*/9, /*aggregator_port=*/0);  // never called here
+    config.service_token = token;
+    return StartRefusal<archiver::ArchiverProcess>(config, &clock);
+  };
+  EXPECT_NE(start("").find("archiver: --service-token is no user's token in"), std::string::npos);
+  EXPECT_NE(start("not-a-token").find("--service-token is no user's token"), std::string::npos);
+  EXPECT_NE(start(kKaro).find("user 'rita', who lacks the read_runs permission"), std::string::npos);
+  EXPECT_EQ(start("demo-archiver"), "");
+  EXPECT_EQ(start(kAdmin), "") << "admins hold every permission";
+}
+
 }  // namespace
 }  // namespace sopflow::testing

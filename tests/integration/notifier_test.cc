@@ -495,16 +495,10 @@ TEST(DeclaredWebhooksTest, ABrokenFileStopsTheNotifierFromStarting) {
 TEST(NotifierStartTest, AServiceTokenTheRouterWouldRefuseStopsTheStart) {
   Backends backends;
   SystemClock clock;
-  auto refused = [&](const std::string& token) -> std::string {
+  auto refused = [&](const std::string& token) {
     auto config = NotifierConfigFor(backends, "", /*router_port=*/9);  // it does not start
     config.service_token = token;
-    notifier::NotifierProcess notifier(config, &clock);
-    try {
-      notifier.Start();
-    } catch (const std::invalid_argument& e) {
-      return e.what();
-    }
-    return "";
+    return StartRefusal<notifier::NotifierProcess>(config, &clock);
   };
   EXPECT_NE(refused("").find("--service-token is no user's token"), std::string::npos);
   EXPECT_NE(refused("not-a-token").find("--service-token is no user's token"), std::string::npos);

@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -98,6 +99,21 @@ inline ::testing::AssertionResult StartOnOwnPort(ChildProcess& child, std::vecto
   std::string why = child.WaitOwnPort(timeout_ms, port);
   if (why.empty()) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure() << "the child process " << why;
+}
+
+// Starts a service process with `config` and returns why it refused to
+// start (std::invalid_argument's message); "" when it started, and then
+// it is shut down again.
+template <class Process, class Config>
+std::string StartRefusal(const Config& config, const Clock* clock) {
+  Process process(config, clock);
+  try {
+    process.Start();
+  } catch (const std::invalid_argument& e) {
+    return e.what();
+  }
+  process.Shutdown();
+  return "";
 }
 
 // A self-signed certificate for 127.0.0.1 and its key, made by openssl.

@@ -190,5 +190,29 @@ TEST(Users, TokenFileLoadsAndRejectsBadEntries) {
   }
 }
 
+TEST(Users, ServiceAccountsAreCheckedForTheirPermission) {
+  auto dir = UserDirectory::LoadText(
+      "users:\n"
+      "  - {id: svc, token: s, permissions: [read_runs]}\n"
+      "  - {id: boss, token: b, admin: true}\n"
+      "  - {id: clerk, token: c}\n",
+      "t.yaml");
+  const ServiceAccount account{"archiver", "--service-token", "read_runs", "the router's GetRun asks"};
+  EXPECT_EQ(RequireServiceAccount(*dir, "t.yaml", "s", account).id, "svc");
+  EXPECT_EQ(RequireServiceAccount(*dir, "t.yaml", "b", account).id, "boss");
+  auto refusal = [&](const std::string& token) -> std::string {
+    try {
+      RequireServiceAccount(*dir, "t.yaml", token, account);
+    } catch (const std::invalid_argument& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_EQ(refusal("x"), "archiver: --service-token is no user's token in t.yaml");
+  EXPECT_EQ(refusal(""), "archiver: --service-token is no user's token in t.yaml");
+  EXPECT_EQ(refusal("c"),
+            "archiver: --service-token is user 'clerk', who lacks the read_runs permission the router's GetRun asks");
+}
+
 }  // namespace
 }  // namespace sopflow
