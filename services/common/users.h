@@ -65,7 +65,7 @@ struct ServiceAccount {
 // The user behind `token`, checked when a service starts: the services
 // share the tokens file, so a token the other service would refuse is
 // known here, and said at once (naming the option and the file) instead
-// of failing every call made with it later, with only a warning in a log.
+// of failing every call made with it later, in a log line far from the cause.
 // Throws std::invalid_argument.
 User RequireServiceAccount(const UserDirectory& users, const std::string& tokens_file, const std::string& token,
                            const ServiceAccount& account);
