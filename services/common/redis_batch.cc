@@ -285,11 +285,6 @@ std::vector<RedisBatch::EmittedEvent> RedisBatch::Emitted() const {
 int Commit(RedisPool& pool, const RedisBatch& batch) { return CommitAll(pool, {&batch}).front(); }
 
 std::vector<int> CommitAll(RedisPool& pool, const std::vector<const RedisBatch*>& batches,
-                           std::vector<std::string>* outbox_entries) {
-  return CommitAll(pool, batches, outbox_entries, {});
-}
-
-std::vector<int> CommitAll(RedisPool& pool, const std::vector<const RedisBatch*>& batches,
                            std::vector<std::string>* outbox_entries, const std::function<void()>& after_read) {
   std::vector<int> results(batches.size(), 0);
   if (outbox_entries) outbox_entries->assign(batches.size(), "");

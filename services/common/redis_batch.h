@@ -77,11 +77,10 @@ int Commit(RedisPool& pool, const RedisBatch& batch);
 // the keys it reads. With
 // `outbox_entries`, also the id of each batch's outbox entry ("" when the
 // batch emitted nothing or did not apply), for OutboxRelay::Publish.
-std::vector<int> CommitAll(RedisPool& pool, const std::vector<const RedisBatch*>& batches,
-                           std::vector<std::string>* outbox_entries = nullptr);
-// The same, calling `after_read` in each attempt after the guards are read
+// `after_read`, when given, runs in each attempt after the guards are read
 // and before the writes: a test's way to change a key in between.
 std::vector<int> CommitAll(RedisPool& pool, const std::vector<const RedisBatch*>& batches,
-                           std::vector<std::string>* outbox_entries, const std::function<void()>& after_read);
+                           std::vector<std::string>* outbox_entries = nullptr,
+                           const std::function<void()>& after_read = {});
 
 }  // namespace sopflow
