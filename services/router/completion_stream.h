@@ -14,7 +14,7 @@
 
 #include <grpcpp/grpcpp.h>
 
-#include "completion_groups.h"
+#include "call_groups.h"
 #include "sopflow/v1/router.pb.h"
 #include "users.h"
 

@@ -163,9 +163,61 @@ std::vector<v1::Definition> Engine::ListDefinitions() {
 // ----------------------------------------------------------------------- runs
 
 v1::Run Engine::StartRun(const User& user, const v1::StartRunRequest& req) {
+  std::vector<StartCall> calls{{user, req, std::nullopt, nullptr}};
+  StartAll(calls);
+  if (calls[0].error) std::rethrow_exception(calls[0].error);
+  return *calls[0].run;
+}
+
+void Engine::StartAll(std::vector<StartCall>& calls) {
+  TimePoint now = clock_->Now();
+  std::vector<Batch> batches;
+  std::vector<size_t> batch_of, created;
+  batches.reserve(calls.size());
+  for (size_t i = 0; i < calls.size(); ++i) {
+    try {
+      Batch b;
+      size_t tasks = 0;
+      calls[i].run = PrepareStart(calls[i].user, calls[i].request, now, b, &tasks);
+      batches.push_back(std::move(b));
+      batch_of.push_back(i);
+      created.push_back(tasks);
+    } catch (...) {
+      calls[i].error = std::current_exception();
+    }
+  }
+  std::vector<Batch*> pointers;
+  pointers.reserve(batches.size());
+  for (auto& b : batches) pointers.push_back(&b);
+  std::vector<int> results;
+  try {
+    results = CommitAll(pointers);
+  } catch (...) {
+    // Nothing of the group was written: no call has a run.
+    for (size_t i : batch_of) calls[i].run.reset();
+    throw;
+  }
+  size_t tasks_created = 0;
+  for (size_t j = 0; j < results.size(); ++j) {
+    StartCall& call = calls[batch_of[j]];
+    if (results[j] == 0) {
+      tasks_created += created[j];
+      continue;
+    }
+    try {
+      call.run = StartedBefore(call.request.request_id());
+    } catch (...) {
+      call.run.reset();
+      call.error = std::current_exception();
+    }
+  }
+  CountHandoffs(tasks_created);
+}
+
+v1::Run Engine::PrepareStart(const User& user, const v1::StartRunRequest& req, TimePoint now, Batch& b,
+                             size_t* created) {
   RequireId(req.sop_id(), "sop_id");
   auto def = Definition(req.sop_id(), req.sop_version());
-  TimePoint now = clock_->Now();
   flow::CheckStartRequest(*def, req, now);
   if (!flow::MayStart(user, *def, req.unit()))
     ThrowDenied("starting " + def->id() + " in unit '" + req.unit() + "' needs role '" + def->steps(0).pelaksana() +
@@ -186,7 +238,6 @@ v1::Run Engine::StartRun(const User& user, const v1::StartRunRequest& req) {
   *run.mutable_params() = req.params();
   run.set_request_id(req.request_id());
 
-  Batch b;
   if (!req.request_id().empty()) {
     b.ExpectAbsent(keys::Request(req.request_id()));
     b.Write({"SET", keys::Request(req.request_id()), run.id()});
@@ -199,17 +250,16 @@ v1::Run Engine::StartRun(const User& user, const v1::StartRunRequest& req) {
   v1::Event e = NewEvent(run.id() + "/started", events::kRunStarted, run.id(), run);
   *e.mutable_run_started()->mutable_run() = run;
   b.Emit(e);
-  size_t created = AddStepTasks(b, *def, run, def->steps(0).number(), 1, now);
-  if (Commit(b) != 0) {
-    // The same request_id started a run before: return that one.
-    auto id = store_->GetString(keys::Request(req.request_id()));
-    if (!id) throw DomainError(ErrorCode::kUnavailable, "request_id race; retry");
-    auto prior = store_->GetRun(*id);
-    if (!prior) throw DomainError(ErrorCode::kUnavailable, "request_id race; retry");
-    return *prior;
-  }
-  CountHandoffs(created);
+  *created = AddStepTasks(b, *def, run, def->steps(0).number(), 1, now);
   return run;
+}
+
+v1::Run Engine::StartedBefore(const std::string& request_id) {
+  auto id = store_->GetString(keys::Request(request_id));
+  if (!id) throw DomainError(ErrorCode::kUnavailable, "request_id race; retry");
+  auto prior = store_->GetRun(*id);
+  if (!prior) throw DomainError(ErrorCode::kUnavailable, "request_id race; retry");
+  return *prior;
 }
 
 v1::GetRunResponse Engine::GetRun(const User& user, const std::string& run_id) {

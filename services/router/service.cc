@@ -7,6 +7,21 @@ namespace sopflow {
 using grpc::CallbackServerContext;
 using grpc::ServerUnaryReactor;
 
+namespace {
+
+// Finishes a call a group decided: its error mapped to a status, or its
+// result moved into the response.
+template <class Result>
+void FinishWith(ServerUnaryReactor* reactor, const std::exception_ptr& error, std::optional<Result>& result,
+                Result* resp) {
+  reactor->Finish(GuardedCall([&] {
+    if (error) std::rethrow_exception(error);
+    *resp = std::move(*result);
+  }));
+}
+
+}  // namespace
+
 ServerUnaryReactor* RouterService::DeployDefinition(CallbackServerContext* ctx, const v1::DeployDefinitionRequest* req,
                                                     v1::DeployDefinitionResponse* resp) {
   return Unary(ctx, [&] { *resp = engine_->Deploy(CallerOf(*ctx, *users_), req->yaml(), req->file_name()); });
@@ -29,7 +44,17 @@ ServerUnaryReactor* RouterService::GetDefinition(CallbackServerContext* ctx, con
 }
 
 ServerUnaryReactor* RouterService::StartRun(CallbackServerContext* ctx, const v1::StartRunRequest* req, v1::Run* resp) {
-  return Unary(ctx, [&] { *resp = engine_->StartRun(CallerOf(*ctx, *users_), *req); });
+  auto* reactor = ctx->DefaultReactor();
+  Engine::StartCall call;
+  grpc::Status caller = GuardedCall([&] { call.user = CallerOf(*ctx, *users_); });
+  if (!caller.ok()) {
+    reactor->Finish(caller);
+    return reactor;
+  }
+  call.request = *req;
+  // As CompleteTask: the group may finish this call on another thread.
+  starts_.Submit(std::move(call), [reactor, resp](Engine::StartCall& done) { FinishWith(reactor, done.error, done.run, resp); });
+  return reactor;
 }
 
 ServerUnaryReactor* RouterService::GetRun(CallbackServerContext* ctx, const v1::GetRunRequest* req,
@@ -78,13 +103,8 @@ ServerUnaryReactor* RouterService::CompleteTask(CallbackServerContext* ctx, cons
   call.output = req->output();
   // The request and response live until Finish; the group may finish this
   // call on another thread, after this handler returned.
-  completions_.Submit(std::move(call), [reactor, resp](Engine::CompleteCall& done) {
-    grpc::Status status = GuardedCall([&] {
-      if (done.error) std::rethrow_exception(done.error);
-      *resp = std::move(*done.task);
-    });
-    reactor->Finish(status);
-  });
+  completions_.Submit(std::move(call),
+                      [reactor, resp](Engine::CompleteCall& done) { FinishWith(reactor, done.error, done.task, resp); });
   return reactor;
 }
 

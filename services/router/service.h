@@ -3,7 +3,7 @@
 // and lets GuardedCall map domain errors to status codes.
 #pragma once
 
-#include "completion_groups.h"
+#include "call_groups.h"
 #include "completion_stream.h"
 #include "engine.h"
 #include "sopflow/v1/router.grpc.pb.h"
@@ -14,7 +14,7 @@ namespace sopflow {
 class RouterService final : public v1::Router::CallbackService {
  public:
   RouterService(Engine* engine, std::shared_ptr<const UserDirectory> users)
-      : engine_(engine), users_(std::move(users)), completions_(engine) {}
+      : engine_(engine), users_(std::move(users)), completions_(engine), starts_(engine) {}
 
   grpc::ServerUnaryReactor* DeployDefinition(grpc::CallbackServerContext*, const v1::DeployDefinitionRequest*,
                                              v1::DeployDefinitionResponse*) override;
@@ -52,6 +52,7 @@ class RouterService final : public v1::Router::CallbackService {
   Engine* engine_;
   std::shared_ptr<const UserDirectory> users_;
   CompletionGroups completions_;  // CompleteTask calls and streams, committed in groups
+  StartGroups starts_;            // StartRun calls, committed in groups
   CompletionStreams streams_;
 };
 

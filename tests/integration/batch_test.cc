@@ -24,7 +24,7 @@
 
 #include "../../services/notifier/engine.h"
 #include "../../services/notifier/log_tail.h"
-#include "../../services/router/completion_groups.h"
+#include "../../services/router/call_groups.h"
 #include "../../services/router/engine.h"
 #include "clock.h"
 #include "error.h"
@@ -1111,6 +1111,88 @@ TEST_F(BatchTest, CompletionGroupsFinishEveryCallOnceWhateverThreadCommitsIt) {
   ASSERT_EQ(finished.size(), static_cast<size_t>(kRuns));
   for (const auto& [id, times] : finished) EXPECT_EQ(times, 1) << id;
   for (const auto& r : runs) EXPECT_EQ(TasksOf(r).at(0).status(), v1::Task::DONE);
+}
+
+// The code a call's error carries: DomainError's, or -1 for anything else.
+int CodeOf(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const DomainError& e) {
+    return static_cast<int>(e.code());
+  } catch (...) {
+    return -1;
+  }
+}
+
+// A quarter-end burst of StartRun calls, committed as one group: each call
+// is decided on its own (a refused one takes nothing with it), two calls
+// with one request_id start one run, and the rest cost one transaction.
+TEST_F(BatchTest, StartAllStartsEachCallOnItsOwnInOneTransaction) {
+  auto call = [&](const std::string& token, v1::StartRunRequest req) {
+    return Engine::StartCall{UserOf(token), std::move(req), std::nullopt, nullptr};
+  };
+  v1::StartRunRequest with_id = Run003Request("2026-Q1");
+  with_id.set_request_id("bulk-1");
+  v1::StartRunRequest unknown = Run003Request("2026-Q1");
+  unknown.set_sop_id("no-such-sop");
+  std::vector<Engine::StartCall> calls{call(kSekretarisBlg, with_id),   call(kSekretarisBlg, unknown),
+                                       call(kSekretarisBlg, with_id),   call(kOutsider, Run003Request("2026-Q2")),
+                                       call(kSekretarisBlg, Run003Request("2026-Q3"))};
+  engine_->StartAll(calls);
+
+  ASSERT_TRUE(calls[0].run.has_value());
+  EXPECT_EQ(CodeOf(calls[1].error), static_cast<int>(ErrorCode::kNotFound));
+  ASSERT_TRUE(calls[2].run.has_value());
+  EXPECT_EQ(calls[2].run->id(), calls[0].run->id()) << "one request_id, one run";
+  EXPECT_EQ(CodeOf(calls[3].error), static_cast<int>(ErrorCode::kPermissionDenied));
+  ASSERT_TRUE(calls[4].run.has_value());
+  EXPECT_NE(calls[4].run->id(), calls[0].run->id());
+  for (size_t i : {1u, 3u}) EXPECT_FALSE(calls[i].run.has_value()) << i;
+
+  // Each started run has its first task and its two events, once.
+  auto outbox = Outbox();
+  for (size_t i : {0u, 4u}) {
+    const v1::Run& run = *calls[i].run;
+    EXPECT_EQ(TasksOf(run).size(), 1u) << i;
+    EXPECT_EQ(outbox.count(run.id() + "/started"), 1u) << i;
+    EXPECT_EQ(outbox.count(run.id() + ".1/created"), 1u) << i;
+  }
+  size_t started = 0;
+  for (const auto& [id, e] : outbox) started += e.type() == events::kRunStarted;
+  EXPECT_EQ(started, 2u);
+
+  // Starts with no request_id share nothing a guard reads: one transaction.
+  int64_t exec_before = CommandCalls("exec");
+  std::vector<Engine::StartCall> burst;
+  for (int i = 0; i < 6; ++i) burst.push_back(call(kSekretarisBlg, Run003Request("2026-Q4")));
+  engine_->StartAll(burst);
+  for (const auto& c : burst) EXPECT_TRUE(c.run.has_value());
+  EXPECT_EQ(CommandCalls("exec") - exec_before, 1);
+}
+
+TEST_F(BatchTest, StartGroupsFinishEveryCallOnceWhateverThreadCommitsIt) {
+  constexpr int kCallers = 24;
+  StartGroups groups(engine_.get(), 5);  // small groups: several per burst
+  std::mutex mu;
+  std::map<std::string, int> finished;  // run id -> times done ran
+  std::vector<std::thread> callers;
+  for (int i = 0; i < kCallers; ++i)
+    callers.emplace_back([&] {
+      Engine::StartCall call{UserOf(kSekretarisBlg), Run003Request("2026-Q1"), std::nullopt, nullptr};
+      groups.Submit(std::move(call), [&](Engine::StartCall& done) {
+        std::lock_guard lock(mu);
+        ASSERT_TRUE(done.run.has_value());
+        ++finished[done.run->id()];
+      });
+    });
+  for (auto& t : callers) t.join();
+  ASSERT_EQ(finished.size(), static_cast<size_t>(kCallers));
+  for (const auto& [id, times] : finished) EXPECT_EQ(times, 1) << id;
+  for (const auto& [id, times] : finished) {
+    v1::Run run;
+    run.set_id(id);
+    EXPECT_EQ(TasksOf(run).size(), 1u) << id;
+  }
 }
 
 }  // namespace

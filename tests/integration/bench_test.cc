@@ -108,6 +108,28 @@ TEST(BenchTest, SelfContainedRunStartsEverythingAndReportsEveryProcess) {
   RemoveTree(dir);
 }
 
+// A quarter-end push: no workers, only StartRun calls from several
+// callers at once; the report says how fast they were answered and what
+// each start cost while starting.
+TEST(BenchTest, StartOnlyStartsTheRunsAndReportsHowFast) {
+  std::string dir = MakeTempDir("bench");
+  auto r = RunBench(dir, "start-only",
+                    {"--runs", "40", "--start-only", "--starters", "8", "--work-dir", dir, "--timeout", "120"});
+  ASSERT_EQ(r.exit_code, 0) << r.log;
+  ASSERT_TRUE(r.last.is_object()) << r.log;
+  EXPECT_EQ(r.last["runs_started"], 40);
+  EXPECT_EQ(r.last["errors"], 0);
+  EXPECT_EQ(r.last["handoffs"], 0) << "no workers: no task is completed";
+  EXPECT_GT(r.last["starts_per_s"].get<double>(), 0);
+  EXPECT_GT(r.last["start_latency_ms"]["p50"].get<double>(), 0);
+  EXPECT_LE(r.last["start_latency_ms"]["p50"].get<double>(), r.last["start_latency_ms"]["p99"].get<double>());
+  EXPECT_EQ(r.last["settings"]["start_only"], true);
+  EXPECT_EQ(r.last["settings"]["starters"], 8);
+  const std::vector<std::string> all{"bench", "nats-server", "notifier", "redis-server", "router"};
+  EXPECT_EQ(Keys(r.last["cpu_ms_per_start"]), all);  // CPU is counted in clock ticks: 40 starts may show 0
+  RemoveTree(dir);
+}
+
 // An ops team's setting: the services already run, with TLS; sopbench is
 // given their addresses and the CA, and acts as users the deployment knows
 // (--print-users).

@@ -44,6 +44,7 @@ constexpr int kSteps = 10;
 
 struct Options {
   int runs = 2000, routers = 1, notifiers = 1, rate = 0, timeout_s = 600, inflight = 64, idle_subscribers = 0;
+  int starters = 4;  // threads calling StartRun, each one call at a time
   std::string bin_dir, work_dir;
   std::string redis, nats;                                // running infrastructure: start only the services
   std::vector<std::string> router_addrs, notifier_addrs;  // a running deployment: start nothing
@@ -52,7 +53,7 @@ struct Options {
   std::string admin_token = "bench-admin", token_prefix = "bench-";
   std::string complete_with = "stream";  // "stream": one CompleteTasks stream per worker; "unary": CompleteTask calls
   bool print_users = false;
-
+  bool start_only = false;  // no workers: only how fast runs are started
   bool connected() const { return !router_addrs.empty(); }
   bool own_infrastructure() const { return !connected() && redis.empty(); }
   std::string ActorToken(int step) const { return token_prefix + std::to_string(step); }
@@ -365,6 +366,8 @@ struct Timings {
   std::map<std::string, std::array<Clock::time_point, kSteps + 2>> received, completed;  // by run, by gen
   std::map<std::string, Clock::time_point> started;
   std::vector<double> handoffs, runs;
+  std::vector<double> starts;   // each StartRun call's latency, ms
+  double starting_ms = 0;       // from the first StartRun to the last one's answer
   // Each hand-off as "<ms since the first run started> <latency ms> <task id>",
   // for --latency-log: where the slow ones fall in time.
   std::vector<std::string> handoff_lines;
@@ -410,11 +413,10 @@ class Load {
       std::lock_guard lock(timings_.mu);
       timings_.t0 = t0;
     }
-    constexpr int kStarterThreads = 4;
     std::atomic<int> next{0};
     std::vector<std::thread> starters;
-    starters.reserve(kStarterThreads);
-    for (int s = 0; s < kStarterThreads; ++s)
+    starters.reserve(static_cast<size_t>(o_.starters));
+    for (int s = 0; s < o_.starters; ++s)
       starters.emplace_back([&, s] {
         auto& router = *router_stubs_[s % router_stubs_.size()];
         for (int i = next++; i < o_.runs; i = next++) {
@@ -424,6 +426,11 @@ class Load {
         }
       });
     for (auto& t : starters) t.join();
+    {
+      std::lock_guard lock(timings_.mu);
+      timings_.starting_ms = Ms(Clock::now() - t0);
+    }
+    if (o_.start_only) return;
     auto deadline = t0 + std::chrono::seconds(o_.timeout_s);
     while (runs_done_ < o_.runs - errors_ && Clock::now() < deadline)
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -459,6 +466,10 @@ class Load {
   }
 
   int runs_done() const { return runs_done_; }
+  size_t runs_started() {
+    std::lock_guard lock(timings_.mu);
+    return timings_.starts.size();
+  }
   int errors() const { return errors_; }
   Timings& timings() { return timings_; }
 
@@ -482,6 +493,7 @@ class Load {
     }
     std::lock_guard lock(timings_.mu);
     timings_.started[run.id()] = before;
+    timings_.starts.push_back(Ms(Clock::now() - before));
   }
 
   // The first error of each kind is printed, so a failing run says why.
@@ -701,6 +713,8 @@ nlohmann::json Settings(const Options& o, const Deployment& d) {
                                       : "one per actor, notifier Subscribe stream + asynchronous CompleteTask calls"},
                       {"complete_with", o.complete_with},
                       {"inflight_per_worker", o.inflight},
+                      {"starters", o.starters},
+                      {"start_only", o.start_only},
                       {"idle_subscribers", o.idle_subscribers},
                       {"output_bytes", 200}};
   if (o.connected()) {
@@ -733,6 +747,7 @@ nlohmann::json Report(const Options& o, const Deployment& d, Load& load, double 
   };
   nlohmann::json out = {
       {"runs", o.runs},
+      {"runs_started", t.starts.size()},
       {"runs_completed", load.runs_done()},
       {"errors", load.errors()},
       {"handoffs", t.handoffs.size()},
@@ -745,6 +760,10 @@ nlohmann::json Report(const Options& o, const Deployment& d, Load& load, double 
         {"p99", Percentile(t.handoffs, 99)},
         {"max", t.handoffs.empty() ? 0 : *std::max_element(t.handoffs.begin(), t.handoffs.end())}}},
       {"run_latency_ms", {{"p50", Percentile(t.runs, 50)}, {"p99", Percentile(t.runs, 99)}}},
+      // The starting phase alone: how fast runs were opened (--starters
+      // callers, each one StartRun at a time), while the workers ran.
+      {"starts_per_s", t.starting_ms > 0 ? static_cast<double>(t.starts.size()) * 1000.0 / t.starting_ms : 0},
+      {"start_latency_ms", {{"p50", Percentile(t.starts, 50)}, {"p99", Percentile(t.starts, 99)}}},
       {"cpu_ms_per_handoff", cpu},
       {"context_switches_per_handoff", switches},
       {"host", {{"cpus", std::thread::hardware_concurrency()},
@@ -753,6 +772,13 @@ nlohmann::json Report(const Options& o, const Deployment& d, Load& load, double 
       {"settings", Settings(o, d)},
   };
   if (auto redis = RedisPerHandoff(spent.redis_calls, handoffs); !redis.is_null()) out["redis"] = redis;
+  if (o.start_only) {
+    // No hand-offs: what each start cost instead.
+    double starts = static_cast<double>(t.starts.size());
+    nlohmann::json per_start = nlohmann::json::object();
+    for (const auto& [name, p] : spent.processes) per_start[name] = starts > 0 ? p.cpu_ms / starts : 0;
+    out["cpu_ms_per_start"] = per_start;
+  }
   return out;
 }
 
@@ -766,6 +792,11 @@ void AddOptions(CLI::App& app, Options& o) {
   app.add_option("--inflight", o.inflight, "completions each worker has in flight (unanswered) at most")
       ->capture_default_str()
       ->check(CLI::Range(1, 4096));
+  app.add_option("--starters", o.starters, "threads calling StartRun (each waits for its answer before the next)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
+  app.add_flag("--start-only", o.start_only,
+               "no workers: start the runs and report how fast (starts_per_s, start_latency_ms), as a quarter-end push");
   app.add_option("--complete-with", o.complete_with,
                  "how workers complete: one CompleteTasks stream each, or CompleteTask calls")
       ->capture_default_str()
@@ -826,7 +857,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   load.StartIdleSubscribers(o.idle_subscribers);
-  load.StartWorkers();
+  if (!o.start_only) load.StartWorkers();
 
   Counters before = TakeSample(d);
   auto t0 = Clock::now();
@@ -842,5 +873,6 @@ int main(int argc, char** argv) {
     for (const auto& line : load.timings().handoff_lines) log << line << "\n";
   }
   std::cout << Report(o, d, load, elapsed_s, spent).dump() << std::endl;
+  if (o.start_only) return load.runs_started() == static_cast<size_t>(o.runs) ? 0 : 2;
   return load.runs_done() == o.runs ? 0 : 2;
 }
