@@ -72,6 +72,10 @@ std::shared_ptr<const UserDirectory> UserDirectory::LoadText(const std::string& 
       if (dir->by_token_hash_.count(hash)) throw std::runtime_error("user " + user.id + " reuses a token");
       dir->by_id_[user.id] = dir->users_.size();
       dir->by_token_hash_[hash] = dir->users_.size();
+      for (const auto& role : user.roles) {
+        auto& holders = dir->by_role_and_unit_[{role, user.unit}];
+        if (holders.empty() || holders.back() != dir->users_.size()) holders.push_back(dir->users_.size());
+      }
       dir->users_.push_back(std::move(user));
     } catch (const YAML::Exception& e) {
       throw std::runtime_error(where + e.msg);
@@ -90,9 +94,23 @@ std::optional<User> UserDirectory::FindByToken(const std::string& token) const {
 }
 
 std::optional<User> UserDirectory::FindById(const std::string& id) const {
+  const User* user = ById(id);
+  if (!user) return std::nullopt;
+  return *user;
+}
+
+const User* UserDirectory::ById(const std::string& id) const {
   auto it = by_id_.find(id);
-  if (it == by_id_.end()) return std::nullopt;
-  return users_[it->second];
+  return it == by_id_.end() ? nullptr : &users_[it->second];
+}
+
+std::vector<const User*> UserDirectory::InRole(const std::string& role, const std::string& unit) const {
+  std::vector<const User*> out;
+  auto it = by_role_and_unit_.find({role, unit});
+  if (it == by_role_and_unit_.end()) return out;
+  out.reserve(it->second.size());
+  for (size_t i : it->second) out.push_back(&users_[i]);
+  return out;
 }
 
 User RequireServiceAccount(const UserDirectory& users, const std::string& tokens_file, const std::string& token,

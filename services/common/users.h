@@ -46,12 +46,19 @@ class UserDirectory {
   // The user a presented bearer token belongs to.
   std::optional<User> FindByToken(const std::string& token) const;
   std::optional<User> FindById(const std::string& id) const;
+  // The same without a copy; null when unknown. Valid as long as this directory.
+  const User* ById(const std::string& id) const;
   const std::vector<User>& users() const { return users_; }
+  // The users holding `role` in `unit`, in the file's order: looked up, not
+  // searched, since every notification asks it and a province's directory
+  // holds thousands of users, most with the same few roles.
+  std::vector<const User*> InRole(const std::string& role, const std::string& unit) const;
 
  private:
   std::vector<User> users_;
   std::map<std::string, size_t> by_token_hash_;
   std::map<std::string, size_t> by_id_;
+  std::map<std::pair<std::string, std::string>, std::vector<size_t>> by_role_and_unit_;
 };
 
 // What one service needs of the account it calls another with.

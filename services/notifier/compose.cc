@@ -84,13 +84,16 @@ std::string Templates::Fill(const Compiled& pieces, const Vars& vars) {
   return out;
 }
 
-std::vector<User> Audience(const UserDirectory& users, const std::string& role, const std::string& unit,
-                           const std::string& member) {
-  std::vector<User> out;
-  for (const auto& u : users.users()) {
-    if (!u.HasRole(role)) continue;
-    bool match = member.empty() ? u.unit == unit : (u.id == member || u.unit == member);
-    if (match) out.push_back(u);
+std::vector<const User*> Audience(const UserDirectory& users, const std::string& role, const std::string& unit,
+                                 const std::string& member) {
+  if (member.empty()) return users.InRole(role, unit);
+  // A member is a user or a unit: the role's holders in the unit named, and
+  // the user named if they hold the role, in the file's order.
+  std::vector<const User*> out = users.InRole(role, member);
+  const User* named = users.ById(member);
+  if (named && named->HasRole(role) && named->unit != member) {
+    auto at = std::lower_bound(out.begin(), out.end(), named);  // pointers into one vector: file order
+    out.insert(at, named);
   }
   return out;
 }
@@ -144,7 +147,7 @@ v1::Notification Composer::ForTask(v1::Notification::Kind kind, const v1::Task& 
   if (claimed && role.empty() && kind != v1::Notification::TASK_ASSIGNED) {
     n.add_users(task.assignee());  // a claimed task's reminders go to whoever holds it
   } else {
-    for (const auto& u : Audience(*users_, n.role(), task.unit(), n.member())) n.add_users(u.id);
+    for (const auto& u : Audience(*users_, n.role(), task.unit(), n.member())) n.add_users(u->id);
   }
   n.set_reason(task.return_reason());
   SetTexts(&n, TaskVars(n, task));
@@ -216,7 +219,7 @@ std::vector<v1::Notification> Composer::ForLateSubmissions(const v1::Event& even
     n.set_step(late.step());
     n.set_period(event.period());
     if (late.has_due_at()) *n.mutable_due_at() = late.due_at();
-    for (const auto& u : Audience(*users_, late.role(), event.unit(), unit)) n.add_users(u.id);
+    for (const auto& u : Audience(*users_, late.role(), event.unit(), unit)) n.add_users(u->id);
     SetTexts(&n, VarsOf(n));
     out.push_back(std::move(n));
   }

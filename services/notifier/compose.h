@@ -50,8 +50,8 @@ class Templates {
 };
 
 // The users a role in a unit (or a fan-out member) resolves to.
-std::vector<User> Audience(const UserDirectory& users, const std::string& role, const std::string& unit,
-                           const std::string& member);
+std::vector<const User*> Audience(const UserDirectory& users, const std::string& role, const std::string& unit,
+                                 const std::string& member);
 
 // "Senin, 17 Agustus 2026 16:00 WITA" / "Monday 17 August 2026 16:00 WITA".
 std::string FormatLocal(TimePoint t, const UnitCalendar& unit, const std::string& language);

@@ -193,7 +193,7 @@ Engine::Record Engine::RunCancelled(const v1::Event& event) {
   // sets fire as no-ops: the router says the tasks are cancelled.
   for (const auto& task : event.run_cancelled().cancelled_tasks()) {
     ForgetTimers(r.extra, task.id());
-    for (const auto& u : Audience(composer_->users(), task.pelaksana(), task.unit(), task.member())) users.insert(u.id);
+    for (const auto& u : Audience(composer_->users(), task.pelaksana(), task.unit(), task.member())) users.insert(u->id);
   }
   std::vector<std::string> list(users.begin(), users.end());
   r.notifications.push_back(composer_->ForRun(v1::Notification::RUN_CANCELLED, run, event.id(), list, clock_->Now()));

@@ -9,15 +9,26 @@ using grpc::ServerUnaryReactor;
 
 namespace {
 
-// Finishes a call a group decided: its error mapped to a status, or its
-// result moved into the response.
-template <class Result>
-void FinishWith(ServerUnaryReactor* reactor, const std::exception_ptr& error, std::optional<Result>& result,
-                Result* resp) {
-  reactor->Finish(GuardedCall([&] {
-    if (error) std::rethrow_exception(error);
-    *resp = std::move(*result);
-  }));
+// Queues a call for its group once the caller is known, and finishes it
+// with what the group decided (its error mapped to a status, or its
+// result) on whichever thread commits the group. The request and response
+// live until Finish.
+template <class Call, class Result>
+ServerUnaryReactor* SubmitToGroup(CallbackServerContext* ctx, const UserDirectory& users, CallGroups<Call>& groups,
+                                  Call call, std::optional<Result> Call::*result, Result* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  grpc::Status caller = GuardedCall([&] { call.user = CallerOf(*ctx, users); });
+  if (!caller.ok()) {
+    reactor->Finish(caller);
+    return reactor;
+  }
+  groups.Submit(std::move(call), [reactor, resp, result](Call& done) {
+    reactor->Finish(GuardedCall([&] {
+      if (done.error) std::rethrow_exception(done.error);
+      *resp = std::move(*(done.*result));
+    }));
+  });
+  return reactor;
 }
 
 }  // namespace
@@ -44,17 +55,9 @@ ServerUnaryReactor* RouterService::GetDefinition(CallbackServerContext* ctx, con
 }
 
 ServerUnaryReactor* RouterService::StartRun(CallbackServerContext* ctx, const v1::StartRunRequest* req, v1::Run* resp) {
-  auto* reactor = ctx->DefaultReactor();
   Engine::StartCall call;
-  grpc::Status caller = GuardedCall([&] { call.user = CallerOf(*ctx, *users_); });
-  if (!caller.ok()) {
-    reactor->Finish(caller);
-    return reactor;
-  }
   call.request = *req;
-  // As CompleteTask: the group may finish this call on another thread.
-  starts_.Submit(std::move(call), [reactor, resp](Engine::StartCall& done) { FinishWith(reactor, done.error, done.run, resp); });
-  return reactor;
+  return SubmitToGroup(ctx, *users_, starts_, std::move(call), &Engine::StartCall::run, resp);
 }
 
 ServerUnaryReactor* RouterService::GetRun(CallbackServerContext* ctx, const v1::GetRunRequest* req,
@@ -91,21 +94,11 @@ ServerUnaryReactor* RouterService::ClaimTask(CallbackServerContext* ctx, const v
 
 ServerUnaryReactor* RouterService::CompleteTask(CallbackServerContext* ctx, const v1::CompleteTaskRequest* req,
                                                 v1::Task* resp) {
-  auto* reactor = ctx->DefaultReactor();
   Engine::CompleteCall call;
-  grpc::Status caller = GuardedCall([&] { call.user = CallerOf(*ctx, *users_); });
-  if (!caller.ok()) {
-    reactor->Finish(caller);
-    return reactor;
-  }
   call.task_id = req->task_id();
   call.outcome = req->outcome();
   call.output = req->output();
-  // The request and response live until Finish; the group may finish this
-  // call on another thread, after this handler returned.
-  completions_.Submit(std::move(call),
-                      [reactor, resp](Engine::CompleteCall& done) { FinishWith(reactor, done.error, done.task, resp); });
-  return reactor;
+  return SubmitToGroup(ctx, *users_, completions_, std::move(call), &Engine::CompleteCall::task, resp);
 }
 
 grpc::ServerBidiReactor<v1::CompleteTaskRequest, v1::CompleteTasksResponse>* RouterService::CompleteTasks(

@@ -70,14 +70,47 @@ TEST(Compose, AudienceIsTheRoleInTheUnitOrTheMember) {
   auto users = Users();
   auto staff = Audience(*users, "staf_evaluasi", "balangan-satpolpp", "");
   ASSERT_EQ(staff.size(), 1u);
-  EXPECT_EQ(staff[0].id, "staf-blg");
+  EXPECT_EQ(staff[0]->id, "staf-blg");
   EXPECT_TRUE(Audience(*users, "kasubbag_tu", "balangan-satpolpp", "").empty());
   auto bagian = Audience(*users, "bagian", "kalbar-biro-organisasi", "bagian-kelembagaan");
   ASSERT_EQ(bagian.size(), 1u);
-  EXPECT_EQ(bagian[0].id, "bagian-kl");
+  EXPECT_EQ(bagian[0]->id, "bagian-kl");
   auto fungsional = Audience(*users, "fungsional", "gowa-perencanaan", "fungsional-2");
   ASSERT_EQ(fungsional.size(), 1u);
-  EXPECT_EQ(fungsional[0].id, "fungsional-2");
+  EXPECT_EQ(fungsional[0]->id, "fungsional-2");
+}
+
+// Audience looks the role up in an index instead of reading the whole
+// directory for each notification; it must answer what that reading did,
+// in the file's order: roles held twice, a member that names a unit, one
+// that names a user, one that names a user whose id is also a unit's name.
+TEST(Compose, AudienceFromTheIndexIsWhatReadingEveryUserFinds) {
+  std::string yaml = "users:\n";
+  for (int i = 0; i < 300; ++i)
+    yaml += "  - {id: u" + std::to_string(i) + ", unit: unit-" + std::to_string(i % 7) + ", roles: [r" +
+            std::to_string(i % 3) + ", r" + std::to_string(i % 5) + "], token: t" + std::to_string(i) + "}\n";
+  yaml += "  - {id: unit-3, unit: unit-4, roles: [r1], token: tx}\n";
+  auto dir = UserDirectory::LoadText(yaml, "generated.yaml");
+  auto read_all = [&](const std::string& role, const std::string& unit, const std::string& member) {
+    std::vector<std::string> ids;
+    for (const auto& u : dir->users()) {
+      bool match = member.empty() ? u.unit == unit : (u.id == member || u.unit == member);
+      if (u.HasRole(role) && match) ids.push_back(u.id);
+    }
+    return ids;
+  };
+  size_t compared = 0, found = 0;
+  for (const std::string role : {"r0", "r1", "r2", "r3", "r4", "r9"})
+    for (const std::string unit : {"unit-0", "unit-3", "unit-6", "unit-9"})
+      for (const std::string member : {"", "unit-3", "u10", "u11", "unit-9", "nobody"}) {
+        std::vector<std::string> ids;
+        for (const User* u : Audience(*dir, role, unit, member)) ids.push_back(u->id);
+        EXPECT_EQ(ids, read_all(role, unit, member)) << role << " " << unit << " '" << member << "'";
+        ++compared;
+        found += ids.size();
+      }
+  EXPECT_EQ(compared, 144u);
+  EXPECT_GT(found, 500u);  // the cases are not all empty (559 users found in all)
 }
 
 TEST(Compose, TimersAtTheShareOfTheTimeAndFaster) {

@@ -45,6 +45,7 @@ constexpr int kSteps = 10;
 struct Options {
   int runs = 2000, routers = 1, notifiers = 1, rate = 0, timeout_s = 600, inflight = 64, idle_subscribers = 0;
   int starters = 4;  // threads calling StartRun, each one call at a time
+  int directory_users = 0;  // more users in the tokens file, in other units
   std::string bin_dir, work_dir;
   std::string redis, nats;                                // running infrastructure: start only the services
   std::vector<std::string> router_addrs, notifier_addrs;  // a running deployment: start nothing
@@ -70,6 +71,14 @@ std::string UsersYaml(const Options& o) {
   for (int i = 1; i <= kSteps; ++i)
     t << "  - {id: actor-" << i << ", unit: bench, roles: [step-" << i << "], token: " << o.ActorToken(i) << "}\n";
   t << "  - {id: bench-notifier, unit: bench, roles: [], permissions: [read_runs], token: " << o.NotifierToken() << "}\n";
+  // A province's directory: the same roles in a hundred other units, as
+  // the users of other offices hold them; none of them works here.
+  for (int i = 0; i < o.directory_users; ++i) {
+    std::string hash = std::to_string(i);  // a token nobody presents
+    hash.insert(0, 64 - hash.size(), '0');
+    t << "  - {id: staff-" << i << ", unit: unit-" << i % 100 << ", roles: [step-" << i % kSteps + 1
+      << "], token_sha256: " << hash << "}\n";
+  }
   return t.str();
 }
 
@@ -715,6 +724,7 @@ nlohmann::json Settings(const Options& o, const Deployment& d) {
                       {"inflight_per_worker", o.inflight},
                       {"starters", o.starters},
                       {"start_only", o.start_only},
+                      {"directory_users", o.directory_users},
                       {"idle_subscribers", o.idle_subscribers},
                       {"output_bytes", 200}};
   if (o.connected()) {
@@ -797,6 +807,10 @@ void AddOptions(CLI::App& app, Options& o) {
       ->check(CLI::Range(1, 256));
   app.add_flag("--start-only", o.start_only,
                "no workers: start the runs and report how fast (starts_per_s, start_latency_ms), as a quarter-end push");
+  app.add_option("--directory-users", o.directory_users,
+                 "more users in the services' tokens file (other units, the same roles), as a province's directory")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1000000));
   app.add_option("--complete-with", o.complete_with,
                  "how workers complete: one CompleteTasks stream each, or CompleteTask calls")
       ->capture_default_str()
