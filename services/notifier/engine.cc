@@ -9,6 +9,7 @@
 
 #include "error.h"
 #include "ids.h"
+#include "log_tail.h"
 #include "metrics.h"
 
 namespace sopflow::notifier {
@@ -411,25 +412,26 @@ std::vector<v1::Delivery> Engine::ListDeliveries(const User& user, const v1::Lis
   return store_->DeliveriesFor(hook->id(), req.dead_only(), limit);
 }
 
-std::function<bool(const v1::Notification&)> Engine::SubscriptionFilter(const User& user,
-                                                                         const v1::SubscribeRequest& req) {
+Engine::Subscription Engine::SubscriptionFilter(const User& user, const v1::SubscribeRequest& req) {
   if (req.role().empty() && req.unit().empty()) {
     std::string me = user.id;
-    return [me](const v1::Notification& n) { return std::find(n.users().begin(), n.users().end(), me) != n.users().end(); };
+    return {LogTail::UserInterest(me), [me](const v1::Notification& n) {
+              return std::find(n.users().begin(), n.users().end(), me) != n.users().end();
+            }};
   }
   if (req.unit() == "*") {  // everything: operators and demos
     if (!user.admin) ThrowDenied("only an admin subscribes to every unit");
-    return [](const v1::Notification&) { return true; };
+    return {LogTail::kEverything, [](const v1::Notification&) { return true; }};
   }
   std::string unit = req.unit().empty() ? user.unit : req.unit();
   if (!user.admin && unit != user.unit) ThrowDenied("you may subscribe only to your own unit '" + user.unit + "'");
   if (req.role().empty())
-    return [unit](const v1::Notification& n) { return n.unit() == unit || n.member() == unit; };
+    return {LogTail::UnitInterest(unit), [unit](const v1::Notification& n) { return n.unit() == unit || n.member() == unit; }};
   if (!user.admin && !user.HasRole(req.role())) ThrowDenied("you do not hold role '" + req.role() + "'");
   const std::string& role = req.role();
-  return [unit, role](const v1::Notification& n) {
-    return n.role() == role && (n.member().empty() ? n.unit() == unit : n.member() == unit);
-  };
+  return {LogTail::RoleInterest(role, unit), [unit, role](const v1::Notification& n) {
+            return n.role() == role && (n.member().empty() ? n.unit() == unit : n.member() == unit);
+          }};
 }
 
 }  // namespace sopflow::notifier

@@ -75,8 +75,14 @@ class Engine {
   v1::Delivery TestWebhook(const User& user, const std::string& id);
   std::vector<v1::Delivery> ListDeliveries(const User& user, const v1::ListDeliveriesRequest& req);
 
-  // Checks the caller may subscribe so; returns the matching rule.
-  std::function<bool(const v1::Notification&)> SubscriptionFilter(const User& user, const v1::SubscribeRequest& req);
+  // Checks the caller may subscribe so; returns the matching rule: where
+  // the log tail looks the stream up (LogTail::InterestsOf) and the exact
+  // test.
+  struct Subscription {
+    std::string interest;
+    std::function<bool(const v1::Notification&)> wants;
+  };
+  Subscription SubscriptionFilter(const User& user, const v1::SubscribeRequest& req);
 
   // Called after a commit that scheduled deliveries, so idle delivery
   // workers start at once rather than at their next poll.

@@ -62,11 +62,11 @@ void LogTail::Stop() {
     std::lock_guard lock(mu_);
     if (!running_) return;
     running_ = false;
-    listening = listeners_;
+    for (const auto& [interest, list] : listeners_) listening.insert(listening.end(), list.begin(), list.end());
   }
   // Each finds the tail stopped and ends its stream: now, not after the
   // tail's read in progress returns.
-  for (const auto& l : listening) l->wakeup();
+  for (const auto& l : listening) l->deliver({});
   if (thread_.joinable()) thread_.join();
 }
 
@@ -75,17 +75,41 @@ bool LogTail::running() const {
   return running_;
 }
 
-std::shared_ptr<const LogTail::Listener> LogTail::Listen(Wants wants, std::function<void()> wakeup) {
-  auto listener = std::make_shared<const Listener>(Listener{std::move(wants), std::move(wakeup)});
+std::string LogTail::UserInterest(const std::string& user_id) { return "user\x1f" + user_id; }
+std::string LogTail::UnitInterest(const std::string& unit_or_member) { return "unit\x1f" + unit_or_member; }
+std::string LogTail::RoleInterest(const std::string& role, const std::string& unit_or_member) {
+  return "role\x1f" + role + "\x1f" + unit_or_member;
+}
+
+std::vector<std::string> LogTail::InterestsOf(const v1::Notification& n) {
+  std::vector<std::string> keys{kEverything, UnitInterest(n.unit())};
+  if (!n.member().empty() && n.member() != n.unit()) keys.push_back(UnitInterest(n.member()));
+  keys.push_back(RoleInterest(n.role(), n.member().empty() ? n.unit() : n.member()));
+  for (const auto& user : n.users()) keys.push_back(UserInterest(user));
+  return keys;
+}
+
+std::shared_ptr<const LogTail::Listener> LogTail::Listen(std::string interest, Wants wants,
+                                                         std::function<void(std::vector<LogEntry>)> deliver) {
+  auto listener = std::make_shared<const Listener>(Listener{std::move(interest), std::move(wants), std::move(deliver)});
   std::lock_guard lock(mu_);
-  listeners_.push_back(listener);
+  listeners_[listener->interest].push_back(listener);
   return listener;
 }
 
 void LogTail::Unlisten(const std::shared_ptr<const Listener>& listener) {
   std::lock_guard lock(mu_);
-  auto it = std::find(listeners_.begin(), listeners_.end(), listener);
-  if (it != listeners_.end()) listeners_.erase(it);
+  live_.erase(listener.get());
+  auto found = listeners_.find(listener->interest);
+  if (found == listeners_.end()) return;
+  auto& list = found->second;
+  list.erase(std::remove(list.begin(), list.end(), listener), list.end());
+  if (list.empty()) listeners_.erase(found);
+}
+
+void LogTail::Pause(const std::shared_ptr<const Listener>& listener) {
+  std::lock_guard lock(mu_);
+  live_.erase(listener.get());
 }
 
 void LogTail::Loop() {
@@ -103,25 +127,16 @@ void LogTail::Loop() {
       auto fresh = ParseLogEntries(r->element[0]->element[1]);
       if (fresh.empty()) continue;
       read_from_ = fresh.back().id;
-      std::vector<std::shared_ptr<const v1::Notification>> notifications;  // null: unreadable
-      notifications.reserve(fresh.size());
-      for (const auto& e : fresh) notifications.push_back(e.notification);
-      bool everyone = false;
       {
         std::lock_guard lock(mu_);
-        for (auto& e : fresh) entries_.push_back(std::move(e));
+        entries_.insert(entries_.end(), fresh.begin(), fresh.end());
         while (entries_.size() > capacity_) {
           floor_ = entries_.front().id;
           floor_order_ = entries_.front().order;
           entries_.pop_front();
-          ++dropped_since_wakeup_;
-        }
-        if (dropped_since_wakeup_ >= capacity_ / 2 && dropped_since_wakeup_ > 0) {
-          everyone = true;
-          dropped_since_wakeup_ = 0;
         }
       }
-      WakeListenersFor(notifications, everyone);
+      Deliver(fresh);
     } catch (const std::exception& e) {
       spdlog::warn("notification log tail: {}", e.what());
       redis.reset();
@@ -130,31 +145,53 @@ void LogTail::Loop() {
   }
 }
 
-void LogTail::WakeListenersFor(const std::vector<std::shared_ptr<const v1::Notification>>& fresh, bool everyone) {
-  std::vector<std::shared_ptr<const Listener>> listening;
+void LogTail::Deliver(const std::vector<LogEntry>& fresh) {
+  // Looked up and filtered under the lock (a listener's interest is a map
+  // lookup per entry and key; `wants` is asked only of those found);
+  // delivered outside it, since a delivery takes the stream's own lock and
+  // may read the tail.
+  struct Out {
+    std::shared_ptr<const Listener> listener;
+    std::vector<LogEntry> entries;
+  };
+  std::vector<Out> outs;
+  std::map<const Listener*, size_t> out_of;
   {
     std::lock_guard lock(mu_);
-    listening = listeners_;
+    if (live_.empty()) return;
+    for (const auto& e : fresh) {
+      if (!e.notification) continue;  // unreadable: nobody's
+      for (const auto& key : InterestsOf(*e.notification)) {
+        auto found = listeners_.find(key);
+        if (found == listeners_.end()) continue;
+        for (const auto& l : found->second) {
+          if (!live_.count(l.get()) || (l->wants && !l->wants(*e.notification))) continue;
+          auto [at, added] = out_of.emplace(l.get(), outs.size());
+          if (added) outs.push_back({l, {}});
+          auto& entries = outs[at->second].entries;
+          if (entries.empty() || entries.back().order < e.order) entries.push_back(e);  // once, under two keys
+        }
+      }
+    }
   }
-  // Filters and wakeups run outside the lock: the entries are already in
-  // memory, so a stream that looks meanwhile finds them, and a wakeup may
-  // take the stream's own lock and then read the tail.
-  for (const auto& l : listening)
-    if (everyone || !l->wants ||
-        std::any_of(fresh.begin(), fresh.end(), [&](const auto& n) { return n && l->wants(*n); }))
-      l->wakeup();
+  for (auto& out : outs) out.listener->deliver(std::move(out.entries));
 }
 
-std::optional<LogTail::Batch> LogTail::Next(const std::string& cursor, size_t max, const Wants& wants) const {
+std::optional<LogTail::Batch> LogTail::Next(const std::string& cursor, size_t max, const Wants& wants,
+                                           const std::shared_ptr<const Listener>& go_live) const {
   StreamId after = ParseStreamId(cursor);
   std::lock_guard lock(mu_);
   if (after < floor_order_) return std::nullopt;
   auto it = std::partition_point(entries_.begin(), entries_.end(),
                                  [&](const LogEntry& e) { return !(after < e.order); });
-  Batch batch{{}, cursor};
+  Batch batch{{}, cursor, false};
   for (; it != entries_.end() && batch.wanted.size() < max; ++it) {
     batch.cursor = it->id;
     if (Wanted(*it, wants)) batch.wanted.push_back(*it);
+  }
+  if (go_live && it == entries_.end() && running_) {
+    live_.insert(go_live.get());
+    batch.live = true;
   }
   return batch;
 }

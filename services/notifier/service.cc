@@ -39,7 +39,7 @@ std::string StartCursor(RedisConnection& redis, const v1::SubscribeRequest& req)
 
 grpc::ServerWriteReactor<v1::Notification>* NotifierService::Subscribe(grpc::CallbackServerContext* ctx,
                                                                        const v1::SubscribeRequest* req) {
-  LogTail::Wants matches;
+  Engine::Subscription matches;
   std::string cursor;
   grpc::Status refused = GuardedCall([&] {
     matches = engine_->SubscriptionFilter(CallerOf(*ctx, *users_), *req);
@@ -47,7 +47,7 @@ grpc::ServerWriteReactor<v1::Notification>* NotifierService::Subscribe(grpc::Cal
     cursor = StartCursor(redis, *req);
   });
   if (!refused.ok()) return Refused<grpc::ServerWriteReactor<v1::Notification>>(refused);
-  return new SubscribeStream(tail_, redis_, std::move(matches), std::move(cursor));
+  return new SubscribeStream(tail_, redis_, std::move(matches.interest), std::move(matches.wants), std::move(cursor));
 }
 
 grpc::Status NotifierService::ListNotifications(grpc::ServerContext* ctx, const v1::ListNotificationsRequest* req,

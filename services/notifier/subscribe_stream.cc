@@ -12,6 +12,10 @@ namespace sopflow::notifier {
 
 namespace {
 constexpr size_t kBatch = 200;
+// A live stream whose subscriber reads slower than notifications come
+// stops being live past this many queued, and catches up from its cursor
+// as a resuming stream does: memory holds no more per stream than this.
+constexpr size_t kMaxPending = 2000;
 
 // Open streams in this process, for operators: sopflow_subscribe_streams.
 std::atomic<int64_t> open_streams{0};
@@ -20,7 +24,8 @@ void CountStream(int delta) {
 }
 }  // namespace
 
-SubscribeStream::SubscribeStream(LogTail& tail, RedisAddress redis, LogTail::Wants wants, std::string cursor)
+SubscribeStream::SubscribeStream(LogTail& tail, RedisAddress redis, std::string interest, LogTail::Wants wants,
+                                 std::string cursor)
     : tail_(tail),
       redis_(std::move(redis)),
       wants_(std::move(wants)),
@@ -28,11 +33,32 @@ SubscribeStream::SubscribeStream(LogTail& tail, RedisAddress redis, LogTail::Wan
       cursor_(std::move(cursor)) {
   CountStream(+1);
   link_->stream = this;
-  listener_ = tail_.Listen(wants_, [link = link_] {
+  listener_ = tail_.Listen(std::move(interest), wants_, [link = link_](std::vector<LogEntry> entries) {
     std::unique_lock lock(link->mu);
-    if (link->stream) link->stream->Pump(lock);
+    if (link->stream) link->stream->Accept(std::move(entries), lock);
   });
   std::unique_lock lock(link_->mu);
+  Pump(lock);
+}
+
+void SubscribeStream::Accept(std::vector<LogEntry> entries, std::unique_lock<std::mutex>& lock) {
+  // Empty: the tail stopped; Pump finds it so.
+  if (live_ && !entries.empty()) {
+    StreamId after = ParseStreamId(cursor_);
+    for (auto& e : entries) {
+      if (!(after < e.order)) continue;  // in the batch that went live too
+      cursor_ = e.id;
+      after = e.order;
+      pending_.push_back(std::move(e));
+    }
+    if (pending_.size() > kMaxPending) {
+      // Nothing is lost: the tail stops delivering before its next entry,
+      // and Next goes on from cursor_, the last one queued.
+      tail_.Pause(listener_);
+      live_ = false;
+      Metrics::Global().Count("sopflow_subscribe_streams_behind_total", "");
+    }
+  }
   Pump(lock);
 }
 
@@ -51,9 +77,10 @@ void SubscribeStream::Pump(std::unique_lock<std::mutex>& lock) {
       lock.unlock();  // gRPC may run OnWriteDone inline, on this thread
       return StartWrite(&writing_, options);
     }
-    if (auto batch = tail_.Next(cursor_, kBatch, wants_)) {
-      if (batch->cursor == cursor_) return;  // nothing new: the tail wakes us
+    if (live_) return;  // the tail delivers what comes
+    if (auto batch = tail_.Next(cursor_, kBatch, wants_, listener_)) {
       cursor_ = batch->cursor;
+      live_ = batch->live;
       for (auto& e : batch->wanted) pending_.push_back(std::move(e));
       continue;
     }

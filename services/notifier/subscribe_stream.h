@@ -1,7 +1,7 @@
 // One Subscribe stream on gRPC's callback API. It holds no thread: while
-// it waits it is only a listener on the log tail, woken by a notification
-// it wants; it writes one notification at a time, the next when gRPC says
-// the last is sent. (On the synchronous API each stream held a thread that
+// it waits it is only a listener on the log tail, handed the notifications
+// it wants as the tail reads them; it writes one notification at a time,
+// the next when gRPC says the last is sent. (On the synchronous API each stream held a thread that
 // woke twice a second to see whether its subscriber had left: 200 idle
 // subscribers cost a fifth of the notifier's throughput.)
 #pragma once
@@ -22,9 +22,10 @@ namespace sopflow::notifier {
 
 class SubscribeStream final : public grpc::ServerWriteReactor<v1::Notification> {
  public:
-  // Starts sending what follows `cursor` that `wants` accepts; entries older
-  // than the tail's memory are read from Redis at `redis` first.
-  SubscribeStream(LogTail& tail, RedisAddress redis, LogTail::Wants wants, std::string cursor);
+  // Starts sending what follows `cursor` that `wants` accepts (`interest`:
+  // where the tail looks it up, LogTail::InterestsOf); entries older than
+  // the tail's memory are read from Redis at `redis` first.
+  SubscribeStream(LogTail& tail, RedisAddress redis, std::string interest, LogTail::Wants wants, std::string cursor);
 
   void OnWriteDone(bool ok) override;
   void OnCancel() override;
@@ -43,6 +44,10 @@ class SubscribeStream final : public grpc::ServerWriteReactor<v1::Notification> 
   // release it, and once it has started a write or finished, touches
   // nothing of this stream again (gRPC may end it on another thread at once).
   void Pump(std::unique_lock<std::mutex>& lock);
+  // What the tail delivered while this stream is live: queued after what
+  // is, skipping what the stream already has (its cursor is not before
+  // it). Then Pump.
+  void Accept(std::vector<LogEntry> entries, std::unique_lock<std::mutex>& lock);
   // Marks the stream finished, releases `lock`, then finishes it: the last
   // thing Pump does.
   void FinishUnlocked(std::unique_lock<std::mutex>& lock, const grpc::Status& status);
@@ -56,8 +61,9 @@ class SubscribeStream final : public grpc::ServerWriteReactor<v1::Notification> 
   std::shared_ptr<Link> link_;
   std::shared_ptr<const LogTail::Listener> listener_;
   // Guarded by link_->mu:
-  std::string cursor_;
+  std::string cursor_;            // the last entry looked at or queued
   std::deque<LogEntry> pending_;  // wanted, not yet written
+  bool live_ = false;             // the tail delivers what follows cursor_
   v1::Notification writing_;      // the message gRPC is sending
   // A write or a Redis read is under way: whoever started it carries on,
   // and nothing ends the stream meanwhile.
