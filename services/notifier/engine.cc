@@ -54,17 +54,6 @@ Engine::Engine(Store* store, const Clock* clock, std::shared_ptr<const Composer>
       options_(std::move(options)),
       random_(std::random_device{}()) {}
 
-std::vector<v1::Webhook> Engine::HooksFor(const v1::Notification& n, const std::vector<v1::Webhook>& all) const {
-  std::vector<v1::Webhook> out;
-  for (const auto& h : all) {
-    bool unit = h.unit() == n.unit() || (!n.member().empty() && h.unit() == n.member());
-    bool role = h.role().empty() || h.role() == n.role();
-    bool kind = h.kinds().empty() || std::find(h.kinds().begin(), h.kinds().end(), n.kind()) != h.kinds().end();
-    if (unit && role && kind) out.push_back(h);
-  }
-  return out;
-}
-
 Engine::Sealed Engine::Seal(const Record& record, const Store::WebhookSet* hooks) const {
   Sealed sealed{record.extra};
   RedisBatch& b = sealed.batch;
@@ -78,7 +67,7 @@ Engine::Sealed Engine::Seal(const Record& record, const Store::WebhookSet* hooks
     if (!options_.smtp.url.empty())
       for (const auto& id : n.users())
         if (auto u = composer_->users().FindById(id); u && !u->email.empty()) emails.emplace_back(u->id, u->email);
-    auto n_hooks = HooksFor(n, hooks->hooks);
+    auto n_hooks = hooks->For(n);
     sealed.schedules_deliveries |= !n_hooks.empty() || !emails.empty();
     // The first notification's item (its id is made from the cause) marks
     // the cause handled: no marker key of its own per event, and written

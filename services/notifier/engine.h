@@ -124,7 +124,6 @@ class Engine {
   // then reads them again. No delivery goes to a removed webhook or misses
   // a new one.
   std::shared_ptr<const Store::WebhookSet> Hooks(bool reread);
-  std::vector<v1::Webhook> HooksFor(const v1::Notification& n, const std::vector<v1::Webhook>& all) const;
   void Attempt(const Claimed& claim);
   bool MayManageUnit(const User& user, const std::string& unit) const { return user.admin || user.unit == unit; }
 

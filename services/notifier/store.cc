@@ -55,11 +55,32 @@ Store::WebhookSet Store::Webhooks() {
   auto conn = pool_->Acquire();
   auto replies = conn->Pipeline({{"HGET", keys::kHooksMeta, "version"}, {"HVALS", keys::kHooks}});
   for (const auto& r : replies) ThrowIfError(r.get());
-  WebhookSet out;
-  out.version = ReplyString(replies[0].get()).value_or("");
-  for (const auto& s : ReplyStrings(replies[1].get())) {
-    v1::Webhook h;
-    if (h.ParseFromString(s)) out.hooks.push_back(std::move(h));
+  std::vector<v1::Webhook> hooks;
+  for (const auto& s : ReplyStrings(replies[1].get()))
+    if (!hooks.emplace_back().ParseFromString(s)) hooks.pop_back();
+  return WebhookSet::Of(ReplyString(replies[0].get()).value_or(""), std::move(hooks));
+}
+
+Store::WebhookSet Store::WebhookSet::Of(std::string version, std::vector<v1::Webhook> hooks) {
+  WebhookSet set{std::move(version), std::move(hooks), {}};
+  for (size_t i = 0; i < set.hooks.size(); ++i) set.by_unit[set.hooks[i].unit()].push_back(i);
+  return set;
+}
+
+std::vector<v1::Webhook> Store::WebhookSet::For(const v1::Notification& n) const {
+  std::vector<size_t> of_unit;
+  for (const std::string* unit : {&n.unit(), &n.member()}) {
+    if (unit->empty() || (unit == &n.member() && n.member() == n.unit())) continue;
+    auto found = by_unit.find(*unit);
+    if (found != by_unit.end()) of_unit.insert(of_unit.end(), found->second.begin(), found->second.end());
+  }
+  std::sort(of_unit.begin(), of_unit.end());
+  std::vector<v1::Webhook> out;
+  for (size_t i : of_unit) {
+    const v1::Webhook& h = hooks[i];
+    bool role = h.role().empty() || h.role() == n.role();
+    bool kind = h.kinds().empty() || std::find(h.kinds().begin(), h.kinds().end(), n.kind()) != h.kinds().end();
+    if (role && kind) out.push_back(h);
   }
   return out;
 }

@@ -5,6 +5,7 @@
 // share them and one that dies leaves its work to the others.
 #pragma once
 
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -59,6 +60,14 @@ class Store {
   struct WebhookSet {
     std::string version;  // "" before the first change
     std::vector<v1::Webhook> hooks;
+    // Positions in `hooks` by unit: each notification looks its unit (and
+    // member) up instead of reading every hook of the province.
+    std::map<std::string, std::vector<size_t>> by_unit;
+
+    static WebhookSet Of(std::string version, std::vector<v1::Webhook> hooks);
+    // The hooks `n` goes to: of its unit or its member, of its role (or of
+    // every role), of its kind (or of every kind); in the set's order.
+    std::vector<v1::Webhook> For(const v1::Notification& n) const;
   };
   WebhookSet Webhooks();
   // Every change of the webhooks goes through these, so each bumps the

@@ -111,12 +111,12 @@ TEST(BenchTest, SelfContainedRunStartsEverythingAndReportsEveryProcess) {
 // A quarter-end push: no workers, only StartRun calls from several
 // callers at once; the report says how fast they were answered and what
 // each start cost while starting. The services' directory holds 500 more
-// users, as a province's would.
+// users and the notifier 20 webhooks of other units, as a province's would.
 TEST(BenchTest, StartOnlyStartsTheRunsAndReportsHowFast) {
   std::string dir = MakeTempDir("bench");
   auto r = RunBench(dir, "start-only",
-                    {"--runs", "40", "--start-only", "--starters", "8", "--directory-users", "500", "--work-dir", dir,
-                     "--timeout", "120"});
+                    {"--runs", "40", "--start-only", "--starters", "8", "--directory-users", "500", "--webhooks", "20",
+                     "--work-dir", dir, "--timeout", "120"});
   ASSERT_EQ(r.exit_code, 0) << r.log;
   ASSERT_TRUE(r.last.is_object()) << r.log;
   EXPECT_EQ(r.last["runs_started"], 40);
@@ -128,6 +128,7 @@ TEST(BenchTest, StartOnlyStartsTheRunsAndReportsHowFast) {
   EXPECT_EQ(r.last["settings"]["start_only"], true);
   EXPECT_EQ(r.last["settings"]["starters"], 8);
   EXPECT_EQ(r.last["settings"]["directory_users"], 500) << "the services started with the larger directory";
+  EXPECT_EQ(r.last["settings"]["webhooks"], 20) << "registered before the runs, for other units";
   const std::vector<std::string> all{"bench", "nats-server", "notifier", "redis-server", "router"};
   EXPECT_EQ(Keys(r.last["cpu_ms_per_start"]), all);  // CPU is counted in clock ticks: 40 starts may show 0
   RemoveTree(dir);

@@ -4,6 +4,7 @@
 
 #include <fstream>
 
+#include "../../services/notifier/store.h"
 #include "compose.h"
 #include "declared_webhooks.h"
 #include "error.h"
@@ -111,6 +112,51 @@ TEST(Compose, AudienceFromTheIndexIsWhatReadingEveryUserFinds) {
       }
   EXPECT_EQ(compared, 144u);
   EXPECT_GT(found, 500u);  // the cases are not all empty (559 users found in all)
+}
+
+// A notification goes to the webhooks of its unit or member, of its role
+// or every role, of its kind or every kind: looked up by unit, it must
+// match what weighing every hook of the set did, in the set's order.
+TEST(Webhooks, ANotificationGoesToTheHooksOfItsUnitRoleAndKind) {
+  std::vector<v1::Webhook> hooks;
+  for (int i = 0; i < 120; ++i) {
+    v1::Webhook h;
+    h.set_id("wh-" + std::to_string(i));
+    h.set_unit("unit-" + std::to_string(i % 6));
+    if (i % 4 == 1) h.set_role("staf");
+    if (i % 4 == 2) h.set_role("kabid");
+    if (i % 5 == 3) h.add_kinds(v1::Notification::TASK_OVERDUE);
+    hooks.push_back(h);
+  }
+  auto set = notifier::Store::WebhookSet::Of("7", hooks);
+  auto weigh_all = [&](const v1::Notification& n) {
+    std::vector<std::string> ids;
+    for (const auto& h : hooks) {
+      bool unit = h.unit() == n.unit() || (!n.member().empty() && h.unit() == n.member());
+      bool role = h.role().empty() || h.role() == n.role();
+      bool kind = h.kinds().empty() || std::find(h.kinds().begin(), h.kinds().end(), n.kind()) != h.kinds().end();
+      if (unit && role && kind) ids.push_back(h.id());
+    }
+    return ids;
+  };
+  size_t cases = 0, sent = 0;
+  for (const std::string unit : {"unit-0", "unit-4", "unit-9"})
+    for (const std::string member : {"", "unit-2", "unit-4", "someone"})
+      for (const std::string role : {"staf", "kabid", "other"})
+        for (auto kind : {v1::Notification::TASK_ASSIGNED, v1::Notification::TASK_OVERDUE}) {
+          v1::Notification n;
+          n.set_unit(unit);
+          n.set_member(member);
+          n.set_role(role);
+          n.set_kind(kind);
+          std::vector<std::string> ids;
+          for (const auto& h : set.For(n)) ids.push_back(h.id());
+          EXPECT_EQ(ids, weigh_all(n)) << unit << " '" << member << "' " << role << " " << kind;
+          ++cases;
+          sent += ids.size();
+        }
+  EXPECT_EQ(cases, 72u);
+  EXPECT_GT(sent, 300u);  // the cases are not all empty
 }
 
 TEST(Compose, TimersAtTheShareOfTheTimeAndFaster) {

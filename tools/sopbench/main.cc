@@ -46,6 +46,7 @@ struct Options {
   int runs = 2000, routers = 1, notifiers = 1, rate = 0, timeout_s = 600, inflight = 64, idle_subscribers = 0;
   int starters = 4;  // threads calling StartRun, each one call at a time
   int directory_users = 0;  // more users in the tokens file, in other units
+  int webhooks = 0;         // webhooks registered for other units
   std::string bin_dir, work_dir;
   std::string redis, nats;                                // running infrastructure: start only the services
   std::vector<std::string> router_addrs, notifier_addrs;  // a running deployment: start nothing
@@ -87,7 +88,7 @@ std::string OptionConflict(const Options& o, const CLI::App& app) {
   if (o.router_addrs.empty() != o.notifier_addrs.empty()) return "--router and --notifier go together";
   if (o.redis.empty() != o.nats.empty()) return "--redis and --nats go together";
   if (o.connected()) {
-    for (const char* own : {"--routers", "--notifiers", "--redis", "--nats", "--bin-dir"})
+    for (const char* own : {"--routers", "--notifiers", "--redis", "--nats", "--bin-dir", "--webhooks", "--directory-users"})
       if (app.count(own) > 0)
         return std::string(own) + " applies when sopbench starts the services; with --router/--notifier it starts nothing";
   }
@@ -445,6 +446,22 @@ class Load {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
 
+  // Webhooks of other units (a province's systems, each subscribed to its
+  // own unit): the notifier weighs each notification against them, and
+  // none is called. "" or why one could not be registered.
+  std::string RegisterOtherWebhooks(int n) {
+    auto notifier = v1::Notifier::NewStub(OpenChannel(d_.notifiers[0], d_.ca_file));
+    for (int i = 0; i < n; ++i) {
+      v1::RegisterWebhookRequest req;
+      req.set_url("http://127.0.0.1:9/sopbench-" + std::to_string(i));  // never called: no notification of its unit
+      req.set_unit("unit-" + std::to_string(i % 100));
+      v1::Webhook hook;
+      auto st = notifier->RegisterWebhook(AuthedContext(o_.admin_token).get(), req, &hook);
+      if (!st.ok()) return StatusCodeName(st.error_code()) + ": " + st.error_message();
+    }
+    return "";
+  }
+
   // Streams of other subscribers (units with no work here), as a notifier
   // serving many connected users has: they receive nothing but are open.
   void StartIdleSubscribers(int n) {
@@ -725,6 +742,7 @@ nlohmann::json Settings(const Options& o, const Deployment& d) {
                       {"starters", o.starters},
                       {"start_only", o.start_only},
                       {"directory_users", o.directory_users},
+                      {"webhooks", o.webhooks},
                       {"idle_subscribers", o.idle_subscribers},
                       {"output_bytes", 200}};
   if (o.connected()) {
@@ -811,6 +829,10 @@ void AddOptions(CLI::App& app, Options& o) {
                  "more users in the services' tokens file (other units, the same roles), as a province's directory")
       ->capture_default_str()
       ->check(CLI::Range(0, 1000000));
+  app.add_option("--webhooks", o.webhooks,
+                 "webhooks registered for other units first (never called), as a province's systems; not with --router")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 100000));
   app.add_option("--complete-with", o.complete_with,
                  "how workers complete: one CompleteTasks stream each, or CompleteTask calls")
       ->capture_default_str()
@@ -868,6 +890,10 @@ int main(int argc, char** argv) {
   Load load(o, d);
   if (std::string why = load.DeploySop(source); !why.empty()) {
     std::cerr << "sopbench: deploying bench-10.yaml: " << why << "\n";
+    return 1;
+  }
+  if (std::string why = load.RegisterOtherWebhooks(o.webhooks); !why.empty()) {
+    std::cerr << "sopbench: registering webhooks: " << why << "\n";
     return 1;
   }
   load.StartIdleSubscribers(o.idle_subscribers);
