@@ -127,8 +127,10 @@ class Engine {
   // A completion refused by its guard 2 (GuardCompletion): the run ended.
   [[noreturn]] static void ReportRunEnded(const v1::Task& t);
   // The run StartRun would start and the batch that starts it, with the
-  // number of tasks the batch creates.
-  v1::Run PrepareStart(const User& user, const v1::StartRunRequest& req, TimePoint now, Batch& b, size_t* created);
+  // number of tasks the batch creates; `version` of the SOP (0: read the
+  // latest).
+  v1::Run PrepareStart(const User& user, const v1::StartRunRequest& req, uint32_t version, TimePoint now, Batch& b,
+                       size_t* created);
   // The run an earlier StartRun with this request_id started (its batch's
   // guard found the request_id taken).
   v1::Run StartedBefore(const std::string& request_id);

@@ -166,6 +166,20 @@ std::optional<std::string> Store::HashField(const std::string& key, const std::s
   return ReplyString(r.get());
 }
 
+std::vector<std::optional<std::string>> Store::HashFieldOfEach(const std::vector<std::string>& keys,
+                                                               const std::string& field) {
+  std::vector<std::optional<std::string>> out;
+  if (keys.empty()) return out;
+  std::vector<std::vector<std::string>> cmds;
+  for (const auto& k : keys) cmds.push_back({"HGET", k, field});
+  auto conn = pool_->Acquire();
+  for (auto& r : conn->Pipeline(cmds)) {
+    ThrowIfError(r.get());
+    out.push_back(ReplyString(r.get()));
+  }
+  return out;
+}
+
 std::vector<std::string> Store::ZMembers(const std::vector<std::string>& zset_keys, size_t limit_each) {
   std::vector<std::string> out;
   if (zset_keys.empty()) return out;

@@ -89,6 +89,9 @@ class Store {
   std::vector<std::string> RunTaskIds(const std::string& run_id);
   std::optional<std::string> GetString(const std::string& key);
   std::optional<std::string> HashField(const std::string& key, const std::string& field);
+  // The same field of several hashes, in one round trip; nullopt where missing.
+  std::vector<std::optional<std::string>> HashFieldOfEach(const std::vector<std::string>& keys,
+                                                          const std::string& field);
   // Members of several sorted sets, in one round trip.
   std::vector<std::string> ZMembers(const std::vector<std::string>& zset_keys, size_t limit_each);
   std::vector<std::string> ZRangeByScore(const std::string& key, int64_t max_score, size_t limit);

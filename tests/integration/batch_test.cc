@@ -1126,7 +1126,8 @@ int CodeOf(const std::exception_ptr& error) {
 
 // A quarter-end burst of StartRun calls, committed as one group: each call
 // is decided on its own (a refused one takes nothing with it), two calls
-// with one request_id start one run, and the rest cost one transaction.
+// with one request_id start one run, and the rest cost one transaction
+// and one read of the SOP's latest version.
 TEST_F(BatchTest, StartAllStartsEachCallOnItsOwnInOneTransaction) {
   auto call = [&](const std::string& token, v1::StartRunRequest req) {
     return Engine::StartCall{UserOf(token), std::move(req), std::nullopt, nullptr};
@@ -1162,12 +1163,14 @@ TEST_F(BatchTest, StartAllStartsEachCallOnItsOwnInOneTransaction) {
   EXPECT_EQ(started, 2u);
 
   // Starts with no request_id share nothing a guard reads: one transaction.
-  int64_t exec_before = CommandCalls("exec");
+  // The SOP's latest version is read once for the group, not per call.
+  int64_t exec_before = CommandCalls("exec"), hget_before = CommandCalls("hget");
   std::vector<Engine::StartCall> burst;
   for (int i = 0; i < 6; ++i) burst.push_back(call(kSekretarisBlg, Run003Request("2026-Q4")));
   engine_->StartAll(burst);
   for (const auto& c : burst) EXPECT_TRUE(c.run.has_value());
   EXPECT_EQ(CommandCalls("exec") - exec_before, 1);
+  EXPECT_EQ(CommandCalls("hget") - hget_before, 1);
 }
 
 TEST_F(BatchTest, StartGroupsFinishEveryCallOnceWhateverThreadCommitsIt) {
