@@ -66,7 +66,7 @@ Engine::Sealed Engine::Seal(const Record& record, const Store::WebhookSet* hooks
     std::vector<std::pair<std::string, std::string>> emails;
     if (!options_.smtp.url.empty())
       for (const auto& id : n.users())
-        if (auto u = composer_->users().FindById(id); u && !u->email.empty()) emails.emplace_back(u->id, u->email);
+        if (const User* u = composer_->users().ById(id); u && !u->email.empty()) emails.emplace_back(u->id, u->email);
     auto n_hooks = hooks->For(n);
     sealed.schedules_deliveries |= !n_hooks.empty() || !emails.empty();
     // The first notification's item (its id is made from the cause) marks
@@ -260,7 +260,7 @@ void Engine::Attempt(const Claimed& claim) {
     if (hook) result = PostWebhook(*hook, delivery->id(), CloudEventJson(*n), options_.http_timeout_ms);
     else result.error = "webhook removed";
   } else {
-    auto user = composer_->users().FindById(delivery->user());
+    const User* user = composer_->users().ById(delivery->user());
     if (user) {
       Rendered mail = composer_->RenderFor(*n, *user);
       result = SendEmail(options_.smtp, delivery->target(), mail.subject, mail.body, delivery->id() + "@sopflow");
