@@ -605,8 +605,14 @@ v1::Task Engine::FinishTask(TaskAndRun first, const std::function<void(const v1:
   CheckOutput(output);
   const std::string task_id = first.task.id();
   TaskAndRun current = std::move(first);
+  // A fan-out member losing the race on its step's counter lost to another
+  // member that finished: that is progress, so it does not use up an
+  // attempt (at most one loss per other member). Members finishing at once
+  // on several replicas would otherwise run out of attempts and answer
+  // UNAVAILABLE though nothing was wrong.
+  int counter_losses = 0;
   for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
-    if (attempt > 0) current = LoadTaskAndRun(task_id, Source::kRedis);
+    if (attempt > 0 || counter_losses > 0) current = LoadTaskAndRun(task_id, Source::kRedis);
     auto& [t, run, remembered] = current;
     try {
       check(t);
@@ -641,6 +647,7 @@ v1::Task Engine::FinishTask(TaskAndRun first, const std::function<void(const v1:
     // else, a document attached, or what this router remembered was stale):
     // read it again, and `check` says whether it may still be completed.
     // 3: another member task of the fan-out finished first.
+    if (failed == 3 && counter_losses++ < flow::kMaxFanOutMembers) --attempt;
   }
   throw DomainError(ErrorCode::kUnavailable, "task " + task_id + " kept conflicting; retry");
 }

@@ -155,7 +155,8 @@ void CheckStartRequest(const v1::Definition& def, const v1::StartRunRequest& req
         if (m.empty()) ThrowInvalid(field, "a member id is empty");
         if (!seen.insert(m).second) ThrowInvalid(field, "member '" + m + "' is listed twice");
       }
-      if (it->second.members_size() > 1000) ThrowInvalid(field, "at most 1000 members");
+      if (it->second.members_size() > kMaxFanOutMembers)
+        ThrowInvalid(field, "at most " + std::to_string(kMaxFanOutMembers) + " members");
     }
     if (s.waktu().unit() == v1::Waktu::SET_AT_START) {
       std::string field = "deadlines[" + std::to_string(s.number()) + "]";

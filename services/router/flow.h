@@ -15,6 +15,8 @@
 namespace sopflow::flow {
 
 inline constexpr char kDefaultOutcome[] = "selesai";
+// A StartRun names at most this many members for a fan-out step.
+inline constexpr int kMaxFanOutMembers = 1000;
 
 struct Next {
   bool ends_run = false;

@@ -6,6 +6,7 @@
 // ones the engines themselves queued in the outbox. With no consumer here,
 // these tests also show that the router routes in the transaction that ends
 // a step, not from the events.
+#include <google/protobuf/util/time_util.h>
 #include <gtest/gtest.h>
 #include <hiredis/hiredis.h>
 #include <nats/nats.h>
@@ -1196,6 +1197,60 @@ TEST_F(BatchTest, StartGroupsFinishEveryCallOnceWhateverThreadCommitsIt) {
     run.set_id(id);
     EXPECT_EQ(TasksOf(run).size(), 1u) << id;
   }
+}
+
+// Members of one fan-out finishing at once on several routers race on the
+// step's counter. Each loser lost to a member that finished, so it does
+// not use up its attempts: 200 at once, on as many threads and 16
+// connections (as if on many replicas), all finish, and the step after
+// is created once. With losses counted as attempts, 11-13 of 200 answered
+// UNAVAILABLE.
+TEST_F(BatchTest, FanOutMembersFinishingAtOnceAllFinishAndTheStepAfterComesOnce) {
+  RedisPool pool(RedisAddress::Parse(backends_->redis->address()), 16);
+  Store store(&pool);
+  Engine engine(&store, &clock_, "test/router");
+  engine.DeployTrusted(ReadText(SourcePath("deploy/base/definitions/001-kalbar-biro-organisasi.yaml")),
+                       "001-kalbar-biro-organisasi.yaml", "test");
+  constexpr int kMembers = 200;
+  v1::StartRunRequest req;
+  req.set_sop_id(kSop001);
+  req.set_period("2026-Q3");
+  req.set_unit("kalbar-biro-organisasi");
+  auto& group = (*req.mutable_members())["bagian"];
+  for (int i = 0; i < kMembers; ++i) group.add_members("unit-" + std::to_string(i));
+  (*req.mutable_deadlines())[2] =
+      google::protobuf::util::TimeUtil::MillisecondsToTimestamp(UnixMillis(clock_.Now() + std::chrono::hours(72)));
+  v1::Run run = engine.StartRun(UserOf(kKaro), req);
+  const v1::Task first = TasksOf(run).at(0);
+  User first_actor{"first", "", "kalbar-biro-organisasi", {first.pelaksana()}};
+  engine.Complete(first_actor, first.id(), "", {});
+  std::vector<v1::Task> members;
+  for (const auto& t : TasksOf(run))
+    if (!t.member().empty()) members.push_back(t);
+  ASSERT_EQ(members.size(), static_cast<size_t>(kMembers));
+
+  std::atomic<int> finished{0};
+  std::mutex mu;
+  std::vector<std::string> errors;
+  std::vector<std::thread> threads;
+  for (const auto& t : members)
+    threads.emplace_back([&, t] {
+      User member{"user-" + t.member(), "", t.member(), {t.pelaksana()}};
+      try {
+        engine.Complete(member, t.id(), "", {});
+        ++finished;
+      } catch (const std::exception& e) {
+        std::lock_guard lock(mu);
+        errors.push_back(t.id() + ": " + e.what());
+      }
+    });
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(finished.load(), kMembers);
+  EXPECT_TRUE(errors.empty()) << errors.size() << " failed, e.g. " << errors.front();
+  auto tasks = TasksOf(run);
+  EXPECT_EQ(tasks.size(), static_cast<size_t>(kMembers + 2)) << "the first, the members, the step after: once";
+  EXPECT_EQ(tasks.back().step(), 3u);
+  EXPECT_EQ(tasks.back().status(), v1::Task::OPEN);
 }
 
 }  // namespace
