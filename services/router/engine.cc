@@ -3,7 +3,6 @@
 #include <google/protobuf/util/time_util.h>
 
 #include <algorithm>
-#include <cctype>
 
 #include "definition.h"
 #include "error.h"
@@ -96,8 +95,8 @@ v1::DeployDefinitionResponse Engine::DeployTrusted(const std::string& yaml, cons
   if (yaml.size() > kMaxDefinitionBytes) ThrowInvalid("yaml", "at most 1 MiB");
   v1::Definition def = ParseDefinitionOrThrow(yaml, file_name.empty() ? "definition.yaml" : file_name);
   for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
-    auto latest_text = store_->HashField(keys::Definition(def.id()), "latest");
-    uint32_t latest = latest_text ? static_cast<uint32_t>(std::stoul(*latest_text)) : 0;
+    auto deployed = LatestVersions({def.id()});
+    uint32_t latest = deployed.empty() ? 0 : deployed.begin()->second;
     if (latest > 0) {
       auto current = Definition(def.id(), latest);
       if (current->source_sha256() == def.source_sha256()) {
@@ -127,9 +126,9 @@ v1::DeployDefinitionResponse Engine::DeployTrusted(const std::string& yaml, cons
 
 std::shared_ptr<const v1::Definition> Engine::Definition(const std::string& id, uint32_t version) {
   if (version == 0) {
-    auto latest = store_->HashField(keys::Definition(id), "latest");
-    if (!latest) ThrowNotFound("no definition '" + id + "'");
-    version = static_cast<uint32_t>(std::stoul(*latest));
+    auto latest = LatestVersions({id});
+    if (latest.empty()) ThrowNotFound("no definition '" + id + "'");
+    version = latest.begin()->second;
   }
   {
     std::lock_guard lock(defs_mu_);
@@ -147,6 +146,18 @@ std::shared_ptr<const v1::Definition> Engine::Definition(const std::string& id, 
 v1::Definition Engine::GetDefinition(const std::string& id, uint32_t version) {
   RequireId(id, "id");
   return *Definition(id, version);
+}
+
+std::map<std::string, uint32_t> Engine::LatestVersions(std::vector<std::string> ids) {
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  std::vector<std::string> def_keys;
+  for (const auto& id : ids) def_keys.push_back(keys::Definition(id));
+  auto versions = store_->HashFieldOfEach(def_keys, "latest");
+  std::map<std::string, uint32_t> out;
+  for (size_t i = 0; i < ids.size(); ++i)
+    if (versions[i]) out[ids[i]] = static_cast<uint32_t>(std::stoul(*versions[i]));
+  return out;
 }
 
 std::vector<v1::Definition> Engine::ListDefinitions() {
@@ -174,23 +185,17 @@ void Engine::StartAll(std::vector<StartCall>& calls) {
   // The latest version of each SOP a call names without one, read for the
   // whole group in one round trip rather than one per call. The batch is
   // not guarded on it: a version deployed meanwhile is as if deployed just
-  // after this start, as with one call.
+  // after this start, as with one call. If the read fails, each call reads
+  // its own (Definition) and fails alone.
   std::map<std::string, uint32_t> latest;
   {
     std::vector<std::string> ids;
     for (const auto& c : calls)
-      if (c.request.sop_version() == 0 && !c.request.sop_id().empty() && c.request.sop_id().size() <= 200)
-        ids.push_back(c.request.sop_id());
-    std::sort(ids.begin(), ids.end());
-    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
-    std::vector<std::string> def_keys;
-    for (const auto& id : ids) def_keys.push_back(keys::Definition(id));
-    auto versions = store_->HashFieldOfEach(def_keys, "latest");
-    for (size_t i = 0; i < ids.size(); ++i) {
-      // Unreadable: left to Definition, which fails that SOP's calls alone.
-      if (!versions[i] || versions[i]->empty() || !std::all_of(versions[i]->begin(), versions[i]->end(), ::isdigit))
-        continue;
-      latest[ids[i]] = static_cast<uint32_t>(std::stoul(*versions[i]));
+      if (c.request.sop_version() == 0) ids.push_back(c.request.sop_id());
+    try {
+      latest = LatestVersions(std::move(ids));
+    } catch (const std::exception&) {
+      // left empty: each call reads its own
     }
   }
   TimePoint now = clock_->Now();

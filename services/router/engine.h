@@ -176,6 +176,8 @@ class Engine {
   std::mutex defs_mu_;
   std::map<std::pair<std::string, uint32_t>, std::shared_ptr<const v1::Definition>> defs_;  // immutable versions
   std::shared_ptr<const v1::Definition> Definition(const std::string& id, uint32_t version);
+  // The latest deployed version of each of `ids` that has one, in one round trip.
+  std::map<std::string, uint32_t> LatestVersions(std::vector<std::string> ids);
 };
 
 }  // namespace sopflow

@@ -28,21 +28,30 @@ std::string JobsLocked(const std::string& type) { return "sf:jobs:locked:" + typ
 
 namespace {
 
+// `field` of each key's hash as `convert` reads its reply, in one round trip.
+template <class Value>
+std::vector<Value> FieldOfEach(RedisPool& pool, const std::vector<std::string>& keys, const std::string& field,
+                               Value (*convert)(const redisReply*)) {
+  std::vector<Value> out;
+  if (keys.empty()) return out;
+  std::vector<std::vector<std::string>> cmds;
+  for (const auto& key : keys) cmds.push_back({"HGET", key, field});
+  auto conn = pool.Acquire();
+  for (auto& r : conn->Pipeline(cmds)) {
+    ThrowIfError(r.get());
+    out.push_back(convert(r.get()));
+  }
+  return out;
+}
+
 // The `pb` field of each id's hash, parsed; nullopt where it is missing.
 // One round trip for all.
 template <class Message>
 std::vector<std::optional<Message>> ReadMessages(RedisPool& pool, const std::vector<std::string>& ids,
                                                  std::string (*key_of)(const std::string&)) {
-  std::vector<std::optional<Message>> out;
-  if (ids.empty()) return out;
-  std::vector<std::vector<std::string>> cmds;
-  for (const auto& id : ids) cmds.push_back({"HGET", key_of(id), "pb"});
-  auto conn = pool.Acquire();
-  for (auto& r : conn->Pipeline(cmds)) {
-    ThrowIfError(r.get());
-    out.push_back(ReplyMessage<Message>(r.get()));
-  }
-  return out;
+  std::vector<std::string> keys;
+  for (const auto& id : ids) keys.push_back(key_of(id));
+  return FieldOfEach(pool, keys, "pb", &ReplyMessage<Message>);
 }
 
 template <class Message>
@@ -168,16 +177,7 @@ std::optional<std::string> Store::HashField(const std::string& key, const std::s
 
 std::vector<std::optional<std::string>> Store::HashFieldOfEach(const std::vector<std::string>& keys,
                                                                const std::string& field) {
-  std::vector<std::optional<std::string>> out;
-  if (keys.empty()) return out;
-  std::vector<std::vector<std::string>> cmds;
-  for (const auto& k : keys) cmds.push_back({"HGET", k, field});
-  auto conn = pool_->Acquire();
-  for (auto& r : conn->Pipeline(cmds)) {
-    ThrowIfError(r.get());
-    out.push_back(ReplyString(r.get()));
-  }
-  return out;
+  return FieldOfEach(*pool_, keys, field, &ReplyString);
 }
 
 std::vector<std::string> Store::ZMembers(const std::vector<std::string>& zset_keys, size_t limit_each) {
