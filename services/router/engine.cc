@@ -616,8 +616,8 @@ v1::Task Engine::FinishTask(TaskAndRun first, const std::function<void(const v1:
   // on several replicas would otherwise run out of attempts and answer
   // UNAVAILABLE though nothing was wrong.
   int counter_losses = 0;
-  for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
-    if (attempt > 0 || counter_losses > 0) current = LoadTaskAndRun(task_id, Source::kRedis);
+  for (int attempt = 0; attempt < kMaxAttempts + counter_losses; ++attempt) {
+    if (attempt > 0) current = LoadTaskAndRun(task_id, Source::kRedis);
     auto& [t, run, remembered] = current;
     try {
       check(t);
@@ -652,7 +652,7 @@ v1::Task Engine::FinishTask(TaskAndRun first, const std::function<void(const v1:
     // else, a document attached, or what this router remembered was stale):
     // read it again, and `check` says whether it may still be completed.
     // 3: another member task of the fan-out finished first.
-    if (failed == 3 && counter_losses++ < flow::kMaxFanOutMembers) --attempt;
+    if (failed == 3 && counter_losses < flow::kMaxFanOutMembers) ++counter_losses;
   }
   throw DomainError(ErrorCode::kUnavailable, "task " + task_id + " kept conflicting; retry");
 }
