@@ -1021,8 +1021,10 @@ TEST_F(BatchTest, ConsumerAndRelayThreadsCarryTheirNames) {
   EXPECT_EQ(ThreadNames().count("sf-consumer") + ThreadNames().count("sf-relay"), 0u);
 }
 
-// The code of the error a call ended with; nullopt if it succeeded.
-std::optional<ErrorCode> CodeOf(const Engine::CompleteCall& call) {
+// The code of the error a call of a group ended with (CompleteCall,
+// StartCall); nullopt if it succeeded.
+template <class Call>
+std::optional<ErrorCode> CodeOf(const Call& call) {
   if (!call.error) return std::nullopt;
   try {
     std::rethrow_exception(call.error);
@@ -1114,17 +1116,6 @@ TEST_F(BatchTest, CompletionGroupsFinishEveryCallOnceWhateverThreadCommitsIt) {
   for (const auto& r : runs) EXPECT_EQ(TasksOf(r).at(0).status(), v1::Task::DONE);
 }
 
-// The code a call's error carries: DomainError's, or -1 for anything else.
-int CodeOf(const std::exception_ptr& error) {
-  try {
-    std::rethrow_exception(error);
-  } catch (const DomainError& e) {
-    return static_cast<int>(e.code());
-  } catch (...) {
-    return -1;
-  }
-}
-
 // A quarter-end burst of StartRun calls, committed as one group: each call
 // is decided on its own (a refused one takes nothing with it), two calls
 // with one request_id start one run, and the rest cost one transaction
@@ -1143,10 +1134,10 @@ TEST_F(BatchTest, StartAllStartsEachCallOnItsOwnInOneTransaction) {
   engine_->StartAll(calls);
 
   ASSERT_TRUE(calls[0].run.has_value());
-  EXPECT_EQ(CodeOf(calls[1].error), static_cast<int>(ErrorCode::kNotFound));
+  EXPECT_EQ(CodeOf(calls[1]), ErrorCode::kNotFound);
   ASSERT_TRUE(calls[2].run.has_value());
   EXPECT_EQ(calls[2].run->id(), calls[0].run->id()) << "one request_id, one run";
-  EXPECT_EQ(CodeOf(calls[3].error), static_cast<int>(ErrorCode::kPermissionDenied));
+  EXPECT_EQ(CodeOf(calls[3]), ErrorCode::kPermissionDenied);
   ASSERT_TRUE(calls[4].run.has_value());
   EXPECT_NE(calls[4].run->id(), calls[0].run->id());
   for (size_t i : {1u, 3u}) EXPECT_FALSE(calls[i].run.has_value()) << i;
