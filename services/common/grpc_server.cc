@@ -9,7 +9,9 @@
 #include <grpcpp/support/server_interceptor.h>
 #include <spdlog/spdlog.h>
 
+#include <condition_variable>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <thread>
 
@@ -18,6 +20,44 @@
 #include "service_config.h"
 
 namespace sopflow {
+
+// The calls a server holds: from when gRPC hands one to the interceptors
+// until it is destroyed, its status sent.
+class LiveCalls {
+ public:
+  void Add() {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++count_;
+  }
+  void Remove() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (--count_ == 0) changed_.notify_all();
+  }
+  // Waits until no call is live (true), `until` passes or Stop (false).
+  bool WaitForNone(std::chrono::steady_clock::time_point until) {
+    std::unique_lock<std::mutex> lock(mu_);
+    changed_.wait_until(lock, until, [&] { return count_ == 0 || stopped_; });
+    return count_ == 0 && !stopped_;
+  }
+  // Waits out `quiet` unless stopped; true if no call is live at its end.
+  bool NoneAfter(std::chrono::milliseconds quiet) {
+    std::unique_lock<std::mutex> lock(mu_);
+    changed_.wait_for(lock, quiet, [&] { return stopped_; });
+    return count_ == 0 && !stopped_;
+  }
+  void Stop(bool stopped) {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopped_ = stopped;
+    changed_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable changed_;
+  int64_t count_ = 0;
+  bool stopped_ = false;
+};
+
 namespace {
 
 // Methods callable without a token: probes and tooling.
@@ -56,11 +96,15 @@ class BearerTokenProcessor final : public grpc::AuthMetadataProcessor {
   std::shared_ptr<const UserDirectory> users_;
 };
 
-// Access log and request metrics for every call, handlers untouched.
+// Access log and request metrics for every call, handlers untouched; and
+// the count of live calls a drain waits for.
 class CallObserver final : public grpc::experimental::Interceptor {
  public:
-  explicit CallObserver(grpc::experimental::ServerRpcInfo* info)
-      : method_(info->method()), start_(std::chrono::steady_clock::now()) {}
+  CallObserver(grpc::experimental::ServerRpcInfo* info, std::shared_ptr<LiveCalls> live)
+      : method_(info->method()), start_(std::chrono::steady_clock::now()), live_(std::move(live)) {
+    live_->Add();
+  }
+  ~CallObserver() override { live_->Remove(); }  // the call is gone, its status sent
 
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
     if (methods->QueryInterceptionHookPoint(grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS)) {
@@ -78,13 +122,18 @@ class CallObserver final : public grpc::experimental::Interceptor {
  private:
   std::string method_;
   std::chrono::steady_clock::time_point start_;
+  std::shared_ptr<LiveCalls> live_;
 };
 
 class CallObserverFactory final : public grpc::experimental::ServerInterceptorFactoryInterface {
  public:
+  explicit CallObserverFactory(std::shared_ptr<LiveCalls> live) : live_(std::move(live)) {}
   grpc::experimental::Interceptor* CreateServerInterceptor(grpc::experimental::ServerRpcInfo* info) override {
-    return new CallObserver(info);
+    return new CallObserver(info, live_);
   }
+
+ private:
+  std::shared_ptr<LiveCalls> live_;
 };
 
 std::string ReadFile(const std::string& path) {
@@ -158,7 +207,8 @@ User CallerOf(const grpc::ServerContextBase& ctx, const UserDirectory& users) {
   throw DomainError(ErrorCode::kUnauthenticated, "no authenticated user");
 }
 
-ServerHost::ServerHost(ServerOptions options) : options_(std::move(options)) {
+ServerHost::ServerHost(ServerOptions options)
+    : options_(std::move(options)), live_calls_(std::make_shared<LiveCalls>()) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
 }
@@ -176,7 +226,7 @@ void ServerHost::Start() {
   builder_.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder_.AddListeningPort(options_.listen, MakeCredentials(options_), &port_);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
-  interceptors.push_back(std::make_unique<CallObserverFactory>());
+  interceptors.push_back(std::make_unique<CallObserverFactory>(live_calls_));
   builder_.experimental().SetInterceptorCreators(std::move(interceptors));
   server_ = builder_.BuildAndStart();
   if (!server_ || port_ == 0) throw std::runtime_error("cannot listen on " + options_.listen);
@@ -199,13 +249,36 @@ void ServerHost::Shutdown(std::chrono::milliseconds grace) {
   if (!server_) return;
   SetServing(false);
   if (options_.not_serving_delay.count() > 0) std::this_thread::sleep_for(options_.not_serving_delay);
+  auto deadline = std::chrono::steady_clock::now() + grace;
+  live_calls_->Stop(false);
+  std::thread closer([this, deadline] { CloseIdleConnectionsOnceCallsEnd(deadline); });
   server_->Shutdown(std::chrono::system_clock::now() + grace);
+  live_calls_->Stop(true);
+  closer.join();
   server_->Wait();
   server_.reset();
   if (health_server_) {
     health_server_->Shutdown(std::chrono::system_clock::now());
     health_server_->Wait();
     health_server_.reset();
+  }
+}
+
+// gRPC's shutdown ends when every connection has closed, and it closes a
+// connection once the client has acknowledged the GOAWAY's ping. A client
+// holding an idle channel reads nothing until its next call, so one such
+// client (every department's integration keeps one) would hold each drain
+// to its whole grace. Once no call is left there is nothing to wait for:
+// the remaining connections are closed as gRPC would at the deadline.
+// The quiet period lets clients that are reading close theirs first, and
+// covers the moment before Shutdown has begun: a close that came too early
+// only drops idle connections, and the loop closes again.
+void ServerHost::CloseIdleConnectionsOnceCallsEnd(std::chrono::steady_clock::time_point deadline) {
+  constexpr std::chrono::milliseconds kQuiet{100};
+  while (std::chrono::steady_clock::now() + kQuiet < deadline) {
+    if (!live_calls_->WaitForNone(deadline - kQuiet)) return;
+    if (!live_calls_->NoneAfter(kQuiet)) continue;
+    grpc_server_cancel_all_calls(server_->c_server());
   }
 }
 

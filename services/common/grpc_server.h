@@ -35,6 +35,7 @@ struct ServerOptions {
 };
 
 struct ServiceConfig;
+class LiveCalls;
 ServerOptions ServerOptionsFor(const ServiceConfig& config, std::shared_ptr<const UserDirectory> users);
 
 // The one mapping from domain errors to gRPC status codes.
@@ -89,11 +90,15 @@ class ServerHost {
   int health_port() const { return health_port_; }
   void SetServing(bool serving);
   // Reports NOT_SERVING (for not_serving_delay), then stops accepting calls
-  // and waits up to `grace` for running ones.
+  // and waits up to `grace` for running ones; returns once they are done,
+  // whether or not clients still hold idle connections.
   void Shutdown(std::chrono::milliseconds grace);
 
  private:
+  void CloseIdleConnectionsOnceCallsEnd(std::chrono::steady_clock::time_point deadline);
+
   ServerOptions options_;
+  std::shared_ptr<LiveCalls> live_calls_;
   grpc::ServerBuilder builder_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<grpc::Server> health_server_;

@@ -3,8 +3,11 @@
 #include <grpcpp/generic/generic_stub.h>
 #include <signal.h>
 
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
+#include <future>
+#include <mutex>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -197,6 +200,84 @@ TEST(MetricsEndpointTest, PrometheusScrapesRequestsHandoffsAndOutboxBacklog) {
   EXPECT_NE(body.find("sopflow_grpc_request_duration_seconds_bucket{method=\"/sopflow.v1.Router/StartRun\",le=\"+Inf\"}"),
             std::string::npos);
   router.Shutdown();
+}
+
+// A router whose GetRun answers only when the test says: a call that stays
+// live for as long as the test wants.
+class HeldGetRun final : public v1::Router::CallbackService {
+ public:
+  grpc::ServerUnaryReactor* GetRun(grpc::CallbackServerContext* ctx, const v1::GetRunRequest*,
+                                   v1::GetRunResponse*) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    held_ = ctx->DefaultReactor();
+    arrived_.notify_all();
+    return held_;
+  }
+  bool WaitArrived() {
+    std::unique_lock<std::mutex> lock(mu_);
+    return arrived_.wait_for(lock, std::chrono::seconds(20), [&] { return held_ != nullptr; });
+  }
+  void Answer() {
+    std::lock_guard<std::mutex> lock(mu_);
+    held_->Finish(grpc::Status::OK);
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable arrived_;
+  grpc::ServerUnaryReactor* held_ = nullptr;
+};
+
+// An HTTP/2 client that connects, says hello, and then reads nothing: what
+// a gRPC client with an idle channel is between its polls (C-core clients
+// poll an idle channel every 5 s). -1 if it cannot connect.
+int IdleHttp2Connection(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd < 0 || connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return -1;
+  // The connection preface, then an empty SETTINGS frame (RFC 9113 3.4).
+  const std::string hello = std::string("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") + std::string("\0\0\0\x04\0\0\0\0\0", 9);
+  if (write(fd, hello.data(), hello.size()) != static_cast<ssize_t>(hello.size())) return -1;
+  return fd;
+}
+
+// A drain waits for the calls a server holds and answers them, and then
+// ends: gRPC alone would also wait for every connected client to
+// acknowledge its GOAWAY, which one that reads nothing never does (gRPC
+// gives up after 20 s, or at the grace's end). Here the grace is a minute.
+TEST(ServerDrainTest, ADrainWaitsForItsCallsButNotForClientsThatReadNothing) {
+  ServerOptions options;
+  options.users = UserDirectory::LoadFile(SourcePath("deploy/overlays/dev/tokens.yaml"));
+  ServerHost host(options);
+  HeldGetRun service;
+  host.AddService(&service);
+  host.Start();
+
+  auto stub = RouterStub(host.port());
+  auto call = std::async(std::launch::async, [&] {
+    v1::GetRunRequest request;
+    v1::GetRunResponse response;
+    return stub->GetRun(AuthedContext(kKaro).get(), request, &response);
+  });
+  ASSERT_TRUE(service.WaitArrived());
+  int idle = IdleHttp2Connection(host.port());
+  ASSERT_GE(idle, 0);
+
+  const auto grace = std::chrono::seconds(60);
+  auto t0 = std::chrono::steady_clock::now();
+  auto drained = std::async(std::launch::async, [&] { host.Shutdown(grace); });
+  EXPECT_EQ(drained.wait_for(std::chrono::milliseconds(500)), std::future_status::timeout)
+      << "the drain ended while a call was still held";
+  service.Answer();
+  grpc::Status answered = call.get();
+  EXPECT_TRUE(answered.ok()) << "the held call is answered, not cancelled: " << answered.error_message();
+  ASSERT_EQ(drained.wait_for(std::chrono::seconds(90)), std::future_status::ready);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(15))
+      << "the drain waited for the client that reads nothing";
+  close(idle);
 }
 
 // How the router runs on Kubernetes: TLS on the API port (clients trust the
