@@ -190,6 +190,27 @@ Engine::Record Engine::RunCancelled(const v1::Event& event) {
   return r;
 }
 
+std::optional<size_t> Engine::SweepExpired(const std::string& replica, int64_t interval_ms,
+                                           const std::function<bool()>& go_on) {
+  // A keyspace of millions of keys is some thousands of pages; the bound
+  // only stops a pass that would never end.
+  constexpr int kPageSize = 1000, kMaxPages = 1000000;
+  if (!store_->TakeSweep(replica, interval_ms)) return std::nullopt;
+  const int64_t cutoff = Millis(clock_->Now()) - kKeepSeconds * 1000;
+  size_t forgotten = 0, lists = 0;
+  std::string cursor = "0";
+  for (int page = 0; page < kMaxPages && go_on(); ++page) {
+    auto swept = store_->ForgetExpired(cursor, cutoff, kPageSize);
+    forgotten += swept.forgotten;
+    lists += swept.lists;
+    cursor = std::move(swept.next_cursor);
+    if (cursor == "0") break;
+  }
+  Metrics::Global().Count("sopflow_notifier_expired_ids_forgotten_total", "", static_cast<double>(forgotten));
+  spdlog::info("sweep: {} lists looked at, {} expired ids forgotten", lists, forgotten);
+  return forgotten;
+}
+
 size_t Engine::FireDueTimers(int limit, size_t* taken) {
   TimePoint now = clock_->Now();
   size_t recorded = 0;

@@ -65,6 +65,12 @@ class Engine {
   size_t FireDueTimers(int limit = kTimersPerPass, size_t* taken = nullptr);
   // One pass over due deliveries; returns attempts made.
   size_t DeliverDue(int limit = 16);
+  // Forgets, in every list that names them, the ids of notifications and
+  // deliveries older than kKeepSeconds (Store::ForgetExpired), page by page
+  // while `go_on` holds, if `replica` takes this `interval_ms`'s sweep.
+  // Returns the ids forgotten; nullopt if another replica has the sweep.
+  std::optional<size_t> SweepExpired(const std::string& replica, int64_t interval_ms,
+                                     const std::function<bool()>& go_on);
 
   v1::Webhook RegisterWebhook(const User& user, const v1::RegisterWebhookRequest& req);
   // Webhooks from the ops team's file (declared_webhooks.h), written as

@@ -32,6 +32,9 @@ int main(int argc, char** argv) {
       ->envname("SOPFLOW_LOG_MAX_LEN")->capture_default_str();
   app.add_option("--timer-interval-ms", c.timer_interval_ms, "how often due reminders and escalations are looked for")
       ->envname("SOPFLOW_TIMER_INTERVAL_MS")->capture_default_str()->check(CLI::Range(1, 60000));
+  app.add_option("--sweep-interval-ms", c.sweep_interval_ms,
+                 "how often expired notifications' ids are forgotten from inboxes and delivery lists")
+      ->envname("SOPFLOW_SWEEP_INTERVAL_MS")->capture_default_str()->check(CLI::Range(int64_t{1000}, int64_t{604800000}));
   app.add_option("--delivery-workers", c.delivery_workers)->envname("SOPFLOW_DELIVERY_WORKERS")->capture_default_str();
   app.add_option("--delivery-idle-max-ms", c.delivery_idle_max_ms,
                  "longest pause between looks for due deliveries (retries, other replicas' left-overs)")

@@ -71,6 +71,18 @@ struct NotifierProcess::Impl {
     }
   }
 
+  void SweepLoop() {
+    const auto look_every = std::chrono::milliseconds(std::min<int64_t>(config.sweep_interval_ms, 60000));
+    while (running) {
+      try {
+        engine->SweepExpired(config.replica_id, config.sweep_interval_ms, [this] { return running.load(); });
+      } catch (const std::exception& e) {
+        spdlog::warn("sweep: {}", e.what());  // the next look, or another replica, sweeps
+      }
+      SleepWhileRunning(running, look_every);
+    }
+  }
+
   // Polls due deliveries: at once again while there are some, then less and
   // less often while there are none (up to delivery_idle_max_ms), and at
   // once when this replica schedules one. An idle notifier so costs Redis
@@ -140,6 +152,7 @@ void NotifierProcess::Start() {
   impl_->running = true;
   impl_->consumer->Start();
   impl_->loops.push_back(NamedThread("sf-timers", [this] { impl_->TimerLoop(); }));
+  impl_->loops.push_back(NamedThread("sf-sweep", [this] { impl_->SweepLoop(); }));
   for (int i = 0; i < c.delivery_workers; ++i) impl_->loops.push_back(NamedThread("sf-delivery", [this] { impl_->DeliveryLoop(); }));
   impl_->metrics = ServeMetrics(c.metrics_listen, impl_->consumer.get());
   spdlog::info("notifier {} listening on port {}", c.replica_id, impl_->server->port());

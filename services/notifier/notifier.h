@@ -33,6 +33,10 @@ struct Config : ServiceConfig {
   // the idle CPU of the notifier and of nats-server). A look that finds a
   // full pass of due timers (Engine::kTimersPerPass) looks again at once.
   int timer_interval_ms = 1000;
+  // How often the ids of expired notifications are forgotten from inboxes,
+  // unread sets and delivery lists (Engine::SweepExpired): one replica per
+  // interval sweeps, each looks whether it is its turn at least once a minute.
+  int64_t sweep_interval_ms = 3600000;
 };
 
 class NotifierProcess {

@@ -14,11 +14,15 @@ namespace sopflow::notifier {
 using google::protobuf::util::TimeUtil;
 
 namespace keys {
+namespace {
+constexpr std::string_view kInboxPrefix = "sf:n:inbox:";
+constexpr std::string_view kDeliveriesPrefix = "sf:n:deliveries:";
+}  // namespace
 std::string Item(const std::string& id) { return "sf:n:item:" + id; }
-std::string Inbox(const std::string& user) { return "sf:n:inbox:" + user; }
+std::string Inbox(const std::string& user) { return std::string(kInboxPrefix) + user; }
 std::string Unread(const std::string& user) { return "sf:n:unread:" + user; }
 std::string Delivery(const std::string& id) { return "sf:n:delivery:" + id; }
-std::string DeliveriesOf(const std::string& target) { return "sf:n:deliveries:" + target; }
+std::string DeliveriesOf(const std::string& target) { return std::string(kDeliveriesPrefix) + target; }
 }  // namespace keys
 
 void Store::Record(RedisBatch& b, const v1::Notification& n, const std::vector<v1::Webhook>& hooks,
@@ -194,6 +198,69 @@ std::vector<v1::Delivery> Store::DeliveriesFor(const std::string& target, bool d
     if (out.size() >= limit) break;
   }
   return out;
+}
+
+namespace {
+bool StartsWith(const std::string& s, std::string_view prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
+// An inbox names at most this many expired ids per look; the rest go on
+// the next pass.
+constexpr int kForgetPerInbox = 10000;
+}  // namespace
+
+Store::SweptPage Store::ForgetExpired(const std::string& cursor, int64_t cutoff_ms, int page_size) {
+  auto conn = pool_->Acquire();
+  Reply page = conn->Command({"SCAN", cursor, "MATCH", "sf:n:*", "TYPE", "zset", "COUNT", std::to_string(page_size)});
+  ThrowIfError(page.get());
+  if (page->type != REDIS_REPLY_ARRAY || page->elements != 2) throw std::runtime_error("SCAN: unexpected reply");
+  SweptPage out;
+  out.next_cursor = ReplyString(page->element[0]).value_or("0");
+  const std::string before = "(" + std::to_string(cutoff_ms);
+  // Delivery lists are trimmed by score at once. An inbox's expired ids are
+  // read first: the same ids leave the user's unread set, which has no
+  // scores.
+  std::vector<std::string> inboxes;
+  std::vector<std::vector<std::string>> looks;
+  for (auto& key : ReplyStrings(page->element[1])) {
+    if (StartsWith(key, keys::kInboxPrefix)) {
+      looks.push_back({"ZRANGE", key, "-inf", before, "BYSCORE", "LIMIT", "0", std::to_string(kForgetPerInbox)});
+      inboxes.push_back(std::move(key));
+    } else if (StartsWith(key, keys::kDeliveriesPrefix) || key == keys::kDead) {
+      looks.push_back({"ZREMRANGEBYSCORE", key, "-inf", before});
+    }
+  }
+  out.lists = looks.size();
+  if (looks.empty()) return out;
+  std::vector<std::vector<std::string>> forgets;
+  size_t next_inbox = 0;
+  for (auto& reply : conn->Pipeline(looks)) {
+    ThrowIfError(reply.get());
+    if (reply->type == REDIS_REPLY_INTEGER) {
+      out.forgotten += static_cast<size_t>(reply->integer);
+      continue;
+    }
+    const std::string& inbox = inboxes[next_inbox++];
+    auto ids = ReplyStrings(reply.get());
+    if (ids.empty()) continue;
+    // Unread first: a sweep cut short leaves the ids in the inbox, where
+    // the next one finds them again.
+    std::vector<std::string> srem{"SREM", keys::Unread(inbox.substr(keys::kInboxPrefix.size()))};
+    std::vector<std::string> zrem{"ZREM", inbox};
+    srem.insert(srem.end(), ids.begin(), ids.end());
+    zrem.insert(zrem.end(), ids.begin(), ids.end());
+    forgets.push_back(std::move(srem));
+    forgets.push_back(std::move(zrem));
+    out.forgotten += ids.size();
+  }
+  if (!forgets.empty())
+    for (auto& reply : conn->Pipeline(forgets)) ThrowIfError(reply.get());
+  return out;
+}
+
+bool Store::TakeSweep(const std::string& replica, int64_t interval_ms) {
+  auto conn = pool_->Acquire();
+  Reply r = conn->Command({"SET", keys::kSweep, replica, "NX", "PX", std::to_string(interval_ms)});
+  ThrowIfError(r.get());
+  return r->type == REDIS_REPLY_STATUS;  // nil: another replica has this interval
 }
 
 }  // namespace sopflow::notifier

@@ -33,6 +33,7 @@ inline constexpr char kDue[] = "sf:n:due";            // zset delivery id by nex
 std::string DeliveriesOf(const std::string& target);  // zset delivery id by creation
 inline constexpr char kDead[] = "sf:n:dead";          // zset delivery id by death
 inline constexpr char kTimers[] = "sf:n:timers";      // zset "<task>|reminder" / "<task>|due" by fire time
+inline constexpr char kSweep[] = "sf:n:sweep";        // string: the replica sweeping this interval (Store::TakeSweep)
 // Retired: "sf:n:task:<id>", the notifier's copy of each task (notifiers
 // before 2026-11-22); left to expire, read by nothing.
 }  // namespace keys
@@ -87,6 +88,21 @@ class Store {
   size_t UnreadCount(const std::string& user);
   size_t MarkRead(const std::string& user, const std::vector<std::string>& ids);
   std::vector<v1::Delivery> DeliveriesFor(const std::string& target, bool dead_only, size_t limit);
+
+  // Items and deliveries expire after kKeepSeconds, but the lists that name
+  // them (each user's inbox and unread set, each target's deliveries, the
+  // dead letters) would keep their ids forever: UnreadCount would count
+  // notifications long gone and a user's lists would only grow. This
+  // forgets the ids recorded before `cutoff_ms` in one SCAN page of those
+  // lists; `next_cursor` is "0" once a pass over every key is complete.
+  struct SweptPage {
+    std::string next_cursor;
+    size_t lists = 0;      // lists looked at
+    size_t forgotten = 0;  // ids removed from them
+  };
+  SweptPage ForgetExpired(const std::string& cursor, int64_t cutoff_ms, int page_size);
+  // True for the one replica that sweeps in this `interval_ms`.
+  bool TakeSweep(const std::string& replica, int64_t interval_ms);
 
   RedisPool* pool() { return pool_; }
 

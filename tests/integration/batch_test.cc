@@ -521,6 +521,64 @@ TEST_F(BatchTest, NotifierReplicasDeliverToTheWebhooksCurrentWhenTheyRecord) {
   EXPECT_EQ(InboxKinds(notifier_store, "sekretaris-blg", v1::Notification::TASK_ASSIGNED).size(), 5u);
 }
 
+// A notification's item and deliveries expire after 90 days; the lists
+// naming them (inbox, unread set, a webhook's deliveries, the dead
+// letters) forget them in the sweep, so CountUnread counts only what is
+// left. Scores are the notifier's clock, which the test moves; the items
+// themselves are not needed for that.
+TEST_F(BatchTest, AfterNinetyDaysTheNotifierForgetsExpiredIdsAndCountsOnlyWhatIsLeft) {
+  notifier::Store notifier_store(pool_.get(), 1000);
+  ManualClock notifier_clock(clock_.Now());
+  notifier::Engine notifier(&notifier_store, &notifier_clock, Composer(), RouterTasks(), notifier::Options());
+  v1::RegisterWebhookRequest req;
+  req.set_url("http://127.0.0.1:9/hook");
+  const v1::Webhook hook = notifier.RegisterWebhook(UserOf(kSekretarisBlg), req);
+  auto task_created = [&] {
+    v1::Run run = StartRun();
+    return Outbox().at(TasksOf(run).at(0).id() + "/created");
+  };
+  const std::string user = UserOf(kSekretarisBlg).id;
+  const auto always = [] { return true; };
+  RedisConnection conn(RedisAddress::Parse(backends_->redis->address()));
+  auto count = [&](const std::vector<std::string>& command) { return ReplyInteger(conn.Command(command).get()); };
+  const auto day = std::chrono::hours(24);
+
+  // Day 0: three notifications, one read, and a dead letter.
+  notifier.OnEvents({task_created(), task_created(), task_created()});
+  auto day0 = notifier_store.InboxOf(user, 10, false);
+  ASSERT_EQ(day0.size(), 3u);
+  notifier_store.MarkRead(user, {day0[0].id()});
+  const std::string day0_ms = std::to_string(UnixMillis(notifier_clock.Now()));
+  conn.Command({"ZADD", notifier::keys::kDead, day0_ms, "n-day0|hook"});
+  ASSERT_EQ(notifier_store.UnreadCount(user), 2u);
+
+  // Day 89: nothing has expired, nothing is forgotten.
+  notifier_clock.Advance(89 * day);
+  auto swept = notifier.SweepExpired("replica-a", 1, always);
+  ASSERT_TRUE(swept.has_value());
+  EXPECT_EQ(*swept, 0u);
+  EXPECT_EQ(notifier_store.UnreadCount(user), 2u);
+
+  // Day 91: a new notification; the sweep forgets day 0's ids everywhere.
+  notifier_clock.Advance(2 * day);
+  notifier.OnEvents({task_created()});
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the 1 ms lease above has lapsed
+  swept = notifier.SweepExpired("replica-a", 60000, always);
+  ASSERT_TRUE(swept.has_value());
+  EXPECT_EQ(*swept, 3u + 3u + 1u) << "the inbox's ids, the webhook's deliveries, the dead letter";
+  EXPECT_EQ(notifier_store.UnreadCount(user), 1u);
+  auto left = notifier_store.InboxOf(user, 10, false);
+  ASSERT_EQ(left.size(), 1u);
+  for (const auto& old : day0) EXPECT_NE(left[0].id(), old.id());
+  EXPECT_EQ(notifier_store.InboxOf(user, 10, true).size(), 1u);
+  EXPECT_EQ(count({"ZCARD", notifier::keys::Inbox(user)}), 1);
+  EXPECT_EQ(count({"SCARD", notifier::keys::Unread(user)}), 1);
+  EXPECT_EQ(count({"ZCARD", notifier::keys::DeliveriesOf(hook.id())}), 1);
+  EXPECT_EQ(count({"ZCARD", notifier::keys::kDead}), 0);
+  // The day's sweep was replica-a's: another replica does not repeat it.
+  EXPECT_FALSE(notifier.SweepExpired("replica-b", 60000, always).has_value());
+}
+
 TEST_F(BatchTest, NotifierTimersOfATaskDoneFireAsNoOpsWhateverOrderItsEventsCameIn) {
   // Two replicas share the notifier's consumer: one may still be recording
   // task.created when the other has recorded task.completed, so the

@@ -39,6 +39,7 @@ class NotifierTimersTest : public RouterTest {
     for (int i = 0; i < 2; ++i) {
       auto config = NotifierConfigFor(*backends_, "", router_->port());
       config.replica_id = "notifier-" + std::to_string(i);
+      config.sweep_interval_ms = 1000;  // a sweep each second between the two, not each hour
       replicas_[i] = new notifier::NotifierProcess(config, clock_for_notifiers_);
       replicas_[i]->Start();
     }
@@ -91,6 +92,28 @@ TEST_F(NotifierTimersTest, AReminderAndAnOverdueEscalationFireOnceWithTwoReplica
   EXPECT_EQ(escalated[0].role(), "sekretaris");
   EXPECT_TRUE(Addressed(escalated[0], "sekretaris-blg"));
   EXPECT_NE(escalated[0].title().find("Eskalasi"), std::string::npos);
+}
+
+// The replicas sweep on their own: 91 days on, the sekretaris's inbox and
+// unread set no longer name a notification whose item has expired.
+TEST_F(NotifierTimersTest, TheReplicasForgetExpiredNotificationsOnTheirOwn) {
+  v1::Run run = Start003();
+  v1::Task first = WaitForOpenTask(run.id(), 1);
+  std::vector<v1::Notification> assigned;
+  ASSERT_TRUE(WaitUntil([&] {
+    assigned = Logged(redis(), first.id(), v1::Notification::TASK_ASSIGNED);
+    return assigned.size() == 1;
+  }));
+  ASSERT_TRUE(Addressed(assigned[0], "sekretaris-blg"));
+  RedisConnection conn(RedisAddress::Parse(redis()));
+  auto named = [&] {
+    bool in_inbox = conn.Command({"ZSCORE", "sf:n:inbox:sekretaris-blg", assigned[0].id()})->type == REDIS_REPLY_STRING;
+    bool unread = ReplyInteger(conn.Command({"SISMEMBER", "sf:n:unread:sekretaris-blg", assigned[0].id()}).get()) == 1;
+    return in_inbox || unread;
+  };
+  ASSERT_TRUE(named());
+  clock_for_notifiers_->Advance(std::chrono::hours(24 * 91));
+  EXPECT_TRUE(WaitUntil([&] { return !named(); })) << "still in the inbox or unread 91 days on";
 }
 
 TEST_F(NotifierTimersTest, ATaskDoneBeforeItsReminderGetsNone) {
