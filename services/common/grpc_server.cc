@@ -266,10 +266,11 @@ void ServerHost::Shutdown(std::chrono::milliseconds grace) {
 
 // gRPC's shutdown ends when every connection has closed, and it closes a
 // connection once the client has acknowledged the GOAWAY's ping. A client
-// holding an idle channel reads nothing until its next call, so one such
-// client (every department's integration keeps one) would hold each drain
-// to its whole grace. Once no call is left there is nothing to wait for:
-// the remaining connections are closed as gRPC would at the deadline.
+// holding an idle channel reads nothing until it next polls (C-core
+// clients every 5 s; gRPC gives up on one after 20 s), so one such client
+// (every department's integration keeps one) held each drain that long or
+// to its grace. Once no call is left there is nothing to wait for: the
+// remaining connections are closed as gRPC would at the deadline.
 // The quiet period lets clients that are reading close theirs first, and
 // covers the moment before Shutdown has begun: a close that came too early
 // only drops idle connections, and the loop closes again.

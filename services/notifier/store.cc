@@ -136,12 +136,42 @@ std::vector<std::string> Store::ClaimTimers(int64_t now_ms, int64_t lease_ms, in
   return out;
 }
 
+namespace {
+// The ids of a user's newest unread notifications, newest first, at most
+// `limit`: the inbox, newest first, a page at a time, against the unread
+// set. Unread ids are all in the inbox, so this ends with `limit` found or
+// the inbox read; a user with thousands unread costs a page, not a read of
+// every unread notification.
+std::vector<std::string> NewestUnread(RedisConnection& conn, const std::string& user, size_t limit) {
+  const size_t page = std::max<size_t>(limit * 4, 64);
+  std::vector<std::string> out;
+  for (size_t start = 0; out.size() < limit; start += page) {
+    Reply r = conn.Command({"ZRANGE", keys::Inbox(user), std::to_string(start), std::to_string(start + page - 1), "REV"});
+    ThrowIfError(r.get());
+    auto ids = ReplyStrings(r.get());
+    if (ids.empty()) break;
+    std::vector<std::string> is_unread{"SMISMEMBER", keys::Unread(user)};
+    is_unread.insert(is_unread.end(), ids.begin(), ids.end());
+    Reply flags = conn.Command(is_unread);
+    ThrowIfError(flags.get());
+    for (size_t i = 0; i < ids.size() && i < flags->elements && out.size() < limit; ++i)
+      if (flags->element[i]->integer == 1) out.push_back(std::move(ids[i]));
+    if (ids.size() < page) break;
+  }
+  return out;
+}
+}  // namespace
+
 std::vector<v1::Notification> Store::InboxOf(const std::string& user, size_t limit, bool unread_only) {
   auto conn = pool_->Acquire();
-  Reply r = unread_only ? conn->Command({"SMEMBERS", keys::Unread(user)})
-                        : conn->Command({"ZRANGE", keys::Inbox(user), "0", std::to_string(limit - 1), "REV"});
-  ThrowIfError(r.get());
-  auto ids = ReplyStrings(r.get());
+  std::vector<std::string> ids;
+  if (unread_only) {
+    ids = NewestUnread(*conn, user, limit);
+  } else {
+    Reply r = conn->Command({"ZRANGE", keys::Inbox(user), "0", std::to_string(limit - 1), "REV"});
+    ThrowIfError(r.get());
+    ids = ReplyStrings(r.get());
+  }
   std::vector<v1::Notification> out;
   if (ids.empty()) return out;
   std::vector<std::vector<std::string>> cmds;
@@ -160,7 +190,6 @@ std::vector<v1::Notification> Store::InboxOf(const std::string& user, size_t lim
   std::sort(out.begin(), out.end(), [](const v1::Notification& a, const v1::Notification& b) {
     return TimeUtil::TimestampToMilliseconds(a.time()) > TimeUtil::TimestampToMilliseconds(b.time());
   });
-  if (out.size() > limit) out.resize(limit);
   return out;
 }
 

@@ -579,6 +579,54 @@ TEST_F(BatchTest, AfterNinetyDaysTheNotifierForgetsExpiredIdsAndCountsOnlyWhatIs
   EXPECT_FALSE(notifier.SweepExpired("replica-b", 60000, always).has_value());
 }
 
+// A user who reads little holds thousands unread (a role's escalations
+// over 90 days). The unread page is the newest unread ones, newest first,
+// found without reading every unread notification.
+TEST_F(BatchTest, TheUnreadPageOfAUserWithThousandsUnreadIsTheNewestOnes) {
+  notifier::Store notifier_store(pool_.get(), 1000);
+  const std::string user = "pembaca-lambat";
+  constexpr int kNotifications = 3000;
+  const int64_t t0 = UnixMillis(clock_.Now());
+  for (int i = 0; i < kNotifications; i += 500) {
+    RedisBatch b;
+    for (int j = i; j < i + 500; ++j) {
+      v1::Notification n;
+      n.set_id("n-" + std::to_string(j));
+      n.add_users(user);
+      n.set_title(std::string(600, 'x'));
+      *n.mutable_time() = google::protobuf::util::TimeUtil::MillisecondsToTimestamp(t0 + j);
+      notifier_store.Record(b, n, {}, {}, t0 + j, false);
+    }
+    ASSERT_EQ(notifier_store.Commit(b), 0);
+  }
+  // The newest five are read; the page is the twenty unread after them.
+  notifier_store.MarkRead(user, {"n-2999", "n-2998", "n-2997", "n-2996", "n-2995"});
+  ASSERT_EQ(notifier_store.UnreadCount(user), static_cast<size_t>(kNotifications - 5));
+  const int64_t gets_before = CommandCalls("get");
+  auto page = notifier_store.InboxOf(user, 20, true);
+  EXPECT_EQ(CommandCalls("get") - gets_before, 20) << "read every unread notification for a page of twenty";
+  ASSERT_EQ(page.size(), 20u);
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_EQ(page[i].id(), "n-" + std::to_string(2994 - i));
+    EXPECT_FALSE(page[i].read());
+  }
+  // Few unread, far back behind read ones: still found, in order.
+  std::vector<std::string> read_all_but_three;
+  for (int j = 0; j < kNotifications; ++j)
+    if (j != 7 && j != 11 && j != 1500) read_all_but_three.push_back("n-" + std::to_string(j));
+  notifier_store.MarkRead(user, read_all_but_three);
+  page = notifier_store.InboxOf(user, 20, true);
+  ASSERT_EQ(page.size(), 3u);
+  EXPECT_EQ(page[0].id(), "n-1500");
+  EXPECT_EQ(page[1].id(), "n-11");
+  EXPECT_EQ(page[2].id(), "n-7");
+  // The whole inbox page still marks which are read.
+  auto all = notifier_store.InboxOf(user, 5, false);
+  ASSERT_EQ(all.size(), 5u);
+  EXPECT_EQ(all[0].id(), "n-2999");
+  EXPECT_TRUE(all[0].read());
+}
+
 TEST_F(BatchTest, NotifierTimersOfATaskDoneFireAsNoOpsWhateverOrderItsEventsCameIn) {
   // Two replicas share the notifier's consumer: one may still be recording
   // task.created when the other has recorded task.completed, so the
