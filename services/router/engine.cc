@@ -3,6 +3,9 @@
 #include <google/protobuf/util/time_util.h>
 
 #include <algorithm>
+#include <limits>
+#include <map>
+#include <set>
 
 #include "definition.h"
 #include "error.h"
@@ -277,6 +280,7 @@ v1::Run Engine::PrepareStart(const User& user, const v1::StartRunRequest& req, u
   b.Write({"HSET", keys::Run(run.id()), "rev", "0"});
   b.Write({"ZADD", keys::kRuns, std::to_string(UnixMillis(now)), run.id()});
   b.Write({"ZADD", keys::RunsOf(def->id()), std::to_string(UnixMillis(now)), run.id()});
+  for (const auto& reader : ReadersOf(run)) b.Write({"ZADD", keys::RunsReadableBy(reader), std::to_string(UnixMillis(now)), run.id()});
   b.AppendHistory(run.id(), Entry(v1::HistoryEntry::RUN_STARTED, now, nullptr, user.id));
   v1::Event e = NewEvent(run.id() + "/started", events::kRunStarted, run.id(), run);
   *e.mutable_run_started()->mutable_run() = run;
@@ -305,15 +309,115 @@ v1::GetRunResponse Engine::GetRun(const User& user, const std::string& run_id) {
   return out;
 }
 
-std::vector<v1::Run> Engine::ListRuns(const User& user, const std::string& sop_id, uint32_t page_size) {
-  size_t limit = page_size == 0 ? 100 : std::min<uint32_t>(page_size, 1000);
-  auto ids = store_->ZRevRange(sop_id.empty() ? keys::kRuns : keys::RunsOf(sop_id), limit * (user.admin ? 1 : 4));
-  std::vector<v1::Run> out;
-  for (auto& run : store_->GetRuns(ids)) {
-    if (out.size() >= limit) break;
-    if (flow::MayRead(user, run)) out.push_back(std::move(run));
+namespace {
+// A page token is the last run a page looked at: "<start ms>:<run id>".
+std::string PageToken(const Store::Ranked& last) { return std::to_string(last.score) + ":" + last.id; }
+
+std::optional<Store::Ranked> FromPageToken(const std::string& token) {
+  if (token.empty()) return std::nullopt;
+  auto colon = token.find(':');
+  bool digits = colon != std::string::npos && colon > 0 && colon <= 18 &&
+                std::all_of(token.begin(), token.begin() + colon, [](char c) { return c >= '0' && c <= '9'; });
+  if (!digits || colon + 1 == token.size() || token.size() > 256)
+    ThrowInvalid("page_token", "is not a next_page_token ListRuns gave");
+  return Store::Ranked{token.substr(colon + 1), std::stoll(token.substr(0, colon))};
+}
+}  // namespace
+
+std::vector<std::string> Engine::ReadersOf(const v1::Run& run) {
+  std::set<std::string> names{run.unit()};
+  for (const auto& [group, list] : run.members())
+    for (const auto& m : list.members()) names.insert(m);
+  names.erase("");
+  return {names.begin(), names.end()};
+}
+
+v1::ListRunsResponse Engine::ListRuns(const User& user, const v1::ListRunsRequest& req) {
+  const size_t limit = req.page_size() == 0 ? 100 : std::min<uint32_t>(req.page_size(), 1000);
+  std::optional<Store::Ranked> cursor = FromPageToken(req.page_token());
+  const bool everything = user.admin || user.Has("read_runs");
+  std::vector<std::string> sources;
+  if (everything) {
+    sources.push_back(req.sop_id().empty() ? keys::kRuns : keys::RunsOf(req.sop_id()));
+  } else {
+    for (const auto* name : {&user.unit, &user.id})
+      if (!name->empty()) sources.push_back(keys::RunsReadableBy(*name));
+    if (sources.size() == 2 && user.unit == user.id) sources.pop_back();
   }
-  return out;
+  // Candidates newest first from every source, each run once; runs of
+  // another SOP (filtered here for non-admins) make a page need more
+  // reads, up to kMaxReads, after which it is short and its token goes on.
+  constexpr int kMaxReads = 20;
+  v1::ListRunsResponse page;
+  bool exhausted = false;
+  for (int read = 0; read < kMaxReads && static_cast<size_t>(page.runs_size()) < limit && !exhausted; ++read) {
+    std::vector<Store::Ranked> candidates;
+    exhausted = true;
+    for (const auto& key : sources) {
+      auto newest = store_->NewestAfter(key, cursor, limit);
+      exhausted = exhausted && newest.size() < limit;
+      candidates.insert(candidates.end(), std::make_move_iterator(newest.begin()), std::make_move_iterator(newest.end()));
+    }
+    std::sort(candidates.begin(), candidates.end(), [](const Store::Ranked& a, const Store::Ranked& b) {
+      return a.score != b.score ? a.score > b.score : a.id > b.id;
+    });
+    candidates.erase(std::unique(candidates.begin(), candidates.end(),
+                                 [](const Store::Ranked& a, const Store::Ranked& b) { return a.id == b.id; }),
+                     candidates.end());
+    // Beyond `limit` the sources' orders were not merged: later reads get them.
+    if (candidates.size() > limit) {
+      candidates.resize(limit);
+      exhausted = false;
+    }
+    std::vector<std::string> ids;
+    for (const auto& c : candidates) ids.push_back(c.id);
+    auto runs = store_->GetRuns(ids);
+    std::map<std::string, v1::Run*> by_id;
+    for (auto& r : runs) by_id[r.id()] = &r;
+    size_t used = 0;
+    for (const auto& c : candidates) {
+      if (static_cast<size_t>(page.runs_size()) >= limit) break;
+      ++used;
+      cursor = c;
+      auto found = by_id.find(c.id);
+      if (found == by_id.end()) continue;
+      v1::Run& run = *found->second;
+      if (!req.sop_id().empty() && run.sop_id() != req.sop_id()) continue;
+      if (!flow::MayRead(user, run)) continue;
+      *page.add_runs() = std::move(run);
+    }
+    if (used < candidates.size()) exhausted = false;
+  }
+  if (!exhausted && cursor) page.set_next_page_token(PageToken(*cursor));
+  return page;
+}
+
+size_t Engine::IndexReadableRuns(std::chrono::milliseconds recent) {
+  constexpr size_t kPage = 1000;
+  auto indexed = store_->GetString(keys::kRunsReadableIndexed);
+  const int64_t from = indexed ? std::stoll(*indexed) - recent.count() : std::numeric_limits<int64_t>::min() / 2;
+  int64_t newest = indexed ? std::stoll(*indexed) : 0;
+  size_t count = 0;
+  for (size_t offset = 0;; offset += kPage) {
+    auto entries = store_->OldestFrom(keys::kRuns, from, offset, kPage);
+    std::vector<std::string> ids;
+    for (const auto& e : entries) ids.push_back(e.id);
+    std::map<std::string, int64_t> score;
+    for (const auto& e : entries) score[e.id] = e.score;
+    Batch b;
+    for (const auto& run : store_->GetRuns(ids)) {
+      for (const auto& reader : ReadersOf(run))
+        b.Write({"ZADD", keys::RunsReadableBy(reader), std::to_string(score[run.id()]), run.id()});
+      newest = std::max(newest, score[run.id()]);
+      ++count;
+    }
+    if (!b.empty()) store_->CommitAll({&b});
+    if (entries.size() < kPage) break;
+  }
+  Batch done;
+  done.Write({"SET", keys::kRunsReadableIndexed, std::to_string(newest)});
+  store_->CommitAll({&done});
+  return count;
 }
 
 v1::Run Engine::CancelRun(const User& user, const std::string& run_id, const std::string& reason) {

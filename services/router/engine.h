@@ -59,7 +59,15 @@ class Engine {
   // would: both answer the run the first started.
   void StartAll(std::vector<StartCall>& calls);
   v1::GetRunResponse GetRun(const User& user, const std::string& run_id);
-  std::vector<v1::Run> ListRuns(const User& user, const std::string& sop_id, uint32_t page_size);
+  // The runs `user` may read, newest first, a page at a time (the
+  // request's page_token). Admins and read_runs page through every run (of
+  // the SOP); others through RunsReadableBy their unit and their id.
+  v1::ListRunsResponse ListRuns(const User& user, const v1::ListRunsRequest& req);
+  // Puts runs started before this version wrote RunsReadableBy into it (all
+  // of them the first time; then those of the last `recent`, which a router
+  // of the earlier version may have started during a rolling update).
+  // Returns the runs indexed.
+  size_t IndexReadableRuns(std::chrono::milliseconds recent = std::chrono::hours(1));
   v1::Run CancelRun(const User& user, const std::string& run_id, const std::string& reason);
 
   std::vector<v1::Task> Inbox(const User& user, uint32_t page_size);
@@ -101,6 +109,9 @@ class Engine {
   v1::Task AttachDocument(const User& user, const v1::AttachDocumentRequest& req);
 
  private:
+  // The names whose RunsReadableBy index lists `run`: its unit and each
+  // fan-out member (a unit or a user).
+  static std::vector<std::string> ReadersOf(const v1::Run& run);
   struct Finish {
     std::string outcome;
     bool returned = false;

@@ -71,6 +71,10 @@ void RouterProcess::Start() {
   impl_->engine->RememberRecent(static_cast<size_t>(std::max(c.recent_tasks, 0)));
   impl_->engine->LimitEventBytes(static_cast<size_t>(std::max<int64_t>(impl_->publisher->MaxPayload() - kHeaderRoom, 0)));
   if (!c.definitions_dir.empty()) DeployDirectory(*impl_->engine, c.definitions_dir);
+  // Runs started before this version indexed who may read them: listed
+  // for their units from now on (ListRuns).
+  if (size_t indexed = impl_->engine->IndexReadableRuns())
+    spdlog::info("indexed {} runs for the units that may read them", indexed);
 
   OutboxRelay::Options relay_options;
   relay_options.orphan_after_ms = c.relay_reclaim_idle_ms;

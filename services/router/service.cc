@@ -67,10 +67,7 @@ ServerUnaryReactor* RouterService::GetRun(CallbackServerContext* ctx, const v1::
 
 ServerUnaryReactor* RouterService::ListRuns(CallbackServerContext* ctx, const v1::ListRunsRequest* req,
                                             v1::ListRunsResponse* resp) {
-  return Unary(ctx, [&] {
-    for (auto& r : engine_->ListRuns(CallerOf(*ctx, *users_), req->sop_id(), req->page_size()))
-      *resp->add_runs() = std::move(r);
-  });
+  return Unary(ctx, [&] { *resp = engine_->ListRuns(CallerOf(*ctx, *users_), *req); });
 }
 
 ServerUnaryReactor* RouterService::CancelRun(CallbackServerContext* ctx, const v1::CancelRunRequest* req, v1::Run* resp) {

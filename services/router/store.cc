@@ -1,5 +1,7 @@
 #include "store.h"
 
+#include <cmath>
+
 #include <hiredis/hiredis.h>
 
 #include "error.h"
@@ -13,6 +15,7 @@ std::string Run(const std::string& id) { return "sf:run:" + id; }
 std::string RunTasks(const std::string& id) { return "sf:run:" + id + ":tasks"; }
 std::string RunHistory(const std::string& id) { return "sf:run:" + id + ":history"; }
 std::string RunsOf(const std::string& sop) { return "sf:runs:" + sop; }
+std::string RunsReadableBy(const std::string& name) { return "sf:runs-readable:" + name; }
 std::string Request(const std::string& id) { return "sf:req:" + id; }
 std::string Task(const std::string& id) { return "sf:task:" + id; }
 std::string FanOut(const std::string& run, uint32_t gen) { return "sf:fan:" + run + ":" + std::to_string(gen); }
@@ -200,11 +203,50 @@ std::vector<std::string> Store::ZRangeByScore(const std::string& key, int64_t ma
   return ReplyStrings(r.get());
 }
 
-std::vector<std::string> Store::ZRevRange(const std::string& key, size_t limit) {
+namespace {
+// A WITHSCORES reply: id, score, id, score...
+std::vector<Store::Ranked> RankedOf(const redisReply* r) {
+  auto flat = ReplyStrings(r);
+  std::vector<Store::Ranked> out;
+  for (size_t i = 0; i + 1 < flat.size(); i += 2)
+    out.push_back({std::move(flat[i]), static_cast<int64_t>(std::llround(std::stod(flat[i + 1])))});
+  return out;
+}
+}  // namespace
+
+std::vector<Store::Ranked> Store::NewestAfter(const std::string& key, const std::optional<Ranked>& after,
+                                              size_t limit) {
+  // From the cursor's own score down. Entries at that score come highest id
+  // first, and those down to the cursor's id were given before: skipped, in
+  // as many reads as a run of equal scores takes (starts committed in one
+  // group share their millisecond).
+  constexpr size_t kMinRead = 256, kMaxReads = 1000;
+  const std::string max = after ? std::to_string(after->score) : "+inf";
   auto conn = pool_->Acquire();
-  Reply r = conn->Command({"ZRANGE", key, "0", std::to_string(limit - 1), "REV"});
+  std::vector<Ranked> out;
+  size_t offset = 0;
+  for (size_t reads = 0; out.size() < limit && reads < kMaxReads; ++reads) {
+    const size_t want = std::max(limit - out.size(), after ? kMinRead : size_t{1});
+    Reply r = conn->Command({"ZRANGE", key, max, "-inf", "BYSCORE", "REV", "LIMIT", std::to_string(offset),
+                             std::to_string(want), "WITHSCORES"});
+    ThrowIfError(r.get());
+    auto entries = RankedOf(r.get());
+    offset += entries.size();
+    for (auto& e : entries) {
+      if (after && e.score == after->score && e.id >= after->id) continue;
+      if (out.size() < limit) out.push_back(std::move(e));
+    }
+    if (entries.size() < want) break;
+  }
+  return out;
+}
+
+std::vector<Store::Ranked> Store::OldestFrom(const std::string& key, int64_t min_score, size_t offset, size_t limit) {
+  auto conn = pool_->Acquire();
+  Reply r = conn->Command({"ZRANGE", key, std::to_string(min_score), "+inf", "BYSCORE", "LIMIT", std::to_string(offset),
+                           std::to_string(limit), "WITHSCORES"});
   ThrowIfError(r.get());
-  return ReplyStrings(r.get());
+  return RankedOf(r.get());
 }
 
 std::vector<std::string> Store::SetMembers(const std::string& key) {

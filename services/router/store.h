@@ -22,6 +22,11 @@ std::string RunTasks(const std::string& run_id);      // list of task ids
 std::string RunHistory(const std::string& run_id);    // list of HistoryEntry
 inline constexpr char kRuns[] = "sf:runs";            // zset run id by start ms
 std::string RunsOf(const std::string& sop_id);        // zset run id by start ms
+// zset run id by start ms: runs whose unit is `name` or whose fan-out
+// members name it (a unit or a user), i.e. the runs a unit's users may read
+// (flow::MayRead) without read_runs.
+std::string RunsReadableBy(const std::string& name);
+inline constexpr char kRunsReadableIndexed[] = "sf:runs-readable-indexed";  // start ms up to which every run is in RunsReadableBy
 std::string Request(const std::string& request_id);   // run id of a StartRun request_id
 std::string Task(const std::string& task_id);         // hash: status, assignee, rev, pb
 std::string FanOut(const std::string& run_id, uint32_t gen);  // hash: left
@@ -95,7 +100,16 @@ class Store {
   // Members of several sorted sets, in one round trip.
   std::vector<std::string> ZMembers(const std::vector<std::string>& zset_keys, size_t limit_each);
   std::vector<std::string> ZRangeByScore(const std::string& key, int64_t max_score, size_t limit);
-  std::vector<std::string> ZRevRange(const std::string& key, size_t limit);
+  // A sorted set's entries newest (highest score) first, after `after` (the
+  // last entry a previous call gave; none: from the newest), at most
+  // `limit`. Entries of equal score come by id, highest first.
+  struct Ranked {
+    std::string id;
+    int64_t score = 0;
+  };
+  std::vector<Ranked> NewestAfter(const std::string& key, const std::optional<Ranked>& after, size_t limit);
+  // Oldest first from `min_score`, skipping `offset`, at most `limit`.
+  std::vector<Ranked> OldestFrom(const std::string& key, int64_t min_score, size_t offset, size_t limit);
   std::vector<std::string> SetMembers(const std::string& key);
 
   RedisPool* pool() { return pool_; }

@@ -1302,6 +1302,103 @@ TEST_F(BatchTest, StartGroupsFinishEveryCallOnceWhateverThreadCommitsIt) {
 // connections (as if on many replicas), all finish, and the step after
 // is created once. With losses counted as attempts, 11-13 of 200 answered
 // UNAVAILABLE.
+// A unit's users list their unit's runs, and the runs naming them as a
+// fan-out member, however many runs other units started since (before,
+// a non-admin's page was the province's newest 4 x page_size runs,
+// filtered: empty once others had started 400). Pages follow one another
+// with nothing missed or twice, through runs committed in one group (one
+// millisecond for all).
+TEST_F(BatchTest, ListRunsGivesAUnitItsRunsAndPagesThroughEveryRunOnce) {
+  engine_->DeployTrusted(ReadText(SourcePath("deploy/base/definitions/001-kalbar-biro-organisasi.yaml")),
+                         "001-kalbar-biro-organisasi.yaml", "test");
+  const v1::Run ours = StartRun();  // balangan-satpolpp, by its sekretaris
+  v1::StartRunRequest fan_out;
+  fan_out.set_sop_id(kSop001);
+  fan_out.set_period("2026-Q3");
+  fan_out.set_unit("kalbar-biro-organisasi");
+  (*fan_out.mutable_members())["bagian"].add_members("balangan-satpolpp");
+  (*fan_out.mutable_deadlines())[2] =
+      google::protobuf::util::TimeUtil::MillisecondsToTimestamp(UnixMillis(clock_.Now() + std::chrono::hours(72)));
+  const v1::Run naming_us = engine_->StartRun(UserOf(kKaro), fan_out);
+  // Then 450 runs of other units: 200 committed in one group, 250 alone.
+  std::vector<Engine::StartCall> group;
+  for (int i = 0; i < 200; ++i) {
+    v1::StartRunRequest req = Run003Request();
+    req.set_unit("unit-lain-" + std::to_string(i % 7));
+    group.push_back({UserOf(kAdmin), req, std::nullopt, nullptr});
+  }
+  engine_->StartAll(group);
+  for (const auto& call : group) ASSERT_TRUE(call.run.has_value());
+  for (int i = 0; i < 250; ++i) {
+    v1::StartRunRequest req = Run003Request();
+    req.set_unit("unit-lain-" + std::to_string(i % 7));
+    engine_->StartRun(UserOf(kAdmin), req);
+  }
+
+  auto list = [&](const char* token, const std::string& sop, uint32_t page_size, const std::string& page_token) {
+    v1::ListRunsRequest req;
+    req.set_sop_id(sop);
+    req.set_page_size(page_size);
+    req.set_page_token(page_token);
+    return engine_->ListRuns(UserOf(token), req);
+  };
+  auto mine = list(kSekretarisBlg, "", 100, "");
+  ASSERT_EQ(mine.runs_size(), 2);
+  EXPECT_EQ(mine.runs(0).id(), naming_us.id()) << "newest first";
+  EXPECT_EQ(mine.runs(1).id(), ours.id());
+  EXPECT_EQ(mine.next_page_token(), "");
+  auto of_003 = list(kSekretarisBlg, kSop003, 100, "");
+  ASSERT_EQ(of_003.runs_size(), 1);
+  EXPECT_EQ(of_003.runs(0).id(), ours.id());
+  // One at a time: the second page, then the end.
+  auto first = list(kSekretarisBlg, "", 1, "");
+  ASSERT_EQ(first.runs_size(), 1);
+  ASSERT_NE(first.next_page_token(), "");
+  auto second = list(kSekretarisBlg, "", 1, first.next_page_token());
+  ASSERT_EQ(second.runs_size(), 1);
+  EXPECT_EQ(second.runs(0).id(), ours.id());
+  EXPECT_EQ(list(kSekretarisBlg, "", 1, second.next_page_token()).runs_size(), 0);
+
+  // An admin pages through all 452, newest first, each once.
+  std::vector<std::string> paged;
+  std::string token;
+  for (int page = 0; page < 100; ++page) {
+    auto got = list(kAdmin, "", 37, token);
+    for (const auto& r : got.runs()) paged.push_back(r.id());
+    token = got.next_page_token();
+    if (token.empty()) break;
+  }
+  RedisConnection conn(RedisAddress::Parse(backends_->redis->address()));
+  std::vector<std::string> every = ReplyStrings(conn.Command({"ZRANGE", "sf:runs", "+inf", "-inf", "BYSCORE", "REV"}).get());
+  ASSERT_EQ(every.size(), 452u);
+  EXPECT_EQ(paged, every) << "a page missed or repeated a run";
+  EXPECT_EQ(std::set<std::string>(paged.begin(), paged.end()).size(), 452u);
+
+  // A token that is not one is refused with its field named.
+  for (const char* bad : {"x", ":01ABC", "12:", "1a:01ABC"}) {
+    try {
+      list(kAdmin, "", 10, bad);
+      ADD_FAILURE() << bad << " was taken";
+    } catch (const DomainError& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument) << bad;
+      EXPECT_NE(std::string(e.what()).find("page_token"), std::string::npos) << e.what();
+    }
+  }
+
+  // Runs from before the index (an older router's): indexed at the next
+  // start, then listed for their unit again.
+  for (const auto& key : ReplyStrings(conn.Command({"KEYS", "sf:runs-readable*"}).get())) conn.Command({"DEL", key});
+  EXPECT_EQ(list(kSekretarisBlg, "", 100, "").runs_size(), 0);
+  EXPECT_EQ(engine_->IndexReadableRuns(), 452u);
+  EXPECT_EQ(list(kSekretarisBlg, "", 100, "").runs_size(), 2);
+  // The next start looks only at the recent ones again: here, with
+  // nothing recent, those of the newest millisecond indexed.
+  auto newest = ReplyStrings(conn.Command({"ZRANGE", "sf:runs", "-1", "-1", "WITHSCORES"}).get());
+  ASSERT_EQ(newest.size(), 2u);
+  const int64_t at_newest = ReplyInteger(conn.Command({"ZCOUNT", "sf:runs", newest[1], newest[1]}).get());
+  EXPECT_EQ(engine_->IndexReadableRuns(std::chrono::milliseconds(0)), static_cast<size_t>(at_newest));
+}
+
 TEST_F(BatchTest, FanOutMembersFinishingAtOnceAllFinishAndTheStepAfterComesOnce) {
   RedisPool pool(RedisAddress::Parse(backends_->redis->address()), 16);
   Store store(&pool);

@@ -111,6 +111,10 @@ TEST_F(ErrorsTest, BadArgumentsAreInvalidAndNameTheField) {
   EXPECT_CODE(stub().StartRun(AuthedContext(kKaro).get(), start, &run), StatusCode::INVALID_ARGUMENT, "deadlines[2]:");
   start.clear_sop_id();
   EXPECT_CODE(stub().StartRun(AuthedContext(kKaro).get(), start, &run), StatusCode::INVALID_ARGUMENT, "sop_id:");
+  v1::ListRunsRequest list;
+  list.set_page_token("halaman-2");
+  v1::ListRunsResponse listed;
+  EXPECT_CODE(stub().ListRuns(AuthedContext(kKaro).get(), list, &listed), StatusCode::INVALID_ARGUMENT, "page_token:");
 
   v1::DeployDefinitionRequest deploy;
   deploy.set_file_name("rusak.yaml");

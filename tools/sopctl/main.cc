@@ -153,6 +153,10 @@ int main(int argc, char** argv) {
   start->add_option("--request-id", request_id, "idempotency key");
   auto* runs = app.add_subcommand("runs", "list runs");
   runs->add_option("--sop", sop);
+  uint32_t page_size = 0;
+  std::string page_token;
+  runs->add_option("--page-size", page_size, "runs per page (default 100, at most 1000)");
+  runs->add_option("--page-token", page_token, "the page after the one that printed it");
   auto* run = app.add_subcommand("run", "a run's timeline");
   run->add_option("id", id)->required();
   app.add_subcommand("inbox", "your open and claimed tasks");
@@ -264,13 +268,19 @@ int main(int argc, char** argv) {
     } else if (runs->parsed()) {
       v1::ListRunsRequest req;
       req.set_sop_id(sop);
+      req.set_page_size(page_size);
+      req.set_page_token(page_token);
       v1::ListRunsResponse resp;
       Check(stub->ListRuns(ctx().get(), req, &resp));
-      if (g.json) PrintJson(resp);
-      else
+      if (g.json) {
+        PrintJson(resp);
+      } else {
         for (const auto& r : resp.runs())
           std::printf("%-22s %-10s %-42s %-8s %s\n", r.id().c_str(), v1::Run::Status_Name(r.status()).c_str(),
                       r.sop_id().c_str(), r.period().c_str(), r.unit().c_str());
+        if (!resp.next_page_token().empty())
+          std::fprintf(stderr, "more: sopctl runs --page-token '%s'\n", resp.next_page_token().c_str());
+      }
     } else if (run->parsed()) {
       v1::GetRunRequest req;
       req.set_run_id(id);
