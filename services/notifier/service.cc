@@ -5,6 +5,7 @@
 #include <regex>
 
 #include "grpc_server.h"
+#include "paging.h"
 #include "subscribe_stream.h"
 
 namespace sopflow::notifier {
@@ -55,7 +56,9 @@ grpc::Status NotifierService::ListNotifications(grpc::ServerContext* ctx, const 
   return GuardedCall([&] {
     User user = CallerOf(*ctx, *users_);
     size_t limit = req->page_size() == 0 ? 50 : std::min<uint32_t>(req->page_size(), 500);
-    for (auto& n : engine_->store().InboxOf(user.id, limit, req->unread_only())) *resp->add_notifications() = std::move(n);
+    auto page = engine_->store().InboxOf(user.id, limit, req->unread_only(), FromPageToken(req->page_token()));
+    for (auto& n : page.notifications) *resp->add_notifications() = std::move(n);
+    if (page.last) resp->set_next_page_token(PageToken(*page.last));
   });
 }
 

@@ -137,59 +137,55 @@ std::vector<std::string> Store::ClaimTimers(int64_t now_ms, int64_t lease_ms, in
 }
 
 namespace {
-// The ids of a user's newest unread notifications, newest first, at most
-// `limit`: the inbox, newest first, a page at a time, against the unread
-// set. Unread ids are all in the inbox, so this ends with `limit` found or
-// the inbox read; a user with thousands unread costs a page, not a read of
+// Up to `limit` + 1 of a user's inbox entries after `after`, newest first:
+// the one beyond the page says whether there is a next. Unread only: the
+// inbox a page at a time against the unread set (every unread id is in
+// the inbox), so a user with thousands unread costs a page, not a read of
 // every unread notification.
-std::vector<std::string> NewestUnread(RedisConnection& conn, const std::string& user, size_t limit) {
+std::vector<Ranked> PageOfInbox(RedisConnection& conn, const std::string& user, size_t limit, bool unread_only,
+                                std::optional<Ranked> after) {
+  if (!unread_only) return NewestAfter(conn, keys::Inbox(user), after, limit + 1);
   const size_t page = std::max<size_t>(limit * 4, 64);
-  std::vector<std::string> out;
-  for (size_t start = 0; out.size() < limit; start += page) {
-    Reply r = conn.Command({"ZRANGE", keys::Inbox(user), std::to_string(start), std::to_string(start + page - 1), "REV"});
-    ThrowIfError(r.get());
-    auto ids = ReplyStrings(r.get());
-    if (ids.empty()) break;
+  std::vector<Ranked> out;
+  while (out.size() <= limit) {
+    auto entries = NewestAfter(conn, keys::Inbox(user), after, page);
+    if (entries.empty()) break;
     std::vector<std::string> is_unread{"SMISMEMBER", keys::Unread(user)};
-    is_unread.insert(is_unread.end(), ids.begin(), ids.end());
+    for (const auto& e : entries) is_unread.push_back(e.id);
     Reply flags = conn.Command(is_unread);
     ThrowIfError(flags.get());
-    for (size_t i = 0; i < ids.size() && i < flags->elements && out.size() < limit; ++i)
-      if (flags->element[i]->integer == 1) out.push_back(std::move(ids[i]));
-    if (ids.size() < page) break;
+    for (size_t i = 0; i < entries.size() && i < flags->elements && out.size() <= limit; ++i)
+      if (flags->element[i]->integer == 1) out.push_back(entries[i]);
+    if (entries.size() < page) break;
+    after = entries.back();
   }
   return out;
 }
 }  // namespace
 
-std::vector<v1::Notification> Store::InboxOf(const std::string& user, size_t limit, bool unread_only) {
+Store::InboxPage Store::InboxOf(const std::string& user, size_t limit, bool unread_only,
+                                const std::optional<Ranked>& after) {
   auto conn = pool_->Acquire();
-  std::vector<std::string> ids;
-  if (unread_only) {
-    ids = NewestUnread(*conn, user, limit);
-  } else {
-    Reply r = conn->Command({"ZRANGE", keys::Inbox(user), "0", std::to_string(limit - 1), "REV"});
-    ThrowIfError(r.get());
-    ids = ReplyStrings(r.get());
+  auto entries = PageOfInbox(*conn, user, limit, unread_only, after);
+  InboxPage out;
+  if (entries.size() > limit) {
+    entries.resize(limit);
+    out.last = entries.back();
   }
-  std::vector<v1::Notification> out;
-  if (ids.empty()) return out;
+  if (entries.empty()) return out;
   std::vector<std::vector<std::string>> cmds;
-  for (const auto& id : ids) cmds.push_back({"GET", keys::Item(id)});
+  for (const auto& e : entries) cmds.push_back({"GET", keys::Item(e.id)});
   std::vector<std::string> is_unread{"SMISMEMBER", keys::Unread(user)};
-  is_unread.insert(is_unread.end(), ids.begin(), ids.end());
+  for (const auto& e : entries) is_unread.push_back(e.id);
   cmds.push_back(is_unread);
   auto replies = conn->Pipeline(cmds);
   const redisReply* flags = replies.back().get();
-  for (size_t i = 0; i < ids.size(); ++i) {
+  for (size_t i = 0; i < entries.size(); ++i) {
     auto n = ReplyMessage<v1::Notification>(replies[i].get());
-    if (!n) continue;
+    if (!n) continue;  // expired; the sweep forgets its id
     n->set_read(!(flags && flags->type == REDIS_REPLY_ARRAY && i < flags->elements && flags->element[i]->integer == 1));
-    out.push_back(std::move(*n));
+    out.notifications.push_back(std::move(*n));
   }
-  std::sort(out.begin(), out.end(), [](const v1::Notification& a, const v1::Notification& b) {
-    return TimeUtil::TimestampToMilliseconds(a.time()) > TimeUtil::TimestampToMilliseconds(b.time());
-  });
   return out;
 }
 

@@ -12,6 +12,7 @@
 
 #include "redis.h"
 #include "leased_queue.h"
+#include "paging.h"
 #include "redis_batch.h"
 #include "sopflow/v1/notifier.pb.h"
 
@@ -84,7 +85,14 @@ class Store {
   std::vector<Claimed> ClaimDeliveries(int64_t now_ms, int64_t lease_ms, int limit);
   std::vector<std::string> ClaimTimers(int64_t now_ms, int64_t lease_ms, int limit);
 
-  std::vector<v1::Notification> InboxOf(const std::string& user, size_t limit, bool unread_only);
+  // A page of the user's notifications (or only the unread ones), newest
+  // first, after `after` (a previous page's `last`; none: the newest).
+  struct InboxPage {
+    std::vector<v1::Notification> notifications;
+    std::optional<Ranked> last;  // where the next page starts; none: no more
+  };
+  InboxPage InboxOf(const std::string& user, size_t limit, bool unread_only,
+                    const std::optional<Ranked>& after = std::nullopt);
   size_t UnreadCount(const std::string& user);
   size_t MarkRead(const std::string& user, const std::vector<std::string>& ids);
   std::vector<v1::Delivery> DeliveriesFor(const std::string& target, bool dead_only, size_t limit);

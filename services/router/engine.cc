@@ -309,21 +309,6 @@ v1::GetRunResponse Engine::GetRun(const User& user, const std::string& run_id) {
   return out;
 }
 
-namespace {
-// A page token is the last run a page looked at: "<start ms>:<run id>".
-std::string PageToken(const Store::Ranked& last) { return std::to_string(last.score) + ":" + last.id; }
-
-std::optional<Store::Ranked> FromPageToken(const std::string& token) {
-  if (token.empty()) return std::nullopt;
-  auto colon = token.find(':');
-  bool digits = colon != std::string::npos && colon > 0 && colon <= 18 &&
-                std::all_of(token.begin(), token.begin() + colon, [](char c) { return c >= '0' && c <= '9'; });
-  if (!digits || colon + 1 == token.size() || token.size() > 256)
-    ThrowInvalid("page_token", "is not a next_page_token ListRuns gave");
-  return Store::Ranked{token.substr(colon + 1), std::stoll(token.substr(0, colon))};
-}
-}  // namespace
-
 std::vector<std::string> Engine::ReadersOf(const v1::Run& run) {
   std::set<std::string> names{run.unit()};
   for (const auto& [group, list] : run.members())

@@ -1,7 +1,5 @@
 #include "store.h"
 
-#include <cmath>
-
 #include <hiredis/hiredis.h>
 
 #include "error.h"
@@ -203,42 +201,10 @@ std::vector<std::string> Store::ZRangeByScore(const std::string& key, int64_t ma
   return ReplyStrings(r.get());
 }
 
-namespace {
-// A WITHSCORES reply: id, score, id, score...
-std::vector<Store::Ranked> RankedOf(const redisReply* r) {
-  auto flat = ReplyStrings(r);
-  std::vector<Store::Ranked> out;
-  for (size_t i = 0; i + 1 < flat.size(); i += 2)
-    out.push_back({std::move(flat[i]), static_cast<int64_t>(std::llround(std::stod(flat[i + 1])))});
-  return out;
-}
-}  // namespace
-
 std::vector<Store::Ranked> Store::NewestAfter(const std::string& key, const std::optional<Ranked>& after,
                                               size_t limit) {
-  // From the cursor's own score down. Entries at that score come highest id
-  // first, and those down to the cursor's id were given before: skipped, in
-  // as many reads as a run of equal scores takes (starts committed in one
-  // group share their millisecond).
-  constexpr size_t kMinRead = 256, kMaxReads = 1000;
-  const std::string max = after ? std::to_string(after->score) : "+inf";
   auto conn = pool_->Acquire();
-  std::vector<Ranked> out;
-  size_t offset = 0;
-  for (size_t reads = 0; out.size() < limit && reads < kMaxReads; ++reads) {
-    const size_t want = std::max(limit - out.size(), after ? kMinRead : size_t{1});
-    Reply r = conn->Command({"ZRANGE", key, max, "-inf", "BYSCORE", "REV", "LIMIT", std::to_string(offset),
-                             std::to_string(want), "WITHSCORES"});
-    ThrowIfError(r.get());
-    auto entries = RankedOf(r.get());
-    offset += entries.size();
-    for (auto& e : entries) {
-      if (after && e.score == after->score && e.id >= after->id) continue;
-      if (out.size() < limit) out.push_back(std::move(e));
-    }
-    if (entries.size() < want) break;
-  }
-  return out;
+  return sopflow::NewestAfter(*conn, key, after, limit);
 }
 
 std::vector<Store::Ranked> Store::OldestFrom(const std::string& key, int64_t min_score, size_t offset, size_t limit) {

@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "paging.h"
 #include "redis.h"
 #include "redis_batch.h"
 #include "sopflow/v1/event.pb.h"
@@ -100,13 +101,8 @@ class Store {
   // Members of several sorted sets, in one round trip.
   std::vector<std::string> ZMembers(const std::vector<std::string>& zset_keys, size_t limit_each);
   std::vector<std::string> ZRangeByScore(const std::string& key, int64_t max_score, size_t limit);
-  // A sorted set's entries newest (highest score) first, after `after` (the
-  // last entry a previous call gave; none: from the newest), at most
-  // `limit`. Entries of equal score come by id, highest first.
-  struct Ranked {
-    std::string id;
-    int64_t score = 0;
-  };
+  // A sorted set's entries newest first after `after` (paging.h).
+  using Ranked = sopflow::Ranked;
   std::vector<Ranked> NewestAfter(const std::string& key, const std::optional<Ranked>& after, size_t limit);
   // Oldest first from `min_score`, skipping `offset`, at most `limit`.
   std::vector<Ranked> OldestFrom(const std::string& key, int64_t min_score, size_t offset, size_t limit);

@@ -397,6 +397,12 @@ TEST_F(NotifierChannelsTest, CallersSeeAndManageOnlyWhatIsTheirs) {
   remove.set_id(theirs.id());
   EXPECT_EQ(notifier().RemoveWebhook(AuthedContext(kSekretarisBlg).get(), remove, &removed).error_code(),
             StatusCode::PERMISSION_DENIED);
+  v1::ListNotificationsRequest page;
+  page.set_page_token("halaman-2");
+  v1::ListNotificationsResponse notifications;
+  st = notifier().ListNotifications(AuthedContext(kSekretarisBlg).get(), page, &notifications);
+  EXPECT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(st.error_message().rfind("page_token:", 0), 0u) << st.error_message();
   v1::ListWebhooksResponse listed;
   ASSERT_TRUE(notifier().ListWebhooks(AuthedContext(kSekretarisBlg).get(), {}, &listed).ok());
   for (const auto& h : listed.webhooks()) {

@@ -83,6 +83,12 @@ google::protobuf::Timestamp ParseWhen(const std::string& text) {
   return TimeUtil::MillisecondsToTimestamp(UnixMillis(t));
 }
 
+// On stderr, so that a page piped elsewhere stays only the page.
+void MorePages(const char* command, const std::string& next_page_token) {
+  if (!next_page_token.empty())
+    std::fprintf(stderr, "more: sopctl %s --page-token '%s'\n", command, next_page_token.c_str());
+}
+
 std::string When(const google::protobuf::Timestamp& t) {
   if (t.seconds() == 0) return "-";
   return FormatRfc3339(FromUnixMillis(TimeUtil::TimestampToMilliseconds(t))).substr(0, 16) + "Z";
@@ -185,6 +191,8 @@ int main(int argc, char** argv) {
   watch->add_flag("--from-start", from_start, "from the oldest kept");
   auto* notes = app.add_subcommand("notifications", "your notification inbox");
   notes->add_flag("--unread", unread, "only unread");
+  notes->add_option("--page-size", page_size, "notifications per page (default 50, at most 500)");
+  notes->add_option("--page-token", page_token, "the page after the one that printed it");
   auto* hook_add = app.add_subcommand("webhook-add", "register a webhook for a unit");
   hook_add->add_option("url", url)->required();
   hook_add->add_option("--unit", unit);
@@ -278,8 +286,7 @@ int main(int argc, char** argv) {
         for (const auto& r : resp.runs())
           std::printf("%-22s %-10s %-42s %-8s %s\n", r.id().c_str(), v1::Run::Status_Name(r.status()).c_str(),
                       r.sop_id().c_str(), r.period().c_str(), r.unit().c_str());
-        if (!resp.next_page_token().empty())
-          std::fprintf(stderr, "more: sopctl runs --page-token '%s'\n", resp.next_page_token().c_str());
+        MorePages("runs", resp.next_page_token());
       }
     } else if (run->parsed()) {
       v1::GetRunRequest req;
@@ -352,13 +359,18 @@ int main(int argc, char** argv) {
     } else if (notes->parsed()) {
       v1::ListNotificationsRequest req;
       req.set_unread_only(unread);
+      req.set_page_size(page_size);
+      req.set_page_token(page_token);
       v1::ListNotificationsResponse resp;
       Check(notifier->ListNotifications(ctx().get(), req, &resp));
-      if (g.json) PrintJson(resp);
-      else
+      if (g.json) {
+        PrintJson(resp);
+      } else {
         for (const auto& n : resp.notifications())
           std::printf("%s %s %-15s %s\n", n.read() ? " " : "*", When(n.time()).c_str(),
                       v1::Notification::Kind_Name(n.kind()).c_str(), n.title().c_str());
+        MorePages("notifications", resp.next_page_token());
+      }
     } else if (hook_add->parsed()) {
       v1::RegisterWebhookRequest req;
       req.set_url(url);
