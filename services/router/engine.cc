@@ -280,7 +280,7 @@ v1::Run Engine::PrepareStart(const User& user, const v1::StartRunRequest& req, u
   b.Write({"HSET", keys::Run(run.id()), "rev", "0"});
   b.Write({"ZADD", keys::kRuns, std::to_string(UnixMillis(now)), run.id()});
   b.Write({"ZADD", keys::RunsOf(def->id()), std::to_string(UnixMillis(now)), run.id()});
-  for (const auto& reader : ReadersOf(run)) b.Write({"ZADD", keys::RunsReadableBy(reader), std::to_string(UnixMillis(now)), run.id()});
+  IndexForReaders(b, run, UnixMillis(now));
   b.AppendHistory(run.id(), Entry(v1::HistoryEntry::RUN_STARTED, now, nullptr, user.id));
   v1::Event e = NewEvent(run.id() + "/started", events::kRunStarted, run.id(), run);
   *e.mutable_run_started()->mutable_run() = run;
@@ -309,25 +309,20 @@ v1::GetRunResponse Engine::GetRun(const User& user, const std::string& run_id) {
   return out;
 }
 
-std::vector<std::string> Engine::ReadersOf(const v1::Run& run) {
-  std::set<std::string> names{run.unit()};
-  for (const auto& [group, list] : run.members())
-    for (const auto& m : list.members()) names.insert(m);
-  names.erase("");
-  return {names.begin(), names.end()};
+void Engine::IndexForReaders(Batch& b, const v1::Run& run, int64_t started_ms) {
+  for (const auto& reader : flow::ReadersOf(run))
+    b.Write({"ZADD", keys::RunsReadableBy(reader), std::to_string(started_ms), run.id()});
 }
 
 v1::ListRunsResponse Engine::ListRuns(const User& user, const v1::ListRunsRequest& req) {
   const size_t limit = req.page_size() == 0 ? 100 : std::min<uint32_t>(req.page_size(), 1000);
   std::optional<Store::Ranked> cursor = FromPageToken(req.page_token());
-  const bool everything = user.admin || user.Has("read_runs");
   std::vector<std::string> sources;
-  if (everything) {
+  if (user.Has("read_runs")) {  // admins too
     sources.push_back(req.sop_id().empty() ? keys::kRuns : keys::RunsOf(req.sop_id()));
   } else {
-    for (const auto* name : {&user.unit, &user.id})
-      if (!name->empty()) sources.push_back(keys::RunsReadableBy(*name));
-    if (sources.size() == 2 && user.unit == user.id) sources.pop_back();
+    for (const auto& name : std::set<std::string>{user.unit, user.id})
+      if (!name.empty()) sources.push_back(keys::RunsReadableBy(name));
   }
   // Candidates newest first from every source, each run once; runs of
   // another SOP (filtered here for non-admins) make a page need more
@@ -386,14 +381,15 @@ size_t Engine::IndexReadableRuns(std::chrono::milliseconds recent) {
   for (size_t offset = 0;; offset += kPage) {
     auto entries = store_->OldestFrom(keys::kRuns, from, offset, kPage);
     std::vector<std::string> ids;
-    for (const auto& e : entries) ids.push_back(e.id);
-    std::map<std::string, int64_t> score;
-    for (const auto& e : entries) score[e.id] = e.score;
+    std::map<std::string, int64_t> started_ms;
+    for (const auto& e : entries) {
+      ids.push_back(e.id);
+      started_ms[e.id] = e.score;
+    }
     Batch b;
     for (const auto& run : store_->GetRuns(ids)) {
-      for (const auto& reader : ReadersOf(run))
-        b.Write({"ZADD", keys::RunsReadableBy(reader), std::to_string(score[run.id()]), run.id()});
-      newest = std::max(newest, score[run.id()]);
+      IndexForReaders(b, run, started_ms[run.id()]);
+      newest = std::max(newest, started_ms[run.id()]);
       ++count;
     }
     if (!b.empty()) store_->CommitAll({&b});

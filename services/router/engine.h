@@ -109,9 +109,8 @@ class Engine {
   v1::Task AttachDocument(const User& user, const v1::AttachDocumentRequest& req);
 
  private:
-  // The names whose RunsReadableBy index lists `run`: its unit and each
-  // fan-out member (a unit or a user).
-  static std::vector<std::string> ReadersOf(const v1::Run& run);
+  // Lists `run`, started at `started_ms`, under each of flow::ReadersOf.
+  static void IndexForReaders(Batch& b, const v1::Run& run, int64_t started_ms);
   struct Finish {
     std::string outcome;
     bool returned = false;

@@ -137,6 +137,14 @@ bool MayRead(const User& user, const v1::Run& run) {
   return false;
 }
 
+std::vector<std::string> ReadersOf(const v1::Run& run) {
+  std::set<std::string> names{run.unit()};
+  for (const auto& [group, list] : run.members())
+    for (const auto& m : list.members()) names.insert(m);
+  names.erase("");
+  return {names.begin(), names.end()};
+}
+
 void CheckStartRequest(const v1::Definition& def, const v1::StartRunRequest& req, TimePoint now) {
   if (req.period().empty()) ThrowInvalid("period", "is required, e.g. 2026-Q3");
   if (req.period().size() > 64) ThrowInvalid("period", "at most 64 characters");

@@ -57,6 +57,11 @@ bool MayStart(const User& user, const v1::Definition& def, const std::string& un
 // May `user` read `run`? Admins and services with "read_runs", users of its
 // unit, and its fan-out members.
 bool MayRead(const User& user, const v1::Run& run);
+// The names that let users read `run` without read_runs, as MayRead has
+// it: its unit (the users of that unit) and each fan-out member (the users
+// of that unit, or that user); sorted, each once. ListRuns indexes runs
+// under these (keys::RunsReadableBy) and still asks MayRead of each.
+std::vector<std::string> ReadersOf(const v1::Run& run);
 
 // Checks a StartRun request against the definition (members of every
 // fan-out group, deadlines of every SET_AT_START step). Throws

@@ -93,6 +93,18 @@ TEST(Flow, WhoMayAct) {
   EXPECT_FALSE(flow::MayActOn(outsider, fan[0]));
   EXPECT_TRUE(flow::MayRead(bagian_tl, RunOf(d)));
   EXPECT_FALSE(flow::MayRead(outsider, RunOf(d)));
+  // What ListRuns indexes a run under: the names MayRead admits.
+  const auto readers = flow::ReadersOf(RunOf(d));
+  EXPECT_EQ(readers, (std::vector<std::string>{"bagian-kelembagaan", "bagian-reformasi-birokrasi", "bagian-tatalaksana",
+                                                "kalbar-biro-organisasi"}));
+  for (const auto& name : readers) {
+    User of_unit{.id = "u", .unit = name, .roles = {}};
+    User named{.id = name, .unit = "dinas-lain", .roles = {}};
+    EXPECT_TRUE(flow::MayRead(of_unit, RunOf(d))) << name;
+    if (name != RunOf(d).unit()) {  // a member may be a user
+      EXPECT_TRUE(flow::MayRead(named, RunOf(d))) << name;
+    }
+  }
   User karo{.id = "r", .unit = "kalbar-biro-organisasi", .roles = {"karo_organisasi"}};
   EXPECT_TRUE(flow::MayStart(karo, d, "kalbar-biro-organisasi"));
   EXPECT_FALSE(flow::MayStart(karo, d, "dinas-lain"));
