@@ -137,6 +137,16 @@ std::vector<std::string> Store::ClaimTimers(int64_t now_ms, int64_t lease_ms, in
 }
 
 namespace {
+// Which of `entries` the user has not read: SMISMEMBER, one 0 or 1 each.
+std::vector<std::string> UnreadAmong(const std::string& user, const std::vector<Ranked>& entries) {
+  std::vector<std::string> command{"SMISMEMBER", keys::Unread(user)};
+  for (const auto& e : entries) command.push_back(e.id);
+  return command;
+}
+bool IsUnread(const redisReply* flags, size_t i) {
+  return flags && flags->type == REDIS_REPLY_ARRAY && i < flags->elements && flags->element[i]->integer == 1;
+}
+
 // Up to `limit` + 1 of a user's inbox entries after `after`, newest first:
 // the one beyond the page says whether there is a next. Unread only: the
 // inbox a page at a time against the unread set (every unread id is in
@@ -150,12 +160,10 @@ std::vector<Ranked> PageOfInbox(RedisConnection& conn, const std::string& user, 
   while (out.size() <= limit) {
     auto entries = NewestAfter(conn, keys::Inbox(user), after, page);
     if (entries.empty()) break;
-    std::vector<std::string> is_unread{"SMISMEMBER", keys::Unread(user)};
-    for (const auto& e : entries) is_unread.push_back(e.id);
-    Reply flags = conn.Command(is_unread);
+    Reply flags = conn.Command(UnreadAmong(user, entries));
     ThrowIfError(flags.get());
-    for (size_t i = 0; i < entries.size() && i < flags->elements && out.size() <= limit; ++i)
-      if (flags->element[i]->integer == 1) out.push_back(entries[i]);
+    for (size_t i = 0; i < entries.size() && out.size() <= limit; ++i)
+      if (IsUnread(flags.get(), i)) out.push_back(entries[i]);
     if (entries.size() < page) break;
     after = entries.back();
   }
@@ -175,15 +183,13 @@ Store::InboxPage Store::InboxOf(const std::string& user, size_t limit, bool unre
   if (entries.empty()) return out;
   std::vector<std::vector<std::string>> cmds;
   for (const auto& e : entries) cmds.push_back({"GET", keys::Item(e.id)});
-  std::vector<std::string> is_unread{"SMISMEMBER", keys::Unread(user)};
-  for (const auto& e : entries) is_unread.push_back(e.id);
-  cmds.push_back(is_unread);
+  cmds.push_back(UnreadAmong(user, entries));
   auto replies = conn->Pipeline(cmds);
   const redisReply* flags = replies.back().get();
   for (size_t i = 0; i < entries.size(); ++i) {
     auto n = ReplyMessage<v1::Notification>(replies[i].get());
     if (!n) continue;  // expired; the sweep forgets its id
-    n->set_read(!(flags && flags->type == REDIS_REPLY_ARRAY && i < flags->elements && flags->element[i]->integer == 1));
+    n->set_read(!IsUnread(flags, i));
     out.notifications.push_back(std::move(*n));
   }
   return out;
