@@ -232,15 +232,14 @@ class HeldGetRun final : public v1::Router::CallbackService {
 // a gRPC client with an idle channel is between its polls (C-core clients
 // poll an idle channel every 5 s). -1 if it cannot connect.
 int IdleHttp2Connection(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (fd < 0 || connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return -1;
+  int fd = ConnectLoopback(port);
+  if (fd < 0) return -1;
   // The connection preface, then an empty SETTINGS frame (RFC 9113 3.4).
   const std::string hello = std::string("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") + std::string("\0\0\0\x04\0\0\0\0\0", 9);
-  if (write(fd, hello.data(), hello.size()) != static_cast<ssize_t>(hello.size())) return -1;
+  if (write(fd, hello.data(), hello.size()) != static_cast<ssize_t>(hello.size())) {
+    close(fd);
+    return -1;
+  }
   return fd;
 }
 

@@ -18,6 +18,8 @@ void RemoveTree(const std::string& path);
 int FreePort();
 // Waits until a TCP connect to 127.0.0.1:port succeeds (at most timeout_ms).
 bool WaitForPort(int port, int timeout_ms);
+// A TCP connection to 127.0.0.1:port: its descriptor, or -1.
+int ConnectLoopback(int port);
 
 // A child is killed when the thread that started it ends (PR_SET_PDEATHSIG
 // follows the forking thread, not the process): start children from a
