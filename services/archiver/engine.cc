@@ -10,6 +10,7 @@
 #include "calendar.h"
 #include "error.h"
 #include "ids.h"
+#include "paging.h"
 #include "redis_batch.h"
 
 namespace sopflow::archiver {
@@ -216,7 +217,7 @@ std::string Engine::Blob(const User& user, const std::string& record_id, const s
 }
 
 std::vector<v1::FiledRecord> Engine::Search(const User& user, const v1::SearchRecordsRequest& req) {
-  size_t limit = req.page_size() == 0 ? 100 : std::min<uint32_t>(req.page_size(), 1000);
+  size_t limit = PageLimit(req.page_size());
   std::string text = Lower(req.text());
   std::vector<v1::FiledRecord> out;
   for (const auto& s : LoadAll()) {

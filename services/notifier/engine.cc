@@ -300,7 +300,10 @@ void Engine::Attempt(const Claimed& claim) {
     delivery->set_status(result.ok ? v1::Delivery::DELIVERED : v1::Delivery::DEAD);
     delivery->clear_next_attempt_at();
     b.Write({"ZREM", keys::kDue, claim.id});
-    if (give_up) b.Write({"ZADD", keys::kDead, std::to_string(now), claim.id});
+    if (give_up) {
+      b.Write({"ZADD", keys::kDead, std::to_string(now), claim.id});
+      b.Write({"ZADD", keys::DeadOf(delivery->target()), std::to_string(now), claim.id});
+    }
   } else {
     double r;
     {
@@ -410,16 +413,23 @@ v1::Delivery Engine::TestWebhook(const User& user, const std::string& id) {
   return d;
 }
 
-std::vector<v1::Delivery> Engine::ListDeliveries(const User& user, const v1::ListDeliveriesRequest& req) {
-  size_t limit = req.page_size() == 0 ? 100 : std::min<uint32_t>(req.page_size(), 1000);
-  if (req.webhook_id().empty()) {
-    if (user.email.empty()) return {};
-    return store_->DeliveriesFor(user.email, req.dead_only(), limit);
+v1::ListDeliveriesResponse Engine::ListDeliveries(const User& user, const v1::ListDeliveriesRequest& req) {
+  std::string target = user.email;
+  if (!req.webhook_id().empty()) {
+    auto hook = store_->Webhook(req.webhook_id());
+    if (!hook) ThrowNotFound("no webhook '" + req.webhook_id() + "'");
+    if (!MayManageUnit(user, hook->unit())) ThrowDenied("webhook " + hook->id() + " belongs to unit '" + hook->unit() + "'");
+    target = hook->id();
   }
-  auto hook = store_->Webhook(req.webhook_id());
-  if (!hook) ThrowNotFound("no webhook '" + req.webhook_id() + "'");
-  if (!MayManageUnit(user, hook->unit())) ThrowDenied("webhook " + hook->id() + " belongs to unit '" + hook->unit() + "'");
-  return store_->DeliveriesFor(hook->id(), req.dead_only(), limit);
+  v1::ListDeliveriesResponse out;
+  if (target.empty()) {  // a user without an e-mail address has no e-mail deliveries
+    FromPageToken(req.page_token());  // a bad token is still refused
+    return out;
+  }
+  auto page = store_->DeliveriesFor(target, req.dead_only(), PageLimit(req.page_size()), req.page_token());
+  for (auto& d : page.items) *out.add_deliveries() = std::move(d);
+  out.set_next_page_token(std::move(page.next_page_token));
+  return out;
 }
 
 Engine::Subscription Engine::SubscriptionFilter(const User& user, const v1::SubscribeRequest& req) {

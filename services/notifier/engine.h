@@ -79,7 +79,7 @@ class Engine {
   std::vector<v1::Webhook> ListWebhooks(const User& user, const std::string& unit);
   void RemoveWebhook(const User& user, const std::string& id);
   v1::Delivery TestWebhook(const User& user, const std::string& id);
-  std::vector<v1::Delivery> ListDeliveries(const User& user, const v1::ListDeliveriesRequest& req);
+  v1::ListDeliveriesResponse ListDeliveries(const User& user, const v1::ListDeliveriesRequest& req);
 
   // Checks the caller may subscribe so; returns the matching rule: where
   // the log tail looks the stream up (LogTail::InterestsOf) and the exact

@@ -106,6 +106,12 @@ struct NotifierProcess::Impl {
   }
 };
 
+namespace {
+// Dead letters a notifier of the version before DeadOf may have written
+// during a rolling update: looked at again by every notifier that starts.
+constexpr int64_t kRecentDeadMs = 3600 * 1000;
+}  // namespace
+
 NotifierProcess::NotifierProcess(Config config, const Clock* clock) : impl_(std::make_unique<Impl>()) {
   impl_->config = std::move(config);
   impl_->clock = clock;
@@ -126,6 +132,8 @@ void NotifierProcess::Start() {
   auto composer = std::make_shared<Composer>(impl_->users, Templates::Load(c.templates_dir), calendar);
   impl_->pool = std::make_unique<RedisPool>(RedisAddress::Parse(c.redis), c.redis_pool);
   impl_->store = std::make_unique<Store>(impl_->pool.get(), c.log_max_len);
+  if (size_t indexed = impl_->store->IndexDeadLetters(kRecentDeadMs))
+    spdlog::info("notifier: {} dead letters indexed by target", indexed);
   impl_->nats = std::make_unique<NatsClient>(NatsOptions{c.nats, "sopflow-notifier-" + c.replica_id, true});
   impl_->nats->EnsureEventStream(c.stream_replicas);
   impl_->router = v1::Router::NewStub(OpenChannel(c.router, c.tls_ca_file));

@@ -102,9 +102,7 @@ grpc::Status NotifierService::TestWebhook(grpc::ServerContext* ctx, const v1::Te
 
 grpc::Status NotifierService::ListDeliveries(grpc::ServerContext* ctx, const v1::ListDeliveriesRequest* req,
                                              v1::ListDeliveriesResponse* resp) {
-  return GuardedCall([&] {
-    for (auto& d : engine_->ListDeliveries(CallerOf(*ctx, *users_), *req)) *resp->add_deliveries() = std::move(d);
-  });
+  return GuardedCall([&] { *resp = engine_->ListDeliveries(CallerOf(*ctx, *users_), *req); });
 }
 
 }  // namespace sopflow::notifier

@@ -17,12 +17,14 @@ namespace keys {
 namespace {
 constexpr std::string_view kInboxPrefix = "sf:n:inbox:";
 constexpr std::string_view kDeliveriesPrefix = "sf:n:deliveries:";
+constexpr std::string_view kDeadOfPrefix = "sf:n:dead-of:";
 }  // namespace
 std::string Item(const std::string& id) { return "sf:n:item:" + id; }
 std::string Inbox(const std::string& user) { return std::string(kInboxPrefix) + user; }
 std::string Unread(const std::string& user) { return "sf:n:unread:" + user; }
 std::string Delivery(const std::string& id) { return "sf:n:delivery:" + id; }
 std::string DeliveriesOf(const std::string& target) { return std::string(kDeliveriesPrefix) + target; }
+std::string DeadOf(const std::string& target) { return std::string(kDeadOfPrefix) + target; }
 }  // namespace keys
 
 void Store::Record(RedisBatch& b, const v1::Notification& n, const std::vector<v1::Webhook>& hooks,
@@ -213,22 +215,58 @@ size_t Store::MarkRead(const std::string& user, const std::vector<std::string>& 
   return static_cast<size_t>(ReplyInteger(r.get()));
 }
 
-std::vector<v1::Delivery> Store::DeliveriesFor(const std::string& target, bool dead_only, size_t limit) {
-  auto conn = pool_->Acquire();
-  Reply r = conn->Command({"ZRANGE", keys::DeliveriesOf(target), "0", std::to_string(limit * 4 - 1), "REV"});
-  ThrowIfError(r.get());
+std::vector<v1::Delivery> DeliveriesIn(RedisPool* pool, const std::vector<std::string>& ids) {
   std::vector<v1::Delivery> out;
-  auto ids = ReplyStrings(r.get());
   if (ids.empty()) return out;
   std::vector<std::vector<std::string>> cmds;
   for (const auto& id : ids) cmds.push_back({"HGET", keys::Delivery(id), "pb"});
-  for (auto& reply : conn->Pipeline(cmds)) {
-    auto d = ReplyMessage<v1::Delivery>(reply.get());
-    if (!d || (dead_only && d->status() != v1::Delivery::DEAD)) continue;
-    out.push_back(std::move(*d));
-    if (out.size() >= limit) break;
-  }
+  auto conn = pool->Acquire();
+  for (auto& reply : conn->Pipeline(cmds))
+    if (auto d = ReplyMessage<v1::Delivery>(reply.get())) out.push_back(std::move(*d));
   return out;
+}
+
+Page<v1::Delivery> Store::DeliveriesFor(const std::string& target, bool dead_only, size_t limit,
+                                        const std::string& page_token) {
+  auto from = PagesIn<v1::Delivery>(pool_, Order::kNewestFirst,
+                                    [this](const auto& ids) { return DeliveriesIn(pool_, ids); });
+  from.zsets.push_back(dead_only ? keys::DeadOf(target) : keys::DeliveriesOf(target));
+  return PageAcross<v1::Delivery>(from, page_token, limit, [](const v1::Delivery&) { return true; });
+}
+
+size_t Store::IndexDeadLetters(int64_t recent_ms) {
+  constexpr size_t kPage = 1000;
+  auto conn = pool_->Acquire();
+  Reply marker = conn->Command({"GET", keys::kDeadIndexed});
+  ThrowIfError(marker.get());
+  auto indexed = ReplyString(marker.get());
+  int64_t newest = indexed ? std::stoll(*indexed) : 0;
+  const std::string from = indexed ? std::to_string(newest - recent_ms) : "-inf";
+  size_t count = 0;
+  for (size_t offset = 0;; offset += kPage) {
+    Reply r = conn->Command({"ZRANGE", keys::kDead, from, "+inf", "BYSCORE", "LIMIT", std::to_string(offset),
+                             std::to_string(kPage), "WITHSCORES"});
+    ThrowIfError(r.get());
+    auto dead = RankedOf(r.get());
+    std::vector<std::string> ids;
+    for (const auto& d : dead) ids.push_back(d.id);
+    std::map<std::string, std::string> target_of;
+    for (const auto& d : DeliveriesIn(pool_, ids)) target_of[d.id()] = d.target();
+    std::vector<std::vector<std::string>> adds;
+    for (const auto& d : dead) {
+      newest = std::max(newest, d.score);
+      auto target = target_of.find(d.id);
+      if (target == target_of.end()) continue;  // expired: nothing left to list
+      adds.push_back({"ZADD", keys::DeadOf(target->second), std::to_string(d.score), d.id});
+    }
+    if (!adds.empty())
+      for (auto& reply : conn->Pipeline(adds)) ThrowIfError(reply.get());
+    count += adds.size();
+    if (dead.size() < kPage) break;
+  }
+  Reply done = conn->Command({"SET", keys::kDeadIndexed, std::to_string(newest)});
+  ThrowIfError(done.get());
+  return count;
 }
 
 namespace {
@@ -255,7 +293,7 @@ Store::SweptPage Store::ForgetExpired(const std::string& cursor, int64_t cutoff_
     if (StartsWith(key, keys::kInboxPrefix)) {
       looks.push_back({"ZRANGE", key, "-inf", before, "BYSCORE", "LIMIT", "0", std::to_string(kForgetPerInbox)});
       inboxes.push_back(std::move(key));
-    } else if (StartsWith(key, keys::kDeliveriesPrefix) || key == keys::kDead) {
+    } else if (StartsWith(key, keys::kDeliveriesPrefix) || StartsWith(key, keys::kDeadOfPrefix) || key == keys::kDead) {
       looks.push_back({"ZREMRANGEBYSCORE", key, "-inf", before});
     }
   }

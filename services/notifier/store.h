@@ -33,6 +33,10 @@ std::string Delivery(const std::string& id);          // hash: status, attempt, 
 inline constexpr char kDue[] = "sf:n:due";            // zset delivery id by next attempt
 std::string DeliveriesOf(const std::string& target);  // zset delivery id by creation
 inline constexpr char kDead[] = "sf:n:dead";          // zset delivery id by death
+std::string DeadOf(const std::string& target);        // zset delivery id by death, of one target
+// string: the newest death (ms) put in DeadOf by IndexDeadLetters, for
+// dead letters of notifiers before 2026-11-22, which wrote kDead alone.
+inline constexpr char kDeadIndexed[] = "sf:n:dead-indexed";
 inline constexpr char kTimers[] = "sf:n:timers";      // zset "<task>|reminder" / "<task>|due" by fire time
 inline constexpr char kSweep[] = "sf:n:sweep";        // string: the replica sweeping this interval (Store::TakeSweep)
 // Retired: "sf:n:task:<id>", the notifier's copy of each task (notifiers
@@ -95,7 +99,14 @@ class Store {
                     const std::optional<Ranked>& after = std::nullopt);
   size_t UnreadCount(const std::string& user);
   size_t MarkRead(const std::string& user, const std::vector<std::string>& ids);
-  std::vector<v1::Delivery> DeliveriesFor(const std::string& target, bool dead_only, size_t limit);
+  // A page of a target's deliveries (newest first by creation) or of its
+  // dead letters (newest first by death), after `page_token`.
+  Page<v1::Delivery> DeliveriesFor(const std::string& target, bool dead_only, size_t limit,
+                                   const std::string& page_token = "");
+  // Adds to DeadOf the dead letters of kDead: all of them the first time;
+  // then those of the last `recent`, which a notifier of the earlier
+  // version may have written during a rolling update. Returns how many.
+  size_t IndexDeadLetters(int64_t recent_ms);
 
   // Items and deliveries expire after kKeepSeconds, but the lists that name
   // them (each user's inbox and unread set, each target's deliveries, the

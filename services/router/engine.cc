@@ -315,61 +315,21 @@ void Engine::IndexForReaders(Batch& b, const v1::Run& run, int64_t started_ms) {
 }
 
 v1::ListRunsResponse Engine::ListRuns(const User& user, const v1::ListRunsRequest& req) {
-  const size_t limit = req.page_size() == 0 ? 100 : std::min<uint32_t>(req.page_size(), 1000);
-  std::optional<Store::Ranked> cursor = FromPageToken(req.page_token());
-  std::vector<std::string> sources;
+  PageSources<v1::Run> from = PagesIn<v1::Run>(store_->pool(), Order::kNewestFirst, [this](const auto& ids) { return store_->GetRuns(ids); });
   if (user.Has("read_runs")) {  // admins too
-    sources.push_back(req.sop_id().empty() ? keys::kRuns : keys::RunsOf(req.sop_id()));
+    from.zsets.push_back(req.sop_id().empty() ? keys::kRuns : keys::RunsOf(req.sop_id()));
   } else {
     for (const auto& name : std::set<std::string>{user.unit, user.id})
-      if (!name.empty()) sources.push_back(keys::RunsReadableBy(name));
+      if (!name.empty()) from.zsets.push_back(keys::RunsReadableBy(name));
   }
-  // Candidates newest first from every source, each run once; runs of
-  // another SOP (filtered here for non-admins) make a page need more
-  // reads, up to kMaxReads, after which it is short and its token goes on.
-  constexpr int kMaxReads = 20;
-  v1::ListRunsResponse page;
-  bool exhausted = false;
-  for (int read = 0; read < kMaxReads && static_cast<size_t>(page.runs_size()) < limit && !exhausted; ++read) {
-    std::vector<Store::Ranked> candidates;
-    exhausted = true;
-    for (const auto& key : sources) {
-      auto newest = store_->NewestAfter(key, cursor, limit);
-      exhausted = exhausted && newest.size() < limit;
-      candidates.insert(candidates.end(), std::make_move_iterator(newest.begin()), std::make_move_iterator(newest.end()));
-    }
-    std::sort(candidates.begin(), candidates.end(), [](const Store::Ranked& a, const Store::Ranked& b) {
-      return a.score != b.score ? a.score > b.score : a.id > b.id;
-    });
-    candidates.erase(std::unique(candidates.begin(), candidates.end(),
-                                 [](const Store::Ranked& a, const Store::Ranked& b) { return a.id == b.id; }),
-                     candidates.end());
-    // Beyond `limit` the sources' orders were not merged: later reads get them.
-    if (candidates.size() > limit) {
-      candidates.resize(limit);
-      exhausted = false;
-    }
-    std::vector<std::string> ids;
-    for (const auto& c : candidates) ids.push_back(c.id);
-    auto runs = store_->GetRuns(ids);
-    std::map<std::string, v1::Run*> by_id;
-    for (auto& r : runs) by_id[r.id()] = &r;
-    size_t used = 0;
-    for (const auto& c : candidates) {
-      if (static_cast<size_t>(page.runs_size()) >= limit) break;
-      ++used;
-      cursor = c;
-      auto found = by_id.find(c.id);
-      if (found == by_id.end()) continue;
-      v1::Run& run = *found->second;
-      if (!req.sop_id().empty() && run.sop_id() != req.sop_id()) continue;
-      if (!flow::MayRead(user, run)) continue;
-      *page.add_runs() = std::move(run);
-    }
-    if (used < candidates.size()) exhausted = false;
-  }
-  if (!exhausted && cursor) page.set_next_page_token(PageToken(*cursor));
-  return page;
+  // Runs of another SOP are filtered here for non-admins.
+  auto page = PageAcross<v1::Run>(from, req.page_token(), PageLimit(req.page_size()), [&](const v1::Run& run) {
+    return (req.sop_id().empty() || run.sop_id() == req.sop_id()) && flow::MayRead(user, run);
+  });
+  v1::ListRunsResponse out;
+  for (auto& run : page.items) *out.add_runs() = std::move(run);
+  out.set_next_page_token(std::move(page.next_page_token));
+  return out;
 }
 
 size_t Engine::IndexReadableRuns(std::chrono::milliseconds recent) {
@@ -508,27 +468,26 @@ void Engine::ReportTaskConflict(const std::string& task_id) {
   ThrowPrecondition("task " + task_id + " is no longer open (" + state + ")");
 }
 
-std::vector<v1::Task> Engine::Inbox(const User& user, uint32_t page_size) {
-  size_t limit = page_size == 0 ? 100 : std::min<uint32_t>(page_size, 1000);
-  std::vector<std::string> zsets{keys::Claimed(user.id)};
+v1::ListInboxResponse Engine::Inbox(const User& user, const v1::ListInboxRequest& req) {
+  // Open tasks wait in queues by role (of the unit, of a fan-out member);
+  // tasks the user claimed wait in its own. Merged, oldest first.
+  PageSources<v1::Task> from =
+      PagesIn<v1::Task>(store_->pool(), Order::kOldestFirst, [this](const auto& ids) { return store_->GetTasks(ids); });
+  from.zsets.push_back(keys::Claimed(user.id));
   for (const auto& role : user.roles) {
-    zsets.push_back(keys::InboxOfUnit(user.unit, role));
-    zsets.push_back(keys::InboxOfMember(user.id, role));
-    if (!user.unit.empty()) zsets.push_back(keys::InboxOfMember(user.unit, role));
+    from.zsets.push_back(keys::InboxOfUnit(user.unit, role));
+    from.zsets.push_back(keys::InboxOfMember(user.id, role));
+    if (!user.unit.empty()) from.zsets.push_back(keys::InboxOfMember(user.unit, role));
   }
-  auto ids = store_->ZMembers(zsets, limit);
-  std::sort(ids.begin(), ids.end());
-  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
-  std::vector<v1::Task> out;
-  for (auto& t : store_->GetTasks(ids)) {
+  // A queue may still name a task that moved on since it was read.
+  auto page = PageAcross<v1::Task>(from, req.page_token(), PageLimit(req.page_size()), [&](const v1::Task& t) {
     bool open = t.status() == v1::Task::OPEN;
     bool mine = t.status() == v1::Task::CLAIMED && t.assignee() == user.id;
-    if ((open || mine) && flow::MayActOn(user, t)) out.push_back(std::move(t));
-  }
-  std::sort(out.begin(), out.end(), [](const v1::Task& a, const v1::Task& b) {
-    return TimeUtil::TimestampToMilliseconds(a.created_at()) < TimeUtil::TimestampToMilliseconds(b.created_at());
+    return (open || mine) && flow::MayActOn(user, t);
   });
-  if (out.size() > limit) out.resize(limit);
+  v1::ListInboxResponse out;
+  for (auto& t : page.items) *out.add_tasks() = std::move(t);
+  out.set_next_page_token(std::move(page.next_page_token));
   return out;
 }
 

@@ -70,7 +70,9 @@ class Engine {
   size_t IndexReadableRuns(std::chrono::milliseconds recent = std::chrono::hours(1));
   v1::Run CancelRun(const User& user, const std::string& run_id, const std::string& reason);
 
-  std::vector<v1::Task> Inbox(const User& user, uint32_t page_size);
+  // The open tasks `user` may take and those it claimed, oldest first, a
+  // page at a time (the request's page_token).
+  v1::ListInboxResponse Inbox(const User& user, const v1::ListInboxRequest& req);
   v1::Task GetTask(const User& user, const std::string& task_id);
   v1::Task Claim(const User& user, const std::string& task_id);
   v1::Task Complete(const User& user, const std::string& task_id, const std::string& outcome,

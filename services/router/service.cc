@@ -76,9 +76,7 @@ ServerUnaryReactor* RouterService::CancelRun(CallbackServerContext* ctx, const v
 
 ServerUnaryReactor* RouterService::ListInbox(CallbackServerContext* ctx, const v1::ListInboxRequest* req,
                                              v1::ListInboxResponse* resp) {
-  return Unary(ctx, [&] {
-    for (auto& t : engine_->Inbox(CallerOf(*ctx, *users_), req->page_size())) *resp->add_tasks() = std::move(t);
-  });
+  return Unary(ctx, [&] { *resp = engine_->Inbox(CallerOf(*ctx, *users_), *req); });
 }
 
 ServerUnaryReactor* RouterService::GetTask(CallbackServerContext* ctx, const v1::GetTaskRequest* req, v1::Task* resp) {

@@ -201,12 +201,6 @@ std::vector<std::string> Store::ZRangeByScore(const std::string& key, int64_t ma
   return ReplyStrings(r.get());
 }
 
-std::vector<Store::Ranked> Store::NewestAfter(const std::string& key, const std::optional<Ranked>& after,
-                                              size_t limit) {
-  auto conn = pool_->Acquire();
-  return sopflow::NewestAfter(*conn, key, after, limit);
-}
-
 std::vector<Store::Ranked> Store::OldestFrom(const std::string& key, int64_t min_score, size_t offset, size_t limit) {
   auto conn = pool_->Acquire();
   Reply r = conn->Command({"ZRANGE", key, std::to_string(min_score), "+inf", "BYSCORE", "LIMIT", std::to_string(offset),

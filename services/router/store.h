@@ -101,9 +101,7 @@ class Store {
   // Members of several sorted sets, in one round trip.
   std::vector<std::string> ZMembers(const std::vector<std::string>& zset_keys, size_t limit_each);
   std::vector<std::string> ZRangeByScore(const std::string& key, int64_t max_score, size_t limit);
-  // A sorted set's entries newest first after `after` (paging.h).
   using Ranked = sopflow::Ranked;
-  std::vector<Ranked> NewestAfter(const std::string& key, const std::optional<Ranked>& after, size_t limit);
   // Oldest first from `min_score`, skipping `offset`, at most `limit`.
   std::vector<Ranked> OldestFrom(const std::string& key, int64_t min_score, size_t offset, size_t limit);
   std::vector<std::string> SetMembers(const std::string& key);

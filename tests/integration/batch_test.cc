@@ -499,7 +499,7 @@ TEST_F(BatchTest, NotifierReplicasDeliverToTheWebhooksCurrentWhenTheyRecord) {
     return Outbox().at(TasksOf(run).at(0).id() + "/created");
   };
   auto deliveries_to = [&](const std::string& hook_id) {
-    return notifier_store.DeliveriesFor(hook_id, false, 100).size();
+    return notifier_store.DeliveriesFor(hook_id, false, 100).items.size();
   };
 
   // Replica one records with no webhooks and keeps that set.
@@ -1315,12 +1315,6 @@ TEST_F(BatchTest, StartGroupsFinishEveryCallOnceWhateverThreadCommitsIt) {
   }
 }
 
-// Members of one fan-out finishing at once on several routers race on the
-// step's counter. Each loser lost to a member that finished, so it does
-// not use up its attempts: 200 at once, on as many threads and 16
-// connections (as if on many replicas), all finish, and the step after
-// is created once. With losses counted as attempts, 11-13 of 200 answered
-// UNAVAILABLE.
 // A unit's users list their unit's runs, and the runs naming them as a
 // fan-out member, however many runs other units started since (before,
 // a non-admin's page was the province's newest 4 x page_size runs,
@@ -1427,6 +1421,152 @@ TEST_F(BatchTest, ListRunsGivesAUnitItsRunsAndPagesThroughEveryRunOnce) {
   EXPECT_EQ(engine_->IndexReadableRuns(std::chrono::milliseconds(0)), static_cast<size_t>(at_newest));
 }
 
+// A role's queue at quarter end holds more than one page: ListInbox pages
+// through it oldest first, each task once, through tasks created in one
+// group (one millisecond) and a task done between pages. Tasks another
+// user claimed are not listed; those the caller claimed are, in their
+// place. (Before, a caller saw the oldest 1,000 and nothing after.)
+TEST_F(BatchTest, ListInboxPagesThroughARolesQueueOldestFirstEachTaskOnce) {
+  std::vector<Engine::StartCall> group;
+  for (int i = 0; i < 150; ++i) group.push_back({UserOf(kSekretarisBlg), Run003Request(), std::nullopt, nullptr});
+  engine_->StartAll(group);
+  std::vector<v1::Run> runs;
+  for (auto& call : group) {
+    ASSERT_TRUE(call.run.has_value());
+    runs.push_back(*call.run);
+  }
+  for (int i = 0; i < 150; ++i) runs.push_back(StartRun());
+  std::vector<v1::Task> firsts;
+  for (const auto& run : runs) firsts.push_back(TasksOf(run).at(0));
+  const User me = UserOf(kSekretarisBlg);
+  const User colleague{"sekretaris-2", "", me.unit, {"sekretaris"}};
+  for (int i = 0; i < 5; ++i) engine_->Claim(me, firsts[40 * i + 3].id());
+  std::set<std::string> theirs;
+  for (int i = 0; i < 5; ++i) theirs.insert(engine_->Claim(colleague, firsts[40 * i + 7].id()).id());
+
+  auto page = [&](uint32_t size, const std::string& token) {
+    v1::ListInboxRequest req;
+    req.set_page_size(size);
+    req.set_page_token(token);
+    return engine_->Inbox(me, req);
+  };
+  auto expected = [&] {  // open or mine, by creation then id
+    std::vector<std::pair<int64_t, std::string>> order;
+    for (const auto& t : store_->GetTasks([&] {
+           std::vector<std::string> ids;
+           for (const auto& f : firsts) ids.push_back(f.id());
+           return ids;
+         }()))
+      if (t.status() == v1::Task::OPEN || (t.status() == v1::Task::CLAIMED && t.assignee() == me.id))
+        order.emplace_back(google::protobuf::util::TimeUtil::TimestampToMilliseconds(t.created_at()), t.id());
+    std::sort(order.begin(), order.end());
+    std::vector<std::string> ids;
+    for (auto& [ms, id] : order) ids.push_back(id);
+    return ids;
+  };
+  const auto before = expected();
+  ASSERT_EQ(before.size(), 295u);
+
+  std::vector<std::string> paged;
+  std::string token;
+  int pages = 0;
+  for (; pages < 100; ++pages) {
+    auto got = page(37, token);
+    for (const auto& t : got.tasks()) {
+      paged.push_back(t.id());
+      EXPECT_EQ(theirs.count(t.id()), 0u) << t.id() << " was claimed by another";
+    }
+    if (pages == 0) {  // the newest task is done before its page comes
+      ASSERT_EQ(got.tasks_size(), 37);
+      engine_->Complete(me, before.back(), "", {});
+    }
+    token = got.next_page_token();
+    if (token.empty()) break;
+  }
+  EXPECT_EQ(pages, 7);  // 294 in pages of 37: 7 full, an 8th of 35
+  auto after = expected();
+  ASSERT_EQ(after.size(), 294u);
+  EXPECT_EQ(paged, after) << "a page missed, repeated or misordered a task";
+  auto all = page(1000, "");
+  EXPECT_EQ(all.tasks_size(), 294);
+  EXPECT_EQ(all.next_page_token(), "");
+  EXPECT_EQ(page(0, "").tasks_size(), 100) << "page_size 0 is 100";
+}
+
+// A webhook's deliveries and dead letters page newest first, each once.
+// Dead letters of a notifier from before the per-target list (which wrote
+// the province's list alone) are put in it when a notifier starts.
+TEST_F(BatchTest, ListDeliveriesPagesAWebhooksLogAndItsDeadLettersOlderOnesIncluded) {
+  notifier::Store nstore(pool_.get(), 1000);
+  v1::Webhook hook, other;
+  hook.set_id("wh-paged");
+  other.set_id("wh-other");
+  constexpr int64_t kStart = 1790000000000;
+  auto record = [&](int i, int64_t at_ms) {
+    v1::Notification n;
+    n.set_id("n-" + std::to_string(1000 + i));
+    RedisBatch b;
+    nstore.Record(b, n, {hook, other}, {}, at_ms, false);
+    ASSERT_EQ(nstore.Commit(b), 0);
+  };
+  for (int i = 0; i < 100; ++i) record(i, kStart);  // one millisecond
+  for (int i = 100; i < 250; ++i) record(i, kStart + i);
+  RedisConnection conn(RedisAddress::Parse(backends_->redis->address()));
+  // 30 of the hook's and 10 of the other's died under a notifier that
+  // wrote only sf:n:dead, the newest death last.
+  auto die = [&](const std::string& target, int i, int64_t at_ms) {
+    const std::string id = "n-" + std::to_string(1000 + i) + "|" + target;
+    auto d = nstore.Delivery(id);
+    ASSERT_TRUE(d.has_value()) << id;
+    d->set_status(v1::Delivery::DEAD);
+    conn.Command({"HSET", notifier::keys::Delivery(id), "status", "DEAD", "pb", d->SerializeAsString()});
+    conn.Command({"ZADD", notifier::keys::kDead, std::to_string(at_ms), id});
+  };
+  for (int i = 0; i < 30; ++i) die(hook.id(), i * 8, kStart + 5000 + i);
+  for (int i = 0; i < 10; ++i) die(other.id(), i, kStart + 6000 + i);
+
+  auto list = [&](bool dead_only, size_t size, const std::string& token) {
+    return nstore.DeliveriesFor(hook.id(), dead_only, size, token);
+  };
+  auto page_through = [&](bool dead_only, size_t size) {
+    std::vector<std::string> ids;
+    std::string token;
+    for (int page = 0; page < 100; ++page) {
+      auto got = list(dead_only, size, token);
+      for (const auto& d : got.items) ids.push_back(d.id());
+      token = got.next_page_token;
+      if (token.empty()) break;
+    }
+    return ids;
+  };
+  auto zset_newest_first = [&](const std::string& key) {
+    return ReplyStrings(conn.Command({"ZRANGE", key, "+inf", "-inf", "BYSCORE", "REV"}).get());
+  };
+  const auto every = zset_newest_first(notifier::keys::DeliveriesOf(hook.id()));
+  ASSERT_EQ(every.size(), 250u);
+  EXPECT_EQ(page_through(false, 37), every);
+  EXPECT_TRUE(page_through(true, 7).empty()) << "not indexed yet";
+
+  EXPECT_EQ(nstore.IndexDeadLetters(3600 * 1000), 40u);
+  auto dead = page_through(true, 7);
+  ASSERT_EQ(dead.size(), 30u);
+  for (size_t i = 0; i < dead.size(); ++i)
+    EXPECT_EQ(dead[i], "n-" + std::to_string(1000 + (29 - i) * 8) + "|" + hook.id()) << "newest death first";
+  for (const auto& d : list(true, 100, "").items) EXPECT_EQ(d.status(), v1::Delivery::DEAD);
+  // A later start looks again only at the deaths of the last `recent`
+  // before the newest indexed (+6009), and nothing is listed twice.
+  EXPECT_EQ(nstore.IndexDeadLetters(1000), 31u);  // from +5009: 21 of the hook's, the other's 10
+  EXPECT_EQ(nstore.IndexDeadLetters(5), 6u);      // from +6004
+
+  EXPECT_EQ(page_through(true, 100).size(), 30u);
+}
+
+// Members of one fan-out finishing at once on several routers race on the
+// step's counter. Each loser lost to a member that finished, so it does
+// not use up its attempts: 200 at once, on as many threads and 16
+// connections (as if on many replicas), all finish, and the step after
+// is created once. With losses counted as attempts, 11-13 of 200 answered
+// UNAVAILABLE.
 TEST_F(BatchTest, FanOutMembersFinishingAtOnceAllFinishAndTheStepAfterComesOnce) {
   RedisPool pool(RedisAddress::Parse(backends_->redis->address()), 16);
   Store store(&pool);

@@ -115,6 +115,10 @@ TEST_F(ErrorsTest, BadArgumentsAreInvalidAndNameTheField) {
   list.set_page_token("halaman-2");
   v1::ListRunsResponse listed;
   EXPECT_CODE(stub().ListRuns(AuthedContext(kKaro).get(), list, &listed), StatusCode::INVALID_ARGUMENT, "page_token:");
+  v1::ListInboxRequest inbox;
+  inbox.set_page_token("12:");
+  v1::ListInboxResponse tasks;
+  EXPECT_CODE(stub().ListInbox(AuthedContext(kKaro).get(), inbox, &tasks), StatusCode::INVALID_ARGUMENT, "page_token:");
 
   v1::DeployDefinitionRequest deploy;
   deploy.set_file_name("rusak.yaml");

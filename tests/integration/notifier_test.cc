@@ -403,6 +403,16 @@ TEST_F(NotifierChannelsTest, CallersSeeAndManageOnlyWhatIsTheirs) {
   st = notifier().ListNotifications(AuthedContext(kSekretarisBlg).get(), page, &notifications);
   EXPECT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(st.error_message().rfind("page_token:", 0), 0u) << st.error_message();
+  v1::ListDeliveriesRequest deliveries;
+  deliveries.set_webhook_id(theirs.id());
+  v1::ListDeliveriesResponse delivered;
+  EXPECT_EQ(notifier().ListDeliveries(AuthedContext(kSekretarisBlg).get(), deliveries, &delivered).error_code(),
+            StatusCode::PERMISSION_DENIED);
+  deliveries.clear_webhook_id();  // the caller's own e-mail deliveries
+  deliveries.set_page_token("halaman-2");
+  st = notifier().ListDeliveries(AuthedContext(kSekretarisBlg).get(), deliveries, &delivered);
+  EXPECT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(st.error_message().rfind("page_token:", 0), 0u) << st.error_message();
   v1::ListWebhooksResponse listed;
   ASSERT_TRUE(notifier().ListWebhooks(AuthedContext(kSekretarisBlg).get(), {}, &listed).ok());
   for (const auto& h : listed.webhooks()) {

@@ -84,6 +84,11 @@ google::protobuf::Timestamp ParseWhen(const std::string& text) {
 }
 
 // On stderr, so that a page piped elsewhere stays only the page.
+void AddPaging(CLI::App* sub, const char* what, const char* sizes, uint32_t& page_size, std::string& page_token) {
+  sub->add_option("--page-size", page_size, std::string(what) + " per page (" + sizes + ")");
+  sub->add_option("--page-token", page_token, "the page after the one that printed it");
+}
+
 void MorePages(const char* command, const std::string& next_page_token) {
   if (!next_page_token.empty())
     std::fprintf(stderr, "more: sopctl %s --page-token '%s'\n", command, next_page_token.c_str());
@@ -161,11 +166,11 @@ int main(int argc, char** argv) {
   runs->add_option("--sop", sop);
   uint32_t page_size = 0;
   std::string page_token;
-  runs->add_option("--page-size", page_size, "runs per page (default 100, at most 1000)");
-  runs->add_option("--page-token", page_token, "the page after the one that printed it");
+  AddPaging(runs, "runs", "default 100, at most 1000", page_size, page_token);
   auto* run = app.add_subcommand("run", "a run's timeline");
   run->add_option("id", id)->required();
-  app.add_subcommand("inbox", "your open and claimed tasks");
+  auto* inbox = app.add_subcommand("inbox", "your open and claimed tasks, oldest first");
+  AddPaging(inbox, "tasks", "default 100, at most 1000", page_size, page_token);
   auto* claim = app.add_subcommand("claim", "claim a task");
   claim->add_option("task", id)->required();
   auto* complete = app.add_subcommand("complete", "complete a task");
@@ -191,8 +196,7 @@ int main(int argc, char** argv) {
   watch->add_flag("--from-start", from_start, "from the oldest kept");
   auto* notes = app.add_subcommand("notifications", "your notification inbox");
   notes->add_flag("--unread", unread, "only unread");
-  notes->add_option("--page-size", page_size, "notifications per page (default 50, at most 500)");
-  notes->add_option("--page-token", page_token, "the page after the one that printed it");
+  AddPaging(notes, "notifications", "default 50, at most 500", page_size, page_token);
   auto* hook_add = app.add_subcommand("webhook-add", "register a webhook for a unit");
   hook_add->add_option("url", url)->required();
   hook_add->add_option("--unit", unit);
@@ -201,6 +205,7 @@ int main(int argc, char** argv) {
   auto* deliveries = app.add_subcommand("deliveries", "a webhook's (or your e-mail's) delivery log");
   deliveries->add_option("--webhook", webhook);
   deliveries->add_flag("--dead", dead, "only the dead-letter list");
+  AddPaging(deliveries, "deliveries", "default 100, at most 1000", page_size, page_token);
   std::string format = "html", out_file;
   auto* report_cmd = app.add_subcommand("report", "a run's aggregated Draft Data Kinerja");
   report_cmd->add_option("run", id)->required();
@@ -312,11 +317,18 @@ int main(int argc, char** argv) {
           PrintTasks(open_tasks);
         }
       }
-    } else if (app.got_subcommand("inbox")) {
+    } else if (inbox->parsed()) {
+      v1::ListInboxRequest req;
+      req.set_page_size(page_size);
+      req.set_page_token(page_token);
       v1::ListInboxResponse resp;
-      Check(stub->ListInbox(ctx().get(), {}, &resp));
-      if (g.json) PrintJson(resp);
-      else PrintTasks(resp.tasks());
+      Check(stub->ListInbox(ctx().get(), req, &resp));
+      if (g.json) {
+        PrintJson(resp);
+      } else {
+        PrintTasks(resp.tasks());
+        MorePages("inbox", resp.next_page_token());
+      }
     } else if (claim->parsed()) {
       v1::ClaimTaskRequest req;
       req.set_task_id(id);
@@ -391,16 +403,21 @@ int main(int argc, char** argv) {
       v1::ListDeliveriesRequest req;
       req.set_webhook_id(webhook);
       req.set_dead_only(dead);
+      req.set_page_size(page_size);
+      req.set_page_token(page_token);
       v1::ListDeliveriesResponse resp;
       Check(notifier->ListDeliveries(ctx().get(), req, &resp));
-      if (g.json) PrintJson(resp);
-      else
+      if (g.json) {
+        PrintJson(resp);
+      } else {
         for (const auto& d : resp.deliveries()) {
           std::string codes;
           for (const auto& a : d.attempts()) codes += (codes.empty() ? "" : ",") + std::to_string(a.status_code());
           std::printf("%-10s attempts=%d [%s] %s\n", v1::Delivery::Status_Name(d.status()).c_str(), d.attempts_size(),
                       codes.c_str(), d.id().c_str());
         }
+        MorePages("deliveries", resp.next_page_token());
+      }
     } else if (report_cmd->parsed()) {
       if (!out_file.empty()) {
         v1::ExportReportRequest req;
