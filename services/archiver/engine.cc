@@ -59,29 +59,66 @@ std::string Lower(std::string s) {
 Engine::Engine(RedisPool* pool, BlobStore* blobs, const Clock* clock, std::shared_ptr<const Rules> rules, Sources sources)
     : pool_(pool), blobs_(blobs), clock_(clock), rules_(std::move(rules)), sources_(std::move(sources)) {}
 
-std::optional<Engine::Stored> Engine::Load(const std::string& id) {
-  auto conn = pool_->Acquire();
-  Reply r = conn->Command({"HMGET", keys::Record(id), "manifest", "hash"});
-  auto fields = ReplyStrings(r.get());
+namespace {
+constexpr size_t kLoadChunk = 1000;
+}  // namespace
+
+std::optional<Engine::Stored> Engine::StoredOf(const redisReply* r) {
+  auto fields = ReplyStrings(r);
   if (fields.size() != 2 || fields[0].empty()) return std::nullopt;
   Stored s;
-  s.manifest = fields[0];
-  s.hash = fields[1];
+  s.manifest = std::move(fields[0]);
+  s.hash = std::move(fields[1]);
   if (!s.record.ParseFromString(s.manifest)) return std::nullopt;
   return s;
 }
 
-std::vector<Engine::Stored> Engine::LoadAll() {
-  std::vector<std::string> ids;
+std::optional<Engine::Stored> Engine::Load(const std::string& id) { return LoadMany({id})[0]; }
+
+std::vector<std::optional<Engine::Stored>> Engine::LoadMany(const std::vector<std::string>& ids) {
+  std::vector<std::optional<Stored>> out;
+  out.reserve(ids.size());
+  auto conn = pool_->Acquire();
+  for (size_t from = 0; from < ids.size(); from += kLoadChunk) {
+    std::vector<std::vector<std::string>> reads;
+    for (size_t i = from; i < std::min(ids.size(), from + kLoadChunk); ++i)
+      reads.push_back({"HMGET", keys::Record(ids[i]), "manifest", "hash"});
+    for (auto& r : conn->Pipeline(reads)) {
+      ThrowIfError(r.get());
+      out.push_back(StoredOf(r.get()));
+    }
+  }
+  return out;
+}
+
+Engine::ChainSlice Engine::LoadChain(size_t from, size_t count) {
+  ChainSlice out;
+  Reply disposed;
   {
     auto conn = pool_->Acquire();
-    Reply r = conn->Command({"LRANGE", keys::kChain, "0", "-1"});
-    ids = ReplyStrings(r.get());
+    Reply r = conn->Command({"LRANGE", keys::kChain, std::to_string(from), std::to_string(from + count - 1)});
+    ThrowIfError(r.get());
+    out.ids = ReplyStrings(r.get());
+    if (out.ids.empty()) return out;
+    std::vector<std::string> ask{"SMISMEMBER", keys::kDisposed};
+    ask.insert(ask.end(), out.ids.begin(), out.ids.end());
+    disposed = conn->Command(ask);
+    ThrowIfError(disposed.get());
   }
-  std::vector<Stored> out;
-  for (const auto& id : ids)
-    if (auto s = Load(id)) out.push_back(std::move(*s));
+  out.records = LoadMany(out.ids);
+  for (size_t i = 0; i < out.records.size() && i < disposed->elements; ++i)
+    if (out.records[i]) out.records[i]->disposed = disposed->element[i]->integer == 1;
   return out;
+}
+
+std::vector<Engine::Stored> Engine::LoadAll() {
+  std::vector<Stored> out;
+  for (size_t from = 0;; from += kLoadChunk) {
+    auto chunk = LoadChain(from, kLoadChunk);
+    for (auto& s : chunk.records)
+      if (s) out.push_back(std::move(*s));
+    if (chunk.ids.size() < kLoadChunk) return out;
+  }
 }
 
 bool Engine::IsDisposed(const std::string& id) {
@@ -216,22 +253,45 @@ std::string Engine::Blob(const User& user, const std::string& record_id, const s
   return *data;
 }
 
-std::vector<v1::FiledRecord> Engine::Search(const User& user, const v1::SearchRecordsRequest& req) {
-  size_t limit = PageLimit(req.page_size());
+v1::SearchRecordsResponse Engine::Search(const User& user, const v1::SearchRecordsRequest& req) {
+  // A page goes on from the chain position after the last record the
+  // previous page looked at. Records a search leaves out make it read on,
+  // up to kMaxScanned a call; then the page is short and its token goes on.
+  constexpr size_t kMaxScanned = 20 * kLoadChunk;
+  const size_t limit = PageLimit(req.page_size());
+  auto after = FromPageToken(req.page_token());
+  size_t next = after ? static_cast<size_t>(after->score) + 1 : 0;
+  std::string last_id = after ? after->id : "";
   std::string text = Lower(req.text());
-  std::vector<v1::FiledRecord> out;
-  for (const auto& s : LoadAll()) {
-    const auto& r = s.record;
-    if (r.kind() != v1::ArchiveRecord::BERKAS) continue;
-    if (!req.sop_id().empty() && r.sop_id() != req.sop_id()) continue;
-    if (!req.unit().empty() && r.unit_pengolah() != req.unit()) continue;
-    if (!req.period().empty() && r.kurun_waktu() != req.period()) continue;
-    if (!req.kode_klasifikasi().empty() && r.kode_klasifikasi().rfind(req.kode_klasifikasi(), 0) != 0) continue;
-    if (!text.empty() && Lower(r.uraian()).find(text) == std::string::npos) continue;
-    if (!MayRead(user, r)) continue;  // what you may not read, you do not find
-    out.push_back(Filed(r, s.hash, IsDisposed(r.id())));
-    if (out.size() >= limit) break;
+  auto wanted = [&](const v1::ArchiveRecord& r) {
+    if (r.kind() != v1::ArchiveRecord::BERKAS) return false;
+    if (!req.sop_id().empty() && r.sop_id() != req.sop_id()) return false;
+    if (!req.unit().empty() && r.unit_pengolah() != req.unit()) return false;
+    if (!req.period().empty() && r.kurun_waktu() != req.period()) return false;
+    if (!req.kode_klasifikasi().empty() && r.kode_klasifikasi().rfind(req.kode_klasifikasi(), 0) != 0) return false;
+    if (!text.empty() && Lower(r.uraian()).find(text) == std::string::npos) return false;
+    return MayRead(user, r);  // what you may not read, you do not find
+  };
+  v1::SearchRecordsResponse out;
+  bool at_end = false;
+  // What is read is what the page needs, twice as much again each time
+  // the filters left records out.
+  size_t want = limit;
+  for (size_t scanned = 0; static_cast<size_t>(out.records_size()) < limit && scanned < kMaxScanned && !at_end;
+       want = std::min(want * 2, kLoadChunk)) {
+    auto chunk = LoadChain(next, want);
+    at_end = chunk.ids.size() < want;
+    size_t used = 0;
+    for (size_t i = 0; i < chunk.ids.size() && static_cast<size_t>(out.records_size()) < limit; ++i, ++used) {
+      last_id = chunk.ids[i];
+      const auto& s = chunk.records[i];
+      if (s && wanted(s->record)) *out.add_records() = Filed(s->record, s->hash, s->disposed);
+    }
+    if (used < chunk.ids.size()) at_end = false;
+    next += used;
+    scanned += used;
   }
+  if (!at_end && next > 0) out.set_next_page_token(PageToken({last_id, static_cast<int64_t>(next - 1)}));
   return out;
 }
 
@@ -254,9 +314,10 @@ v1::VerifyResponse Engine::Verify(const User& user, const std::string& record_id
   };
   std::string prev;
   bool prev_known = true;
+  auto stored = LoadMany(ids);
   for (size_t i = 0; i < ids.size(); ++i) {
     const std::string& id = ids[i];
-    auto s = Load(id);
+    auto& s = stored[i];
     bool in_scope = record_id.empty() || id == record_id;
     if (!s) {
       if (in_scope) problem(id, "record missing from the store");
@@ -311,7 +372,7 @@ std::vector<v1::FiledRecord> Engine::Due(const User& user, v1::ListDueRequest::D
   std::vector<v1::FiledRecord> out;
   for (const auto& s : LoadAll()) {
     const auto& r = s.record;
-    if (r.kind() != v1::ArchiveRecord::BERKAS || IsDisposed(r.id()) || !MayRead(user, r)) continue;
+    if (r.kind() != v1::ArchiveRecord::BERKAS || s.disposed || !MayRead(user, r)) continue;
     int64_t active = TimeUtil::TimestampToMilliseconds(r.aktif_sampai());
     int64_t inactive = TimeUtil::TimestampToMilliseconds(r.inaktif_sampai());
     bool hit = due == v1::ListDueRequest::TRANSFER ? (active <= at_ms && at_ms < inactive) : inactive <= at_ms;
@@ -351,7 +412,7 @@ v1::FiledRecord Engine::Dispose(const User& user, const v1::DisposeRequest& req)
   // Destroy the content, keeping blobs another live record still refers to.
   std::set<std::string> in_use;
   for (const auto& other : LoadAll())
-    if (other.record.id() != r.id() && other.record.kind() == v1::ArchiveRecord::BERKAS && !IsDisposed(other.record.id()))
+    if (other.record.id() != r.id() && other.record.kind() == v1::ArchiveRecord::BERKAS && !other.disposed)
       for (const auto& b : other.record.blobs()) in_use.insert(b.sha256());
   for (const auto& b : r.blobs())
     if (!in_use.count(b.sha256())) blobs_->Remove(b.sha256());

@@ -38,7 +38,8 @@ class Engine {
   v1::FiledRecord Get(const User& user, const std::string& id);
   // The blob's bytes, after the access check (and log).
   std::string Blob(const User& user, const std::string& record_id, const std::string& sha256);
-  std::vector<v1::FiledRecord> Search(const User& user, const v1::SearchRecordsRequest& req);
+  // Berkas matching the request, in filing order, a page at a time.
+  v1::SearchRecordsResponse Search(const User& user, const v1::SearchRecordsRequest& req);
   v1::VerifyResponse Verify(const User& user, const std::string& record_id);
   std::vector<v1::FiledRecord> Due(const User& user, v1::ListDueRequest::Due due, const std::string& date);
   v1::FiledRecord Dispose(const User& user, const v1::DisposeRequest& req);
@@ -49,8 +50,20 @@ class Engine {
     v1::ArchiveRecord record;
     std::string manifest;  // the bytes the hash is over
     std::string hash;
+    bool disposed = false;  // set by LoadChain
   };
+  static std::optional<Stored> StoredOf(const redisReply* hmget_manifest_hash);
   std::optional<Stored> Load(const std::string& id);
+  // Records by id, a pipeline per thousand; nullopt where missing.
+  std::vector<std::optional<Stored>> LoadMany(const std::vector<std::string>& ids);
+  // The chain's ids from position `from` (0-based), at most `count`, and
+  // their records (nullopt: missing from the store) with their disposal:
+  // three round trips, not one per record.
+  struct ChainSlice {
+    std::vector<std::string> ids;
+    std::vector<std::optional<Stored>> records;
+  };
+  ChainSlice LoadChain(size_t from, size_t count);
   std::vector<Stored> LoadAll();
   // Appends `record` to the chain (seq, prev_hash, box and folder set here)
   // with `extra` guards and writes in the same transaction.

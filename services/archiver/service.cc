@@ -31,9 +31,7 @@ Status ArchiverService::GetBlob(ServerContext* ctx, const v1::GetBlobRequest* re
 
 Status ArchiverService::SearchRecords(ServerContext* ctx, const v1::SearchRecordsRequest* req,
                                       v1::SearchRecordsResponse* resp) {
-  return GuardedCall([&] {
-    for (auto& r : engine_->Search(CallerOf(*ctx, *users_), *req)) *resp->add_records() = std::move(r);
-  });
+  return GuardedCall([&] { *resp = engine_->Search(CallerOf(*ctx, *users_), *req); });
 }
 
 Status ArchiverService::Verify(ServerContext* ctx, const v1::VerifyRequest* req, v1::VerifyResponse* resp) {

@@ -23,6 +23,7 @@
 
 #include <signal.h>
 
+#include "../../services/archiver/engine.h"
 #include "../../services/notifier/engine.h"
 #include "../../services/notifier/log_tail.h"
 #include "../../services/router/call_groups.h"
@@ -98,6 +99,22 @@ class BatchTest : public ::testing::Test {
   }
 
   std::vector<v1::Task> TasksOf(const v1::Run& run) { return store_->GetTasks(store_->RunTaskIds(run.id())); }
+
+  // Completes each newest task by whichever actor may, until the run ends
+  // (at most 20 steps).
+  void CompleteToTheEnd(const v1::Run& run) {
+    auto actors = AllActors();
+    for (int step = 0; step < 20 && store_->GetRun(run.id())->status() == v1::Run::ACTIVE; ++step) {
+      const v1::Task open = TasksOf(run).back();
+      for (const auto& a : actors) {
+        try {
+          engine_->Complete(UserOf(a.token), open.id(), "", v1::TaskOutput());
+          break;
+        } catch (const DomainError&) {
+        }
+      }
+    }
+  }
 
   // What a notifier's timer is told of a task: the router's answer, as
   // Router.GetTask gives it to the notifier's read_runs account. Counts
@@ -450,17 +467,7 @@ TEST_F(BatchTest, TheTransactionThatEndsAStepCreatesTheNextTaskOrCompletesTheRun
   EXPECT_EQ(OutboxIds().size(), 5u);
 
   // To the end: the last step's completion completes the run.
-  auto actors = AllActors();
-  for (int step = 0; step < 20 && store_->GetRun(run.id())->status() == v1::Run::ACTIVE; ++step) {
-    const v1::Task open = TasksOf(run).back();
-    for (const auto& a : actors) {
-      try {
-        engine_->Complete(UserOf(a.token), open.id(), "", v1::TaskOutput());
-        break;
-      } catch (const DomainError&) {
-      }
-    }
-  }
+  CompleteToTheEnd(run);
   EXPECT_EQ(store_->GetRun(run.id())->status(), v1::Run::COMPLETED);
   tasks = TasksOf(run);
   EXPECT_EQ(tasks.size(), 9u);
@@ -1559,6 +1566,85 @@ TEST_F(BatchTest, ListDeliveriesPagesAWebhooksLogAndItsDeadLettersOlderOnesInclu
   EXPECT_EQ(nstore.IndexDeadLetters(5), 6u);      // from +6004
 
   EXPECT_EQ(page_through(true, 100).size(), 30u);
+}
+
+// A province's archive grows by a berkas per run. SearchRecords pages in
+// filing order, each record once, with its filters and whether it was
+// disposed of read for a page of records at a time: no command per
+// record, where it read each record and its disposal alone.
+TEST_F(BatchTest, SearchRecordsPagesTheArchiveInFilingOrderEachRecordOnce) {
+  // One completed run of seed 003; the archiver files copies of it under
+  // other run ids and units (its sources here are this test's).
+  const v1::Run run = StartRun();
+  CompleteToTheEnd(run);
+  const v1::GetRunResponse done = engine_->GetRun(UserOf(kAdmin), run.id());
+  ASSERT_EQ(done.run().status(), v1::Run::COMPLETED);
+  archiver::Sources sources;
+  sources.run = [&](const std::string& id) {
+    v1::GetRunResponse copy = done;
+    copy.mutable_run()->set_id(id);
+    copy.mutable_run()->set_unit(id.substr(0, id.find('~')));
+    return copy;
+  };
+  sources.definition = [&](const std::string& sop, uint32_t version) { return engine_->GetDefinition(sop, version); };
+  sources.report = [](const std::string&) { return std::optional<std::pair<std::string, std::string>>(); };
+  archiver::DirectoryBlobStore blobs(backends_->dir + "/search-blobs");
+  auto rules = archiver::Rules::Load(SourcePath("deploy/base/archiver/klasifikasi.yaml"),
+                                     SourcePath("deploy/base/archiver/jra.yaml"),
+                                     SourcePath("deploy/base/archiver/berkas.yaml"));
+  archiver::Engine archive(pool_.get(), &blobs, &clock_, rules, sources);
+  constexpr int kRecords = 250;
+  std::vector<std::string> filed, of_unit_a;
+  for (int i = 0; i < kRecords; ++i) {
+    const std::string unit = i % 5 == 0 ? "unit-a" : "unit-b";
+    auto record = archive.FileRun(std::nullopt, unit + "~" + std::to_string(1000 + i));
+    filed.push_back(record.record().id());
+    if (unit == "unit-a") of_unit_a.push_back(record.record().id());
+  }
+  // One disposed of (as Dispose marks it): its page says so.
+  RedisConnection conn(RedisAddress::Parse(backends_->redis->address()));
+  conn.Command({"SADD", "sf:ar:disposed", filed[40]});
+
+  auto search = [&](const std::string& unit, uint32_t size, const std::string& token) {
+    v1::SearchRecordsRequest req;
+    req.set_unit(unit);
+    req.set_page_size(size);
+    req.set_page_token(token);
+    return archive.Search(UserOf(kAdmin), req);
+  };
+  auto page_through = [&](const std::string& unit, uint32_t size) {
+    std::vector<std::string> ids;
+    std::string token;
+    for (int page = 0; page < 100; ++page) {
+      auto got = search(unit, size, token);
+      for (const auto& r : got.records()) ids.push_back(r.record().id());
+      token = got.next_page_token();
+      if (token.empty()) break;
+    }
+    return ids;
+  };
+  int64_t hmget = CommandCalls("hmget");
+  const int64_t sismember = CommandCalls("sismember");
+  EXPECT_EQ(page_through("", 37), filed);
+  EXPECT_EQ(CommandCalls("hmget") - hmget, kRecords) << "a page reads the records it gives";
+  hmget = CommandCalls("hmget");
+  EXPECT_EQ(page_through("unit-a", 7), of_unit_a);
+  EXPECT_LT(CommandCalls("hmget") - hmget, 2 * kRecords) << "a filtered page reads at most twice what it passes";
+  auto second = search("", 37, search("", 37, "").next_page_token());
+  ASSERT_EQ(second.records_size(), 37);
+  for (const auto& r : second.records()) EXPECT_EQ(r.disposed(), r.record().id() == filed[40]) << r.record().id();
+  EXPECT_EQ(CommandCalls("sismember") - sismember, 0) << "disposals read by the page";
+  auto first = search("", 0, "");
+  EXPECT_EQ(first.records_size(), 100) << "page_size 0 is 100";
+  EXPECT_NE(first.next_page_token(), "");
+  for (const char* bad : {"x", "12:", ":BRK"}) {
+    try {
+      search("", 10, bad);
+      ADD_FAILURE() << bad << " was taken";
+    } catch (const DomainError& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument) << bad;
+    }
+  }
 }
 
 // Members of one fan-out finishing at once on several routers race on the

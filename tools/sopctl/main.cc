@@ -219,6 +219,7 @@ int main(int argc, char** argv) {
   auto* records_cmd = app.add_subcommand("records", "archived records (berkas) you may read");
   records_cmd->add_option("--sop", sop);
   records_cmd->add_option("--text", text, "words in the uraian");
+  AddPaging(records_cmd, "records", "default 100, at most 1000", page_size, page_token);
   auto* verify_cmd = app.add_subcommand("verify", "check the archive's hash chain and blobs");
   verify_cmd->add_option("--record", id);
   CLI11_PARSE(app, argc, argv);
@@ -469,6 +470,8 @@ int main(int argc, char** argv) {
       v1::SearchRecordsRequest req;
       req.set_sop_id(sop);
       req.set_text(text);
+      req.set_page_size(page_size);
+      req.set_page_token(page_token);
       v1::SearchRecordsResponse resp;
       Check(archiver->SearchRecords(ctx().get(), req, &resp));
       if (g.json) {
@@ -485,6 +488,7 @@ int main(int argc, char** argv) {
                       When(r.aktif_sampai()).substr(0, 10).c_str(), When(r.inaktif_sampai()).substr(0, 10).c_str(),
                       r.jumlah(), f.hash().substr(0, 16).c_str());
         }
+        MorePages("records", resp.next_page_token());
       }
     } else if (verify_cmd->parsed()) {
       v1::VerifyRequest req;
