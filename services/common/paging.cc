@@ -20,31 +20,67 @@ bool ListedBefore(const Ranked& a, const Ranked& b, Order order) {
   return a.score != b.score ? a.score < b.score : a.id < b.id;
 }
 
-std::vector<Ranked> RankedAfter(RedisConnection& conn, const std::string& key, const std::optional<Ranked>& after,
-                                size_t limit, Order order) {
-  // From the cursor's own score on. Entries at that score come in id order
-  // (Redis orders equal scores so), and those up to the cursor's id were
-  // given before: skipped, in as many reads as a run of equal scores takes.
-  constexpr size_t kMinRead = 256, kMaxReads = 1000;
+namespace {
+// A read after a cursor starts at the cursor's own score; entries at that
+// score up to the cursor's id were given before. It asks for at least
+// kMinRead, so that a run of such entries rarely needs a second read.
+constexpr size_t kMinRead = 256;
+
+size_t FirstWant(size_t limit, const std::optional<Ranked>& after) {
+  return std::max(limit, after ? kMinRead : size_t{1});
+}
+
+std::vector<std::string> RangeAfter(const std::string& key, const std::optional<Ranked>& after, Order order,
+                                    size_t offset, size_t count) {
   const bool newest_first = order == Order::kNewestFirst;
   const std::string from = after ? std::to_string(after->score) : newest_first ? "+inf" : "-inf";
-  const std::string to = newest_first ? "-inf" : "+inf";
+  std::vector<std::string> cmd{"ZRANGE", key, from, newest_first ? "-inf" : "+inf", "BYSCORE"};
+  if (newest_first) cmd.push_back("REV");
+  cmd.insert(cmd.end(), {"LIMIT", std::to_string(offset), std::to_string(count), "WITHSCORES"});
+  return cmd;
+}
+
+// Adds to `out` (up to `limit`) the entries not given before the cursor.
+void KeepAfter(std::vector<Ranked>& entries, const std::optional<Ranked>& after, Order order, size_t limit,
+               std::vector<Ranked>& out) {
+  for (auto& e : entries) {
+    if (after && e.score == after->score && !ListedBefore(*after, e, order)) continue;
+    if (out.size() < limit) out.push_back(std::move(e));
+  }
+}
+}  // namespace
+
+std::vector<Ranked> RankedAfter(RedisConnection& conn, const std::string& key, const std::optional<Ranked>& after,
+                                size_t limit, Order order) {
+  constexpr size_t kMaxReads = 1000;
   std::vector<Ranked> out;
   size_t offset = 0;
   for (size_t reads = 0; out.size() < limit && reads < kMaxReads; ++reads) {
-    const size_t want = std::max(limit - out.size(), after ? kMinRead : size_t{1});
-    std::vector<std::string> cmd{"ZRANGE", key, from, to, "BYSCORE"};
-    if (newest_first) cmd.push_back("REV");
-    cmd.insert(cmd.end(), {"LIMIT", std::to_string(offset), std::to_string(want), "WITHSCORES"});
-    Reply r = conn.Command(cmd);
+    const size_t want = reads == 0 ? FirstWant(limit, after) : std::max(limit - out.size(), kMinRead);
+    Reply r = conn.Command(RangeAfter(key, after, order, offset, want));
     ThrowIfError(r.get());
     auto entries = RankedOf(r.get());
     offset += entries.size();
-    for (auto& e : entries) {
-      if (after && e.score == after->score && !ListedBefore(*after, e, order)) continue;
-      if (out.size() < limit) out.push_back(std::move(e));
-    }
+    KeepAfter(entries, after, order, limit, out);
     if (entries.size() < want) break;
+  }
+  return out;
+}
+
+std::vector<std::vector<Ranked>> RankedAfterEach(RedisConnection& conn, const std::vector<std::string>& keys,
+                                                 const std::optional<Ranked>& after, size_t limit, Order order) {
+  const size_t want = FirstWant(limit, after);
+  std::vector<std::vector<std::string>> reads;
+  for (const auto& key : keys) reads.push_back(RangeAfter(key, after, order, 0, want));
+  std::vector<std::vector<Ranked>> out(keys.size());
+  auto replies = conn.Pipeline(reads);
+  for (size_t i = 0; i < keys.size(); ++i) {
+    ThrowIfError(replies[i].get());
+    auto entries = RankedOf(replies[i].get());
+    const bool more = entries.size() == want;
+    KeepAfter(entries, after, order, limit, out[i]);
+    // Rare: the cursor's ties took so much of the read that it is short.
+    if (more && out[i].size() < limit) out[i] = RankedAfter(conn, keys[i], after, limit, order);
   }
   return out;
 }

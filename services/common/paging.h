@@ -35,6 +35,9 @@ std::vector<Ranked> RankedOf(const redisReply* r);
 // page gave; none: from the start), at most `limit`.
 std::vector<Ranked> RankedAfter(RedisConnection& conn, const std::string& key, const std::optional<Ranked>& after,
                                 size_t limit, Order order);
+// The same for several zsets, their first reads in one round trip.
+std::vector<std::vector<Ranked>> RankedAfterEach(RedisConnection& conn, const std::vector<std::string>& keys,
+                                                 const std::optional<Ranked>& after, size_t limit, Order order);
 inline std::vector<Ranked> NewestAfter(RedisConnection& conn, const std::string& key,
                                        const std::optional<Ranked>& after, size_t limit) {
   return RankedAfter(conn, key, after, limit, Order::kNewestFirst);
@@ -54,29 +57,16 @@ struct Page {
   std::string next_page_token;  // empty: nothing follows
 };
 
-// How PageAcross reads: a zset's entries after a cursor (RankedAfter with
-// the store's connection), and the items of some ids (those gone are left
-// out; each item's id() names it).
+// What PageAcross reads: the zsets (in `pool`'s Redis, each read after
+// the cursor by RankedAfterEach), and the items of some ids (those gone
+// are left out; each item's id() names it).
 template <typename Item>
 struct PageSources {
-  std::vector<std::string> zsets;
+  RedisPool* pool = nullptr;
   Order order = Order::kNewestFirst;
-  std::function<std::vector<Ranked>(const std::string& zset, const std::optional<Ranked>& after, size_t limit,
-                                    Order order)>
-      read;
   std::function<std::vector<Item>(const std::vector<std::string>& ids)> load;
+  std::vector<std::string> zsets;  // the caller adds them
 };
-
-// Sources read from `pool`'s Redis; the caller adds the zsets.
-template <typename Item>
-PageSources<Item> PagesIn(RedisPool* pool, Order order,
-                          std::function<std::vector<Item>(const std::vector<std::string>& ids)> load) {
-  auto read = [pool](const std::string& key, const std::optional<Ranked>& after, size_t limit, Order o) {
-    auto conn = pool->Acquire();
-    return RankedAfter(*conn, key, after, limit, o);
-  };
-  return {{}, order, std::move(read), std::move(load)};
-}
 
 // One page of the items named in several zsets (a caller's unit and own
 // indexes; a role's inboxes), merged in the sources' order, each id once,
@@ -92,8 +82,12 @@ Page<Item> PageAcross(const PageSources<Item>& from, const std::string& page_tok
   for (int read = 0; read < kMaxReads && page.items.size() < limit && !exhausted; ++read) {
     std::vector<Ranked> candidates;
     exhausted = true;
-    for (const auto& key : from.zsets) {
-      auto next = from.read(key, cursor, limit, from.order);
+    std::vector<std::vector<Ranked>> read_each;
+    {
+      auto conn = from.pool->Acquire();
+      read_each = RankedAfterEach(*conn, from.zsets, cursor, limit, from.order);
+    }
+    for (auto& next : read_each) {
       exhausted = exhausted && next.size() < limit;
       candidates.insert(candidates.end(), std::make_move_iterator(next.begin()), std::make_move_iterator(next.end()));
     }

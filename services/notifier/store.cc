@@ -228,8 +228,7 @@ std::vector<v1::Delivery> DeliveriesIn(RedisPool* pool, const std::vector<std::s
 
 Page<v1::Delivery> Store::DeliveriesFor(const std::string& target, bool dead_only, size_t limit,
                                         const std::string& page_token) {
-  auto from = PagesIn<v1::Delivery>(pool_, Order::kNewestFirst,
-                                    [this](const auto& ids) { return DeliveriesIn(pool_, ids); });
+  PageSources<v1::Delivery> from{pool_, Order::kNewestFirst, [this](const auto& ids) { return DeliveriesIn(pool_, ids); }};
   from.zsets.push_back(dead_only ? keys::DeadOf(target) : keys::DeliveriesOf(target));
   return PageAcross<v1::Delivery>(from, page_token, limit, [](const v1::Delivery&) { return true; });
 }

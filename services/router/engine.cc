@@ -315,7 +315,7 @@ void Engine::IndexForReaders(Batch& b, const v1::Run& run, int64_t started_ms) {
 }
 
 v1::ListRunsResponse Engine::ListRuns(const User& user, const v1::ListRunsRequest& req) {
-  PageSources<v1::Run> from = PagesIn<v1::Run>(store_->pool(), Order::kNewestFirst, [this](const auto& ids) { return store_->GetRuns(ids); });
+  PageSources<v1::Run> from{store_->pool(), Order::kNewestFirst, [this](const auto& ids) { return store_->GetRuns(ids); }};
   if (user.Has("read_runs")) {  // admins too
     from.zsets.push_back(req.sop_id().empty() ? keys::kRuns : keys::RunsOf(req.sop_id()));
   } else {
@@ -471,8 +471,7 @@ void Engine::ReportTaskConflict(const std::string& task_id) {
 v1::ListInboxResponse Engine::Inbox(const User& user, const v1::ListInboxRequest& req) {
   // Open tasks wait in queues by role (of the unit, of a fan-out member);
   // tasks the user claimed wait in its own. Merged, oldest first.
-  PageSources<v1::Task> from =
-      PagesIn<v1::Task>(store_->pool(), Order::kOldestFirst, [this](const auto& ids) { return store_->GetTasks(ids); });
+  PageSources<v1::Task> from{store_->pool(), Order::kOldestFirst, [this](const auto& ids) { return store_->GetTasks(ids); }};
   from.zsets.push_back(keys::Claimed(user.id));
   for (const auto& role : user.roles) {
     from.zsets.push_back(keys::InboxOfUnit(user.unit, role));
