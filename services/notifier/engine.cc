@@ -192,9 +192,11 @@ Engine::Record Engine::RunCancelled(const v1::Event& event) {
 
 std::optional<size_t> Engine::SweepExpired(const std::string& replica, int64_t interval_ms,
                                            const std::function<bool()>& go_on) {
-  // A keyspace of millions of keys is some thousands of pages; the bound
-  // only stops a pass that would never end.
-  constexpr int kPageSize = 1000, kMaxPages = 1000000;
+  // Small pages: each SCAN page holds Redis for the keys it looks at, and
+  // a page of 1,000 keys (about a millisecond) stalled the chain's
+  // commands behind it. A keyspace of millions of keys is some tens of
+  // thousands of pages; the bound only stops a pass that would never end.
+  constexpr int kPageSize = 100, kMaxPages = 10000000;
   if (!store_->TakeSweep(replica, interval_ms)) return std::nullopt;
   const int64_t cutoff = Millis(clock_->Now()) - kKeepSeconds * 1000;
   size_t forgotten = 0, lists = 0;

@@ -68,6 +68,8 @@ class Engine {
   // Forgets, in every list that names them, the ids of notifications and
   // deliveries older than kKeepSeconds (Store::ForgetExpired), page by page
   // while `go_on` holds, if `replica` takes this `interval_ms`'s sweep.
+  // `go_on` is asked between pages; the notifier's pauses there, so that
+  // the sweep leaves Redis to the chain (docs/performance.md, session 20).
   // Returns the ids forgotten; nullopt if another replica has the sweep.
   std::optional<size_t> SweepExpired(const std::string& replica, int64_t interval_ms,
                                      const std::function<bool()>& go_on);
