@@ -73,7 +73,7 @@ struct NotifierProcess::Impl {
 
   void SweepLoop() {
     const auto look_every = std::chrono::milliseconds(std::min<int64_t>(config.sweep_interval_ms, 60000));
-    // Between pages the sweep waits: 1.1 million keys take some 25 s an
+    // Between pages the sweep waits: 1.1 million keys take about 30 s an
     // interval instead of 2 s, and the chain's commands wait behind one
     // page of 100 keys at most, not a stream of them.
     const auto pause = std::chrono::milliseconds(2);

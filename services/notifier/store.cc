@@ -215,6 +215,8 @@ size_t Store::MarkRead(const std::string& user, const std::vector<std::string>& 
   return static_cast<size_t>(ReplyInteger(r.get()));
 }
 
+namespace {
+// The deliveries of `ids` still kept, in one round trip.
 std::vector<v1::Delivery> DeliveriesIn(RedisPool* pool, const std::vector<std::string>& ids) {
   std::vector<v1::Delivery> out;
   if (ids.empty()) return out;
@@ -225,6 +227,7 @@ std::vector<v1::Delivery> DeliveriesIn(RedisPool* pool, const std::vector<std::s
     if (auto d = ReplyMessage<v1::Delivery>(reply.get())) out.push_back(std::move(*d));
   return out;
 }
+}  // namespace
 
 Page<v1::Delivery> Store::DeliveriesFor(const std::string& target, bool dead_only, size_t limit,
                                         const std::string& page_token) {
