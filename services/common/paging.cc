@@ -85,6 +85,38 @@ std::vector<std::vector<Ranked>> RankedAfterEach(RedisConnection& conn, const st
   return out;
 }
 
+size_t IndexSinceMarker(RedisPool& pool, const std::string& key, const std::string& marker_key, int64_t recent_ms,
+                        const std::function<size_t(const std::vector<Ranked>& page)>& index) {
+  constexpr size_t kPage = 1000;
+  std::optional<std::string> marker;
+  {
+    auto conn = pool.Acquire();
+    Reply r = conn->Command({"GET", marker_key});
+    ThrowIfError(r.get());
+    marker = ReplyString(r.get());
+  }
+  int64_t newest = marker ? std::stoll(*marker) : 0;
+  const std::string from = marker ? std::to_string(newest - recent_ms) : "-inf";
+  size_t count = 0;
+  for (size_t offset = 0;; offset += kPage) {
+    std::vector<Ranked> entries;
+    {
+      auto conn = pool.Acquire();
+      Reply r = conn->Command({"ZRANGE", key, from, "+inf", "BYSCORE", "LIMIT", std::to_string(offset),
+                               std::to_string(kPage), "WITHSCORES"});
+      ThrowIfError(r.get());
+      entries = RankedOf(r.get());
+    }
+    for (const auto& e : entries) newest = std::max(newest, e.score);
+    if (!entries.empty()) count += index(entries);
+    if (entries.size() < kPage) break;
+  }
+  auto conn = pool.Acquire();
+  Reply done = conn->Command({"SET", marker_key, std::to_string(newest)});
+  ThrowIfError(done.get());
+  return count;
+}
+
 std::string PageToken(const Ranked& last) { return std::to_string(last.score) + ":" + last.id; }
 
 size_t PageLimit(uint32_t page_size) { return page_size == 0 ? 100 : std::min<uint32_t>(page_size, 1000); }

@@ -51,6 +51,16 @@ std::optional<Ranked> FromPageToken(const std::string& token);
 // page_size as the List calls take it: 0 is 100, at most 1000.
 size_t PageLimit(uint32_t page_size);
 
+// For an index a version added (who may read a run, a target's dead
+// letters): walks zset `key` oldest first from the score `marker_key`
+// holds less `recent_ms` (all of it when there is no marker yet), a
+// thousand entries at a time; `index` writes the index of each page and
+// says how many it indexed. The marker then holds the newest score walked.
+// Looking `recent_ms` back covers what a process of the earlier version
+// wrote meanwhile, during a rolling update. Returns the count indexed.
+size_t IndexSinceMarker(RedisPool& pool, const std::string& key, const std::string& marker_key, int64_t recent_ms,
+                        const std::function<size_t(const std::vector<Ranked>& page)>& index);
+
 template <typename Item>
 struct Page {
   std::vector<Item> items;

@@ -237,38 +237,22 @@ Page<v1::Delivery> Store::DeliveriesFor(const std::string& target, bool dead_onl
 }
 
 size_t Store::IndexDeadLetters(int64_t recent_ms) {
-  constexpr size_t kPage = 1000;
-  auto conn = pool_->Acquire();
-  Reply marker = conn->Command({"GET", keys::kDeadIndexed});
-  ThrowIfError(marker.get());
-  auto indexed = ReplyString(marker.get());
-  int64_t newest = indexed ? std::stoll(*indexed) : 0;
-  const std::string from = indexed ? std::to_string(newest - recent_ms) : "-inf";
-  size_t count = 0;
-  for (size_t offset = 0;; offset += kPage) {
-    Reply r = conn->Command({"ZRANGE", keys::kDead, from, "+inf", "BYSCORE", "LIMIT", std::to_string(offset),
-                             std::to_string(kPage), "WITHSCORES"});
-    ThrowIfError(r.get());
-    auto dead = RankedOf(r.get());
+  return IndexSinceMarker(*pool_, keys::kDead, keys::kDeadIndexed, recent_ms, [this](const std::vector<Ranked>& dead) {
     std::vector<std::string> ids;
     for (const auto& d : dead) ids.push_back(d.id);
     std::map<std::string, std::string> target_of;
     for (const auto& d : DeliveriesIn(pool_, ids)) target_of[d.id()] = d.target();
     std::vector<std::vector<std::string>> adds;
     for (const auto& d : dead) {
-      newest = std::max(newest, d.score);
       auto target = target_of.find(d.id);
       if (target == target_of.end()) continue;  // expired: nothing left to list
       adds.push_back({"ZADD", keys::DeadOf(target->second), std::to_string(d.score), d.id});
     }
-    if (!adds.empty())
-      for (auto& reply : conn->Pipeline(adds)) ThrowIfError(reply.get());
-    count += adds.size();
-    if (dead.size() < kPage) break;
-  }
-  Reply done = conn->Command({"SET", keys::kDeadIndexed, std::to_string(newest)});
-  ThrowIfError(done.get());
-  return count;
+    if (adds.empty()) return size_t{0};
+    auto conn = pool_->Acquire();
+    for (auto& reply : conn->Pipeline(adds)) ThrowIfError(reply.get());
+    return adds.size();
+  });
 }
 
 namespace {

@@ -3,7 +3,6 @@
 #include <google/protobuf/util/time_util.h>
 
 #include <algorithm>
-#include <limits>
 #include <map>
 #include <set>
 
@@ -333,32 +332,23 @@ v1::ListRunsResponse Engine::ListRuns(const User& user, const v1::ListRunsReques
 }
 
 size_t Engine::IndexReadableRuns(std::chrono::milliseconds recent) {
-  constexpr size_t kPage = 1000;
-  auto indexed = store_->GetString(keys::kRunsReadableIndexed);
-  const int64_t from = indexed ? std::stoll(*indexed) - recent.count() : std::numeric_limits<int64_t>::min() / 2;
-  int64_t newest = indexed ? std::stoll(*indexed) : 0;
-  size_t count = 0;
-  for (size_t offset = 0;; offset += kPage) {
-    auto entries = store_->OldestFrom(keys::kRuns, from, offset, kPage);
-    std::vector<std::string> ids;
-    std::map<std::string, int64_t> started_ms;
-    for (const auto& e : entries) {
-      ids.push_back(e.id);
-      started_ms[e.id] = e.score;
-    }
-    Batch b;
-    for (const auto& run : store_->GetRuns(ids)) {
-      IndexForReaders(b, run, started_ms[run.id()]);
-      newest = std::max(newest, started_ms[run.id()]);
-      ++count;
-    }
-    if (!b.empty()) store_->CommitAll({&b});
-    if (entries.size() < kPage) break;
-  }
-  Batch done;
-  done.Write({"SET", keys::kRunsReadableIndexed, std::to_string(newest)});
-  store_->CommitAll({&done});
-  return count;
+  return IndexSinceMarker(*store_->pool(), keys::kRuns, keys::kRunsReadableIndexed, recent.count(),
+                          [this](const std::vector<Store::Ranked>& entries) {
+                            std::vector<std::string> ids;
+                            std::map<std::string, int64_t> started_ms;
+                            for (const auto& e : entries) {
+                              ids.push_back(e.id);
+                              started_ms[e.id] = e.score;
+                            }
+                            Batch b;
+                            size_t count = 0;
+                            for (const auto& run : store_->GetRuns(ids)) {
+                              IndexForReaders(b, run, started_ms[run.id()]);
+                              ++count;
+                            }
+                            if (!b.empty()) store_->CommitAll({&b});
+                            return count;
+                          });
 }
 
 v1::Run Engine::CancelRun(const User& user, const std::string& run_id, const std::string& reason) {

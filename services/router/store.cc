@@ -201,14 +201,6 @@ std::vector<std::string> Store::ZRangeByScore(const std::string& key, int64_t ma
   return ReplyStrings(r.get());
 }
 
-std::vector<Store::Ranked> Store::OldestFrom(const std::string& key, int64_t min_score, size_t offset, size_t limit) {
-  auto conn = pool_->Acquire();
-  Reply r = conn->Command({"ZRANGE", key, std::to_string(min_score), "+inf", "BYSCORE", "LIMIT", std::to_string(offset),
-                           std::to_string(limit), "WITHSCORES"});
-  ThrowIfError(r.get());
-  return RankedOf(r.get());
-}
-
 std::vector<std::string> Store::SetMembers(const std::string& key) {
   auto conn = pool_->Acquire();
   Reply r = conn->Command({"SMEMBERS", key});

@@ -102,8 +102,6 @@ class Store {
   std::vector<std::string> ZMembers(const std::vector<std::string>& zset_keys, size_t limit_each);
   std::vector<std::string> ZRangeByScore(const std::string& key, int64_t max_score, size_t limit);
   using Ranked = sopflow::Ranked;
-  // Oldest first from `min_score`, skipping `offset`, at most `limit`.
-  std::vector<Ranked> OldestFrom(const std::string& key, int64_t min_score, size_t offset, size_t limit);
   std::vector<std::string> SetMembers(const std::string& key);
 
   RedisPool* pool() { return pool_; }
