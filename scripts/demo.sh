@@ -90,10 +90,11 @@ echo; echo "== deploying the seed SOPs (sopctl, as admin)"
 "$BIN_SOPCTL" --token demo-admin defs
 
 echo; echo "== running all three seed SOPs with scripted actors; notifications as they happen"
-"$BIN_SOPCTL" --token demo-admin watch --unit '*' &
+"$BIN_SOPCTL" --token demo-admin watch --unit '*' 2> >(tee "$VAR/logs/watch.err" >&2) &
 watch_pid=$!
 pids+=($watch_pid)
-sleep 0.3
+# Subscribed once its stream's headers came (it says so): at most 10 s.
+for _ in $(seq 200); do grep -q '^\[watch\] subscribed' "$VAR/logs/watch.err" 2>/dev/null && break; sleep 0.05; done
 # Seed 003's staff take 3 s over step 3 ("2 menit" = 2 s at x60): its
 # reminder, overdue notice and escalation to the Sekretaris fire.
 status=0

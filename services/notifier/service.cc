@@ -5,6 +5,7 @@
 #include <regex>
 
 #include "grpc_server.h"
+#include "notification_feed.h"
 #include "paging.h"
 #include "subscribe_stream.h"
 
@@ -48,6 +49,15 @@ grpc::ServerWriteReactor<v1::Notification>* NotifierService::Subscribe(grpc::Cal
     cursor = StartCursor(redis, *req);
   });
   if (!refused.ok()) return Refused<grpc::ServerWriteReactor<v1::Notification>>(refused);
+  // Draining: a stream taken now would end at once, after headers that
+  // told its subscriber it was subscribed. It goes to another replica.
+  if (!tail_.running())
+    return Refused<grpc::ServerWriteReactor<v1::Notification>>(
+        grpc::Status(grpc::StatusCode::UNAVAILABLE, "this notifier is draining; subscribe at another replica"));
+  // The stream sends its headers at once with this: the subscriber knows
+  // it will see everything after it, and where to resume if it breaks
+  // before the first notification.
+  ctx->AddInitialMetadata(kSubscribeCursorHeader, cursor);
   return new SubscribeStream(tail_, redis_, std::move(matches.interest), std::move(matches.wants), std::move(cursor));
 }
 

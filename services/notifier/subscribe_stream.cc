@@ -32,6 +32,9 @@ SubscribeStream::SubscribeStream(LogTail& tail, RedisAddress redis, std::string 
       link_(std::make_shared<Link>()),
       cursor_(std::move(cursor)) {
   CountStream(+1);
+  // The headers (with the start cursor) now, not with the first write:
+  // they tell the subscriber it is subscribed.
+  StartSendInitialMetadata();
   link_->stream = this;
   listener_ = tail_.Listen(std::move(interest), wants_, [link = link_](std::vector<LogEntry> entries) {
     std::unique_lock lock(link->mu);

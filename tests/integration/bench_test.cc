@@ -171,7 +171,11 @@ TEST(BenchTest, LoadsARunningDeploymentAtTheAddressesItIsGiven) {
   // What the services said, shown if the report is incomplete. (Under
   // `ctest -j2` a worker's Subscribe was now and then refused: a port
   // chosen by FreePort() had been taken by another process before the
-  // notifier bound it. The services now choose their own ports.)
+  // notifier bound it. The services now choose their own ports. Then CI
+  // saw one worker's first connection fail, UNAVAILABLE, and the bench wait
+  // out its timeout for the step nobody did: workers now keep their streams
+  // with NotificationFeed, which waits for a connection and resubscribes,
+  // and a worker that gives up ends the benchmark at once.)
   SCOPED_TRACE("router.log:\n" + ReadText(b.dir + "/router.log") + "\nnotifier.log:\n" +
                ReadText(b.dir + "/notifier.log"));
   ExpectCompleteReport(r);

@@ -15,6 +15,7 @@
 #include "error.h"
 #include "nats.h"
 #include "metrics.h"
+#include "notification_feed.h"
 #include "notifier_fixture.h"
 #include "sopflow/v1/event.pb.h"
 
@@ -23,12 +24,15 @@ namespace {
 
 using grpc::StatusCode;
 
-// A Subscribe stream read on its own thread.
+// A Subscribe stream read on its own thread. Constructed once subscribed:
+// its headers came (or it was refused), so what follows reaches it.
 class Subscription {
  public:
   Subscription(v1::Notifier::Stub& stub, const std::string& token, const v1::SubscribeRequest& req)
       : ctx_(AuthedContext(token, std::chrono::seconds(120))) {
     reader_ = stub.Subscribe(ctx_.get(), req);
+    reader_->WaitForInitialMetadata();
+    start_cursor_ = SubscribeCursorOf(*ctx_);
     thread_ = std::thread([this] {
       v1::Notification n;
       while (reader_->Read(&n)) {
@@ -50,6 +54,8 @@ class Subscription {
     std::lock_guard lock(mu_);
     return got_;
   }
+  // The `sopflow-cursor` header: where the stream starts.
+  const std::string& start_cursor() const { return start_cursor_; }
   bool WaitForCount(size_t n, int timeout_ms = 20000) {
     return WaitUntil([&] { return got().size() >= n; }, timeout_ms);
   }
@@ -65,6 +71,7 @@ class Subscription {
  private:
   std::unique_ptr<grpc::ClientContext> ctx_;
   std::unique_ptr<grpc::ClientReader<v1::Notification>> reader_;
+  std::string start_cursor_;
   std::thread thread_;
   std::mutex mu_;
   std::vector<v1::Notification> got_;
@@ -89,7 +96,6 @@ TEST_F(NotifierChannelsTest, ANewTaskReachesTheStreamASignedWebhookTheSmtpSinkAn
   v1::Webhook hook = Register(kSekretarisBlg, receiver_->url(), "balangan-satpolpp");
   ASSERT_EQ(hook.secret().size(), 64u);
   Subscription stream(notifier(), kSekretarisBlg, {});
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the stream is reading
   v1::Run run = Start003();
   v1::Task task = WaitForOpenTask(run.id(), 1);
 
@@ -143,7 +149,6 @@ TEST_F(NotifierChannelsTest, ASubscriberResumesFromItsCursorWithNothingMissedOrT
   v1::SubscribeRequest by_unit;
   by_unit.set_unit("balangan-satpolpp");
   auto first = std::make_unique<Subscription>(notifier(), kSekretarisBlg, by_unit);
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
   v1::Run run = Start003();
   ASSERT_TRUE(WaitUntil([&] { return !OfRun(first->got(), run.id()).empty(); }));
   std::string cursor = OfRun(first->got(), run.id())[0].cursor();
@@ -174,6 +179,108 @@ TEST_F(NotifierChannelsTest, ASubscriberResumesFromItsCursorWithNothingMissedOrT
   EXPECT_EQ(rejected.FinalStatus().error_code(), StatusCode::INVALID_ARGUMENT);
 }
 
+// The headers come before any notification, with the cursor the stream
+// starts after: a subscriber gone before its first notification resumes
+// from it and misses nothing. A refused stream has no cursor.
+TEST_F(NotifierChannelsTest, TheHeadersSayWhereTheStreamStartsAndResumingFromThemMissesNothing) {
+  v1::SubscribeRequest by_unit;
+  by_unit.set_unit("balangan-satpolpp");
+  auto first = std::make_unique<Subscription>(notifier(), kSekretarisBlg, by_unit);
+  const std::string start = first->start_cursor();
+  ASSERT_FALSE(start.empty());
+  {
+    RedisConnection redis(RedisAddress::Parse(backends_->redis->address()));
+    Reply newest = redis.Command({"XREVRANGE", notifier::keys::kLog, "+", "-", "COUNT", "1"});
+    ASSERT_EQ(newest->type, REDIS_REPLY_ARRAY);
+    std::string expected = newest->elements == 1 ? ReplyString(newest->element[0]->element[0]).value_or("") : "0-0";
+    EXPECT_EQ(start, expected) << "from now: after the newest notification";
+  }
+  first->Cancel();  // gone before its first notification
+  EXPECT_TRUE(first->got().empty());
+
+  v1::Run run = Start003();
+  AdvanceTo(run.id(), 2);
+  v1::SubscribeRequest resume = by_unit;
+  resume.set_cursor(start);
+  Subscription second(notifier(), kSekretarisBlg, resume);
+  EXPECT_EQ(second.start_cursor(), start);
+  ASSERT_TRUE(WaitUntil([&] { return OfRun(second.got(), run.id()).size() >= 2; }));
+  std::vector<uint32_t> steps;
+  for (const auto& n : OfRun(second.got(), run.id())) steps.push_back(n.step());
+  EXPECT_EQ(steps, (std::vector<uint32_t>{1, 2}));
+
+  Subscription refused(notifier(), "not-a-user", by_unit);
+  EXPECT_EQ(refused.start_cursor(), "");
+  EXPECT_EQ(refused.FinalStatus().error_code(), StatusCode::UNAUTHENTICATED);
+}
+
+// NotificationFeed, as sopctl watch and sopbench's workers keep a stream.
+// It passes over an address nobody answers. When its notifier drains, it
+// keeps trying; what is notified meanwhile reaches it once the notifier
+// is back (restarted on its port), resumed from the last cursor it saw:
+// each task once, in order.
+TEST_F(NotifierChannelsTest, AFeedResumesFromItsCursorWhenItsNotifierIsBackAfterADrain) {
+  auto config = NotifierConfigFor(*backends_, "", router_->port());
+  config.replica_id = "notifier-spare";
+  auto spare = std::make_unique<notifier::NotifierProcess>(config, &clock_);
+  spare->Start();
+  const std::string spare_address = "127.0.0.1:" + std::to_string(spare->port());
+
+  NotificationFeed::Options options;
+  options.addresses = {"127.0.0.1:" + std::to_string(FreePort()), spare_address};
+  options.token = kSekretarisBlg;
+  options.request.set_unit("balangan-satpolpp");
+  options.connect_timeout = std::chrono::milliseconds(200);
+  options.max_failed_attempts = 100;  // 20 s or more of trying
+  NotificationFeed feed(options);
+  std::mutex mu;
+  std::vector<std::string> live_at;
+  std::vector<v1::Notification> got;
+  grpc::Status ended;
+  std::thread reader([&] {
+    ended = feed.Run(
+        [&](const std::string& cursor) {
+          std::lock_guard lock(mu);
+          live_at.push_back(cursor);
+        },
+        [&](const v1::Notification& n) {
+          std::lock_guard lock(mu);
+          got.push_back(n);
+        });
+  });
+  auto lives = [&] {
+    std::lock_guard lock(mu);
+    return live_at.size();
+  };
+  auto of_run = [&](const std::string& run_id) {
+    std::lock_guard lock(mu);
+    return OfRun(got, run_id);
+  };
+  ASSERT_TRUE(WaitUntil([&] { return lives() == 1; }));
+
+  v1::Run run = Start003();
+  ASSERT_TRUE(WaitUntil([&] { return of_run(run.id()).size() == 1; }));
+  const std::string seen = of_run(run.id())[0].cursor();
+  spare->Shutdown();  // a drain: the stream ends, and nothing answers there
+  spare.reset();
+  AdvanceTo(run.id(), 4);  // tasks 2-4 are notified while the feed has no notifier
+  EXPECT_EQ(lives(), 1u);
+  config.listen = spare_address;
+  notifier::NotifierProcess restarted(config, &clock_);
+  restarted.Start();
+  ASSERT_TRUE(WaitUntil([&] { return of_run(run.id()).size() >= 4; }));
+  feed.Stop();
+  reader.join();
+
+  EXPECT_TRUE(ended.ok()) << ended.error_message();
+  std::vector<uint32_t> steps;
+  for (const auto& n : of_run(run.id())) steps.push_back(n.step());
+  EXPECT_EQ(steps, (std::vector<uint32_t>{1, 2, 3, 4})) << "each once, in order";
+  std::lock_guard lock(mu);
+  ASSERT_EQ(live_at.size(), 2u);
+  EXPECT_EQ(live_at[1], seen) << "resumed after the last notification it had";
+}
+
 // A subscriber that stops reading while notifications keep coming: its
 // stream holds what it may (kMaxPending), stops being handed more, and
 // catches up from its cursor once the subscriber reads again; everything
@@ -183,7 +290,7 @@ TEST_F(NotifierChannelsTest, ASubscriberThatStopsReadingGetsEverythingOnceWhenIt
   const double behind_before = Metrics::Global().CounterValue("sopflow_subscribe_streams_behind_total", "");
   auto ctx = AuthedContext(kSekretarisBlg, std::chrono::seconds(120));
   auto reader = notifier().Subscribe(ctx.get(), {});
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the stream is open and live
+  reader->WaitForInitialMetadata();  // subscribed: what is added next reaches it
   RedisConnection redis(RedisAddress::Parse(backends_->redis->address()));
   const std::string body(8000, 'x');
   for (int i = 0; i < kNotifications; i += 100) {

@@ -28,6 +28,7 @@
 #include <utility>
 
 #include "grpc_client.h"
+#include "notification_feed.h"
 #include "redis.h"
 #include "servers.h"
 #include "sopflow/v1/notifier.grpc.pb.h"
@@ -408,12 +409,12 @@ class Load {
     return st.ok() ? "" : StatusCodeName(st.error_code()) + ": " + st.error_message();
   }
 
-  void StartWorkers() {
-    stream_contexts_.resize(kSteps);
+  // "" once every worker is subscribed (its stream's headers came), or
+  // why not.
+  std::string StartWorkers() {
+    for (int step = 1; step <= kSteps; ++step) workers_feeds_.push_back(FeedOf(RoleRequest(step), step));
     for (int step = 1; step <= kSteps; ++step) workers_.emplace_back([this, step] { Work(step); });
-    // Each worker opens its stream at once (or fails, and counts).
-    WaitForStreams(streams_ready_, kSteps);
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the streams are reading
+    return WaitForStreams(streams_ready_, kSteps, "workers");
   }
 
   // Starts the runs (open loop at --rate, or as fast as a few threads go)
@@ -442,7 +443,8 @@ class Load {
     }
     if (o_.start_only) return;
     auto deadline = t0 + std::chrono::seconds(o_.timeout_s);
-    while (runs_done_ < o_.runs - errors_ && Clock::now() < deadline)
+    // A worker that gave up leaves its step undone: no use waiting on.
+    while (runs_done_ < o_.runs - errors_ && workers_gone_ == 0 && Clock::now() < deadline)
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
 
@@ -464,29 +466,25 @@ class Load {
 
   // Streams of other subscribers (units with no work here), as a notifier
   // serving many connected users has: they receive nothing but are open.
-  void StartIdleSubscribers(int n) {
-    idle_contexts_.resize(static_cast<size_t>(n));
+  // "" once they are all subscribed, or why not.
+  std::string StartIdleSubscribers(int n) {
     idle_.reserve(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) {
+      v1::SubscribeRequest sub;
+      sub.set_unit("sopbench-idle-" + std::to_string(i));
+      idle_feeds_.push_back(FeedOf(sub, i, o_.admin_token));
+    }
     for (int i = 0; i < n; ++i)
       idle_.emplace_back([this, i] {
-        auto notifier = v1::Notifier::NewStub(OpenChannel(d_.notifiers[i % d_.notifiers.size()], d_.ca_file));
-        v1::SubscribeRequest sub;
-        sub.set_unit("sopbench-idle-" + std::to_string(i));
-        idle_contexts_[i] = AuthedContext(o_.admin_token, std::chrono::hours(24));
-        auto reader = notifier->Subscribe(idle_contexts_[i].get(), sub);
-        ++idle_open_;
-        v1::Notification n;
-        while (!stop_ && reader->Read(&n)) {
-        }
+        auto st = idle_feeds_[i]->Run([this](const std::string&) { ++idle_open_; }, [](const v1::Notification&) {});
+        if (!st.ok()) ReportError("Subscribe (idle)", st);
       });
-    WaitForStreams(idle_open_, n);
+    return WaitForStreams(idle_open_, n, "idle subscribers");
   }
 
   void Stop() {
-    stop_ = true;
-    for (auto* contexts : {&stream_contexts_, &idle_contexts_})
-      for (auto& ctx : *contexts)
-        if (ctx) ctx->TryCancel();
+    for (auto* feeds : {&workers_feeds_, &idle_feeds_})
+      for (auto& feed : *feeds) feed->Stop();
     for (auto* threads : {&workers_, &idle_})
       for (auto& t : *threads) t.join();
   }
@@ -500,9 +498,40 @@ class Load {
   Timings& timings() { return timings_; }
 
  private:
-  // Until `opened` reaches `want`, at most 10 s.
-  static void WaitForStreams(const std::atomic<int>& opened, int want) {
-    for (int i = 0; i < 2000 && opened < want; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  // Until `opened` reaches `want` (at most 60 s): "" or what is missing.
+  static std::string WaitForStreams(const std::atomic<int>& opened, int want, const char* who) {
+    for (int i = 0; i < 12000 && opened < want; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (opened >= want) return "";
+    return std::to_string(want - opened) + " of " + std::to_string(want) + " " + who + " not subscribed after 60 s";
+  }
+
+  // The load's calls wait for a connection that failed to come back
+  // (within their deadline) rather than fail at once: the deployment
+  // answered DeploySop, so a failure here is a hiccup, not a wrong address.
+  static std::unique_ptr<grpc::ClientContext> LoadContext(const std::string& token,
+                                                          std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+    auto context = AuthedContext(token, timeout);
+    context->set_wait_for_ready(true);
+    return context;
+  }
+
+  v1::SubscribeRequest RoleRequest(int step) const {
+    v1::SubscribeRequest sub;
+    sub.set_role("step-" + std::to_string(step));
+    return sub;
+  }
+
+  // A stream kept as a client keeps it: it starts at the `index`th
+  // notifier and moves on to the next one if that one goes away.
+  std::unique_ptr<NotificationFeed> FeedOf(const v1::SubscribeRequest& request, int index,
+                                           const std::string& token = "") const {
+    NotificationFeed::Options feed;
+    for (size_t i = 0; i < d_.notifiers.size(); ++i)
+      feed.addresses.push_back(d_.notifiers[(static_cast<size_t>(index) + i) % d_.notifiers.size()]);
+    feed.ca_file = d_.ca_file;
+    feed.token = token.empty() ? o_.ActorToken(index) : token;
+    feed.request = request;
+    return std::make_unique<NotificationFeed>(std::move(feed));
   }
 
   void StartOneRun(v1::Router::Stub& router) {
@@ -512,7 +541,7 @@ class Load {
     req.set_unit("bench");
     v1::Run run;
     auto before = Clock::now();
-    auto st = router.StartRun(AuthedContext(o_.ActorToken(1)).get(), req, &run);
+    auto st = router.StartRun(LoadContext(o_.ActorToken(1)).get(), req, &run);
     if (!st.ok()) {
       ReportError("StartRun", st);
       return;
@@ -528,15 +557,8 @@ class Load {
   }
 
   void Work(int step) {
-    auto notifier =
-        v1::Notifier::NewStub(OpenChannel(d_.notifiers[step % d_.notifiers.size()], d_.ca_file));
     auto& router = *router_stubs_[step % router_stubs_.size()];
     std::string token = o_.ActorToken(step);
-    v1::SubscribeRequest sub;
-    sub.set_role("step-" + std::to_string(step));
-    stream_contexts_[step - 1] = AuthedContext(token, std::chrono::hours(24));
-    auto reader = notifier->Subscribe(stream_contexts_[step - 1].get(), sub);
-    ++streams_ready_;
     // Completions go out asynchronously, at most `inflight` at a time per
     // worker, as a real client working several tasks would; a worker that
     // waited for each reply would cap the chain at workers / latency.
@@ -544,7 +566,7 @@ class Load {
     std::unique_ptr<CompletionStreamClient> completions;
     if (o_.complete_with == "stream")
       completions = std::make_unique<CompletionStreamClient>(
-          router, AuthedContext(token, std::chrono::hours(24)),
+          router, LoadContext(token, std::chrono::hours(24)),
           [this, &window](const v1::CompleteTasksResponse& a) {
             Answered("CompleteTasks", grpc::Status(static_cast<grpc::StatusCode>(a.code()), a.message()),
                      a.task().run_id(), a.task().step(), window);
@@ -554,17 +576,25 @@ class Load {
             if (unanswered > 0) ReportError("CompleteTasks stream ended with requests unanswered", st);
             for (int i = 0; i < unanswered; ++i) window.Release();
           });
-    v1::Notification n;
-    while (!stop_ && reader->Read(&n)) {
-      if (n.kind() != v1::Notification::TASK_ASSIGNED) continue;
-      Received(n.run_id(), n.step());
-      window.Acquire();
-      if (completions)
-        completions->Send(CompletionOf(n));
-      else
-        Complete(router, token, n, window);
+    bool live = false;
+    auto st = workers_feeds_[step - 1]->Run(
+        [&](const std::string&) {
+          if (!live) ++streams_ready_;
+          live = true;
+        },
+        [&](const v1::Notification& n) {
+          if (n.kind() != v1::Notification::TASK_ASSIGNED) return;
+          Received(n.run_id(), n.step());
+          window.Acquire();
+          if (completions)
+            completions->Send(CompletionOf(n));
+          else
+            Complete(router, token, n, window);
+        });
+    if (!st.ok()) {
+      ReportError("Subscribe", st);
+      ++workers_gone_;
     }
-    if (!stop_) ReportError("Subscribe", reader->Finish());
     window.WaitIdle();
     if (completions) {
       auto st = completions->CloseAndWait(std::chrono::seconds(30));
@@ -593,7 +623,7 @@ class Load {
 
   void Complete(v1::Router::Stub& router, const std::string& token, const v1::Notification& n, InflightWindow& window) {
     auto* call = new Completion;
-    call->context = AuthedContext(token);
+    call->context = LoadContext(token);
     call->request = CompletionOf(n);
     router.async()->CompleteTask(call->context.get(), &call->request, &call->response,
                                  [this, call, run_id = n.run_id(), gen = n.step(), &window](const grpc::Status& st) {
@@ -631,11 +661,10 @@ class Load {
   const Deployment& d_;
   const std::string output_blob_ = std::string(200, 'x');  // ~200 bytes of output per step
   std::vector<std::unique_ptr<v1::Router::Stub>> router_stubs_;
-  std::vector<std::unique_ptr<grpc::ClientContext>> stream_contexts_, idle_contexts_;
+  std::vector<std::unique_ptr<NotificationFeed>> workers_feeds_, idle_feeds_;  // [step - 1], [i]
   std::vector<std::thread> idle_;
   std::vector<std::thread> workers_;
-  std::atomic<int> streams_ready_{0}, idle_open_{0}, runs_done_{0}, errors_{0};
-  std::atomic<bool> stop_{false};
+  std::atomic<int> streams_ready_{0}, idle_open_{0}, runs_done_{0}, errors_{0}, workers_gone_{0};
   Timings timings_;
 };
 
@@ -896,8 +925,13 @@ int main(int argc, char** argv) {
     std::cerr << "sopbench: registering webhooks: " << why << "\n";
     return 1;
   }
-  load.StartIdleSubscribers(o.idle_subscribers);
-  if (!o.start_only) load.StartWorkers();
+  std::string not_subscribed = load.StartIdleSubscribers(o.idle_subscribers);
+  if (not_subscribed.empty() && !o.start_only) not_subscribed = load.StartWorkers();
+  if (!not_subscribed.empty()) {
+    std::cerr << "sopbench: " << not_subscribed << "\n";
+    load.Stop();
+    return 1;
+  }
 
   Counters before = TakeSample(d);
   auto t0 = Clock::now();

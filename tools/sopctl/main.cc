@@ -18,6 +18,7 @@
 #include "grpc_client.h"
 #include "sopflow/v1/aggregator.grpc.pb.h"
 #include "sopflow/v1/archive.grpc.pb.h"
+#include "notification_feed.h"
 #include "sopflow/v1/notifier.grpc.pb.h"
 #include "sopflow/v1/router.grpc.pb.h"
 
@@ -358,17 +359,20 @@ int main(int argc, char** argv) {
       req.set_unit(unit);
       req.set_cursor(cursor);
       req.set_from_start(from_start);
-      auto context = AuthedContext(g.token, std::chrono::hours(24 * 365));
-      auto reader = notifier->Subscribe(context.get(), req);
-      v1::Notification n;
-      while (reader->Read(&n)) {
-        std::string to;
-        for (const auto& u : n.users()) to += (to.empty() ? "" : ",") + u;
-        std::printf("[notify %s] %-15s -> %-28s %s\n", When(n.time()).substr(11, 5).c_str(),
-                    v1::Notification::Kind_Name(n.kind()).c_str(), to.c_str(), n.title().c_str());
-        std::fflush(stdout);
-      }
-      Check(reader->Finish());
+      // Kept open across a notifier's restart or drain, resumed from the
+      // last cursor it saw; it gives up after about 20 failed tries.
+      NotificationFeed feed({{g.notifier}, g.ca_file, g.token, req});
+      Check(feed.Run(
+          [](const std::string& start) {
+            std::fprintf(stderr, "[watch] subscribed after cursor %s\n", start.c_str());
+          },
+          [](const v1::Notification& n) {
+            std::string to;
+            for (const auto& u : n.users()) to += (to.empty() ? "" : ",") + u;
+            std::printf("[notify %s] %-15s -> %-28s %s\n", When(n.time()).substr(11, 5).c_str(),
+                        v1::Notification::Kind_Name(n.kind()).c_str(), to.c_str(), n.title().c_str());
+            std::fflush(stdout);
+          }));
     } else if (notes->parsed()) {
       v1::ListNotificationsRequest req;
       req.set_unread_only(unread);

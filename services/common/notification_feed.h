@@ -1,0 +1,78 @@
+// A Notifier.Subscribe stream kept the way a client should keep it, for
+// sopctl watch, sopbench's workers and anyone copying them:
+// - it waits, a bounded time, for a notifier to be reachable instead of
+//   failing at a connection's first hiccup (gRPC fails a call at once on a
+//   channel whose connecting failed, and retries the connection later);
+// - it knows it is subscribed when the response headers arrive, carrying
+//   the log position the stream starts after (kSubscribeCursorHeader);
+// - when the stream breaks (a notifier restarted, drained or unreachable)
+//   it subscribes again from the last position it saw, at the next of its
+//   notifier addresses: nothing after that position is missed or repeated.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "sopflow/v1/notifier.grpc.pb.h"
+
+namespace sopflow {
+
+// The response header of a Subscribe stream: the cursor it starts after.
+inline constexpr char kSubscribeCursorHeader[] = "sopflow-cursor";
+
+// The cursor a Subscribe stream's headers carry, "" without one (a
+// notifier older than the header). Call after the headers arrived.
+std::string SubscribeCursorOf(const grpc::ClientContext& context);
+
+class NotificationFeed {
+ public:
+  struct Options {
+    std::vector<std::string> addresses;  // notifier replicas; the first is tried first
+    std::string ca_file;                 // TLS when set
+    std::string token;
+    v1::SubscribeRequest request;        // where to start: its cursor, from_start, or now
+    // Resubscriptions in a row that do not reach the headers before the
+    // feed gives up. Any stream that got its headers resets the count.
+    int max_failed_attempts = 20;
+    std::chrono::milliseconds connect_timeout{5000};  // per attempt, then the next address
+    std::chrono::milliseconds retry_pause{100};       // between failed attempts
+    std::chrono::hours stream_deadline{24};           // then it subscribes again
+  };
+  // Called once per stream that got its headers, with its start cursor.
+  using OnLive = std::function<void(const std::string& cursor)>;
+  using OnNotification = std::function<void(const v1::Notification&)>;
+
+  explicit NotificationFeed(Options options);
+
+  // Reads until Stop() (then OK) or a failure worth no retry: a refusal
+  // (UNAUTHENTICATED, PERMISSION_DENIED, INVALID_ARGUMENT, OUT_OF_RANGE for
+  // a cursor older than the kept log) or max_failed_attempts in a row.
+  grpc::Status Run(const OnLive& on_live, const OnNotification& on_notification);
+  // From any thread: the current stream is cancelled and Run returns.
+  void Stop();
+
+  // The position to resume after: the last notification's, or the start
+  // the headers gave.
+  std::string cursor() const;
+
+ private:
+  // One stream from subscribing to its end; true if its headers arrived.
+  bool RunOnce(size_t channel_index, const OnLive& on_live, const OnNotification& on_notification,
+               grpc::Status* status);
+  static bool WorthRetrying(const grpc::Status& status);
+
+  Options options_;
+  std::vector<std::shared_ptr<grpc::Channel>> channels_;  // one per address
+  mutable std::mutex mu_;
+  std::unique_ptr<grpc::ClientContext> context_;  // the current stream's
+  std::string cursor_;
+  bool stopped_ = false;
+};
+
+}  // namespace sopflow
