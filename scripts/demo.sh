@@ -118,4 +118,6 @@ for _ in $(seq 1 100); do  # each completed run is filed from its run.completed 
 done
 "$BIN_SOPCTL" --token demo-admin records
 "$BIN_SOPCTL" --token demo-admin verify || status=$?
+echo; echo "== due for transfer to the inactive archive on 2029-06-01 (sopctl due)"
+"$BIN_SOPCTL" --token demo-admin due --date 2029-06-01 | grep '^BRK-' || status=$?
 exit $status

@@ -254,16 +254,9 @@ std::string Engine::Blob(const User& user, const std::string& record_id, const s
 }
 
 v1::SearchRecordsResponse Engine::Search(const User& user, const v1::SearchRecordsRequest& req) {
-  // A page goes on from the chain position after the last record the
-  // previous page looked at. Records a search leaves out make it read on,
-  // up to kMaxScanned a call; then the page is short and its token goes on.
-  constexpr size_t kMaxScanned = 20 * kLoadChunk;
-  const size_t limit = PageLimit(req.page_size());
-  auto after = FromPageToken(req.page_token());
-  size_t next = after ? static_cast<size_t>(after->score) + 1 : 0;
-  std::string last_id = after ? after->id : "";
   std::string text = Lower(req.text());
-  auto wanted = [&](const v1::ArchiveRecord& r) {
+  return PageChain(req.page_token(), req.page_size(), [&](const Stored& s) {
+    const auto& r = s.record;
     if (r.kind() != v1::ArchiveRecord::BERKAS) return false;
     if (!req.sop_id().empty() && r.sop_id() != req.sop_id()) return false;
     if (!req.unit().empty() && r.unit_pengolah() != req.unit()) return false;
@@ -271,7 +264,19 @@ v1::SearchRecordsResponse Engine::Search(const User& user, const v1::SearchRecor
     if (!req.kode_klasifikasi().empty() && r.kode_klasifikasi().rfind(req.kode_klasifikasi(), 0) != 0) return false;
     if (!text.empty() && Lower(r.uraian()).find(text) == std::string::npos) return false;
     return MayRead(user, r);  // what you may not read, you do not find
-  };
+  });
+}
+
+v1::SearchRecordsResponse Engine::PageChain(const std::string& page_token, uint32_t page_size,
+                                            const std::function<bool(const Stored&)>& wanted) {
+  // A page goes on from the chain position after the last record the
+  // previous page looked at. Records `wanted` leaves out make it read on,
+  // up to kMaxScanned a call; then the page is short and its token goes on.
+  constexpr size_t kMaxScanned = 20 * kLoadChunk;
+  const size_t limit = PageLimit(page_size);
+  auto after = FromPageToken(page_token);
+  size_t next = after ? static_cast<size_t>(after->score) + 1 : 0;
+  std::string last_id = after ? after->id : "";
   v1::SearchRecordsResponse out;
   bool at_end = false;
   // What is read is what the page needs, twice as much again each time
@@ -285,7 +290,7 @@ v1::SearchRecordsResponse Engine::Search(const User& user, const v1::SearchRecor
     for (size_t i = 0; i < chunk.ids.size() && static_cast<size_t>(out.records_size()) < limit; ++i, ++used) {
       last_id = chunk.ids[i];
       const auto& s = chunk.records[i];
-      if (s && wanted(s->record)) *out.add_records() = Filed(s->record, s->hash, s->disposed);
+      if (s && wanted(*s)) *out.add_records() = Filed(s->record, s->hash, s->disposed);
     }
     if (used < chunk.ids.size()) at_end = false;
     next += used;
@@ -358,27 +363,23 @@ v1::VerifyResponse Engine::Verify(const User& user, const std::string& record_id
   return out;
 }
 
-std::vector<v1::FiledRecord> Engine::Due(const User& user, v1::ListDueRequest::Due due, const std::string& date) {
-  int64_t day;
-  int64_t at_ms;
-  if (date.empty()) {
-    at_ms = UnixMillis(clock_->Now());
-  } else {
-    if (!ParseDate(date, &day)) ThrowInvalid("date", "YYYY-MM-DD");
+v1::SearchRecordsResponse Engine::Due(const User& user, const v1::ListDueRequest& req) {
+  int64_t at_ms = UnixMillis(clock_->Now());
+  if (!req.date().empty()) {
+    int64_t day;
+    if (!ParseDate(req.date(), &day)) ThrowInvalid("date", "YYYY-MM-DD");
     at_ms = day * 86400000;
   }
+  const auto due = req.due();
   if (due != v1::ListDueRequest::TRANSFER && due != v1::ListDueRequest::DISPOSITION)
     ThrowInvalid("due", "TRANSFER or DISPOSITION");
-  std::vector<v1::FiledRecord> out;
-  for (const auto& s : LoadAll()) {
+  return PageChain(req.page_token(), req.page_size(), [&](const Stored& s) {
     const auto& r = s.record;
-    if (r.kind() != v1::ArchiveRecord::BERKAS || s.disposed || !MayRead(user, r)) continue;
+    if (r.kind() != v1::ArchiveRecord::BERKAS || s.disposed || !MayRead(user, r)) return false;
     int64_t active = TimeUtil::TimestampToMilliseconds(r.aktif_sampai());
     int64_t inactive = TimeUtil::TimestampToMilliseconds(r.inaktif_sampai());
-    bool hit = due == v1::ListDueRequest::TRANSFER ? (active <= at_ms && at_ms < inactive) : inactive <= at_ms;
-    if (hit) out.push_back(Filed(r, s.hash, false));
-  }
-  return out;
+    return due == v1::ListDueRequest::TRANSFER ? (active <= at_ms && at_ms < inactive) : inactive <= at_ms;
+  });
 }
 
 v1::FiledRecord Engine::Dispose(const User& user, const v1::DisposeRequest& req) {
@@ -419,15 +420,28 @@ v1::FiledRecord Engine::Dispose(const User& user, const v1::DisposeRequest& req)
   return filed;
 }
 
-std::vector<v1::AccessLogEntry> Engine::AccessLog(const User& user, const std::string& record_id) {
+v1::ListAccessLogResponse Engine::AccessLog(const User& user, const v1::ListAccessLogRequest& req) {
   if (!user.admin) ThrowDenied("the access log is for admins");
-  auto conn = pool_->Acquire();
-  Reply r = conn->Command({"LRANGE", keys::Access(record_id), "0", "-1"});
-  std::vector<v1::AccessLogEntry> out;
-  for (const auto& bytes : ReplyStrings(r.get())) {
-    v1::AccessLogEntry e;
-    if (e.ParseFromString(bytes)) out.push_back(std::move(e));
+  // The log only grows (RPUSH): a page goes on from the position after the
+  // previous page's last entry. The token names its record.
+  const size_t limit = PageLimit(req.page_size());
+  size_t from = 0;
+  if (auto after = FromPageToken(req.page_token())) {
+    if (after->id != req.record_id()) ThrowInvalid("page_token", "is another record's");
+    from = static_cast<size_t>(after->score) + 1;
   }
+  auto conn = pool_->Acquire();
+  // One more than the page: whether there is a next page, without a call
+  // that finds nothing.
+  Reply r = conn->Command({"LRANGE", keys::Access(req.record_id()), std::to_string(from), std::to_string(from + limit)});
+  auto entries = ReplyStrings(r.get());
+  v1::ListAccessLogResponse out;
+  for (size_t i = 0; i < entries.size() && i < limit; ++i) {
+    v1::AccessLogEntry e;
+    if (e.ParseFromString(entries[i])) *out.add_entries() = std::move(e);
+  }
+  if (entries.size() > limit)
+    out.set_next_page_token(PageToken({req.record_id(), static_cast<int64_t>(from + limit - 1)}));
   return out;
 }
 

@@ -41,9 +41,12 @@ class Engine {
   // Berkas matching the request, in filing order, a page at a time.
   v1::SearchRecordsResponse Search(const User& user, const v1::SearchRecordsRequest& req);
   v1::VerifyResponse Verify(const User& user, const std::string& record_id);
-  std::vector<v1::FiledRecord> Due(const User& user, v1::ListDueRequest::Due due, const std::string& date);
+  // Berkas due for transfer or disposition at the request's date, in
+  // filing order, a page at a time.
+  v1::SearchRecordsResponse Due(const User& user, const v1::ListDueRequest& req);
   v1::FiledRecord Dispose(const User& user, const v1::DisposeRequest& req);
-  std::vector<v1::AccessLogEntry> AccessLog(const User& user, const std::string& record_id);
+  // Admins: a record's access log, oldest first, a page at a time.
+  v1::ListAccessLogResponse AccessLog(const User& user, const v1::ListAccessLogRequest& req);
 
  private:
   struct Stored {
@@ -64,6 +67,10 @@ class Engine {
     std::vector<std::optional<Stored>> records;
   };
   ChainSlice LoadChain(size_t from, size_t count);
+  // One page of the chain's records `wanted` keeps, after `page_token`'s
+  // position: what Search and Due share.
+  v1::SearchRecordsResponse PageChain(const std::string& page_token, uint32_t page_size,
+                                      const std::function<bool(const Stored&)>& wanted);
   std::vector<Stored> LoadAll();
   // Appends `record` to the chain (seq, prev_hash, box and folder set here)
   // with `extra` guards and writes in the same transaction.

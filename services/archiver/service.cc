@@ -39,9 +39,7 @@ Status ArchiverService::Verify(ServerContext* ctx, const v1::VerifyRequest* req,
 }
 
 Status ArchiverService::ListDue(ServerContext* ctx, const v1::ListDueRequest* req, v1::SearchRecordsResponse* resp) {
-  return GuardedCall([&] {
-    for (auto& r : engine_->Due(CallerOf(*ctx, *users_), req->due(), req->date())) *resp->add_records() = std::move(r);
-  });
+  return GuardedCall([&] { *resp = engine_->Due(CallerOf(*ctx, *users_), *req); });
 }
 
 Status ArchiverService::Dispose(ServerContext* ctx, const v1::DisposeRequest* req, v1::FiledRecord* resp) {
@@ -50,9 +48,7 @@ Status ArchiverService::Dispose(ServerContext* ctx, const v1::DisposeRequest* re
 
 Status ArchiverService::ListAccessLog(ServerContext* ctx, const v1::ListAccessLogRequest* req,
                                       v1::ListAccessLogResponse* resp) {
-  return GuardedCall([&] {
-    for (auto& e : engine_->AccessLog(CallerOf(*ctx, *users_), req->record_id())) *resp->add_entries() = std::move(e);
-  });
+  return GuardedCall([&] { *resp = engine_->AccessLog(CallerOf(*ctx, *users_), *req); });
 }
 
 }  // namespace sopflow::archiver

@@ -284,6 +284,14 @@ TEST_F(ArchiverTest, AccessFollowsTheSecurityClassAndRestrictedReadsAreLogged) {
   bool logged = false;
   for (const auto& e : entries.entries()) logged |= e.user() == "kasubag-pp" && e.action() == "read";
   EXPECT_TRUE(logged);
+  log.set_page_token("not-a-token");
+  EXPECT_EQ(archive().ListAccessLog(AuthedContext(kAdmin).get(), log, &entries).error_code(),
+            StatusCode::INVALID_ARGUMENT);
+  v1::ListDueRequest due;
+  due.set_due(v1::ListDueRequest::TRANSFER);
+  due.set_page_token("not-a-token");
+  v1::SearchRecordsResponse due_page;
+  EXPECT_EQ(archive().ListDue(AuthedContext(kAdmin).get(), due, &due_page).error_code(), StatusCode::INVALID_ARGUMENT);
 
   v1::FiledRecord rahasia = RunAndFile(Start003());  // rahasia: the Sekretaris of the unit
   get.set_id(rahasia.record().id());

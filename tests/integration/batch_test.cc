@@ -1573,7 +1573,7 @@ TEST_F(BatchTest, ListDeliveriesPagesAWebhooksLogAndItsDeadLettersOlderOnesInclu
 // filing order, each record once, with its filters and whether it was
 // disposed of read for a page of records at a time: no command per
 // record, where it read each record and its disposal alone.
-TEST_F(BatchTest, SearchRecordsPagesTheArchiveInFilingOrderEachRecordOnce) {
+TEST_F(BatchTest, SearchDueAndTheAccessLogPageThroughTheArchiveEachEntryOnce) {
   // One completed run of seed 003; the archiver files copies of it under
   // other run ids and units (its sources here are this test's).
   const v1::Run run = StartRun();
@@ -1645,6 +1645,71 @@ TEST_F(BatchTest, SearchRecordsPagesTheArchiveInFilingOrderEachRecordOnce) {
     } catch (const DomainError& e) {
       EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument) << bad;
     }
+  }
+
+  // ListDue pages the same way. Seed 003's berkas are active two years
+  // and inactive five more: in mid-2030 all are due for transfer but the
+  // disposed one, and none for disposition.
+  auto due_through = [&](v1::ListDueRequest::Due due, uint32_t size, int* pages) {
+    std::vector<std::string> ids;
+    v1::ListDueRequest req;
+    req.set_due(due);
+    req.set_date("2030-06-01");
+    req.set_page_size(size);
+    for (*pages = 1; *pages <= 100; ++*pages) {
+      auto got = archive.Due(UserOf(kAdmin), req);
+      for (const auto& r : got.records()) ids.push_back(r.record().id());
+      req.set_page_token(got.next_page_token());
+      if (got.next_page_token().empty()) break;
+    }
+    return ids;
+  };
+  std::vector<std::string> transferable = filed;
+  transferable.erase(transferable.begin() + 40);
+  int pages = 0;
+  EXPECT_EQ(due_through(v1::ListDueRequest::TRANSFER, 37, &pages), transferable);
+  EXPECT_EQ(pages, 7) << "249 at 37 a page";
+  EXPECT_TRUE(due_through(v1::ListDueRequest::DISPOSITION, 37, &pages).empty());
+  EXPECT_EQ(pages, 1) << "one call reads the whole chain when nothing is due";
+
+  // The access log of a record, a hundred reads of it: oldest first, each
+  // once; the last full page knows it is the last.
+  for (int i = 0; i < 100; ++i) {
+    v1::AccessLogEntry e;
+    e.set_user("reader-" + std::to_string(i));
+    e.set_action("read");
+    conn.Command({"RPUSH", "sf:ar:access:" + filed[7], e.SerializeAsString()});
+  }
+  archive.Get(UserOf(kAdmin), filed[7]);  // seed 003 is rahasia: the read is logged as the 101st
+  std::vector<std::string> readers;
+  v1::ListAccessLogRequest log;
+  log.set_record_id(filed[7]);
+  log.set_page_size(10);
+  for (pages = 1; pages <= 100; ++pages) {
+    auto got = archive.AccessLog(UserOf(kAdmin), log);
+    EXPECT_LE(got.entries_size(), 10);
+    for (const auto& e : got.entries()) readers.push_back(e.user());
+    log.set_page_token(got.next_page_token());
+    if (got.next_page_token().empty()) break;
+  }
+  ASSERT_EQ(readers.size(), 101u);
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(readers[i], "reader-" + std::to_string(i));
+  EXPECT_EQ(readers[100], "admin");
+  EXPECT_EQ(pages, 11);
+  log.set_page_size(101);
+  log.clear_page_token();
+  auto whole = archive.AccessLog(UserOf(kAdmin), log);
+  EXPECT_EQ(whole.entries_size(), 101);
+  EXPECT_EQ(whole.next_page_token(), "") << "a page that reaches the end says so";
+  log.set_page_size(10);
+  log.set_page_token(archive.AccessLog(UserOf(kAdmin), log).next_page_token());
+  log.set_record_id(filed[8]);
+  try {
+    archive.AccessLog(UserOf(kAdmin), log);
+    ADD_FAILURE() << "another record's token was taken";
+  } catch (const DomainError& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("page_token"), std::string::npos) << e.what();
   }
 }
 

@@ -100,6 +100,23 @@ std::string When(const google::protobuf::Timestamp& t) {
   return FormatRfc3339(FromUnixMillis(TimeUtil::TimestampToMilliseconds(t))).substr(0, 16) + "Z";
 }
 
+// Berkas, two lines each (or JSON), then where the next page is.
+void PrintRecords(const v1::SearchRecordsResponse& resp, const char* command, bool json) {
+  if (json) return PrintJson(resp);
+  for (const auto& f : resp.records()) {
+    const auto& r = f.record();
+    std::printf("%-26s %-4s %-17s %-9s %-8s boks %-7s folder %-3s %s/%s %s%s\n", r.id().c_str(),
+                r.kode_klasifikasi().c_str(), r.klasifikasi().substr(0, 17).c_str(),
+                v1::ArchiveRecord::Security_Name(r.keamanan()).c_str(), r.kurun_waktu().c_str(), r.nomor_boks().c_str(),
+                r.nomor_folder().c_str(), r.lokasi_ruang().c_str(), r.lokasi_rak().c_str(),
+                v1::RetentionRule::Disposition_Name(r.retensi().keterangan()).c_str(), f.disposed() ? " (disposed)" : "");
+    std::printf("    %s; aktif s.d. %s, inaktif s.d. %s; %u item(s); hash %s\n", r.uraian().c_str(),
+                When(r.aktif_sampai()).substr(0, 10).c_str(), When(r.inaktif_sampai()).substr(0, 10).c_str(), r.jumlah(),
+                f.hash().substr(0, 16).c_str());
+  }
+  MorePages(command, resp.next_page_token());
+}
+
 void PrintTasks(const google::protobuf::RepeatedPtrField<v1::Task>& tasks) {
   std::printf("%-26s %-4s %-20s %-8s %-17s %s\n", "TASK", "STEP", "PELAKSANA", "STATUS", "DUE (UTC)", "AKTIVITAS");
   for (const auto& t : tasks) {
@@ -221,6 +238,15 @@ int main(int argc, char** argv) {
   records_cmd->add_option("--sop", sop);
   records_cmd->add_option("--text", text, "words in the uraian");
   AddPaging(records_cmd, "records", "default 100, at most 1000", page_size, page_token);
+  bool disposition = false;
+  std::string date;
+  auto* due_cmd = app.add_subcommand("due", "berkas due for transfer to the inactive archive (or for disposition)");
+  due_cmd->add_flag("--disposition", disposition, "due for final disposition instead");
+  due_cmd->add_option("--date", date, "YYYY-MM-DD; default today");
+  AddPaging(due_cmd, "records", "default 100, at most 1000", page_size, page_token);
+  auto* access_cmd = app.add_subcommand("access-log", "admins: who read a terbatas or rahasia record");
+  access_cmd->add_option("--record", id)->required();
+  AddPaging(access_cmd, "entries", "default 100, at most 1000", page_size, page_token);
   auto* verify_cmd = app.add_subcommand("verify", "check the archive's hash chain and blobs");
   verify_cmd->add_option("--record", id);
   CLI11_PARSE(app, argc, argv);
@@ -478,21 +504,29 @@ int main(int argc, char** argv) {
       req.set_page_token(page_token);
       v1::SearchRecordsResponse resp;
       Check(archiver->SearchRecords(ctx().get(), req, &resp));
+      PrintRecords(resp, "records", g.json);
+    } else if (due_cmd->parsed()) {
+      v1::ListDueRequest req;
+      req.set_due(disposition ? v1::ListDueRequest::DISPOSITION : v1::ListDueRequest::TRANSFER);
+      req.set_date(date);
+      req.set_page_size(page_size);
+      req.set_page_token(page_token);
+      v1::SearchRecordsResponse resp;
+      Check(archiver->ListDue(ctx().get(), req, &resp));
+      PrintRecords(resp, "due", g.json);
+    } else if (access_cmd->parsed()) {
+      v1::ListAccessLogRequest req;
+      req.set_record_id(id);
+      req.set_page_size(page_size);
+      req.set_page_token(page_token);
+      v1::ListAccessLogResponse resp;
+      Check(archiver->ListAccessLog(ctx().get(), req, &resp));
       if (g.json) {
         PrintJson(resp);
       } else {
-        for (const auto& f : resp.records()) {
-          const auto& r = f.record();
-          std::printf("%-26s %-4s %-17s %-9s %-8s boks %-7s folder %-3s %s/%s %s%s\n", r.id().c_str(),
-                      r.kode_klasifikasi().c_str(), r.klasifikasi().substr(0, 17).c_str(),
-                      v1::ArchiveRecord::Security_Name(r.keamanan()).c_str(), r.kurun_waktu().c_str(),
-                      r.nomor_boks().c_str(), r.nomor_folder().c_str(), r.lokasi_ruang().c_str(), r.lokasi_rak().c_str(),
-                      v1::RetentionRule::Disposition_Name(r.retensi().keterangan()).c_str(), f.disposed() ? " (disposed)" : "");
-          std::printf("    %s; aktif s.d. %s, inaktif s.d. %s; %u item(s); hash %s\n", r.uraian().c_str(),
-                      When(r.aktif_sampai()).substr(0, 10).c_str(), When(r.inaktif_sampai()).substr(0, 10).c_str(),
-                      r.jumlah(), f.hash().substr(0, 16).c_str());
-        }
-        MorePages("records", resp.next_page_token());
+        for (const auto& e : resp.entries())
+          std::printf("%s %-20s %s\n", When(e.time()).c_str(), e.user().c_str(), e.action().c_str());
+        MorePages("access-log", resp.next_page_token());
       }
     } else if (verify_cmd->parsed()) {
       v1::VerifyRequest req;
