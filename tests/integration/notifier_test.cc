@@ -305,7 +305,12 @@ TEST_F(NotifierChannelsTest, ASubscriberThatStopsReadingGetsEverythingOnceWhenIt
     }
     for (auto& r : redis.Pipeline(adds)) ASSERT_EQ(r->type, REDIS_REPLY_STRING);
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(1000));  // the tail reads them all meanwhile
+  // The tail reads them while nobody reads the stream, which falls behind
+  // (the notifier runs in this process). Waited for, not slept: a slow
+  // machine takes longer.
+  ASSERT_TRUE(WaitUntil(
+      [&] { return Metrics::Global().CounterValue("sopflow_subscribe_streams_behind_total", "") > behind_before; },
+      60000));
   std::vector<std::string> got;
   std::string last_cursor;
   v1::Notification n;
