@@ -33,6 +33,7 @@ grpc::Status NotificationFeed::Run(const OnLive& on_live, const OnNotification& 
     if (!WorthRetrying(last)) return last;
     // The next replica: the one that ended the stream may be draining.
     failed = got_headers ? 0 : failed + 1;
+    if (options_.on_retry && failed < options_.max_failed_attempts) options_.on_retry(last);
     next = (next + 1) % channels_.size();
     std::this_thread::sleep_for(options_.retry_pause);
   }

@@ -43,6 +43,9 @@ class NotificationFeed {
     std::chrono::milliseconds connect_timeout{5000};  // per attempt, then the next address
     std::chrono::milliseconds retry_pause{100};       // between failed attempts
     std::chrono::hours stream_deadline{24};           // then it subscribes again
+    // Told of each stream that ended or could not start, before the feed
+    // tries again (sopctl watch prints it); may be empty.
+    std::function<void(const grpc::Status&)> on_retry;
   };
   // Called once per stream that got its headers, with its start cursor.
   using OnLive = std::function<void(const std::string& cursor)>;

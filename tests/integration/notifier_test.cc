@@ -232,6 +232,11 @@ TEST_F(NotifierChannelsTest, AFeedResumesFromItsCursorWhenItsNotifierIsBackAfter
   options.request.set_unit("balangan-satpolpp");
   options.connect_timeout = std::chrono::milliseconds(200);
   options.max_failed_attempts = 100;  // 20 s or more of trying
+  std::atomic<int> unreachable{0}, drained{0};
+  options.on_retry = [&](const grpc::Status& st) {
+    if (st.error_code() == StatusCode::UNAVAILABLE) ++unreachable;
+    if (st.ok()) ++drained;  // the drain ended the stream
+  };
   NotificationFeed feed(options);
   std::mutex mu;
   std::vector<std::string> live_at;
@@ -279,6 +284,8 @@ TEST_F(NotifierChannelsTest, AFeedResumesFromItsCursorWhenItsNotifierIsBackAfter
   std::lock_guard lock(mu);
   ASSERT_EQ(live_at.size(), 2u);
   EXPECT_EQ(live_at[1], seen) << "resumed after the last notification it had";
+  EXPECT_GE(unreachable, 2) << "the address nobody answers, then the drained one until it was back";
+  EXPECT_EQ(drained, 1);
 }
 
 // A subscriber that stops reading while notifications keep coming: its

@@ -387,7 +387,12 @@ int main(int argc, char** argv) {
       req.set_from_start(from_start);
       // Kept open across a notifier's restart or drain, resumed from the
       // last cursor it saw; it gives up after about 20 failed tries.
-      NotificationFeed feed({{g.notifier}, g.ca_file, g.token, req});
+      NotificationFeed::Options options{{g.notifier}, g.ca_file, g.token, req};
+      options.on_retry = [](const grpc::Status& st) {
+        std::fprintf(stderr, "[watch] %s: %s; subscribing again\n", StatusCodeName(st.error_code()).c_str(),
+                     st.error_message().c_str());
+      };
+      NotificationFeed feed(options);
       Check(feed.Run(
           [](const std::string& start) {
             std::fprintf(stderr, "[watch] subscribed after cursor %s\n", start.c_str());
