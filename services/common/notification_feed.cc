@@ -44,8 +44,7 @@ grpc::Status NotificationFeed::Run(const OnLive& on_live, const OnNotification& 
 
 bool NotificationFeed::RunOnce(size_t channel_index, const OnLive& on_live, const OnNotification& on_notification,
                                grpc::Status* status) {
-  auto& channel = *channels_[channel_index];
-  if (!channel.WaitForConnected(std::chrono::system_clock::now() + options_.connect_timeout)) {
+  if (!Connect(*channels_[channel_index])) {
     *status = {grpc::StatusCode::UNAVAILABLE, options_.addresses[channel_index] + " not reachable"};
     return false;
   }
@@ -89,6 +88,21 @@ bool NotificationFeed::RunOnce(size_t channel_index, const OnLive& on_live, cons
   }
   *status = reader->Finish();
   return got_headers;
+}
+
+bool NotificationFeed::Connect(grpc::Channel& channel) {
+  // In slices, so that Stop() is not kept waiting for a whole timeout.
+  constexpr auto kSlice = std::chrono::milliseconds(100);
+  const auto until = std::chrono::steady_clock::now() + options_.connect_timeout;
+  for (auto now = std::chrono::steady_clock::now(); now < until; now = std::chrono::steady_clock::now()) {
+    {
+      std::lock_guard lock(mu_);
+      if (stopped_) return false;
+    }
+    auto slice = std::min<std::chrono::steady_clock::duration>(kSlice, until - now);
+    if (channel.WaitForConnected(std::chrono::system_clock::now() + slice)) return true;
+  }
+  return false;
 }
 
 bool NotificationFeed::WorthRetrying(const grpc::Status& status) {

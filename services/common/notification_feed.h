@@ -68,6 +68,9 @@ class NotificationFeed {
   // One stream from subscribing to its end; true if its headers arrived.
   bool RunOnce(size_t channel_index, const OnLive& on_live, const OnNotification& on_notification,
                grpc::Status* status);
+  // Waits up to connect_timeout for `channel` to be connected, less if
+  // Stop() comes.
+  bool Connect(grpc::Channel& channel);
   static bool WorthRetrying(const grpc::Status& status);
 
   Options options_;

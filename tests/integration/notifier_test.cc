@@ -288,6 +288,26 @@ TEST_F(NotifierChannelsTest, AFeedResumesFromItsCursorWhenItsNotifierIsBackAfter
   EXPECT_EQ(drained, 1);
 }
 
+// Stop() ends a feed that is waiting for a notifier to answer without
+// waiting out its connect_timeout (a minute here): sopctl and the
+// benchmark stop at once.
+TEST_F(NotifierChannelsTest, AStoppedFeedDoesNotWaitOutItsConnectTimeout) {
+  NotificationFeed::Options options;
+  options.addresses = {"127.0.0.1:" + std::to_string(FreePort())};
+  options.token = kSekretarisBlg;
+  options.connect_timeout = std::chrono::minutes(1);
+  NotificationFeed feed(options);
+  bool live = false;
+  auto run = std::async(std::launch::async, [&] {
+    return feed.Run([&](const std::string&) { live = true; }, [](const v1::Notification&) {});
+  });
+  EXPECT_EQ(run.wait_for(std::chrono::milliseconds(300)), std::future_status::timeout) << "still trying";
+  feed.Stop();
+  ASSERT_EQ(run.wait_for(std::chrono::seconds(30)), std::future_status::ready) << "Stop() waited for the timeout";
+  EXPECT_TRUE(run.get().ok());
+  EXPECT_FALSE(live);
+}
+
 // A subscriber that stops reading while notifications keep coming: its
 // stream holds what it may (kMaxPending), stops being handed more, and
 // catches up from its cursor once the subscriber reads again; everything
