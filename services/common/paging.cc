@@ -119,7 +119,9 @@ size_t IndexSinceMarker(RedisPool& pool, const std::string& key, const std::stri
 
 std::string PageToken(const Ranked& last) { return std::to_string(last.score) + ":" + last.id; }
 
-size_t PageLimit(uint32_t page_size) { return page_size == 0 ? 100 : std::min<uint32_t>(page_size, 1000); }
+size_t PageLimit(uint32_t page_size, uint32_t default_size, uint32_t max_size) {
+  return page_size == 0 ? default_size : std::min(page_size, max_size);
+}
 
 std::optional<Ranked> FromPageToken(const std::string& token) {
   if (token.empty()) return std::nullopt;

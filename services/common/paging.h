@@ -48,8 +48,9 @@ inline std::vector<Ranked> NewestAfter(RedisConnection& conn, const std::string&
 std::string PageToken(const Ranked& last);
 std::optional<Ranked> FromPageToken(const std::string& token);
 
-// page_size as the List calls take it: 0 is 100, at most 1000.
-size_t PageLimit(uint32_t page_size);
+// page_size as the List calls take it: 0 is `default_size`, at most
+// `max_size` (each call's proto says its two).
+size_t PageLimit(uint32_t page_size, uint32_t default_size = 100, uint32_t max_size = 1000);
 
 // For an index a version added (who may read a run, a target's dead
 // letters): walks zset `key` oldest first from the score `marker_key`

@@ -65,8 +65,8 @@ grpc::Status NotifierService::ListNotifications(grpc::ServerContext* ctx, const 
                                                 v1::ListNotificationsResponse* resp) {
   return GuardedCall([&] {
     User user = CallerOf(*ctx, *users_);
-    size_t limit = req->page_size() == 0 ? 50 : std::min<uint32_t>(req->page_size(), 500);
-    auto page = engine_->store().InboxOf(user.id, limit, req->unread_only(), FromPageToken(req->page_token()));
+    auto page = engine_->store().InboxOf(user.id, PageLimit(req->page_size(), 50, 500), req->unread_only(),
+                                         FromPageToken(req->page_token()));
     for (auto& n : page.notifications) *resp->add_notifications() = std::move(n);
     if (page.last) resp->set_next_page_token(PageToken(*page.last));
   });

@@ -333,7 +333,7 @@ v1::ListRunsResponse Engine::ListRuns(const User& user, const v1::ListRunsReques
 
 size_t Engine::IndexReadableRuns(std::chrono::milliseconds recent) {
   return IndexSinceMarker(*store_->pool(), keys::kRuns, keys::kRunsReadableIndexed, recent.count(),
-                          [this](const std::vector<Store::Ranked>& entries) {
+                          [this](const std::vector<Ranked>& entries) {
                             std::vector<std::string> ids;
                             std::map<std::string, int64_t> started_ms;
                             for (const auto& e : entries) {

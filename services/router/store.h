@@ -101,7 +101,6 @@ class Store {
   // Members of several sorted sets, in one round trip.
   std::vector<std::string> ZMembers(const std::vector<std::string>& zset_keys, size_t limit_each);
   std::vector<std::string> ZRangeByScore(const std::string& key, int64_t max_score, size_t limit);
-  using Ranked = sopflow::Ranked;
   std::vector<std::string> SetMembers(const std::string& key);
 
   RedisPool* pool() { return pool_; }

@@ -84,12 +84,14 @@ google::protobuf::Timestamp ParseWhen(const std::string& text) {
   return TimeUtil::MillisecondsToTimestamp(UnixMillis(t));
 }
 
-// On stderr, so that a page piped elsewhere stays only the page.
-void AddPaging(CLI::App* sub, const char* what, const char* sizes, uint32_t& page_size, std::string& page_token) {
+// --page-size and --page-token for a List command; `sizes` as its proto has them.
+void AddPaging(CLI::App* sub, const char* what, uint32_t& page_size, std::string& page_token,
+               const char* sizes = "default 100, at most 1000") {
   sub->add_option("--page-size", page_size, std::string(what) + " per page (" + sizes + ")");
   sub->add_option("--page-token", page_token, "the page after the one that printed it");
 }
 
+// On stderr, so that a page piped elsewhere stays only the page.
 void MorePages(const char* command, const std::string& next_page_token) {
   if (!next_page_token.empty())
     std::fprintf(stderr, "more: sopctl %s --page-token '%s'\n", command, next_page_token.c_str());
@@ -184,11 +186,11 @@ int main(int argc, char** argv) {
   runs->add_option("--sop", sop);
   uint32_t page_size = 0;
   std::string page_token;
-  AddPaging(runs, "runs", "default 100, at most 1000", page_size, page_token);
+  AddPaging(runs, "runs", page_size, page_token);
   auto* run = app.add_subcommand("run", "a run's timeline");
   run->add_option("id", id)->required();
   auto* inbox = app.add_subcommand("inbox", "your open and claimed tasks, oldest first");
-  AddPaging(inbox, "tasks", "default 100, at most 1000", page_size, page_token);
+  AddPaging(inbox, "tasks", page_size, page_token);
   auto* claim = app.add_subcommand("claim", "claim a task");
   claim->add_option("task", id)->required();
   auto* complete = app.add_subcommand("complete", "complete a task");
@@ -214,7 +216,7 @@ int main(int argc, char** argv) {
   watch->add_flag("--from-start", from_start, "from the oldest kept");
   auto* notes = app.add_subcommand("notifications", "your notification inbox");
   notes->add_flag("--unread", unread, "only unread");
-  AddPaging(notes, "notifications", "default 50, at most 500", page_size, page_token);
+  AddPaging(notes, "notifications", page_size, page_token, "default 50, at most 500");
   auto* hook_add = app.add_subcommand("webhook-add", "register a webhook for a unit");
   hook_add->add_option("url", url)->required();
   hook_add->add_option("--unit", unit);
@@ -223,7 +225,7 @@ int main(int argc, char** argv) {
   auto* deliveries = app.add_subcommand("deliveries", "a webhook's (or your e-mail's) delivery log");
   deliveries->add_option("--webhook", webhook);
   deliveries->add_flag("--dead", dead, "only the dead-letter list");
-  AddPaging(deliveries, "deliveries", "default 100, at most 1000", page_size, page_token);
+  AddPaging(deliveries, "deliveries", page_size, page_token);
   std::string format = "html", out_file;
   auto* report_cmd = app.add_subcommand("report", "a run's aggregated Draft Data Kinerja");
   report_cmd->add_option("run", id)->required();
@@ -237,16 +239,16 @@ int main(int argc, char** argv) {
   auto* records_cmd = app.add_subcommand("records", "archived records (berkas) you may read");
   records_cmd->add_option("--sop", sop);
   records_cmd->add_option("--text", text, "words in the uraian");
-  AddPaging(records_cmd, "records", "default 100, at most 1000", page_size, page_token);
+  AddPaging(records_cmd, "records", page_size, page_token);
   bool disposition = false;
   std::string date;
   auto* due_cmd = app.add_subcommand("due", "berkas due for transfer to the inactive archive (or for disposition)");
   due_cmd->add_flag("--disposition", disposition, "due for final disposition instead");
   due_cmd->add_option("--date", date, "YYYY-MM-DD; default today");
-  AddPaging(due_cmd, "records", "default 100, at most 1000", page_size, page_token);
+  AddPaging(due_cmd, "records", page_size, page_token);
   auto* access_cmd = app.add_subcommand("access-log", "admins: who read a terbatas or rahasia record");
   access_cmd->add_option("--record", id)->required();
-  AddPaging(access_cmd, "entries", "default 100, at most 1000", page_size, page_token);
+  AddPaging(access_cmd, "entries", page_size, page_token);
   auto* verify_cmd = app.add_subcommand("verify", "check the archive's hash chain and blobs");
   verify_cmd->add_option("--record", id);
   CLI11_PARSE(app, argc, argv);
