@@ -42,6 +42,36 @@
 namespace sopflow::testing {
 namespace {
 
+// A List call paged from its first page to its last, following
+// next_page_token (at most 100 pages): `page(token, ids)` fetches the page
+// after `token`, appends its ids and returns its next_page_token.
+struct PagedThrough {
+  std::vector<std::string> ids;
+  int pages = 0;  // fetched
+};
+PagedThrough PageThrough(const std::function<std::string(const std::string& token, std::vector<std::string>& ids)>& page) {
+  PagedThrough out;
+  std::string token;
+  do {
+    token = page(token, out.ids);
+    ++out.pages;
+  } while (!token.empty() && out.pages < 100);
+  return out;
+}
+
+// `call` with each of `tokens` is refused: INVALID_ARGUMENT naming page_token.
+void ExpectTokensRefused(std::initializer_list<const char*> tokens, const std::function<void(const std::string&)>& call) {
+  for (const char* bad : tokens) {
+    try {
+      call(bad);
+      ADD_FAILURE() << bad << " was taken";
+    } catch (const DomainError& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument) << bad;
+      EXPECT_NE(std::string(e.what()).find("page_token"), std::string::npos) << e.what();
+    }
+  }
+}
+
 class BatchTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -1391,29 +1421,19 @@ TEST_F(BatchTest, ListRunsGivesAUnitItsRunsAndPagesThroughEveryRunOnce) {
   EXPECT_EQ(list(kSekretarisBlg, "", 1, second.next_page_token()).runs_size(), 0);
 
   // An admin pages through all 652, newest first, each once.
-  std::vector<std::string> paged;
-  std::string token;
-  for (int page = 0; page < 100; ++page) {
-    auto got = list(kAdmin, "", 37, token);
-    for (const auto& r : got.runs()) paged.push_back(r.id());
-    token = got.next_page_token();
-    if (token.empty()) break;
-  }
+  const std::vector<std::string> paged =
+      PageThrough([&](const std::string& token, std::vector<std::string>& ids) {
+        auto got = list(kAdmin, "", 37, token);
+        for (const auto& r : got.runs()) ids.push_back(r.id());
+        return got.next_page_token();
+      }).ids;
   std::vector<std::string> every = ReplyStrings(conn.Command({"ZRANGE", "sf:runs", "+inf", "-inf", "BYSCORE", "REV"}).get());
   ASSERT_EQ(every.size(), 652u);
   EXPECT_EQ(paged, every) << "a page missed or repeated a run";
   EXPECT_EQ(std::set<std::string>(paged.begin(), paged.end()).size(), 652u);
 
   // A token that is not one is refused with its field named.
-  for (const char* bad : {"x", ":01ABC", "12:", "1a:01ABC"}) {
-    try {
-      list(kAdmin, "", 10, bad);
-      ADD_FAILURE() << bad << " was taken";
-    } catch (const DomainError& e) {
-      EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument) << bad;
-      EXPECT_NE(std::string(e.what()).find("page_token"), std::string::npos) << e.what();
-    }
-  }
+  ExpectTokensRefused({"x", ":01ABC", "12:", "1a:01ABC"}, [&](const std::string& bad) { list(kAdmin, "", 10, bad); });
 
   // Runs from before the index (an older router's): indexed at the next
   // start, then listed for their unit again.
@@ -1475,26 +1495,23 @@ TEST_F(BatchTest, ListInboxPagesThroughARolesQueueOldestFirstEachTaskOnce) {
   const auto before = expected();
   ASSERT_EQ(before.size(), 295u);
 
-  std::vector<std::string> paged;
-  std::string token;
-  int pages = 0;
-  for (; pages < 100; ++pages) {
+  auto paged = PageThrough([&](const std::string& token, std::vector<std::string>& ids) {
+    const bool first_page = ids.empty();
     auto got = page(37, token);
     for (const auto& t : got.tasks()) {
-      paged.push_back(t.id());
+      ids.push_back(t.id());
       EXPECT_EQ(theirs.count(t.id()), 0u) << t.id() << " was claimed by another";
     }
-    if (pages == 0) {  // the newest task is done before its page comes
-      ASSERT_EQ(got.tasks_size(), 37);
+    if (first_page) {  // the newest task is done before its page comes
+      EXPECT_EQ(got.tasks_size(), 37);
       engine_->Complete(me, before.back(), "", {});
     }
-    token = got.next_page_token();
-    if (token.empty()) break;
-  }
-  EXPECT_EQ(pages, 7);  // 294 in pages of 37: 7 full, an 8th of 35
+    return got.next_page_token();
+  });
+  EXPECT_EQ(paged.pages, 8);  // 294 in pages of 37: 7 full, an 8th of 35
   auto after = expected();
   ASSERT_EQ(after.size(), 294u);
-  EXPECT_EQ(paged, after) << "a page missed, repeated or misordered a task";
+  EXPECT_EQ(paged.ids, after) << "a page missed, repeated or misordered a task";
   auto all = page(1000, "");
   EXPECT_EQ(all.tasks_size(), 294);
   EXPECT_EQ(all.next_page_token(), "");
@@ -1537,15 +1554,11 @@ TEST_F(BatchTest, ListDeliveriesPagesAWebhooksLogAndItsDeadLettersOlderOnesInclu
     return nstore.DeliveriesFor(hook.id(), dead_only, size, token);
   };
   auto page_through = [&](bool dead_only, size_t size) {
-    std::vector<std::string> ids;
-    std::string token;
-    for (int page = 0; page < 100; ++page) {
-      auto got = list(dead_only, size, token);
-      for (const auto& d : got.items) ids.push_back(d.id());
-      token = got.next_page_token;
-      if (token.empty()) break;
-    }
-    return ids;
+    return PageThrough([&](const std::string& token, std::vector<std::string>& ids) {
+             auto got = list(dead_only, size, token);
+             for (const auto& d : got.items) ids.push_back(d.id());
+             return got.next_page_token;
+           }).ids;
   };
   auto zset_newest_first = [&](const std::string& key) {
     return ReplyStrings(conn.Command({"ZRANGE", key, "+inf", "-inf", "BYSCORE", "REV"}).get());
@@ -1569,10 +1582,11 @@ TEST_F(BatchTest, ListDeliveriesPagesAWebhooksLogAndItsDeadLettersOlderOnesInclu
   EXPECT_EQ(page_through(true, 100).size(), 30u);
 }
 
-// A province's archive grows by a berkas per run. SearchRecords pages in
-// filing order, each record once, with its filters and whether it was
-// disposed of read for a page of records at a time: no command per
-// record, where it read each record and its disposal alone.
+// A province's archive grows by a berkas per run. SearchRecords and ListDue
+// page in filing order, each record once, with their filters and whether
+// a record was disposed of read for a page of records at a time: no
+// command per record, where they read each record and its disposal alone.
+// A record's access log pages oldest first.
 TEST_F(BatchTest, SearchDueAndTheAccessLogPageThroughTheArchiveEachEntryOnce) {
   // One completed run of seed 003; the archiver files copies of it under
   // other run ids and units (its sources here are this test's).
@@ -1614,15 +1628,11 @@ TEST_F(BatchTest, SearchDueAndTheAccessLogPageThroughTheArchiveEachEntryOnce) {
     return archive.Search(UserOf(kAdmin), req);
   };
   auto page_through = [&](const std::string& unit, uint32_t size) {
-    std::vector<std::string> ids;
-    std::string token;
-    for (int page = 0; page < 100; ++page) {
-      auto got = search(unit, size, token);
-      for (const auto& r : got.records()) ids.push_back(r.record().id());
-      token = got.next_page_token();
-      if (token.empty()) break;
-    }
-    return ids;
+    return PageThrough([&](const std::string& token, std::vector<std::string>& ids) {
+             auto got = search(unit, size, token);
+             for (const auto& r : got.records()) ids.push_back(r.record().id());
+             return got.next_page_token();
+           }).ids;
   };
   int64_t hmget = CommandCalls("hmget");
   const int64_t sismember = CommandCalls("sismember");
@@ -1638,39 +1648,31 @@ TEST_F(BatchTest, SearchDueAndTheAccessLogPageThroughTheArchiveEachEntryOnce) {
   auto first = search("", 0, "");
   EXPECT_EQ(first.records_size(), 100) << "page_size 0 is 100";
   EXPECT_NE(first.next_page_token(), "");
-  for (const char* bad : {"x", "12:", ":BRK"}) {
-    try {
-      search("", 10, bad);
-      ADD_FAILURE() << bad << " was taken";
-    } catch (const DomainError& e) {
-      EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument) << bad;
-    }
-  }
+  ExpectTokensRefused({"x", "12:", ":BRK"}, [&](const std::string& bad) { search("", 10, bad); });
 
   // ListDue pages the same way. Seed 003's berkas are active two years
   // and inactive five more: in mid-2030 all are due for transfer but the
   // disposed one, and none for disposition.
-  auto due_through = [&](v1::ListDueRequest::Due due, uint32_t size, int* pages) {
-    std::vector<std::string> ids;
-    v1::ListDueRequest req;
-    req.set_due(due);
-    req.set_date("2030-06-01");
-    req.set_page_size(size);
-    for (*pages = 1; *pages <= 100; ++*pages) {
+  auto due_through = [&](v1::ListDueRequest::Due due) {
+    return PageThrough([&](const std::string& token, std::vector<std::string>& ids) {
+      v1::ListDueRequest req;
+      req.set_due(due);
+      req.set_date("2030-06-01");
+      req.set_page_size(37);
+      req.set_page_token(token);
       auto got = archive.Due(UserOf(kAdmin), req);
       for (const auto& r : got.records()) ids.push_back(r.record().id());
-      req.set_page_token(got.next_page_token());
-      if (got.next_page_token().empty()) break;
-    }
-    return ids;
+      return got.next_page_token();
+    });
   };
   std::vector<std::string> transferable = filed;
   transferable.erase(transferable.begin() + 40);
-  int pages = 0;
-  EXPECT_EQ(due_through(v1::ListDueRequest::TRANSFER, 37, &pages), transferable);
-  EXPECT_EQ(pages, 7) << "249 at 37 a page";
-  EXPECT_TRUE(due_through(v1::ListDueRequest::DISPOSITION, 37, &pages).empty());
-  EXPECT_EQ(pages, 1) << "one call reads the whole chain when nothing is due";
+  auto due = due_through(v1::ListDueRequest::TRANSFER);
+  EXPECT_EQ(due.ids, transferable);
+  EXPECT_EQ(due.pages, 7) << "249 at 37 a page";
+  due = due_through(v1::ListDueRequest::DISPOSITION);
+  EXPECT_TRUE(due.ids.empty());
+  EXPECT_EQ(due.pages, 1) << "one call reads the whole chain when nothing is due";
 
   // The access log of a record, a hundred reads of it: oldest first, each
   // once; the last full page knows it is the last.
@@ -1681,36 +1683,32 @@ TEST_F(BatchTest, SearchDueAndTheAccessLogPageThroughTheArchiveEachEntryOnce) {
     conn.Command({"RPUSH", "sf:ar:access:" + filed[7], e.SerializeAsString()});
   }
   archive.Get(UserOf(kAdmin), filed[7]);  // seed 003 is rahasia: the read is logged as the 101st
-  std::vector<std::string> readers;
   v1::ListAccessLogRequest log;
   log.set_record_id(filed[7]);
   log.set_page_size(10);
-  for (pages = 1; pages <= 100; ++pages) {
+  auto readers = PageThrough([&](const std::string& token, std::vector<std::string>& users) {
+    log.set_page_token(token);
     auto got = archive.AccessLog(UserOf(kAdmin), log);
     EXPECT_LE(got.entries_size(), 10);
-    for (const auto& e : got.entries()) readers.push_back(e.user());
-    log.set_page_token(got.next_page_token());
-    if (got.next_page_token().empty()) break;
-  }
-  ASSERT_EQ(readers.size(), 101u);
-  for (int i = 0; i < 100; ++i) EXPECT_EQ(readers[i], "reader-" + std::to_string(i));
-  EXPECT_EQ(readers[100], "admin");
-  EXPECT_EQ(pages, 11);
+    for (const auto& e : got.entries()) users.push_back(e.user());
+    return got.next_page_token();
+  });
+  ASSERT_EQ(readers.ids.size(), 101u);
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(readers.ids[i], "reader-" + std::to_string(i));
+  EXPECT_EQ(readers.ids[100], "admin");
+  EXPECT_EQ(readers.pages, 11);
   log.set_page_size(101);
   log.clear_page_token();
   auto whole = archive.AccessLog(UserOf(kAdmin), log);
   EXPECT_EQ(whole.entries_size(), 101);
   EXPECT_EQ(whole.next_page_token(), "") << "a page that reaches the end says so";
   log.set_page_size(10);
-  log.set_page_token(archive.AccessLog(UserOf(kAdmin), log).next_page_token());
+  const std::string of_record_7 = archive.AccessLog(UserOf(kAdmin), log).next_page_token();
   log.set_record_id(filed[8]);
-  try {
+  ExpectTokensRefused({of_record_7.c_str()}, [&](const std::string& token) {
+    log.set_page_token(token);
     archive.AccessLog(UserOf(kAdmin), log);
-    ADD_FAILURE() << "another record's token was taken";
-  } catch (const DomainError& e) {
-    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
-    EXPECT_NE(std::string(e.what()).find("page_token"), std::string::npos) << e.what();
-  }
+  });
 }
 
 // Members of one fan-out finishing at once on several routers race on the
