@@ -1,5 +1,7 @@
 #include "notification_feed.h"
 
+#include <algorithm>
+#include <random>
 #include <thread>
 
 #include "grpc_client.h"
@@ -20,26 +22,42 @@ grpc::Status NotificationFeed::Run(const OnLive& on_live, const OnNotification& 
   if (channels_.empty()) return {grpc::StatusCode::INVALID_ARGUMENT, "no notifier address"};
   grpc::Status last;
   size_t next = 0;
+  std::minstd_rand random(std::random_device{}());
+  std::uniform_real_distribution<double> jitter(-1.0, 1.0);
   for (int failed = 0; failed < options_.max_failed_attempts;) {
     {
       std::lock_guard lock(mu_);
       if (stopped_) return grpc::Status::OK;
     }
-    bool got_headers = RunOnce(next, on_live, on_notification, &last);
+    bool worked = RunOnce(next, on_live, on_notification, &last);
     {
       std::lock_guard lock(mu_);
       if (stopped_) return grpc::Status::OK;
     }
     if (!WorthRetrying(last)) return last;
     // The next replica: the one that ended the stream may be draining.
-    failed = got_headers ? 0 : failed + 1;
-    if (options_.on_retry && failed < options_.max_failed_attempts) options_.on_retry(last);
+    failed = worked ? 0 : failed + 1;
+    if (failed >= options_.max_failed_attempts) break;
+    if (options_.on_retry) options_.on_retry(last);
     next = (next + 1) % channels_.size();
-    std::this_thread::sleep_for(options_.retry_pause);
+    if (failed > 0) Pause(PauseAfter(failed, options_, jitter(random)));
   }
   return {last.error_code() == grpc::StatusCode::OK ? grpc::StatusCode::UNAVAILABLE : last.error_code(),
-          "no notifier took the subscription in " + std::to_string(options_.max_failed_attempts) +
-              " attempts; last: " + last.error_message()};
+          "no notifier kept the subscription in " + std::to_string(options_.max_failed_attempts) +
+              " attempts in a row; last: " + (last.ok() ? "the stream ended at once" : last.error_message())};
+}
+
+std::chrono::milliseconds NotificationFeed::PauseAfter(int failed, const Options& options, double jitter) {
+  double pause = static_cast<double>(options.retry_pause.count());
+  for (int i = 1; i < failed && pause < options.max_retry_pause.count(); ++i) pause *= 2;
+  pause = std::min(pause, static_cast<double>(options.max_retry_pause.count()));
+  return std::chrono::milliseconds(static_cast<int64_t>(pause * (1.0 + 0.2 * std::clamp(jitter, -1.0, 1.0))));
+}
+
+void NotificationFeed::Pause(std::chrono::milliseconds pause) {
+  // Stop() wakes it: a feed backing off for seconds still stops at once.
+  std::unique_lock lock(mu_);
+  stop_signal_.wait_for(lock, pause, [this] { return stopped_; });
 }
 
 bool NotificationFeed::RunOnce(size_t channel_index, const OnLive& on_live, const OnNotification& on_notification,
@@ -63,6 +81,8 @@ bool NotificationFeed::RunOnce(size_t channel_index, const OnLive& on_live, cons
   }
   auto reader = stub->Subscribe(context, request);
   reader->WaitForInitialMetadata();
+  const auto opened = std::chrono::steady_clock::now();
+  bool brought_any = false;
   std::string start = SubscribeCursorOf(*context);
   // Headers alone come with a refusal too (trailers only): a stream is
   // live when a notifier gave its start, or when it is an older one.
@@ -84,10 +104,11 @@ bool NotificationFeed::RunOnce(size_t channel_index, const OnLive& on_live, cons
       std::lock_guard lock(mu_);
       if (!n.cursor().empty()) cursor_ = n.cursor();
     }
+    brought_any = true;
     on_notification(n);
   }
   *status = reader->Finish();
-  return got_headers;
+  return got_headers && (brought_any || std::chrono::steady_clock::now() - opened >= options_.healthy_after);
 }
 
 bool NotificationFeed::Connect(grpc::Channel& channel) {
@@ -124,6 +145,7 @@ void NotificationFeed::Stop() {
   std::lock_guard lock(mu_);
   stopped_ = true;
   if (context_) context_->TryCancel();
+  stop_signal_.notify_all();
 }
 
 std::string NotificationFeed::cursor() const {

@@ -388,7 +388,8 @@ int main(int argc, char** argv) {
       req.set_cursor(cursor);
       req.set_from_start(from_start);
       // Kept open across a notifier's restart or drain, resumed from the
-      // last cursor it saw; it gives up after about 20 failed tries.
+      // last cursor it saw; it backs off while tries fail and gives up
+      // after 20 in a row (a notifier down for about three minutes).
       NotificationFeed::Options options{{g.notifier}, g.ca_file, g.token, req};
       options.on_retry = [](const grpc::Status& st) {
         std::fprintf(stderr, "[watch] %s: %s; subscribing again\n", StatusCodeName(st.error_code()).c_str(),
