@@ -48,9 +48,10 @@ grpc::Status NotificationFeed::Run(const OnLive& on_live, const OnNotification& 
 }
 
 std::chrono::milliseconds NotificationFeed::PauseAfter(int failed, const Options& options, double jitter) {
-  double pause = static_cast<double>(options.retry_pause.count());
-  for (int i = 1; i < failed && pause < options.max_retry_pause.count(); ++i) pause *= 2;
-  pause = std::min(pause, static_cast<double>(options.max_retry_pause.count()));
+  const auto most = static_cast<double>(options.max_retry_pause.count());
+  auto pause = static_cast<double>(options.retry_pause.count());
+  for (int i = 1; i < failed && pause < most; ++i) pause *= 2;
+  pause = std::min(pause, most);
   return std::chrono::milliseconds(static_cast<int64_t>(pause * (1.0 + 0.2 * std::clamp(jitter, -1.0, 1.0))));
 }
 
