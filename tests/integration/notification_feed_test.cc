@@ -10,6 +10,7 @@
 #include <future>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "notification_feed.h"
@@ -168,12 +169,16 @@ TEST(NotificationFeedTest, StopEndsAPauseAtOnce) {
   auto options = FastOptions(notifier.address());
   options.retry_pause = std::chrono::minutes(10);
   options.max_retry_pause = std::chrono::minutes(10);
+  std::atomic<bool> pausing{false};
+  options.on_retry = [&](const grpc::Status&) { pausing = true; };  // told just before the pause
   NotificationFeed feed(options);
   auto run = std::async(std::launch::async, [&] {
     return feed.Run([](const std::string&) {}, [](const v1::Notification&) {});
   });
-  for (int i = 0; i < 300 && notifier.cursors_asked().empty(); ++i) std::this_thread::sleep_for(10ms);
-  ASSERT_EQ(notifier.cursors_asked().size(), 1u) << "the first stream, then a ten-minute pause";
+  for (int i = 0; i < 3000 && !pausing; ++i) std::this_thread::sleep_for(10ms);  // 30 s at most
+  ASSERT_TRUE(pausing) << "the first stream ended, and the feed is into its ten-minute pause";
+  ASSERT_EQ(notifier.cursors_asked().size(), 1u);
+  std::this_thread::sleep_for(100ms);  // well into the pause, though nothing depends on how far
   feed.Stop();
   ASSERT_EQ(run.wait_for(30s), std::future_status::ready) << "Stop() waited for the pause";
   EXPECT_TRUE(run.get().ok());
