@@ -96,20 +96,21 @@ size_t IndexSinceMarker(RedisPool& pool, const std::string& key, const std::stri
     marker = ReplyString(r.get());
   }
   int64_t newest = marker ? std::stoll(*marker) : 0;
-  const std::string from = marker ? std::to_string(newest - recent_ms) : "-inf";
+  // After ("", score): every entry of that score and later, ids being non-empty.
+  std::optional<Ranked> after;
+  if (marker) after = Ranked{"", newest - recent_ms};
   size_t count = 0;
-  for (size_t offset = 0;; offset += kPage) {
+  for (;;) {
     std::vector<Ranked> entries;
     {
       auto conn = pool.Acquire();
-      Reply r = conn->Command({"ZRANGE", key, from, "+inf", "BYSCORE", "LIMIT", std::to_string(offset),
-                               std::to_string(kPage), "WITHSCORES"});
-      ThrowIfError(r.get());
-      entries = RankedOf(r.get());
+      entries = RankedAfter(*conn, key, after, kPage, Order::kOldestFirst);
     }
-    for (const auto& e : entries) newest = std::max(newest, e.score);
-    if (!entries.empty()) count += index(entries);
+    if (entries.empty()) break;
+    newest = std::max(newest, entries.back().score);
+    count += index(entries);
     if (entries.size() < kPage) break;
+    after = entries.back();
   }
   auto conn = pool.Acquire();
   Reply done = conn->Command({"SET", marker_key, std::to_string(newest)});
