@@ -91,10 +91,15 @@ void AddPaging(CLI::App* sub, const char* what, uint32_t& page_size, std::string
   sub->add_option("--page-token", page_token, "the page after the one that printed it");
 }
 
-// On stderr, so that a page piped elsewhere stays only the page.
-void MorePages(const char* command, const std::string& next_page_token) {
-  if (!next_page_token.empty())
-    std::fprintf(stderr, "more: sopctl %s --page-token '%s'\n", command, next_page_token.c_str());
+// One page of a List call: as JSON, or as `print_items` prints it and
+// then, on stderr so that a page piped elsewhere stays only the page, the
+// command for the next one.
+template <class Response, class PrintItems>
+void PrintPage(const Response& resp, const char* command, bool json, PrintItems print_items) {
+  if (json) return PrintJson(resp);
+  print_items();
+  if (!resp.next_page_token().empty())
+    std::fprintf(stderr, "more: sopctl %s --page-token '%s'\n", command, resp.next_page_token().c_str());
 }
 
 std::string When(const google::protobuf::Timestamp& t) {
@@ -102,10 +107,9 @@ std::string When(const google::protobuf::Timestamp& t) {
   return FormatRfc3339(FromUnixMillis(TimeUtil::TimestampToMilliseconds(t))).substr(0, 16) + "Z";
 }
 
-// Berkas, two lines each (or JSON), then where the next page is.
-void PrintRecords(const v1::SearchRecordsResponse& resp, const char* command, bool json) {
-  if (json) return PrintJson(resp);
-  for (const auto& f : resp.records()) {
+// Berkas, two lines each.
+void PrintRecords(const google::protobuf::RepeatedPtrField<v1::FiledRecord>& records) {
+  for (const auto& f : records) {
     const auto& r = f.record();
     std::printf("%-26s %-4s %-17s %-9s %-8s boks %-7s folder %-3s %s/%s %s%s\n", r.id().c_str(),
                 r.kode_klasifikasi().c_str(), r.klasifikasi().substr(0, 17).c_str(),
@@ -116,7 +120,6 @@ void PrintRecords(const v1::SearchRecordsResponse& resp, const char* command, bo
                 When(r.aktif_sampai()).substr(0, 10).c_str(), When(r.inaktif_sampai()).substr(0, 10).c_str(), r.jumlah(),
                 f.hash().substr(0, 16).c_str());
   }
-  MorePages(command, resp.next_page_token());
 }
 
 void PrintTasks(const google::protobuf::RepeatedPtrField<v1::Task>& tasks) {
@@ -315,14 +318,11 @@ int main(int argc, char** argv) {
       req.set_page_token(page_token);
       v1::ListRunsResponse resp;
       Check(stub->ListRuns(ctx().get(), req, &resp));
-      if (g.json) {
-        PrintJson(resp);
-      } else {
+      PrintPage(resp, "runs", g.json, [&] {
         for (const auto& r : resp.runs())
           std::printf("%-22s %-10s %-42s %-8s %s\n", r.id().c_str(), v1::Run::Status_Name(r.status()).c_str(),
                       r.sop_id().c_str(), r.period().c_str(), r.unit().c_str());
-        MorePages("runs", resp.next_page_token());
-      }
+      });
     } else if (run->parsed()) {
       v1::GetRunRequest req;
       req.set_run_id(id);
@@ -353,12 +353,7 @@ int main(int argc, char** argv) {
       req.set_page_token(page_token);
       v1::ListInboxResponse resp;
       Check(stub->ListInbox(ctx().get(), req, &resp));
-      if (g.json) {
-        PrintJson(resp);
-      } else {
-        PrintTasks(resp.tasks());
-        MorePages("inbox", resp.next_page_token());
-      }
+      PrintPage(resp, "inbox", g.json, [&] { PrintTasks(resp.tasks()); });
     } else if (claim->parsed()) {
       v1::ClaimTaskRequest req;
       req.set_task_id(id);
@@ -414,14 +409,11 @@ int main(int argc, char** argv) {
       req.set_page_token(page_token);
       v1::ListNotificationsResponse resp;
       Check(notifier->ListNotifications(ctx().get(), req, &resp));
-      if (g.json) {
-        PrintJson(resp);
-      } else {
+      PrintPage(resp, "notifications", g.json, [&] {
         for (const auto& n : resp.notifications())
           std::printf("%s %s %-15s %s\n", n.read() ? " " : "*", When(n.time()).c_str(),
                       v1::Notification::Kind_Name(n.kind()).c_str(), n.title().c_str());
-        MorePages("notifications", resp.next_page_token());
-      }
+      });
     } else if (hook_add->parsed()) {
       v1::RegisterWebhookRequest req;
       req.set_url(url);
@@ -446,17 +438,14 @@ int main(int argc, char** argv) {
       req.set_page_token(page_token);
       v1::ListDeliveriesResponse resp;
       Check(notifier->ListDeliveries(ctx().get(), req, &resp));
-      if (g.json) {
-        PrintJson(resp);
-      } else {
+      PrintPage(resp, "deliveries", g.json, [&] {
         for (const auto& d : resp.deliveries()) {
           std::string codes;
           for (const auto& a : d.attempts()) codes += (codes.empty() ? "" : ",") + std::to_string(a.status_code());
           std::printf("%-10s attempts=%d [%s] %s\n", v1::Delivery::Status_Name(d.status()).c_str(), d.attempts_size(),
                       codes.c_str(), d.id().c_str());
         }
-        MorePages("deliveries", resp.next_page_token());
-      }
+      });
     } else if (report_cmd->parsed()) {
       if (!out_file.empty()) {
         v1::ExportReportRequest req;
@@ -512,7 +501,7 @@ int main(int argc, char** argv) {
       req.set_page_token(page_token);
       v1::SearchRecordsResponse resp;
       Check(archiver->SearchRecords(ctx().get(), req, &resp));
-      PrintRecords(resp, "records", g.json);
+      PrintPage(resp, "records", g.json, [&] { PrintRecords(resp.records()); });
     } else if (due_cmd->parsed()) {
       v1::ListDueRequest req;
       req.set_due(disposition ? v1::ListDueRequest::DISPOSITION : v1::ListDueRequest::TRANSFER);
@@ -521,7 +510,7 @@ int main(int argc, char** argv) {
       req.set_page_token(page_token);
       v1::SearchRecordsResponse resp;
       Check(archiver->ListDue(ctx().get(), req, &resp));
-      PrintRecords(resp, "due", g.json);
+      PrintPage(resp, "due", g.json, [&] { PrintRecords(resp.records()); });
     } else if (access_cmd->parsed()) {
       v1::ListAccessLogRequest req;
       req.set_record_id(id);
@@ -529,13 +518,10 @@ int main(int argc, char** argv) {
       req.set_page_token(page_token);
       v1::ListAccessLogResponse resp;
       Check(archiver->ListAccessLog(ctx().get(), req, &resp));
-      if (g.json) {
-        PrintJson(resp);
-      } else {
+      PrintPage(resp, "access-log", g.json, [&] {
         for (const auto& e : resp.entries())
           std::printf("%s %-20s %s\n", When(e.time()).c_str(), e.user().c_str(), e.action().c_str());
-        MorePages("access-log", resp.next_page_token());
-      }
+      });
     } else if (verify_cmd->parsed()) {
       v1::VerifyRequest req;
       req.set_record_id(id);
