@@ -231,7 +231,7 @@ TEST_F(NotifierChannelsTest, AFeedResumesFromItsCursorWhenItsNotifierIsBackAfter
   options.token = kSekretarisBlg;
   options.request.set_unit("balangan-satpolpp");
   options.connect_timeout = std::chrono::milliseconds(200);
-  options.max_failed_attempts = 100;  // 20 s or more of trying
+  options.max_failed_attempts = 100;  // minutes of trying, with its pauses up to 5 s
   std::atomic<int> unreachable{0}, drained{0};
   options.on_retry = [&](const grpc::Status& st) {
     if (st.error_code() == StatusCode::UNAVAILABLE) ++unreachable;

@@ -476,7 +476,7 @@ class Load {
     }
     for (int i = 0; i < n; ++i)
       idle_.emplace_back([this, i] {
-        auto st = idle_feeds_[i]->Run([this](const std::string&) { ++idle_open_; }, [](const v1::Notification&) {});
+        auto st = idle_feeds_[i]->Run(CountFirstLive(idle_open_), [](const v1::Notification&) {});
         if (!st.ok()) ReportError("Subscribe (idle)", st);
       });
     return WaitForStreams(idle_open_, n, "idle subscribers");
@@ -503,6 +503,15 @@ class Load {
     for (int i = 0; i < 12000 && opened < want; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
     if (opened >= want) return "";
     return std::to_string(want - opened) + " of " + std::to_string(want) + " " + who + " not subscribed after 60 s";
+  }
+
+  // Counts a feed in `subscribed` when it first goes live, not again when
+  // it resubscribes: WaitForStreams waits for every feed, once each.
+  static NotificationFeed::OnLive CountFirstLive(std::atomic<int>& subscribed) {
+    return [&subscribed, counted = false](const std::string&) mutable {
+      if (!counted) ++subscribed;
+      counted = true;
+    };
   }
 
   // The load's calls wait for a connection that failed to come back
@@ -576,12 +585,8 @@ class Load {
             if (unanswered > 0) ReportError("CompleteTasks stream ended with requests unanswered", st);
             for (int i = 0; i < unanswered; ++i) window.Release();
           });
-    bool live = false;
     auto st = workers_feeds_[step - 1]->Run(
-        [&](const std::string&) {
-          if (!live) ++streams_ready_;
-          live = true;
-        },
+        CountFirstLive(streams_ready_),
         [&](const v1::Notification& n) {
           if (n.kind() != v1::Notification::TASK_ASSIGNED) return;
           Received(n.run_id(), n.step());
