@@ -30,7 +30,7 @@ std::vector<ClaimedItem> ClaimDue(RedisPool& pool, const std::string& zset, int6
   auto conn = pool.Acquire();
   Reply r = conn->EvalScript(claim_script, {zset, std::to_string(now_ms), std::to_string(now_ms + lease_ms),
                                             std::to_string(limit), attempt_hash_prefix});
-  if (ReplyIsError(r.get())) throw DomainError(ErrorCode::kInternal, "redis: " + ReplyErrorText(r.get()));
+  ThrowIfError(r.get());
   std::vector<ClaimedItem> out;
   for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2)
     out.push_back({ReplyString(r->element[i]).value_or(""), std::stoll(ReplyString(r->element[i + 1]).value_or("0"))});

@@ -2,7 +2,10 @@
 
 #include <hiredis/hiredis.h>
 
+#include <algorithm>
 #include <cstring>
+#include <iterator>
+#include <string_view>
 #include <sstream>
 
 #include "error.h"
@@ -43,8 +46,26 @@ std::vector<std::string> ReplyStrings(const redisReply* r) {
 
 void ThrowCorrupt() { throw DomainError(ErrorCode::kInternal, "corrupt record in Redis"); }
 
+bool IsServerUnavailableError(std::string_view error) {
+  // The error code is the reply's first word: "BUSY" is a running script,
+  // "BUSYGROUP" an existing consumer group (the caller's mistake).
+  static constexpr std::string_view kCodes[] = {
+      "LOADING",     // restarted, still loading its files
+      "BUSY",        // a script or function runs past its time limit
+      "MASTERDOWN",  // a replica that lost its primary
+      "READONLY",    // a replica: after a failover, the address names the old primary
+      "MISCONF",     // cannot persist (a full disk): writes refused until it can
+      "OOM",         // at maxmemory: writes refused until memory is freed
+      "NOREPLICAS",  // fewer replicas than min-replicas-to-write
+      "TRYAGAIN", "CLUSTERDOWN"};
+  std::string_view code = error.substr(0, error.find(' '));
+  return std::find(std::begin(kCodes), std::end(kCodes), code) != std::end(kCodes);
+}
+
 void ThrowIfError(const redisReply* r) {
-  if (ReplyIsError(r)) throw DomainError(ErrorCode::kInternal, "redis: " + ReplyErrorText(r));
+  if (!ReplyIsError(r)) return;
+  std::string text = ReplyErrorText(r);
+  throw DomainError(IsServerUnavailableError(text) ? ErrorCode::kUnavailable : ErrorCode::kInternal, "redis: " + text);
 }
 
 RedisAddress RedisAddress::Parse(const std::string& text) {
@@ -140,6 +161,19 @@ std::vector<Reply> RedisConnection::Pipeline(const std::vector<const std::vector
       ThrowUnavailable("redis: " + why);
     }
     replies.emplace_back(static_cast<redisReply*>(raw));
+  }
+  // A server that cannot serve now answers with an error reply instead of
+  // data. Returned, it would read as a nil (a task "not found", an empty
+  // inbox) or end an event as if it were bad; it is Redis away, as a
+  // refused connection is. The connection is dropped, so a WATCH or MULTI
+  // it may hold goes with it, and after a failover the next one goes to
+  // whatever the address names now.
+  for (const auto& reply : replies) {
+    if (ReplyIsError(reply.get()) && IsServerUnavailableError(ReplyErrorText(reply.get()))) {
+      std::string why = ReplyErrorText(reply.get());
+      Drop();
+      ThrowUnavailable("redis: " + why);
+    }
   }
   return replies;
 }

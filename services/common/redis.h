@@ -9,6 +9,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 struct redisContext;
@@ -28,7 +29,12 @@ bool ReplyIsError(const redisReply* r);
 std::string ReplyErrorText(const redisReply* r);
 // The elements of an array reply as strings (nil elements as "").
 std::vector<std::string> ReplyStrings(const redisReply* r);
-// Throws DomainError(kInternal) for an error reply.
+// True for the error replies of a server that cannot serve now, whatever
+// the command (LOADING after a restart, READONLY after a failover, BUSY,
+// OOM, MISCONF, ...): retry later. Other errors are the command's fault.
+bool IsServerUnavailableError(std::string_view error);
+// Throws for an error reply: DomainError(kUnavailable) if the server cannot
+// serve now (IsServerUnavailableError), else DomainError(kInternal).
 void ThrowIfError(const redisReply* r);
 [[noreturn]] void ThrowCorrupt();
 // A protobuf message stored as a string reply; nullopt for nil. Throws
@@ -77,8 +83,9 @@ class RedisConnection {
   RedisConnection& operator=(const RedisConnection&) = delete;
 
   // Runs one command. Throws DomainError(kUnavailable) if Redis cannot be
-  // reached; the connection is re-opened on the next call. Error replies are
-  // returned, not thrown.
+  // reached or answers that it cannot serve now (IsServerUnavailableError:
+  // loading, a replica, out of memory...); the connection is re-opened on
+  // the next call. Other error replies (the command's fault) are returned.
   Reply Command(const std::vector<std::string>& argv);
   // Sends all commands at once and reads every reply (one round trip).
   std::vector<Reply> Pipeline(const std::vector<std::vector<std::string>>& commands);

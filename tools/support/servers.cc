@@ -189,6 +189,22 @@ std::string ChildProcess::LogSince(size_t from) const {
   return text.str();
 }
 
+std::string ChildProcess::StartAndWaitForLine(const std::vector<std::string>& argv,
+                                              const std::map<std::string, std::string>& env,
+                                              const std::string& log_file, const std::string& ready_line,
+                                              int timeout_ms) {
+  std::error_code ignored;
+  auto from = static_cast<size_t>(std::filesystem::exists(log_file) ? std::filesystem::file_size(log_file, ignored) : 0);
+  Start(argv, env, log_file);
+  return WaitReady(
+      [&] {
+        if (LogSince(from).find(ready_line) != std::string::npos) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        return false;
+      },
+      "ready (\"" + ready_line + "\")", timeout_ms);
+}
+
 int ChildProcess::StartOnFreePort(const std::function<std::vector<std::string>(int port)>& argv_for,
                                   const std::map<std::string, std::string>& env, const std::string& log_file,
                                   const std::string& ready_line, int timeout_ms) {
@@ -200,14 +216,7 @@ int ChildProcess::StartOnFreePort(const std::function<std::vector<std::string>(i
     int port = FreePort();
     const std::vector<std::string> argv = argv_for(port);
     program = argv.front();
-    Start(argv, env, log_file);
-    why = WaitReady(
-        [&] {
-          if (LogSince(from).find(ready_line) != std::string::npos) return true;
-          std::this_thread::sleep_for(std::chrono::milliseconds(10));
-          return false;
-        },
-        "ready on port " + std::to_string(port), timeout_ms);
+    why = StartAndWaitForLine(argv, env, log_file, ready_line, timeout_ms);
     if (why.empty()) return port;
     Stop();
     std::string log = LogSince(from);
@@ -217,32 +226,47 @@ int ChildProcess::StartOnFreePort(const std::function<std::vector<std::string>(i
   throw std::runtime_error(program + " " + why);
 }
 
-RedisServer::RedisServer(const std::string& dir) {
-  port_ = process_.StartOnFreePort(
-      [&](int port) {
-        return std::vector<std::string>{"redis-server", "--port", std::to_string(port), "--bind", "127.0.0.1",
-                                        "--dir", dir, "--save", "", "--appendonly", "yes", "--appendfsync",
-                                        "everysec", "--protected-mode", "no"};
-      },
-      {}, dir + "/redis.log", "Ready to accept connections", 10000);
+std::vector<std::string> RedisServer::Argv(int port) const {
+  return {"redis-server", "--port", std::to_string(port), "--bind", "127.0.0.1", "--dir", dir_, "--save", "",
+          "--appendonly", "yes", "--appendfsync", "everysec", "--protected-mode", "no"};
+}
+
+RedisServer::RedisServer(const std::string& dir) : dir_(dir) {
+  port_ = process_.StartOnFreePort([&](int port) { return Argv(port); }, {}, dir + "/redis.log",
+                                   "Ready to accept connections", 10000);
 }
 
 RedisServer::~RedisServer() { process_.Stop(); }
 
-NatsServer::NatsServer(const std::string& dir) {
+void RedisServer::KillAndRestart(const std::vector<std::string>& extra_flags) {
+  process_.Kill();
+  auto argv = Argv(port_);
+  argv.insert(argv.end(), extra_flags.begin(), extra_flags.end());
+  process_.Start(argv, {}, dir_ + "/redis.log");
+  // Redis listens before it has loaded its files, and answers LOADING until then.
+  std::string why = process_.WaitListening(port_, 10000);
+  if (!why.empty()) throw std::runtime_error("redis-server restarted on port " + std::to_string(port_) + " " + why);
+}
+
+std::vector<std::string> NatsServer::Argv(int port) const {
+  return {"nats-server", "-js", "-a", "127.0.0.1", "-p", std::to_string(port), "-sd", dir_ + "/jetstream"};
+}
+
+NatsServer::NatsServer(const std::string& dir) : dir_(dir) {
   // One Go scheduler thread: here nats-server shares two cores with the
   // services and their clients, and with two it hands goroutines between
   // OS threads; sopbench then fell at random into a mode where nats-server
   // cost twice the CPU per hand-off (docs/performance.md, sixth session).
   // On Kubernetes GOMAXPROCS follows the pod's CPU limit (deploy/base/nats.yaml).
-  port_ = process_.StartOnFreePort(
-      [&](int port) {
-        return std::vector<std::string>{"nats-server", "-js", "-a", "127.0.0.1", "-p", std::to_string(port),
-                                        "-sd", dir + "/jetstream"};
-      },
-      {{"GOMAXPROCS", "1"}}, dir + "/nats.log", "Server is ready", 10000);
+  port_ = process_.StartOnFreePort([&](int port) { return Argv(port); }, kEnv, dir + "/nats.log", kReadyLine, 10000);
 }
 
 NatsServer::~NatsServer() { process_.Stop(); }
+
+void NatsServer::KillAndRestart() {
+  process_.Kill();
+  std::string why = process_.StartAndWaitForLine(Argv(port_), kEnv, dir_ + "/nats.log", kReadyLine, 20000);
+  if (!why.empty()) throw std::runtime_error("nats-server restarted on port " + std::to_string(port_) + " " + why);
+}
 
 }  // namespace sopflow::testing

@@ -61,6 +61,10 @@ class ChildProcess {
   int StartOnFreePort(const std::function<std::vector<std::string>(int port)>& argv_for,
                       const std::map<std::string, std::string>& env, const std::string& log_file,
                       const std::string& ready_line, int timeout_ms);
+  // Starts argv and waits until its log, from this start on, has
+  // `ready_line`: empty, or why not (as WaitListening).
+  std::string StartAndWaitForLine(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env,
+                                  const std::string& log_file, const std::string& ready_line, int timeout_ms);
   bool running() const { return pid_ > 0; }
   pid_t pid() const { return pid_; }
 
@@ -86,8 +90,16 @@ class RedisServer {
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
   int port() const { return port_; }
   pid_t pid() const { return process_.pid(); }
+  // SIGKILL, then started again on the same port and folder, as Kubernetes
+  // reschedules a pod with its volume: it loads its append-only file.
+  // `extra_flags` are added to its command line (--key-load-delay holds it
+  // loading). Returns once it accepts connections, which is before it has
+  // loaded: until then it answers every command with LOADING.
+  void KillAndRestart(const std::vector<std::string>& extra_flags = {});
 
  private:
+  std::vector<std::string> Argv(int port) const;
+  std::string dir_;
   int port_;
   ChildProcess process_;
 };
@@ -98,8 +110,15 @@ class NatsServer {
   ~NatsServer();
   std::string url() const { return "nats://127.0.0.1:" + std::to_string(port_); }
   pid_t pid() const { return process_.pid(); }
+  // SIGKILL, then started again on the same port and store, JetStream
+  // restoring its stream and consumers from disk; returns once it is ready.
+  void KillAndRestart();
 
  private:
+  std::vector<std::string> Argv(int port) const;
+  inline static const std::map<std::string, std::string> kEnv{{"GOMAXPROCS", "1"}};
+  static constexpr char kReadyLine[] = "Server is ready";
+  std::string dir_;
   int port_;
   ChildProcess process_;
 };
