@@ -576,6 +576,10 @@ void Engine::CompleteAll(std::vector<CompleteCall>& calls) {
       // error whichever way it went.
       Finish finish{flow::CheckOutcome(flow::StepOf(*def, task.step()), call.outcome), false, "", call.user.id};
       CheckOutput(call.output);
+      if (Repeats(task, finish, call.output)) {
+        call.task = std::move(task);
+        continue;
+      }
       CheckMayComplete(call.user, task);
       RequireActiveRun(task, run);
       Batch b;
@@ -652,6 +656,7 @@ v1::Task Engine::FinishTask(TaskAndRun first, const std::function<void(const v1:
   for (int attempt = 0; attempt < kMaxAttempts + counter_losses; ++attempt) {
     if (attempt > 0) current = LoadTaskAndRun(task_id, Source::kRedis);
     auto& [t, run, remembered] = current;
+    if (Repeats(t, finish, output)) return t;
     try {
       check(t);
       RequireActiveRun(t, run);
@@ -688,6 +693,19 @@ v1::Task Engine::FinishTask(TaskAndRun first, const std::function<void(const v1:
     if (failed == 3 && counter_losses < flow::kMaxFanOutMembers) ++counter_losses;
   }
   throw DomainError(ErrorCode::kUnavailable, "task " + task_id + " kept conflicting; retry");
+}
+
+// A caller told UNAVAILABLE or DEADLINE_EXCEEDED cannot know whether its
+// completion was applied (its answer may have been lost after the commit),
+// so it sends it again. Finding the task finished by that very call (the
+// same actor, outcome, reason and output), the router answers as it would
+// have then, and applies nothing: "safe to retry" holds for the answer
+// too, not only for the records. Anything else finished is a conflict.
+bool Engine::Repeats(const v1::Task& t, const Finish& finish, const v1::TaskOutput& output) {
+  if (t.status() != v1::Task::DONE || t.kind() == v1::Step::SYSTEM) return false;
+  return t.assignee() == finish.actor && t.outcome() == finish.outcome &&
+         t.return_reason() == (finish.returned ? finish.reason : "") &&
+         t.output().SerializeAsString() == output.SerializeAsString();
 }
 
 void Engine::GuardCompletion(Batch& b, const v1::Task& t) {

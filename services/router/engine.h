@@ -119,6 +119,9 @@ class Engine {
     std::string reason;
     std::string actor;  // user id, or "job:<worker>" for SYSTEM steps
   };
+  // The task was finished by this same call before (a retry whose first
+  // answer was lost): answered as then, nothing applied again.
+  static bool Repeats(const v1::Task& t, const Finish& finish, const v1::TaskOutput& output);
   // A task with its run, as read (re-read only on retry: the commit is
   // guarded on the task being unchanged and the run ACTIVE).
   struct TaskAndRun {

@@ -491,8 +491,14 @@ TEST_F(BatchTest, TheTransactionThatEndsAStepCreatesTheNextTaskOrCompletesTheRun
                                                    first.id() + "/completed", run.id() + "/1/step_completed",
                                                    run.id() + ".2/created"}));
 
-  // A repeated completion is refused and writes nothing.
-  EXPECT_THROW(engine_->Complete(UserOf(kSekretarisBlg), first.id(), "", v1::TaskOutput()), DomainError);
+  // The same completion repeated is answered with the task as completed;
+  // another is refused. Neither writes anything.
+  const int64_t execs = CommandCalls("exec");
+  EXPECT_EQ(engine_->Complete(UserOf(kSekretarisBlg), first.id(), "", v1::TaskOutput()).status(), v1::Task::DONE);
+  v1::TaskOutput otherwise;
+  otherwise.set_note("lain");
+  EXPECT_THROW(engine_->Complete(UserOf(kSekretarisBlg), first.id(), "", otherwise), DomainError);
+  EXPECT_EQ(CommandCalls("exec"), execs);
   EXPECT_EQ(TasksOf(run).size(), 2u);
   EXPECT_EQ(OutboxIds().size(), 5u);
 
@@ -1209,14 +1215,19 @@ TEST_F(BatchTest, CompletionsOfAGroupAreReadTogetherCommittedOnceAndEachEndsAsAl
     call.output.set_note("laporan");
     return call;
   };
+  auto another_output = [](Engine::CompleteCall call) {
+    call.output.set_note("laporan lain");
+    return call;
+  };
   std::vector<Engine::CompleteCall> calls{
       call(kSekretarisBlg, task_a),
       call(kSekretarisBlg, task_b),
-      call(kSekretarisBlg, task_a),          // the same task again: the first call won
+      another_output(call(kSekretarisBlg, task_a)),  // the same task, another completion: the first won
       call(kOutsider, task_c),               // not theirs
       call(kSekretarisBlg, "no-such.1"),     // unknown
       call(kSekretarisBlg, task_c, "bogus"), // not a review: no such outcome
       call(kSekretarisBlg, ""),              // no id
+      call(kSekretarisBlg, task_b),          // the same completion sent again: answered as the first
   };
   int64_t commits_before = CommandCalls("exec");
   engine_->CompleteAll(calls);
@@ -1231,7 +1242,9 @@ TEST_F(BatchTest, CompletionsOfAGroupAreReadTogetherCommittedOnceAndEachEndsAsAl
   EXPECT_EQ(CodeOf(calls[4]), ErrorCode::kNotFound);
   EXPECT_EQ(CodeOf(calls[5]), ErrorCode::kInvalidArgument);
   EXPECT_EQ(CodeOf(calls[6]), ErrorCode::kInvalidArgument);
-  for (size_t i = 2; i < calls.size(); ++i) EXPECT_FALSE(calls[i].task.has_value()) << i;
+  for (size_t i = 2; i < 7; ++i) EXPECT_FALSE(calls[i].task.has_value()) << i;
+  ASSERT_TRUE(calls[7].task.has_value()) << (calls[7].error ? "an error" : "nothing");
+  EXPECT_EQ(calls[7].task->SerializeAsString(), calls[1].task->SerializeAsString());
 
   // What was stored and queued is what two Complete calls leave.
   EXPECT_EQ(store_->GetTask(task_a)->status(), v1::Task::DONE);

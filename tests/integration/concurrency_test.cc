@@ -31,6 +31,7 @@ TEST_F(ConcurrencyTest, TwoClientsCompletingOneTaskExactlyOneWins) {
     auto racer = [&](int i, v1::Router::Stub* s) {
       v1::CompleteTaskRequest req;
       req.set_task_id(task.id());
+      req.mutable_output()->set_note("client " + std::to_string(i));  // two completions, not one sent twice
       v1::Task out;
       ++ready;
       while (ready < 2) std::this_thread::yield();
@@ -88,9 +89,11 @@ TEST_F(ConcurrencyTest, TwoReplicasRun100RunsWithNoTaskLostOrDuplicated) {
           any = true;
           v1::CompleteTaskRequest req;
           req.set_task_id(t.id());
+          req.mutable_output()->set_note("replica " + std::to_string(replica));
           v1::Task out;
           // Both workers see the same inbox: the loser of each race gets
-          // FAILED_PRECONDITION, which is the point.
+          // FAILED_PRECONDITION, which is the point. (Their outputs differ:
+          // the same completion sent twice would be answered OK twice.)
           if (stubs[replica]->CompleteTask(AuthedContext(a.token).get(), req, &out).ok()) ++completed_calls;
         }
       }
@@ -276,8 +279,15 @@ TEST_F(ConcurrencyTest, TheNextTaskExistsWhenTheCallThatCausesItReturns) {
                        v1::HistoryEntry::TASK_COMPLETED, v1::HistoryEntry::STEP_COMPLETED,
                        v1::HistoryEntry::TASK_CREATED}));
 
-  // Completing it again is refused and creates nothing.
-  EXPECT_EQ(Complete(kSekretarisBlg, started.tasks(0).id(), "").error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  // The same completion again is answered as before; another is refused.
+  // Neither creates anything.
+  EXPECT_TRUE(Complete(kSekretarisBlg, started.tasks(0).id(), "").ok());
+  v1::CompleteTaskRequest otherwise;
+  otherwise.set_task_id(started.tasks(0).id());
+  otherwise.mutable_output()->set_note("lain");
+  v1::Task refused;
+  EXPECT_EQ(stub().CompleteTask(AuthedContext(kSekretarisBlg).get(), otherwise, &refused).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_EQ(GetRun(run.id()).history_size(), after.history_size());
 }
 

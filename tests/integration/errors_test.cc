@@ -200,8 +200,28 @@ TEST_F(ErrorsTest, UnknownThingsAreNotFound) {
 TEST_F(ErrorsTest, TasksNoLongerOpenAreFailedPrecondition) {
   v1::Run run = Start003();
   v1::Task first = WaitForOpenTask(run.id(), 1);
-  EXPECT_TRUE(Complete(kSekretarisBlg, first.id(), "").ok());
-  EXPECT_CODE(Complete(kSekretarisBlg, first.id(), ""), StatusCode::FAILED_PRECONDITION, "no longer open (DONE");
+  v1::Task done;
+  EXPECT_TRUE(Complete(kSekretarisBlg, first.id(), "", &done).ok());
+  // The same completion again (a retry whose first answer was lost) is
+  // answered as the first was and applies nothing; another completion of
+  // the finished task, even by its actor, is a conflict.
+  v1::Task again;
+  grpc::Status repeat = Complete(kSekretarisBlg, first.id(), "", &again);
+  EXPECT_TRUE(repeat.ok()) << repeat.error_message();
+  EXPECT_EQ(again.SerializeAsString(), done.SerializeAsString());
+  v1::CompleteTaskRequest other;
+  other.set_task_id(first.id());
+  other.mutable_output()->set_note("a different note");
+  v1::Task refused;
+  EXPECT_CODE(stub().CompleteTask(AuthedContext(kSekretarisBlg).get(), other, &refused),
+              StatusCode::FAILED_PRECONDITION, "no longer open (DONE by sekretaris-blg)");
+  int completions = 0, second_steps = 0;
+  auto after = GetRun(run.id());
+  for (const auto& h : after.history())
+    completions += h.kind() == v1::HistoryEntry::TASK_COMPLETED && h.task_id() == first.id();
+  for (const auto& t : after.tasks()) second_steps += t.step() == 2;
+  EXPECT_EQ(completions, 1);
+  EXPECT_EQ(second_steps, 1);
   v1::ReturnTaskRequest ret;
   ret.set_task_id(WaitForOpenTask(run.id(), 2).id());
   ret.set_reason("x");

@@ -103,6 +103,9 @@ class InboxWorkers {
         for (const auto& t : inbox.tasks()) {
           v1::CompleteTaskRequest req;
           req.set_task_id(t.id());
+          // Each worker's own: the other's completion of a task both saw is
+          // a conflict, not this one sent again.
+          req.mutable_output()->set_note("worker " + std::to_string(first));
           v1::Task out;
           if (Count(stubs_[r]->CompleteTask(AuthedContext(a.token).get(), req, &out))) ++completed_;
         }

@@ -148,6 +148,19 @@ TEST_F(SeedRunTest, ReturnSendsTheWorkBackWithItsReason) {
   auto inbox = InboxOf(kKasubbagTu, run.id());
   ASSERT_EQ(inbox.size(), 1u);
   EXPECT_EQ(inbox[0].id(), again.id());
+  // Sent again (its answer lost), the same return is answered as it was
+  // and sends nothing back twice; with another reason it is refused.
+  v1::Task repeated;
+  grpc::Status st = stub().ReturnTask(AuthedContext(kKabagTl).get(), req, &repeated);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(repeated.SerializeAsString(), returned.SerializeAsString());
+  req.set_reason("yang lain");
+  EXPECT_EQ(stub().ReturnTask(AuthedContext(kKabagTl).get(), req, &repeated).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+  int fives = 0;
+  auto after = GetRun(run.id());
+  for (const auto& t : after.tasks()) fives += t.step() == 5;
+  EXPECT_EQ(fives, 2) << "step 5 the first time and once again after the return";
 }
 
 TEST_F(SeedRunTest, ClaimedTasksStayWithTheirClaimer) {
