@@ -189,12 +189,19 @@ std::string ChildProcess::LogSince(size_t from) const {
   return text.str();
 }
 
+namespace {
+// The size of a log so far: what a new start writes comes after it.
+size_t LogSize(const std::string& log_file) {
+  std::error_code ignored;
+  return std::filesystem::exists(log_file) ? static_cast<size_t>(std::filesystem::file_size(log_file, ignored)) : 0;
+}
+}  // namespace
+
 std::string ChildProcess::StartAndWaitForLine(const std::vector<std::string>& argv,
                                               const std::map<std::string, std::string>& env,
                                               const std::string& log_file, const std::string& ready_line,
                                               int timeout_ms) {
-  std::error_code ignored;
-  auto from = static_cast<size_t>(std::filesystem::exists(log_file) ? std::filesystem::file_size(log_file, ignored) : 0);
+  const size_t from = LogSize(log_file);
   Start(argv, env, log_file);
   return WaitReady(
       [&] {
@@ -211,13 +218,13 @@ int ChildProcess::StartOnFreePort(const std::function<std::vector<std::string>(i
   constexpr int kAttempts = 5;
   std::string program, why;
   for (int attempt = 0; attempt < kAttempts; ++attempt) {
-    std::error_code ignored;
-    auto from = static_cast<size_t>(std::filesystem::exists(log_file) ? std::filesystem::file_size(log_file, ignored) : 0);
+    const size_t from = LogSize(log_file);
     int port = FreePort();
     const std::vector<std::string> argv = argv_for(port);
     program = argv.front();
     why = StartAndWaitForLine(argv, env, log_file, ready_line, timeout_ms);
     if (why.empty()) return port;
+    why = "on port " + std::to_string(port) + ": " + why;
     Stop();
     std::string log = LogSince(from);
     std::transform(log.begin(), log.end(), log.begin(), [](unsigned char c) { return std::tolower(c); });
