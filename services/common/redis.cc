@@ -169,11 +169,11 @@ std::vector<Reply> RedisConnection::Pipeline(const std::vector<const std::vector
   // it may hold goes with it, and after a failover the next one goes to
   // whatever the address names now.
   for (const auto& reply : replies) {
-    if (ReplyIsError(reply.get()) && IsServerUnavailableError(ReplyErrorText(reply.get()))) {
-      std::string why = ReplyErrorText(reply.get());
-      Drop();
-      ThrowUnavailable("redis: " + why);
-    }
+    if (!ReplyIsError(reply.get())) continue;
+    std::string why = ReplyErrorText(reply.get());
+    if (!IsServerUnavailableError(why)) continue;
+    Drop();
+    ThrowUnavailable("redis: " + why);
   }
   return replies;
 }
