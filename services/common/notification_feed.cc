@@ -25,15 +25,9 @@ grpc::Status NotificationFeed::Run(const OnLive& on_live, const OnNotification& 
   std::minstd_rand random(std::random_device{}());
   std::uniform_real_distribution<double> jitter(-1.0, 1.0);
   for (int failed = 0; failed < options_.max_failed_attempts;) {
-    {
-      std::lock_guard lock(mu_);
-      if (stopped_) return grpc::Status::OK;
-    }
+    if (Stopped()) return grpc::Status::OK;
     bool worked = RunOnce(next, on_live, on_notification, &last);
-    {
-      std::lock_guard lock(mu_);
-      if (stopped_) return grpc::Status::OK;
-    }
+    if (Stopped()) return grpc::Status::OK;
     if (!WorthRetrying(last)) return last;
     // The next replica: the one that ended the stream may be draining.
     failed = worked ? 0 : failed + 1;
@@ -117,10 +111,7 @@ bool NotificationFeed::Connect(grpc::Channel& channel) {
   constexpr auto kSlice = std::chrono::milliseconds(100);
   const auto until = std::chrono::steady_clock::now() + options_.connect_timeout;
   for (auto now = std::chrono::steady_clock::now(); now < until; now = std::chrono::steady_clock::now()) {
-    {
-      std::lock_guard lock(mu_);
-      if (stopped_) return false;
-    }
+    if (Stopped()) return false;
     auto slice = std::min<std::chrono::steady_clock::duration>(kSlice, until - now);
     if (channel.WaitForConnected(std::chrono::system_clock::now() + slice)) return true;
   }
@@ -147,6 +138,11 @@ void NotificationFeed::Stop() {
   stopped_ = true;
   if (context_) context_->TryCancel();
   stop_signal_.notify_all();
+}
+
+bool NotificationFeed::Stopped() const {
+  std::lock_guard lock(mu_);
+  return stopped_;
 }
 
 std::string NotificationFeed::cursor() const {

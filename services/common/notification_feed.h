@@ -87,6 +87,7 @@ class NotificationFeed {
   // Stop() comes.
   bool Connect(grpc::Channel& channel);
   void Pause(std::chrono::milliseconds pause);
+  bool Stopped() const;
   static bool WorthRetrying(const grpc::Status& status);
 
   Options options_;
