@@ -63,6 +63,7 @@ NatsClient::NatsClient(const NatsOptions& options) : options_(options) {
   if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts, -1);  // keep trying: NATS restarts are normal
   if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts, 250);
   if (s == NATS_OK) s = natsOptions_SetTimeout(opts, 5000);
+  if (s == NATS_OK) s = natsOptions_SetReconnectedCB(opts, &NatsClient::OnReconnected, this);
   if (s == NATS_OK && options.send_asap) s = natsOptions_SetSendAsap(opts, true);
   jsErrCode jerr = static_cast<jsErrCode>(0);
   if (s == NATS_OK)
@@ -174,6 +175,24 @@ std::vector<std::string> NatsClient::PublishAll(const std::vector<OutgoingMessag
   }
   for (const auto& id : failed_) not_sent.push_back(id);
   return not_sent;
+}
+
+void NatsClient::OnReconnected(natsConnection*, void* closure) {
+  auto* self = static_cast<NatsClient*>(closure);
+  spdlog::info("nats {}: reconnected", self->options_.name);
+  std::lock_guard lock(self->listeners_mu_);
+  for (auto& [handle, listener] : self->reconnect_listeners_) listener();
+}
+
+int NatsClient::AddReconnectListener(std::function<void()> listener) {
+  std::lock_guard lock(listeners_mu_);
+  reconnect_listeners_.emplace(next_listener_, std::move(listener));
+  return next_listener_++;
+}
+
+void NatsClient::RemoveReconnectListener(int handle) {
+  std::lock_guard lock(listeners_mu_);
+  reconnect_listeners_.erase(handle);
 }
 
 int64_t NatsClient::MaxPayload() const { return natsConnection_GetMaxPayload(conn_); }

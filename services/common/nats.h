@@ -3,6 +3,8 @@
 // pull consumer that fetches in batches.
 #pragma once
 
+#include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -55,6 +57,13 @@ class NatsClient {
   // The largest message the server takes (its max_payload), headers included.
   int64_t MaxPayload() const;
 
+  // Calls `listener` each time the connection is back after losing its
+  // server, on a nats.c thread (keep it short). Returns the handle for
+  // RemoveReconnectListener, which its owner must call before it goes:
+  // once that returns, the listener is not running and is never called.
+  int AddReconnectListener(std::function<void()> listener);
+  void RemoveReconnectListener(int handle);
+
   // Creates the event stream (file storage, `replicas` copies across a
   // JetStream cluster) if it does not exist yet.
   void EnsureEventStream(int replicas = 1, int64_t duplicate_window_ms = 120000, int64_t max_age_hours = 24 * 30);
@@ -74,12 +83,16 @@ class NatsClient {
 
  private:
   static void OnPublishError(jsCtx* js, ::jsPubAckErr* err, void* closure);
+  static void OnReconnected(natsConnection* conn, void* closure);
   NatsOptions options_;
   natsConnection* conn_ = nullptr;
   jsCtx* js_ = nullptr;
   std::mutex publish_mu_;  // one batch at a time, so failures belong to it
   std::mutex failed_mu_;
   std::set<std::string> failed_;
+  std::mutex listeners_mu_;  // held while a listener runs
+  std::map<int, std::function<void()>> reconnect_listeners_;
+  int next_listener_ = 0;
 };
 
 // One fetched message; acks are explicit.

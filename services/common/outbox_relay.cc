@@ -165,18 +165,25 @@ OutboxRelay::OutboxRelay(RedisAddress redis, NatsClient* nats, Options options)
       backlog_redis_(std::move(redis)),
       prompt_(std::make_unique<NatsClient>(SiblingOptions(nats->options(), "-prompt", true))),
       options_(std::move(options)) {
-  buffered_js_ = AckReportingContext(*nats, this, &OutboxRelay::OnAck);
-  prompt_js_ = AckReportingContext(*prompt_, this, &OutboxRelay::OnAck);
+  buffered_js_.js = AckReportingContext(*nats, this, &OutboxRelay::OnAck);
+  prompt_js_.js = AckReportingContext(*prompt_, this, &OutboxRelay::OnAck);
   sweep_pause_ms_ = options_.sweep_interval_ms;
+  for (NatsClient* client : {nats, prompt_.get()})
+    reconnect_listeners_.emplace_back(client, client->AddReconnectListener([this] {
+      std::lock_guard lock(mu_);
+      resend_due_ = true;
+      wake_.notify_one();
+    }));
 }
 
 OutboxRelay::~OutboxRelay() {
+  for (auto [client, handle] : reconnect_listeners_) client->RemoveReconnectListener(handle);
   Stop();
   // Acks still awaited would call OnAck on a relay that is gone: wait for
   // them (each times out after ack_wait_ms), then close the contexts.
   AwaitAcks(options_.ack_wait_ms + 1000);
-  jsCtx_Destroy(buffered_js_);
-  jsCtx_Destroy(prompt_js_);
+  jsCtx_Destroy(buffered_js_.js);
+  jsCtx_Destroy(prompt_js_.js);
 }
 
 void OutboxRelay::Start() {
@@ -212,7 +219,7 @@ void OutboxRelay::AwaitAcks(int timeout_ms) {
   jsPubOptions po;
   jsPubOptions_Init(&po);
   po.MaxWait = timeout_ms;
-  for (jsCtx* js : {prompt_js_, buffered_js_}) {
+  for (jsCtx* js : {prompt_js_.js, buffered_js_.js}) {
     natsStatus s = js_PublishAsyncComplete(js, &po);
     if (s != NATS_OK) spdlog::warn("outbox relay: acks still awaited after {} ms: {}", timeout_ms, natsStatus_GetText(s));
   }
@@ -233,12 +240,13 @@ void OutboxRelay::Loop() {
     // pause after refusals), unless enough stored entries wait to be deleted.
     const int64_t wait_ms =
         std::max<int64_t>(std::min<int64_t>(next_sweep_ms_ - NowMs(), options_.sweep_interval_ms), 1);
-    wake_.wait_for(lock, std::chrono::milliseconds(wait_ms), [this] { return !running_ || delete_due_; });
+    wake_.wait_for(lock, std::chrono::milliseconds(wait_ms), [this] { return !running_ || delete_due_ || resend_due_; });
     delete_due_ = false;
   }
 }
 
 size_t OutboxRelay::RunOnce() {
+  ResendAfterReconnect();
   ForgetOverdue();
   DeleteStored();
   if (NowMs() < next_sweep_ms_) return 0;
@@ -341,15 +349,61 @@ void OutboxRelay::PublishEntries(const std::vector<Entry>& entries) {
   // ForgetOverdue instead.
   for (auto& m : messages) {
     natsMsg* sent = m.msg;
-    natsStatus s = js_PublishMsgAsync(prompt ? prompt_js_ : buffered_js_, &m.msg, nullptr);
-    if (s == NATS_OK) continue;  // nats.c owns it; OnAck reports it
-    // Not sent: counted as refused, its entry left for a sweep.
-    ::jsPubAckErr err{};
-    err.Err = s;
-    err.ErrText = natsStatus_GetText(s);
-    Acked(sent, &err);
+    AckingContext& context = prompt ? prompt_js_ : buffered_js_;
+    natsStatus s = js_PublishMsgAsync(context.js, &m.msg, nullptr);
+    if (s == NATS_OK) {
+      context.sent.store(true, std::memory_order_release);
+      continue;  // nats.c owns it; OnAck reports it
+    }
+    NotSent(sent, s);
     natsMsg_Destroy(m.msg);
   }
+}
+
+void OutboxRelay::NotSent(natsMsg* msg, int status) {
+  // Counted as refused, its entry left for a sweep.
+  ::jsPubAckErr err{};
+  err.Err = static_cast<natsStatus>(status);
+  err.ErrText = natsStatus_GetText(err.Err);
+  Acked(msg, &err);
+}
+
+// nats.c sends a message once: one written to a server that died before
+// storing it is never acked, and without MaxWait (see PublishEntries)
+// nats.c would keep it awaited for good. So when a connection is back,
+// what it still awaits is taken back from nats.c and sent again: the
+// stream stores what the dead server lost and drops, by Nats-Msg-Id, what
+// it had stored. Before, the lost events waited ack_wait_ms and a sweep,
+// and every drain after a NATS restart waited out acks that never came.
+void OutboxRelay::ResendAfterReconnect() {
+  {
+    std::lock_guard lock(mu_);
+    if (!resend_due_) return;
+    resend_due_ = false;
+  }
+  size_t resent = 0;
+  for (AckingContext* context : {&prompt_js_, &buffered_js_}) {
+    jsCtx* js = context->js;
+    natsMsgList pending{};
+    if (!context->sent.load(std::memory_order_acquire) || js_PublishAsyncGetPendingList(&pending, js) != NATS_OK)
+      continue;  // none awaited
+    for (int i = 0; i < pending.Count; ++i) {
+      natsMsg* msg = pending.Msgs[i];
+      {
+        // One whose entry was forgotten as overdue is the sweep's; the
+        // others' entries count from now for ack_wait_ms.
+        std::lock_guard lock(mu_);
+        auto e = entry_of_.find(msg);
+        if (e == entry_of_.end()) continue;  // destroyed with the list
+        if (auto f = in_flight_.find(e->second); f != in_flight_.end()) f->second.sent_ms = NowMs();
+      }
+      natsStatus s = js_PublishMsgAsync(js, &pending.Msgs[i], nullptr);  // nulls the slot if taken
+      if (s == NATS_OK) ++resent;
+      else NotSent(msg, s);
+    }
+    natsMsgList_Destroy(&pending);
+  }
+  if (resent) spdlog::info("outbox relay: NATS is back; {} event(s) awaiting their acks sent again", resent);
 }
 
 void OutboxRelay::OnAck(jsCtx*, natsMsg* msg, ::jsPubAck*, ::jsPubAckErr* err, void* closure) {

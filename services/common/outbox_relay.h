@@ -14,6 +14,7 @@
 // becomes "once" there.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
@@ -98,6 +99,10 @@ class OutboxRelay {
     int64_t sent_ms = 0;
   };
   void PublishEntries(const std::vector<Entry>& entries);
+  // Sends again, once NATS is back, what a lost server never acked.
+  void ResendAfterReconnect();
+  // A message js_PublishMsgAsync did not take counts as refused.
+  void NotSent(natsMsg* msg, int status);
   static void OnAck(jsCtx* js, natsMsg* msg, ::jsPubAck* ack, ::jsPubAckErr* err, void* closure);
   void Acked(natsMsg* msg, const ::jsPubAckErr* err);
   size_t Sweep();
@@ -111,14 +116,25 @@ class OutboxRelay {
   std::mutex backlog_mu_;
   RedisConnection backlog_redis_;  // for Backlog(): connects at the first scrape
   std::unique_ptr<NatsClient> prompt_;  // send-asap sibling of the connection given, for few events
-  jsCtx* buffered_js_ = nullptr;   // contexts reporting every ack to OnAck
-  jsCtx* prompt_js_ = nullptr;
+  // A JetStream context reporting every ack to OnAck, and whether anything
+  // was sent on it: nats.c 3.4 makes a context's map of awaited messages
+  // at its first publish, and js_PublishAsyncGetPendingList crashes on a
+  // context without one.
+  struct AckingContext {
+    jsCtx* js = nullptr;
+    std::atomic<bool> sent{false};
+  };
+  AckingContext buffered_js_;
+  AckingContext prompt_js_;
   Options options_;
+  // This relay's listeners on the connections' reconnects.
+  std::vector<std::pair<NatsClient*, int>> reconnect_listeners_;
 
   std::mutex mu_;  // guards what follows, shared with the ack threads
   std::condition_variable wake_;
   bool running_ = false;
   bool delete_due_ = false;  // delete_batch stored entries wait
+  bool resend_due_ = false;  // a connection came back: send again what is awaited
   std::unordered_map<std::string, InFlight> in_flight_;  // by entry id
   std::unordered_map<natsMsg*, std::string> entry_of_;   // published message -> entry id
   std::vector<std::string> stored_;  // entries all of whose events were stored, to delete

@@ -1089,6 +1089,61 @@ TEST_F(BatchTest, AnEntryWhoseAckIsOverdueIsLeftToTheSweep) {
   EXPECT_EQ(stored, std::multiset<std::string>{"late-0"}) << "stored once";
 }
 
+// Events written to a nats-server that is killed before it stores them are
+// never acked. Once the relay's connections are back, it sends again what
+// they still await: the events are stored (each once) and their entries
+// deleted long before their acks would count as overdue or a sweep would
+// find them, and a drain then has no ack left to wait for. A relay that
+// has sent nothing yet on a connection passes a reconnect by (nats.c 3.4
+// crashed when asked what such a connection awaits).
+TEST_F(BatchTest, WhatALostServerNeverAckedIsSentAgainOnceNatsIsBack) {
+  OutboxRelay::Options options;
+  options.prompt_batch_max = 2;
+  options.ack_wait_ms = 120000;  // no ack counts as overdue in this test,
+  options.orphan_after_ms = 120000;  // and no sweep publishes
+  RelayRig rig = Relay("reconnect-test", options);
+  OutboxRelay& relay = *rig.relay;
+  std::multiset<std::string> stored;
+  auto consumer = CollectingConsumer(*rig.nats, "reconnect-test", "sopflow.v1.test.reconnect", stored);
+  std::atomic<int> reconnects{0};
+  const int listener = rig.nats->AddReconnectListener([&] { ++reconnects; });
+  std::shared_ptr<void> unlisten(nullptr, [&](void*) { rig.nats->RemoveReconnectListener(listener); });
+  backends_->nats->KillAndRestart();
+  ASSERT_TRUE(WaitUntil([&] { return reconnects > 0; }, 20000));
+  EXPECT_EQ(relay.RunOnce(), 0u) << "nothing sent, nothing to send again";
+
+  const pid_t nats_pid = backends_->nats->pid();
+  ASSERT_EQ(kill(nats_pid, SIGSTOP), 0);
+  ASSERT_TRUE(WaitUntil([&] { return AllThreadsStopped(nats_pid); }, 5000));
+  // Two events on the send-asap connection, ten on the buffered one.
+  auto few = Transition("sopflow.v1.test.reconnect", {{"few-0", 0}, {"few-1", 0}});
+  ASSERT_EQ(CommitAndPublish(*pool_, {few.get()}, &relay), (std::vector<int>{0}));
+  std::vector<std::unique_ptr<RedisBatch>> many;
+  std::multiset<std::string> expected{"few-0", "few-1"};
+  for (int t = 0; t < 2; ++t) {
+    std::vector<std::pair<std::string, size_t>> events;
+    for (int i = 0; i < 5; ++i) {
+      events.emplace_back("many-" + std::to_string(t) + "-" + std::to_string(i), 0);
+      expected.insert(events.back().first);
+    }
+    many.push_back(Transition("sopflow.v1.test.reconnect", events));
+  }
+  ASSERT_EQ(CommitAndPublish(*pool_, {many[0].get(), many[1].get()}, &relay), (std::vector<int>{0, 0}));
+  relay.RunOnce();
+  ASSERT_EQ(OutboxIds().size(), 12u) << "nothing acked by a stopped server";
+  backends_->nats->KillAndRestart();  // what it was sent dies with it
+
+  EXPECT_TRUE(WaitUntil([&] { relay.RunOnce(); return OutboxIds().empty(); }, 30000))
+      << "sent again, stored and deleted within the test, not after ack_wait_ms (" << options.ack_wait_ms << " ms)";
+  for (int pass = 0; pass < 50 && stored.size() < expected.size(); ++pass) consumer->RunOnce();
+  consumer->RunOnce();
+  EXPECT_EQ(stored, expected) << "each stored once";
+  const auto drain_began = std::chrono::steady_clock::now();
+  relay.Drain();
+  EXPECT_LT(std::chrono::steady_clock::now() - drain_began, std::chrono::milliseconds(options.ack_wait_ms / 2))
+      << "no ack left awaited";
+}
+
 // What a committer left behind (it died between commit and publish) is
 // published by a sweep once it is old enough, and not before: a young
 // entry may be its committer's, about to be published.
