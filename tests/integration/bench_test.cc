@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "redis.h"
 #include "router_fixture.h"
 
 namespace sopflow::testing {
@@ -22,12 +23,14 @@ struct BenchResult {
   nlohmann::json last;  // the last line, when it is JSON
 };
 
-// Runs sopbench to its end (bounded) and reads what it printed.
-BenchResult RunBench(const std::string& dir, const std::string& name, std::vector<std::string> args) {
+// Starts sopbench, its output going to `log_file`.
+void StartBench(ChildProcess& bench, const std::string& log_file, std::vector<std::string> args) {
   args.insert(args.begin(), SOPFLOW_BENCH_BIN);
-  ChildProcess bench;
-  std::string log_file = dir + "/" + name + ".log";
   bench.Start(args, {}, log_file);
+}
+
+// Waits for a started sopbench to end (bounded) and reads what it printed.
+BenchResult FinishBench(ChildProcess& bench, const std::string& log_file) {
   BenchResult r;
   r.exit_code = bench.WaitExit(180000);
   if (r.exit_code < 0) bench.Kill();
@@ -40,6 +43,14 @@ BenchResult RunBench(const std::string& dir, const std::string& name, std::vecto
     if (!line.empty() && line.front() == '{') last_json = line;
   if (!last_json.empty()) r.last = nlohmann::json::parse(last_json, nullptr, false);
   return r;
+}
+
+// Runs sopbench to its end (bounded) and reads what it printed.
+BenchResult RunBench(const std::string& dir, const std::string& name, std::vector<std::string> args) {
+  ChildProcess bench;
+  const std::string log_file = dir + "/" + name + ".log";
+  StartBench(bench, log_file, std::move(args));
+  return FinishBench(bench, log_file);
 }
 
 std::vector<std::string> Keys(const nlohmann::json& object) {
@@ -214,6 +225,47 @@ TEST(BenchTest, StartsOnlyTheServicesAgainstAGivenRedisAndNats) {
   EXPECT_EQ(Keys(r.last["cpu_ms_per_handoff"]), (std::vector<std::string>{"bench", "notifier", "router"}));
   EXPECT_EQ(r.last["settings"]["routers"], 2);
   EXPECT_EQ(r.last["settings"]["deployment"], "own services, given redis and nats");
+}
+
+// Redis killed under the load and restarted, held loading for 2 s or more
+// (--key-load-delay over 20,000 keys): the starts and completions the
+// deployment refuses meanwhile (UNAVAILABLE) are retried, as a client
+// should, over the stream and with unary calls, and every run finishes
+// without an error and without a run started twice.
+TEST(BenchTest, RetriesWhatTheDeploymentRefusesWhileRedisRestarts) {
+  for (const std::string complete_with : {"stream", "unary"}) {
+    SCOPED_TRACE(complete_with);
+    Backends b;
+    b.FillRedisToLoadSlowly();
+    // Each asks on a connection of its own: Redis is restarted between.
+    auto keys = [&](const std::string& pattern) {
+      RedisConnection redis(RedisAddress::Parse(b.redis->address()));
+      return ReplyStrings(redis.Command({"KEYS", pattern}).get());
+    };
+    const std::string work_dir = b.dir + "/bench";
+    std::filesystem::create_directories(work_dir);
+    constexpr int kRestartRuns = 30;
+    ChildProcess bench;
+    const std::string log_file = b.dir + "/restart.log";
+    StartBench(bench, log_file,
+               {"--redis", b.redis->address(), "--nats", b.nats->url(), "--runs", std::to_string(kRestartRuns),
+                "--rate", "10", "--work-dir", work_dir, "--timeout", "120", "--complete-with", complete_with});
+    auto runs = [&] {
+      size_t records = 0;  // sf:run:<id>, not its :tasks or :history
+      for (const auto& key : keys("sf:run:*")) records += key.find(':', 7) == std::string::npos;
+      return records;
+    };
+    ASSERT_TRUE(WaitUntil([&] { return runs() >= 5; }, 60000)) << "the load did not begin";
+    b.redis->KillAndRestart({"--key-load-delay", "100"});
+    BenchResult r = FinishBench(bench, log_file);
+    ASSERT_EQ(r.exit_code, 0) << r.log;
+    EXPECT_EQ(r.last["runs_started"], kRestartRuns) << r.log;
+    EXPECT_EQ(r.last["runs_completed"], kRestartRuns) << r.log;
+    EXPECT_EQ(r.last["errors"], 0) << r.log;
+    EXPECT_GT(r.last["retried"].get<int>(), 0) << "nothing was refused: Redis restarted after the load?";
+    EXPECT_EQ(runs(), static_cast<size_t>(kRestartRuns)) << "one run per start";
+    EXPECT_EQ(keys("sf:req:sopbench-*").size(), static_cast<size_t>(kRestartRuns)) << "each start has its request_id";
+  }
 }
 
 TEST(BenchTest, RefusesOptionsThatContradictEachOtherBeforeStartingAnything) {

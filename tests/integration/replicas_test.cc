@@ -221,14 +221,7 @@ TEST(ReplicasTest, RedisAndNatsKilledAndRestartedUnderTheChainLoseNothing) {
   Replica notifier = StartNotifier(backends, "notifier.log", router.port);
   std::vector<std::unique_ptr<v1::Router::Stub>> stubs;
   stubs.push_back(RouterStub(router.port));
-  {
-    RedisConnection redis(RedisAddress::Parse(backends.redis->address()));
-    for (int page = 0; page < 20; ++page) {
-      std::vector<std::vector<std::string>> sets;
-      for (int i = 0; i < 1000; ++i) sets.push_back({"SET", "test:filler:" + std::to_string(page * 1000 + i), "x"});
-      for (auto& reply : redis.Pipeline(sets)) ASSERT_FALSE(ReplyIsError(reply.get()));
-    }
-  }
+  backends.FillRedisToLoadSlowly();
   constexpr int kRuns = 150;
   std::set<std::string> runs = StartRuns(stubs, kRuns, "restarts-");
   ASSERT_EQ(runs.size(), static_cast<size_t>(kRuns));

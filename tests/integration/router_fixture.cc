@@ -9,6 +9,8 @@
 #include <sstream>
 #include <thread>
 
+#include "redis.h"
+
 namespace sopflow::testing {
 
 using google::protobuf::util::TimeUtil;
@@ -43,6 +45,16 @@ Backends::~Backends() {
   redis.reset();
   nats.reset();
   RemoveTree(dir);
+}
+
+void Backends::FillRedisToLoadSlowly() const {
+  RedisConnection conn(RedisAddress::Parse(redis->address()));
+  for (int page = 0; page < 20; ++page) {
+    std::vector<std::vector<std::string>> sets;
+    for (int i = 0; i < 1000; ++i) sets.push_back({"SET", "test:filler:" + std::to_string(page * 1000 + i), "x"});
+    for (auto& reply : conn.Pipeline(sets))
+      if (ReplyIsError(reply.get())) throw std::runtime_error("filling Redis: a SET was refused");
+  }
 }
 
 RouterConfig Backends::RouterConfigFor() const {

@@ -46,6 +46,9 @@ struct Backends {
   Backends();
   ~Backends();
   RouterConfig RouterConfigFor() const;  // listen on a free port, seeds deployed
+  // Adds 20,000 small keys to Redis, so that restarted with
+  // --key-load-delay 100 it loads for 2 s or more on any machine.
+  void FillRedisToLoadSlowly() const;
   std::string dir;
   std::unique_ptr<RedisServer> redis;
   std::unique_ptr<NatsServer> nats;

@@ -25,6 +25,7 @@
 #include <mutex>
 #include <sstream>
 #include <thread>
+#include <unordered_map>
 #include <utility>
 
 #include "grpc_client.h"
@@ -372,6 +373,68 @@ class InflightWindow {
   int free_, limit_;
 };
 
+// Calls made again after a pause, on a thread of its own: a completion
+// refused because the deployment cannot serve now (Redis restarting, say)
+// is sent again as a client would, without holding up the thread that
+// read the refusal.
+class DelayedCalls {
+ public:
+  DelayedCalls() : thread_([this] { Loop(); }) {}
+  ~DelayedCalls() {
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();  // what is still due runs first: each holds a worker's slot
+  }
+  void After(std::chrono::milliseconds pause, std::function<void()> call) {
+    std::lock_guard lock(mu_);
+    due_.emplace(Clock::now() + pause, std::move(call));
+    cv_.notify_all();
+  }
+
+ private:
+  void Loop() {
+    std::unique_lock lock(mu_);
+    for (;;) {
+      if (due_.empty()) {
+        if (stopping_) return;
+        cv_.wait(lock);
+        continue;
+      }
+      auto next = due_.begin();
+      if (!stopping_ && cv_.wait_until(lock, next->first) != std::cv_status::timeout) continue;
+      next = due_.begin();  // one due sooner may have come meanwhile
+      auto call = std::move(next->second);
+      due_.erase(next);
+      lock.unlock();
+      call();
+      lock.lock();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::multimap<Clock::time_point, std::function<void()>> due_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+// Refusals a client retries: the deployment cannot serve now, or the call
+// ran past its deadline. Retrying is safe: a run is started with a
+// request_id, and the router answers a completion repeated after it was
+// applied as it answered the first.
+bool Retryable(grpc::StatusCode code) {
+  return code == grpc::StatusCode::UNAVAILABLE || code == grpc::StatusCode::DEADLINE_EXCEEDED;
+}
+constexpr int kMaxAttempts = 20;
+// Before the attempt after `attempt`: 100 ms doubling up to 2 s (about
+// 33 s over all the attempts).
+std::chrono::milliseconds RetryPause(int attempt) {
+  return std::chrono::milliseconds(std::min(100 << std::min(attempt - 1, 5), 2000));
+}
+
 struct Timings {
   std::mutex mu;
   std::map<std::string, std::array<Clock::time_point, kSteps + 2>> received, completed;  // by run, by gen
@@ -433,7 +496,7 @@ class Load {
         for (int i = next++; i < o_.runs; i = next++) {
           if (o_.rate > 0)
             std::this_thread::sleep_until(t0 + std::chrono::microseconds(static_cast<int64_t>(i * 1e6 / o_.rate)));
-          StartOneRun(router);
+          StartOneRun(router, i);
         }
       });
     for (auto& t : starters) t.join();
@@ -495,6 +558,7 @@ class Load {
     return timings_.starts.size();
   }
   int errors() const { return errors_; }
+  int retried() const { return retried_; }
   Timings& timings() { return timings_; }
 
  private:
@@ -543,14 +607,22 @@ class Load {
     return std::make_unique<NotificationFeed>(std::move(feed));
   }
 
-  void StartOneRun(v1::Router::Stub& router) {
+  // The `i`th run, its start retried while the deployment cannot serve.
+  void StartOneRun(v1::Router::Stub& router, int i) {
     v1::StartRunRequest req;
     req.set_sop_id("sopbench-10");
     req.set_period("2026-Q4");
     req.set_unit("bench");
+    req.set_request_id(load_id_ + "-" + std::to_string(i));
     v1::Run run;
     auto before = Clock::now();
-    auto st = router.StartRun(LoadContext(o_.ActorToken(1)).get(), req, &run);
+    grpc::Status st;
+    for (int attempt = 1;; ++attempt) {
+      st = router.StartRun(LoadContext(o_.ActorToken(1)).get(), req, &run);
+      if (st.ok() || !Retryable(st.error_code()) || attempt == kMaxAttempts) break;
+      ++retried_;
+      std::this_thread::sleep_for(RetryPause(attempt));
+    }
     if (!st.ok()) {
       ReportError("StartRun", st);
       return;
@@ -573,12 +645,16 @@ class Load {
     // waited for each reply would cap the chain at workers / latency.
     InflightWindow window(o_.inflight);
     std::unique_ptr<CompletionStreamClient> completions;
+    RetryCounts stream_retries;  // the stream's answers name only the task
     if (o_.complete_with == "stream")
       completions = std::make_unique<CompletionStreamClient>(
           router, LoadContext(token, std::chrono::hours(24)),
-          [this, &window](const v1::CompleteTasksResponse& a) {
-            Answered("CompleteTasks", grpc::Status(static_cast<grpc::StatusCode>(a.code()), a.message()),
-                     a.task().run_id(), a.task().step(), window);
+          [this, &window, &completions, &stream_retries](const v1::CompleteTasksResponse& a) {
+            grpc::Status st(static_cast<grpc::StatusCode>(a.code()), a.message());
+            const int attempt = stream_retries.Attempted(a.task_id(), st);
+            if (RetryLater(st, attempt, [&completions, request = CompletionOf(a.task_id())] { completions->Send(request); }))
+              return;
+            Answered("CompleteTasks", st, a.task_id(), window);
           },
           [this, &window](const grpc::Status& st, int unanswered) {
             // Their slots come back, so the worker's wait for them ends.
@@ -592,9 +668,9 @@ class Load {
           Received(n.run_id(), n.step());
           window.Acquire();
           if (completions)
-            completions->Send(CompletionOf(n));
+            completions->Send(CompletionOf(n.task_id()));
           else
-            Complete(router, token, n, window);
+            Complete(router, token, CompletionOf(n.task_id()), window, 1);
         });
     if (!st.ok()) {
       ReportError("Subscribe", st);
@@ -607,11 +683,39 @@ class Load {
     }
   }
 
-  v1::CompleteTaskRequest CompletionOf(const v1::Notification& n) const {
+  v1::CompleteTaskRequest CompletionOf(const std::string& task_id) const {
     v1::CompleteTaskRequest request;
-    request.set_task_id(n.task_id());
+    request.set_task_id(task_id);
     request.mutable_output()->set_note(output_blob_);
     return request;
+  }
+
+  // How often each task's completion was refused in a way worth retrying,
+  // for the answers of a stream (they carry no attempt).
+  class RetryCounts {
+   public:
+    // The attempt `st` answered; a final answer forgets the task.
+    int Attempted(const std::string& task_id, const grpc::Status& st) {
+      std::lock_guard lock(mu_);
+      auto it = attempts_.find(task_id);
+      const int attempt = it == attempts_.end() ? 1 : it->second + 1;
+      if (Retryable(st.error_code()) && attempt < kMaxAttempts) attempts_[task_id] = attempt;
+      else if (it != attempts_.end()) attempts_.erase(it);
+      return attempt;
+    }
+
+   private:
+    std::mutex mu_;
+    std::unordered_map<std::string, int> attempts_;
+  };
+
+  // Schedules `again` after a pause if `st` is worth retrying and
+  // `attempt` was not the last; true if it did.
+  bool RetryLater(const grpc::Status& st, int attempt, std::function<void()> again) {
+    if (!Retryable(st.error_code()) || attempt >= kMaxAttempts) return false;
+    ++retried_;
+    retries_.After(RetryPause(attempt), std::move(again));
+    return true;
   }
 
   void Received(const std::string& run_id, uint32_t gen) {
@@ -626,25 +730,33 @@ class Load {
     }
   }
 
-  void Complete(v1::Router::Stub& router, const std::string& token, const v1::Notification& n, InflightWindow& window) {
+  void Complete(v1::Router::Stub& router, const std::string& token, v1::CompleteTaskRequest request,
+                InflightWindow& window, int attempt) {
     auto* call = new Completion;
     call->context = LoadContext(token);
-    call->request = CompletionOf(n);
-    router.async()->CompleteTask(call->context.get(), &call->request, &call->response,
-                                 [this, call, run_id = n.run_id(), gen = n.step(), &window](const grpc::Status& st) {
-                                   delete call;
-                                   Answered("CompleteTask", st, run_id, gen, window);
-                                 });
+    call->request = std::move(request);
+    router.async()->CompleteTask(
+        call->context.get(), &call->request, &call->response,
+        [this, call, &router, &token, &window, attempt](const grpc::Status& st) {
+          std::unique_ptr<Completion> done(call);
+          if (RetryLater(st, attempt, [this, &router, &token, &window, attempt, request = done->request] {
+                Complete(router, token, request, window, attempt + 1);
+              }))
+            return;
+          Answered("CompleteTask", st, done->request.task_id(), window);
+        });
   }
 
-  // A completion's answer, by call or on the stream: timed when it
+  // A completion's final answer, by call or on the stream: timed when it
   // succeeded, reported when not; either way its in-flight slot comes back.
-  void Answered(const char* what, const grpc::Status& st, const std::string& run_id, uint32_t gen,
-                InflightWindow& window) {
-    if (st.ok())
-      Completed(run_id, gen);
-    else
+  void Answered(const char* what, const grpc::Status& st, const std::string& task_id, InflightWindow& window) {
+    if (st.ok()) {
+      // Task ids are "<run id>.<step>".
+      const size_t dot = task_id.rfind('.');
+      Completed(task_id.substr(0, dot), static_cast<uint32_t>(std::stoul(task_id.substr(dot + 1))));
+    } else {
       ReportError(what, st);
+    }
     window.Release();
   }
 
@@ -669,8 +781,13 @@ class Load {
   std::vector<std::unique_ptr<NotificationFeed>> workers_feeds_, idle_feeds_;  // [step - 1], [i]
   std::vector<std::thread> idle_;
   std::vector<std::thread> workers_;
-  std::atomic<int> streams_ready_{0}, idle_open_{0}, runs_done_{0}, errors_{0}, workers_gone_{0};
+  std::atomic<int> streams_ready_{0}, idle_open_{0}, runs_done_{0}, errors_{0}, workers_gone_{0}, retried_{0};
+  // Distinct per benchmark process: its runs' request_ids never meet
+  // another's in a Redis that outlives it.
+  const std::string load_id_ =
+      "sopbench-" + std::to_string(getpid()) + "-" + std::to_string(std::chrono::system_clock::now().time_since_epoch().count());
   Timings timings_;
+  DelayedCalls retries_;  // last: the workers' retries run before the rest goes
 };
 
 struct ProcessSample {
@@ -812,6 +929,7 @@ nlohmann::json Report(const Options& o, const Deployment& d, Load& load, double 
       {"runs_started", t.starts.size()},
       {"runs_completed", load.runs_done()},
       {"errors", load.errors()},
+      {"retried", load.retried()},
       {"handoffs", t.handoffs.size()},
       {"seconds", elapsed_s},
       {"runs_per_s", load.runs_done() / elapsed_s},
