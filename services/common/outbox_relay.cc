@@ -352,7 +352,9 @@ void OutboxRelay::PublishEntries(const std::vector<Entry>& entries) {
     AckingContext& context = prompt ? prompt_js_ : buffered_js_;
     natsStatus s = js_PublishMsgAsync(context.js, &m.msg, nullptr);
     if (s == NATS_OK) {
-      context.sent.store(true, std::memory_order_release);
+      // Read first: committing threads would otherwise each write the
+      // flag's cache line at every publish.
+      if (!context.sent.load(std::memory_order_relaxed)) context.sent.store(true, std::memory_order_release);
       continue;  // nats.c owns it; OnAck reports it
     }
     NotSent(sent, s);
@@ -387,6 +389,7 @@ void OutboxRelay::ResendAfterReconnect() {
     natsMsgList pending{};
     if (!context->sent.load(std::memory_order_acquire) || js_PublishAsyncGetPendingList(&pending, js) != NATS_OK)
       continue;  // none awaited
+    const int64_t now = NowMs();
     for (int i = 0; i < pending.Count; ++i) {
       natsMsg* msg = pending.Msgs[i];
       {
@@ -395,7 +398,7 @@ void OutboxRelay::ResendAfterReconnect() {
         std::lock_guard lock(mu_);
         auto e = entry_of_.find(msg);
         if (e == entry_of_.end()) continue;  // destroyed with the list
-        if (auto f = in_flight_.find(e->second); f != in_flight_.end()) f->second.sent_ms = NowMs();
+        if (auto f = in_flight_.find(e->second); f != in_flight_.end()) f->second.sent_ms = now;
       }
       natsStatus s = js_PublishMsgAsync(js, &pending.Msgs[i], nullptr);  // nulls the slot if taken
       if (s == NATS_OK) ++resent;
