@@ -654,7 +654,7 @@ class Load {
             const int attempt = stream_retries.Attempted(a.task_id(), st);
             if (RetryLater(st, attempt, [&completions, request = CompletionOf(a.task_id())] { completions->Send(request); }))
               return;
-            Answered("CompleteTasks", st, a.task_id(), window);
+            Answered("CompleteTasks", st, a.task(), window);
           },
           [this, &window](const grpc::Status& st, int unanswered) {
             // Their slots come back, so the worker's wait for them ends.
@@ -743,20 +743,18 @@ class Load {
                 Complete(router, token, request, window, attempt + 1);
               }))
             return;
-          Answered("CompleteTask", st, done->request.task_id(), window);
+          Answered("CompleteTask", st, done->response, window);
         });
   }
 
-  // A completion's final answer, by call or on the stream: timed when it
-  // succeeded, reported when not; either way its in-flight slot comes back.
-  void Answered(const char* what, const grpc::Status& st, const std::string& task_id, InflightWindow& window) {
-    if (st.ok()) {
-      // Task ids are "<run id>.<step>".
-      const size_t dot = task_id.rfind('.');
-      Completed(task_id.substr(0, dot), static_cast<uint32_t>(std::stoul(task_id.substr(dot + 1))));
-    } else {
+  // A completion's final answer, by call or on the stream (`task` the
+  // completed task when it succeeded): timed when it succeeded, reported
+  // when not; either way its in-flight slot comes back.
+  void Answered(const char* what, const grpc::Status& st, const v1::Task& task, InflightWindow& window) {
+    if (st.ok())
+      Completed(task.run_id(), task.step());
+    else
       ReportError(what, st);
-    }
     window.Release();
   }
 
