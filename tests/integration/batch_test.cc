@@ -220,6 +220,18 @@ class BatchTest : public ::testing::Test {
     return b;
   }
 
+  // The same with `n` events of no output, "<prefix>0" to "<prefix><n-1>";
+  // their ids are added to `ids`.
+  static std::unique_ptr<RedisBatch> NumberedTransition(const std::string& type, const std::string& prefix, int n,
+                                                        std::multiset<std::string>& ids) {
+    std::vector<std::pair<std::string, size_t>> events;
+    for (int i = 0; i < n; ++i) {
+      events.emplace_back(prefix + std::to_string(i), 0);
+      ids.insert(events.back().first);
+    }
+    return Transition(type, events);
+  }
+
   // A relay on a NATS connection of its own named `name`, not started:
   // the test runs its passes.
   struct RelayRig {
@@ -996,10 +1008,9 @@ TEST_F(BatchTest, CommittersPublishAtOnceAndTheRelayDeletesWhatWasStored) {
   options.orphan_after_ms = 60000;  // no sweep publishes in this test
   RelayRig rig = Relay("relay-test", options);
   OutboxRelay& relay = *rig.relay;
-  auto transition = [](const std::string& prefix, int n) {
-    std::vector<std::pair<std::string, size_t>> events;
-    for (int i = 0; i < n; ++i) events.emplace_back(prefix + std::to_string(i), 0);
-    return Transition("sopflow.v1.test.relay", events);
+  std::multiset<std::string> expected;
+  auto transition = [&expected](const std::string& prefix, int n) {
+    return NumberedTransition("sopflow.v1.test.relay", prefix, n, expected);
   };
   std::multiset<std::string> stored;
   auto consumer = CollectingConsumer(*rig.nats, "relay-test", "sopflow.v1.test.relay", stored);
@@ -1011,10 +1022,7 @@ TEST_F(BatchTest, CommittersPublishAtOnceAndTheRelayDeletesWhatWasStored) {
   EXPECT_EQ(CommitAndPublish(*pool_, {group[0].get(), group[1].get(), group[2].get(), group[3].get()}, &relay),
             (std::vector<int>{0, 0, 0, 0}));
   for (int pass = 0; pass < 50 && stored.size() < 23; ++pass) consumer->RunOnce();
-  std::multiset<std::string> expected;
-  for (int i = 0; i < 3; ++i) expected.insert("small-" + std::to_string(i));
-  for (int t = 0; t < 4; ++t)
-    for (int i = 0; i < 5; ++i) expected.insert("large-" + std::to_string(t) + "-" + std::to_string(i));
+  ASSERT_EQ(expected.size(), 23u);
   EXPECT_EQ(stored, expected) << "each once, before any pass of the relay";
   EXPECT_EQ(CommandCalls("xreadgroup") + CommandCalls("xrange"), reads_before) << "nothing read from the outbox";
   EXPECT_EQ(OutboxIds().size(), 23u) << "entries wait for the relay's pass";
@@ -1116,19 +1124,12 @@ TEST_F(BatchTest, WhatALostServerNeverAckedIsSentAgainOnceNatsIsBack) {
   ASSERT_EQ(kill(nats_pid, SIGSTOP), 0);
   ASSERT_TRUE(WaitUntil([&] { return AllThreadsStopped(nats_pid); }, 5000));
   // Two events on the send-asap connection, ten on the buffered one.
-  auto few = Transition("sopflow.v1.test.reconnect", {{"few-0", 0}, {"few-1", 0}});
+  std::multiset<std::string> expected;
+  auto few = NumberedTransition("sopflow.v1.test.reconnect", "few-", 2, expected);
   ASSERT_EQ(CommitAndPublish(*pool_, {few.get()}, &relay), (std::vector<int>{0}));
-  std::vector<std::unique_ptr<RedisBatch>> many;
-  std::multiset<std::string> expected{"few-0", "few-1"};
-  for (int t = 0; t < 2; ++t) {
-    std::vector<std::pair<std::string, size_t>> events;
-    for (int i = 0; i < 5; ++i) {
-      events.emplace_back("many-" + std::to_string(t) + "-" + std::to_string(i), 0);
-      expected.insert(events.back().first);
-    }
-    many.push_back(Transition("sopflow.v1.test.reconnect", events));
-  }
-  ASSERT_EQ(CommitAndPublish(*pool_, {many[0].get(), many[1].get()}, &relay), (std::vector<int>{0, 0}));
+  auto many_0 = NumberedTransition("sopflow.v1.test.reconnect", "many-0-", 5, expected);
+  auto many_1 = NumberedTransition("sopflow.v1.test.reconnect", "many-1-", 5, expected);
+  ASSERT_EQ(CommitAndPublish(*pool_, {many_0.get(), many_1.get()}, &relay), (std::vector<int>{0, 0}));
   relay.RunOnce();
   ASSERT_EQ(OutboxIds().size(), 12u) << "nothing acked by a stopped server";
   backends_->nats->KillAndRestart();  // what it was sent dies with it
