@@ -227,6 +227,26 @@ TEST(BenchTest, StartsOnlyTheServicesAgainstAGivenRedisAndNats) {
   EXPECT_EQ(r.last["settings"]["deployment"], "own services, given redis and nats");
 }
 
+// The bare shape (tools/floor) under the same benchmark, as
+// docs/performance.md compares it with sopflow: every run finishes, each
+// start and step recorded exactly once (11 fields per run: the start and
+// ten completions), and the figures are those of any other run.
+TEST(BenchTest, TheBareShapeRunsUnderTheSameBenchmark) {
+  Backends b;
+  std::string work_dir = b.dir + "/bench";
+  std::filesystem::create_directories(work_dir);
+  auto r = RunBench(b.dir, "floor",
+                    {"--bin-dir", SOPFLOW_FLOOR_BIN_DIR, "--redis", b.redis->address(), "--nats", b.nats->url(),
+                     "--runs", std::to_string(kRuns), "--work-dir", work_dir, "--timeout", "120"});
+  ExpectCompleteReport(r);
+  EXPECT_EQ(Keys(r.last["cpu_ms_per_handoff"]), (std::vector<std::string>{"bench", "notifier", "router"}));
+  RedisConnection redis(RedisAddress::Parse(b.redis->address()));
+  auto runs = ReplyStrings(redis.Command({"KEYS", "floor:run:*"}).get());
+  ASSERT_EQ(runs.size(), static_cast<size_t>(kRuns));
+  for (const auto& run : runs) EXPECT_EQ(ReplyInteger(redis.Command({"HLEN", run}).get()), 11) << run;
+  EXPECT_EQ(ReplyInteger(redis.Command({"XLEN", "floor:log"}).get()), kRuns * 10) << "one notification per task";
+}
+
 // Redis killed under the load and restarted, held loading for 2 s or more
 // (--key-load-delay over 20,000 keys): the starts and completions the
 // deployment refuses meanwhile (UNAVAILABLE) are retried, as a client
