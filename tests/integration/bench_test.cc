@@ -288,6 +288,60 @@ TEST(BenchTest, RetriesWhatTheDeploymentRefusesWhileRedisRestarts) {
   }
 }
 
+// A router SIGKILLed under the load and started again on its address, as
+// a pod is behind its Service: the workers open their CompleteTasks
+// streams again and send what the dead stream left unanswered (the router
+// answers what it had applied as the first time), starts are retried, and
+// every run finishes once, without an error.
+TEST(BenchTest, OpensItsStreamsAgainWhenTheRouterIsKilledAndRestarted) {
+  Backends b;
+  auto users = RunBench(b.dir, "users", {"--print-users"});
+  ASSERT_EQ(users.exit_code, 0) << users.log;
+  const std::string tokens = b.dir + "/bench-users.yaml";
+  std::ofstream(tokens) << users.log;
+  const std::vector<std::string> router_args{SOPFLOW_ROUTER_BIN, "--redis", b.redis->address(), "--nats", b.nats->url(),
+                                             "--tokens", tokens, "--log-level", "info"};
+  int router_port = 0, notifier_port = 0;
+  ChildProcess router, notifier;
+  ASSERT_TRUE(StartOnOwnPort(router, router_args, {}, b.dir + "/router.log", &router_port));
+  const std::string router_addr = "127.0.0.1:" + std::to_string(router_port);
+  ASSERT_TRUE(StartOnOwnPort(notifier,
+                             {SOPFLOW_NOTIFIER_BIN, "--redis", b.redis->address(), "--nats", b.nats->url(), "--tokens",
+                              tokens, "--templates", std::string(SOPFLOW_SOURCE_DIR) + "/deploy/base/notifier/templates",
+                              "--router", router_addr, "--service-token", "bench-notifier", "--log-level", "info"},
+                             {}, b.dir + "/notifier.log", &notifier_port));
+  RedisConnection redis(RedisAddress::Parse(b.redis->address()));
+  auto keys = [&](const std::string& pattern) { return ReplyStrings(redis.Command({"KEYS", pattern}).get()); };
+  auto runs = [&] {
+    size_t records = 0;  // sf:run:<id>, not its :tasks or :history
+    for (const auto& key : keys("sf:run:*")) records += key.find(':', 7) == std::string::npos;
+    return records;
+  };
+
+  constexpr int kRuns = 40;
+  ChildProcess bench;
+  const std::string log_file = b.dir + "/router-restart.log";
+  StartBench(bench, log_file,
+             {"--router", router_addr, "--notifier", "127.0.0.1:" + std::to_string(notifier_port), "--runs",
+              std::to_string(kRuns), "--rate", "8", "--timeout", "120"});
+  ASSERT_TRUE(WaitUntil([&] { return runs() >= 10; }, 60000)) << "the load did not begin";
+  const size_t runs_before_kill = runs();  // at --rate 8, ~1 s into the 5 s of starts
+  router.Kill();
+  ChildProcess restarted;
+  std::vector<std::string> same_address = router_args;
+  same_address.insert(same_address.end(), {"--listen", router_addr});
+  restarted.Start(same_address, {}, b.dir + "/router-restarted.log");
+  BenchResult r = FinishBench(bench, log_file);
+  SCOPED_TRACE("router-restarted.log:\n" + ReadText(b.dir + "/router-restarted.log"));
+  ASSERT_EQ(r.exit_code, 0) << r.log;
+  EXPECT_EQ(r.last["runs_started"], kRuns) << r.log;
+  EXPECT_EQ(r.last["runs_completed"], kRuns) << r.log;
+  EXPECT_EQ(r.last["errors"], 0) << r.log;
+  EXPECT_LT(runs_before_kill, static_cast<size_t>(kRuns)) << "the router died under the load";
+  EXPECT_EQ(runs(), static_cast<size_t>(kRuns)) << "one run per start";
+  EXPECT_EQ(keys("sf:task:*").size(), static_cast<size_t>(kRuns) * 10) << "each task created once";
+}
+
 TEST(BenchTest, RefusesOptionsThatContradictEachOtherBeforeStartingAnything) {
   std::string dir = MakeTempDir("bench-options");
   struct Case {

@@ -249,9 +249,9 @@ class CompletionStreamClient final
     : public grpc::ClientBidiReactor<v1::CompleteTaskRequest, v1::CompleteTasksResponse> {
  public:
   using OnAnswer = std::function<void(const v1::CompleteTasksResponse&)>;
-  // When the stream ends, with the number of requests it left unanswered
-  // (not applied: the router reads nothing it does not answer).
-  using OnEnd = std::function<void(const grpc::Status&, int unanswered)>;
+  // When the stream ends, with the requests it left unanswered (applied or
+  // not: a killed router may have committed some before it died).
+  using OnEnd = std::function<void(const grpc::Status&, std::vector<v1::CompleteTaskRequest> unanswered)>;
   CompletionStreamClient(v1::Router::Stub& router, std::unique_ptr<grpc::ClientContext> context, OnAnswer on_answer,
                          OnEnd on_end)
       : context_(std::move(context)), on_answer_(std::move(on_answer)), on_end_(std::move(on_end)) {
@@ -260,16 +260,14 @@ class CompletionStreamClient final
     StartCall();
   }
 
-  void Send(v1::CompleteTaskRequest request) {
+  // False if the stream has ended: the request was not taken.
+  bool Send(const v1::CompleteTaskRequest& request) {
     std::unique_lock lock(mu_);
-    if (ended_) {  // the stream has ended: this one is lost at once
-      grpc::Status ended = status_;
-      lock.unlock();
-      return on_end_(ended, 1);
-    }
-    ++unanswered_;
-    queued_.push_back(std::move(request));
+    if (ended_) return false;
+    unanswered_.emplace(request.task_id(), request);
+    queued_.push_back(request);
     if (!writing_) WriteNext(lock);
+    return true;
   }
 
   // Closes the sending side once everything queued is written, then waits
@@ -302,20 +300,21 @@ class CompletionStreamClient final
     if (!ok) return;
     {
       std::lock_guard lock(mu_);
-      --unanswered_;
+      if (auto it = unanswered_.find(answer_.task_id()); it != unanswered_.end()) unanswered_.erase(it);
     }
     on_answer_(answer_);
     StartRead(&answer_);
   }
   void OnDone(const grpc::Status& status) override {
-    int lost = 0;
+    std::vector<v1::CompleteTaskRequest> unanswered;
     {
       std::lock_guard lock(mu_);
-      lost = std::exchange(unanswered_, 0);
+      for (auto& [task_id, request] : unanswered_) unanswered.push_back(std::move(request));
+      unanswered_.clear();
       status_ = status;
-      ended_ = true;  // a Send from now on is lost at once
+      ended_ = true;  // a Send from now on is refused
     }
-    on_end_(status, lost);
+    on_end_(status, std::move(unanswered));
     std::lock_guard lock(mu_);
     done_ = true;
     cv_.notify_all();
@@ -343,7 +342,7 @@ class CompletionStreamClient final
   std::deque<v1::CompleteTaskRequest> queued_;
   v1::CompleteTaskRequest sending_;
   bool writing_ = false, closing_ = false, closed_ = false, ended_ = false, done_ = false;
-  int unanswered_ = 0;
+  std::unordered_multimap<std::string, v1::CompleteTaskRequest> unanswered_;  // by task id
   grpc::Status status_;
 };
 
@@ -434,6 +433,112 @@ constexpr int kMaxAttempts = 20;
 std::chrono::milliseconds RetryPause(int attempt) {
   return std::chrono::milliseconds(std::min(100 << std::min(attempt - 1, 5), 2000));
 }
+
+// A worker's CompleteTasks stream, kept as a client should keep it. When
+// the stream ends while requests are unanswered because its router could
+// not serve (killed, restarted or drained: UNAVAILABLE), a new stream is
+// opened after a pause and those requests are sent again on it. A request
+// the dead router had applied is answered as it was the first time.
+// Requests sent meanwhile wait for the new stream.
+class CompletionStreams {
+ public:
+  // Requests given up on: the stream ended in a way not worth retrying,
+  // or after kMaxAttempts streams.
+  using OnLost = std::function<void(const grpc::Status&, int lost)>;
+  using OpenStream = std::function<std::unique_ptr<grpc::ClientContext>()>;
+  CompletionStreams(v1::Router::Stub& router, OpenStream context_of, CompletionStreamClient::OnAnswer on_answer,
+                    OnLost on_lost, DelayedCalls& later, std::atomic<int>& retried)
+      : router_(router), context_of_(std::move(context_of)), on_answer_(std::move(on_answer)),
+        on_lost_(std::move(on_lost)), later_(later), retried_(retried), current_(Open()) {}
+
+  void Send(v1::CompleteTaskRequest request) {
+    for (;;) {
+      std::shared_ptr<CompletionStreamClient> stream;
+      {
+        std::lock_guard lock(mu_);
+        if (given_up_) break;
+        if (reopening_) return waiting_.push_back(std::move(request));
+        stream = current_;
+      }
+      if (stream->Send(request)) return;
+      std::lock_guard lock(mu_);
+      // Ended, and its end not yet handled: that will send this again too.
+      if (!given_up_ && (reopening_ || current_ == stream)) return waiting_.push_back(std::move(request));
+    }
+    on_lost_(given_up_status_, 1);
+  }
+
+  // Once every request is answered: ends the stream (see
+  // CompletionStreamClient::CloseAndWait).
+  grpc::Status CloseAndWait(std::chrono::seconds limit) {
+    std::shared_ptr<CompletionStreamClient> stream;
+    {
+      std::lock_guard lock(mu_);
+      closing_ = true;
+      stream = current_;
+    }
+    return stream->CloseAndWait(limit);
+  }
+
+ private:
+  std::shared_ptr<CompletionStreamClient> Open() {
+    auto stream = std::make_shared<CompletionStreamClient>(
+        router_, context_of_(), on_answer_,
+        [this](const grpc::Status& st, std::vector<v1::CompleteTaskRequest> unanswered) {
+          Ended(st, std::move(unanswered));
+        });
+    opened_.push_back(stream);  // kept: gRPC may still be finishing the ones that ended
+    return stream;
+  }
+
+  // On the ended stream's gRPC thread: its unanswered requests go first
+  // on the next stream, or are given up.
+  void Ended(const grpc::Status& st, std::vector<v1::CompleteTaskRequest> unanswered) {
+    int lost = 0;
+    {
+      std::lock_guard lock(mu_);
+      if (closing_ || given_up_) return;
+      if (!Retryable(st.error_code()) || ++reopened_ >= kMaxAttempts) {
+        given_up_ = true;
+        given_up_status_ = st;
+        lost = static_cast<int>(unanswered.size() + waiting_.size());
+        waiting_.clear();
+      } else {
+        reopening_ = true;
+        waiting_.insert(waiting_.begin(), std::make_move_iterator(unanswered.begin()),
+                        std::make_move_iterator(unanswered.end()));
+        later_.After(RetryPause(reopened_), [this] { Reopen(); });
+      }
+    }
+    if (lost > 0) on_lost_(st, lost);
+  }
+
+  void Reopen() {
+    std::vector<v1::CompleteTaskRequest> resend;
+    {
+      std::lock_guard lock(mu_);
+      current_ = Open();
+      reopening_ = false;
+      resend.swap(waiting_);
+    }
+    retried_ += static_cast<int>(resend.size());
+    for (auto& request : resend) Send(std::move(request));
+  }
+
+  v1::Router::Stub& router_;
+  const OpenStream context_of_;
+  const CompletionStreamClient::OnAnswer on_answer_;
+  const OnLost on_lost_;
+  DelayedCalls& later_;
+  std::atomic<int>& retried_;
+  std::mutex mu_;
+  std::vector<std::shared_ptr<CompletionStreamClient>> opened_;
+  std::shared_ptr<CompletionStreamClient> current_;
+  std::vector<v1::CompleteTaskRequest> waiting_;  // for the next stream, in order
+  bool reopening_ = false, closing_ = false, given_up_ = false;
+  int reopened_ = 0;
+  grpc::Status given_up_status_;
+};
 
 struct Timings {
   std::mutex mu;
@@ -644,11 +749,11 @@ class Load {
     // worker, as a real client working several tasks would; a worker that
     // waited for each reply would cap the chain at workers / latency.
     InflightWindow window(o_.inflight);
-    std::unique_ptr<CompletionStreamClient> completions;
+    std::unique_ptr<CompletionStreams> completions;
     RetryCounts stream_retries;  // the stream's answers name only the task
     if (o_.complete_with == "stream")
-      completions = std::make_unique<CompletionStreamClient>(
-          router, LoadContext(token, std::chrono::hours(24)),
+      completions = std::make_unique<CompletionStreams>(
+          router, [token] { return LoadContext(token, std::chrono::hours(24)); },
           [this, &window, &completions, &stream_retries](const v1::CompleteTasksResponse& a) {
             grpc::Status st(static_cast<grpc::StatusCode>(a.code()), a.message());
             const int attempt = stream_retries.Attempted(a.task_id(), st);
@@ -656,11 +761,12 @@ class Load {
               return;
             Answered("CompleteTasks", st, a.task(), window);
           },
-          [this, &window](const grpc::Status& st, int unanswered) {
+          [this, &window](const grpc::Status& st, int lost) {
             // Their slots come back, so the worker's wait for them ends.
-            if (unanswered > 0) ReportError("CompleteTasks stream ended with requests unanswered", st);
-            for (int i = 0; i < unanswered; ++i) window.Release();
-          });
+            ReportError("CompleteTasks stream ended with requests unanswered", st);
+            for (int i = 0; i < lost; ++i) window.Release();
+          },
+          retries_, retried_);
     auto st = workers_feeds_[step - 1]->Run(
         CountFirstLive(streams_ready_),
         [&](const v1::Notification& n) {
