@@ -473,8 +473,12 @@ class CompletionStreams {
   grpc::Status CloseAndWait(std::chrono::seconds limit) {
     std::shared_ptr<CompletionStreamClient> stream;
     {
-      std::lock_guard lock(mu_);
+      std::unique_lock lock(mu_);
       closing_ = true;
+      // A stream that ended with nothing unanswered may have a reopening
+      // pending (within RetryPause's 2 s): it must not run on a closed,
+      // perhaps destroyed, object.
+      reopening_done_.wait(lock, [this] { return !reopening_; });
       stream = current_;
     }
     return stream->CloseAndWait(limit);
@@ -517,10 +521,12 @@ class CompletionStreams {
     std::vector<v1::CompleteTaskRequest> resend;
     {
       std::lock_guard lock(mu_);
-      current_ = Open();
       reopening_ = false;
+      // Closing means every request was answered: no stream is needed.
+      if (!closing_) current_ = Open();
       resend.swap(waiting_);
     }
+    reopening_done_.notify_all();
     retried_ += static_cast<int>(resend.size());
     for (auto& request : resend) Send(std::move(request));
   }
@@ -532,6 +538,7 @@ class CompletionStreams {
   DelayedCalls& later_;
   std::atomic<int>& retried_;
   std::mutex mu_;
+  std::condition_variable reopening_done_;
   std::vector<std::shared_ptr<CompletionStreamClient>> opened_;
   std::shared_ptr<CompletionStreamClient> current_;
   std::vector<v1::CompleteTaskRequest> waiting_;  // for the next stream, in order
