@@ -89,14 +89,11 @@ size_t EventConsumer::RunOnce() {
     events.push_back(std::move(event));
     decoded.push_back(std::move(msg));
   }
-  // A few acks go out at once; more share one write (the buffered
-  // connection's flusher sends them a moment later, which at light load
-  // would only add a wake-up beside the chain's own). The unread ones are
-  // acked the same way: on the buffered connection alone, each fetch's
-  // acks reached nats-server as two writes on two connections, and it
-  // spent more per hand-off.
-  const bool batched = messages.size() > kAckAtOnceMax;
-  auto ack = [&](IncomingMessage& msg) { batched ? msg.AckThrough(*acks_) : msg.Ack(); };
+  // A few acks go out at once; more share one write (AckOfFetch). The
+  // unread ones are acked the same way: on the buffered connection alone,
+  // each fetch's acks reached nats-server as two writes on two
+  // connections, and it spent more per hand-off.
+  auto ack = [&](IncomingMessage& msg) { msg.AckOfFetch(messages.size(), *acks_); };
   for (auto& msg : unread) ack(msg);
   if (events.empty()) return messages.size();
   try {

@@ -63,7 +63,6 @@ class EventConsumer {
   BatchHandler handler_;
   PullConsumer consumer_;
   std::unique_ptr<NatsClient> acks_;  // buffered: a batch's acks in one write
-  static constexpr size_t kAckAtOnceMax = 4;  // up to this many acks are sent one by one
   std::atomic<bool> running_{false};
   std::thread thread_;
 };

@@ -228,6 +228,11 @@ void IncomingMessage::AckThrough(NatsClient& buffered) {
   if (reply) natsConnection_PublishString(buffered.connection(), reply, "+ACK");
 }
 
+void IncomingMessage::AckOfFetch(size_t fetched, NatsClient& buffered) {
+  constexpr size_t kAckAtOnceMax = 4;  // up to this many acks are sent one by one
+  fetched > kAckAtOnceMax ? AckThrough(buffered) : Ack();
+}
+
 void IncomingMessage::Nak(int64_t delay_ms) { natsMsg_NakWithDelay(msg_, delay_ms, nullptr); }
 void IncomingMessage::Term() { natsMsg_Term(msg_, nullptr); }
 

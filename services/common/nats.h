@@ -113,6 +113,11 @@ class IncomingMessage {
   // every ack a write of its own; through a buffered connection the acks of
   // a batch leave in one write.
   void AckThrough(NatsClient& buffered);
+  // Acks one of the `fetched` messages of a fetch: with a few, at once on
+  // the message's own connection; with more, through `buffered`, so they
+  // share one write (its flusher sends them a moment later, which at light
+  // load would only add a wake-up beside the chain's own).
+  void AckOfFetch(size_t fetched, NatsClient& buffered);
   void Nak(int64_t delay_ms);       // failed: redeliver after delay_ms
   void Term();                      // cannot ever be processed
 

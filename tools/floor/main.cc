@@ -64,7 +64,6 @@ namespace {
 
 constexpr uint32_t kSteps = 10;  // tools/sopbench/bench-10.yaml: steps 1..10, role "step-N"
 constexpr char kCreatedSubject[] = "sopflow.v1.floor.task.created";
-constexpr size_t kAckAtOnceMax = 4;  // as EventConsumer::kAckAtOnceMax
 
 struct Flags {
   std::string redis, nats, listen = "127.0.0.1:0", port_file;
@@ -114,11 +113,11 @@ struct Pending {
   std::function<void(const grpc::Status&, const v1::Task&)> done;
 };
 
-// Records what arrives in batches: one pipeline to Redis, the answers,
-// then the events of the batch published together.
+// Records what arrives in batches: one pipeline to Redis, the batch's
+// events published, the answers, then the events' acks awaited.
 class Committer {
  public:
-  Committer(const Flags& f)
+  explicit Committer(const Flags& f)
       : redis_(sopflow::RedisAddress::Parse(f.redis)), nats_(sopflow::NatsOptions{f.nats, "floor-router", true, 30000}) {
     nats_.EnsureEventStream();
     thread_ = std::thread([this] { Loop(); });
@@ -250,23 +249,16 @@ class CompletionStream final : public grpc::ServerBidiReactor<v1::CompleteTaskRe
       std::lock_guard lock(mu_);
       ++unanswered_;
     }
-    std::string task_id = request_.task_id();
-    if (gen == 0) {
+    auto answer = [this, task_id = request_.task_id()](const grpc::Status& st, const v1::Task& t) {
       v1::CompleteTasksResponse r;
       r.set_task_id(task_id);
-      r.set_code(grpc::StatusCode::NOT_FOUND);
-      r.set_message("no such task");
+      r.set_code(st.error_code());
+      r.set_message(st.error_message());
+      if (st.ok()) *r.mutable_task() = t;
       Answer(std::move(r));
-    } else {
-      committer_.Submit({run, gen, request_.output().note(), [this, task_id](const grpc::Status& st, const v1::Task& t) {
-                           v1::CompleteTasksResponse r;
-                           r.set_task_id(task_id);
-                           r.set_code(st.error_code());
-                           r.set_message(st.error_message());
-                           if (st.ok()) *r.mutable_task() = t;
-                           Answer(std::move(r));
-                         }});
-    }
+    };
+    if (gen == 0) answer(grpc::Status(grpc::StatusCode::NOT_FOUND, "no such task"), {});
+    else committer_.Submit({run, gen, request_.output().note(), std::move(answer)});
     StartRead(&request_);
   }
 
@@ -512,9 +504,7 @@ class Consumer {
         }
         notifications[i].set_cursor(*cursor);
         service_.Deliver(notifications[i].role(), notifications[i]);
-        // As sopflow's consumer acks: a few at once on the send-asap
-        // connection, more buffered (one write for many).
-        messages.size() > kAckAtOnceMax ? messages[i].AckThrough(acks_) : messages[i].Ack();
+        messages[i].AckOfFetch(messages.size(), acks_);  // as sopflow's consumer acks
       }
     }
   }
