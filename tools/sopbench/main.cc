@@ -509,6 +509,7 @@ class CompletionStreams {
         waiting_.clear();
       } else {
         reopening_ = true;
+        retried_ += static_cast<int>(unanswered.size());  // not those merely waiting for the stream
         waiting_.insert(waiting_.begin(), std::make_move_iterator(unanswered.begin()),
                         std::make_move_iterator(unanswered.end()));
         later_.After(RetryPause(reopened_), [this] { Reopen(); });
@@ -527,7 +528,6 @@ class CompletionStreams {
       resend.swap(waiting_);
     }
     reopening_done_.notify_all();
-    retried_ += static_cast<int>(resend.size());
     for (auto& request : resend) Send(std::move(request));
   }
 
