@@ -59,6 +59,20 @@ std::vector<std::string> Keys(const nlohmann::json& object) {
   return keys;
 }
 
+// The keys matching `pattern`, asked on a connection of its own (a test
+// may restart Redis between two asks).
+std::vector<std::string> RedisKeys(const std::string& redis_address, const std::string& pattern) {
+  RedisConnection redis(RedisAddress::Parse(redis_address));
+  return ReplyStrings(redis.Command({"KEYS", pattern}).get());
+}
+
+// The run records sopflow holds: sf:run:<id>, not its :tasks or :history.
+size_t RunRecords(const std::string& redis_address) {
+  size_t records = 0;
+  for (const auto& key : RedisKeys(redis_address, "sf:run:*")) records += key.find(':', 7) == std::string::npos;
+  return records;
+}
+
 // Every run finished, every hand-off counted once, figures present.
 void ExpectCompleteReport(const BenchResult& r) {
   ASSERT_EQ(r.exit_code, 0) << r.log;
@@ -241,7 +255,7 @@ TEST(BenchTest, TheBareShapeRunsUnderTheSameBenchmark) {
   ExpectCompleteReport(r);
   EXPECT_EQ(Keys(r.last["cpu_ms_per_handoff"]), (std::vector<std::string>{"bench", "notifier", "router"}));
   RedisConnection redis(RedisAddress::Parse(b.redis->address()));
-  auto runs = ReplyStrings(redis.Command({"KEYS", "floor:run:*"}).get());
+  auto runs = RedisKeys(b.redis->address(), "floor:run:*");
   ASSERT_EQ(runs.size(), static_cast<size_t>(kRuns));
   for (const auto& run : runs) EXPECT_EQ(ReplyInteger(redis.Command({"HLEN", run}).get()), 11) << run;
   EXPECT_EQ(ReplyInteger(redis.Command({"XLEN", "floor:log"}).get()), kRuns * 10) << "one notification per task";
@@ -257,11 +271,6 @@ TEST(BenchTest, RetriesWhatTheDeploymentRefusesWhileRedisRestarts) {
     SCOPED_TRACE(complete_with);
     Backends b;
     b.FillRedisToLoadSlowly();
-    // Each asks on a connection of its own: Redis is restarted between.
-    auto keys = [&](const std::string& pattern) {
-      RedisConnection redis(RedisAddress::Parse(b.redis->address()));
-      return ReplyStrings(redis.Command({"KEYS", pattern}).get());
-    };
     const std::string work_dir = b.dir + "/bench";
     std::filesystem::create_directories(work_dir);
     constexpr int kRestartRuns = 30;
@@ -270,12 +279,8 @@ TEST(BenchTest, RetriesWhatTheDeploymentRefusesWhileRedisRestarts) {
     StartBench(bench, log_file,
                {"--redis", b.redis->address(), "--nats", b.nats->url(), "--runs", std::to_string(kRestartRuns),
                 "--rate", "10", "--work-dir", work_dir, "--timeout", "120", "--complete-with", complete_with});
-    auto runs = [&] {
-      size_t records = 0;  // sf:run:<id>, not its :tasks or :history
-      for (const auto& key : keys("sf:run:*")) records += key.find(':', 7) == std::string::npos;
-      return records;
-    };
-    ASSERT_TRUE(WaitUntil([&] { return runs() >= 5; }, 60000)) << "the load did not begin";
+    const std::string redis = b.redis->address();
+    ASSERT_TRUE(WaitUntil([&] { return RunRecords(redis) >= 5; }, 60000)) << "the load did not begin";
     b.redis->KillAndRestart({"--key-load-delay", "100"});
     BenchResult r = FinishBench(bench, log_file);
     ASSERT_EQ(r.exit_code, 0) << r.log;
@@ -283,8 +288,8 @@ TEST(BenchTest, RetriesWhatTheDeploymentRefusesWhileRedisRestarts) {
     EXPECT_EQ(r.last["runs_completed"], kRestartRuns) << r.log;
     EXPECT_EQ(r.last["errors"], 0) << r.log;
     EXPECT_GT(r.last["retried"].get<int>(), 0) << "nothing was refused: Redis restarted after the load?";
-    EXPECT_EQ(runs(), static_cast<size_t>(kRestartRuns)) << "one run per start";
-    EXPECT_EQ(keys("sf:req:sopbench-*").size(), static_cast<size_t>(kRestartRuns)) << "each start has its request_id";
+    EXPECT_EQ(RunRecords(redis), static_cast<size_t>(kRestartRuns)) << "one run per start";
+    EXPECT_EQ(RedisKeys(redis, "sf:req:sopbench-*").size(), static_cast<size_t>(kRestartRuns)) << "each start has its request_id";
   }
 }
 
@@ -310,13 +315,7 @@ TEST(BenchTest, OpensItsStreamsAgainWhenTheRouterIsKilledAndRestarted) {
                               tokens, "--templates", std::string(SOPFLOW_SOURCE_DIR) + "/deploy/base/notifier/templates",
                               "--router", router_addr, "--service-token", "bench-notifier", "--log-level", "info"},
                              {}, b.dir + "/notifier.log", &notifier_port));
-  RedisConnection redis(RedisAddress::Parse(b.redis->address()));
-  auto keys = [&](const std::string& pattern) { return ReplyStrings(redis.Command({"KEYS", pattern}).get()); };
-  auto runs = [&] {
-    size_t records = 0;  // sf:run:<id>, not its :tasks or :history
-    for (const auto& key : keys("sf:run:*")) records += key.find(':', 7) == std::string::npos;
-    return records;
-  };
+  const std::string redis = b.redis->address();
 
   constexpr int kRuns = 40;
   ChildProcess bench;
@@ -324,8 +323,8 @@ TEST(BenchTest, OpensItsStreamsAgainWhenTheRouterIsKilledAndRestarted) {
   StartBench(bench, log_file,
              {"--router", router_addr, "--notifier", "127.0.0.1:" + std::to_string(notifier_port), "--runs",
               std::to_string(kRuns), "--rate", "8", "--timeout", "120"});
-  ASSERT_TRUE(WaitUntil([&] { return runs() >= 10; }, 60000)) << "the load did not begin";
-  const size_t runs_before_kill = runs();  // at --rate 8, ~1 s into the 5 s of starts
+  ASSERT_TRUE(WaitUntil([&] { return RunRecords(redis) >= 10; }, 60000)) << "the load did not begin";
+  const size_t runs_before_kill = RunRecords(redis);  // at --rate 8, ~1 s into the 5 s of starts
   router.Kill();
   ChildProcess restarted;
   std::vector<std::string> same_address = router_args;
@@ -338,8 +337,8 @@ TEST(BenchTest, OpensItsStreamsAgainWhenTheRouterIsKilledAndRestarted) {
   EXPECT_EQ(r.last["runs_completed"], kRuns) << r.log;
   EXPECT_EQ(r.last["errors"], 0) << r.log;
   EXPECT_LT(runs_before_kill, static_cast<size_t>(kRuns)) << "the router died under the load";
-  EXPECT_EQ(runs(), static_cast<size_t>(kRuns)) << "one run per start";
-  EXPECT_EQ(keys("sf:task:*").size(), static_cast<size_t>(kRuns) * 10) << "each task created once";
+  EXPECT_EQ(RunRecords(redis), static_cast<size_t>(kRuns)) << "one run per start";
+  EXPECT_EQ(RedisKeys(redis, "sf:task:*").size(), static_cast<size_t>(kRuns) * 10) << "each task created once";
 }
 
 TEST(BenchTest, RefusesOptionsThatContradictEachOtherBeforeStartingAnything) {
